@@ -1,1 +1,13 @@
-//! Bench harness.
+//! kanmon-bench: the demo game node, test certificates and the load harness.
+//!
+//! Other crates' tests start demo nodes in-process with [`node::spawn_node`] and make test
+//! certificates with [`certs`], so the proxy can be exercised over real loopback sockets without
+//! any external program. The `kanmon-bench` binary wraps the same code for scripts
+//! (`benches/compare.sh`).
+#![warn(missing_docs)]
+
+pub mod certs;
+
+pub mod node;
+
+pub mod tls;

@@ -1,0 +1,118 @@
+//! HTTP/1.1 side of the node: `/healthcheck`, the catch-all route and the `/ws` upgrade.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::{ws, Shared};
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+    match tls {
+        None => serve_io(stream, shared).await,
+        Some(acceptor) => {
+            // Handshake failures are the client's business (the load harness counts them).
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            if let Ok(Ok(tls_stream)) = handshake.await {
+                serve_io(tls_stream, shared).await;
+            }
+        }
+    }
+}
+
+async fn serve_io<IO>(io: IO, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        async move { Ok::<_, Infallible>(handle(req, &shared)) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        // Connection errors (resets, half-open clients) are normal under load; nothing to do.
+        _res = conn.as_mut() => {}
+        () = shared.stopping() => {
+            conn.as_mut().graceful_shutdown();
+            let _finished_or_reset = conn.await;
+        }
+    }
+}
+
+fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/ws" {
+        return match ws::accept_key(&req) {
+            Some(accept) => upgrade(req, accept, shared),
+            None => plain(
+                StatusCode::BAD_REQUEST,
+                "expected a WebSocket upgrade\n",
+                shared,
+            ),
+        };
+    }
+    shared.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+    if req.uri().path() == "/healthcheck" && req.method() == Method::GET {
+        let mut resp = Response::new(Full::new(shared.health_body.clone()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert("x-node-id", shared.id_header.clone());
+        return resp;
+    }
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(shared.id.as_bytes())));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert("x-node-id", shared.id_header.clone());
+    resp
+}
+
+fn plain(status: StatusCode, body: &'static str, shared: &Shared) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("x-node-id", shared.id_header.clone());
+    resp
+}
+
+fn upgrade(req: Request<Incoming>, accept: String, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return plain(StatusCode::BAD_REQUEST, "bad key\n", shared);
+    };
+    let shared_ws = shared.clone();
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => ws::run(TokioIo::new(upgraded), shared_ws).await,
+            Err(e) => eprintln!("node: upgrade failed: {e}"),
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    h.insert("x-node-id", shared.id_header.clone());
+    resp
+}
