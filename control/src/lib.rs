@@ -1,1 +1,9 @@
-//! Control plane.
+//! The kanmon control plane: deployment lifecycle, operations queue, store, drivers, HTTP API
+//! and the `kanmon` CLI client.
+//!
+//! The lifecycle rules live in [`domain`] as sans-io state machines (inputs in, intents out);
+//! [`store`] keeps them durable in SQLite, [`driver`] carries intents to nodes and the proxy,
+//! [`api`] serves them over HTTP and [`cli`] talks to that API.
+#![warn(missing_docs)]
+
+pub mod domain;

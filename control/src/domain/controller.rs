@@ -1,0 +1,508 @@
+//! The per-deployment controller: operations queue plus the running rollout.
+//!
+//! Inputs in ([`Controller::submit`], [`Controller::handle_event`], [`Controller::handle_timeout`],
+//! [`Controller::recover`]), intents out ([`Intent`]). The runtime persists the deployment and
+//! every operation an intent names after each call, and carries the other intents out.
+
+use std::{collections::VecDeque, time::Duration};
+
+use kanmon_router::Catalog;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    crashloop::{BACKOFF_BASE, BACKOFF_CAP},
+    deployment::{check_cpus, check_key, check_version, NodeLaunch, NodeRunState, MAX_DB_CPUS},
+    deployment::{Deployment, Spec, MAX_NODE_CPUS},
+    ops::{OpId, OpKind, OpStatus, Operation, Progress},
+    rolling::{plan, Outcome, Rollout},
+    DomainError, Timestamp,
+};
+
+/// Durations the lifecycle waits for. Configurable so tests and development setups need not
+/// wait minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// How long a draining node may keep its connections before it is stopped anyway.
+    pub grace: Duration,
+    /// How long a started node has to pass its health check.
+    pub health_timeout: Duration,
+    /// How long a node may crash-loop before the operation fails.
+    pub crashloop_timeout: Duration,
+    /// First restart delay.
+    pub backoff_base: Duration,
+    /// Largest restart delay.
+    pub backoff_cap: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(60),
+            crashloop_timeout: Duration::from_secs(60 * 60),
+            backoff_base: BACKOFF_BASE,
+            backoff_cap: BACKOFF_CAP,
+        }
+    }
+}
+
+/// Something the outside world reports about a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The driver started the node at these addresses.
+    NodeStarted {
+        /// Node id.
+        node: String,
+        /// Which start of the node this is about.
+        incarnation: u64,
+        /// HTTP/WebSocket address.
+        addr: String,
+        /// gRPC address.
+        grpc: Option<String>,
+    },
+    /// The node passed its health check.
+    NodeHealthy {
+        /// Node id.
+        node: String,
+        /// Which start of the node this is about.
+        incarnation: u64,
+    },
+    /// The node's process is gone (asked to stop, or crashed).
+    NodeExited {
+        /// Node id.
+        node: String,
+        /// Which start of the node this is about.
+        incarnation: u64,
+    },
+    /// A draining node has no connections left.
+    ConnectionsDrained {
+        /// Node id.
+        node: String,
+    },
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Tell the proxy to send no new connections to the node (at once).
+    MarkDraining {
+        /// Node id.
+        node: String,
+    },
+    /// Tell the proxy the node takes connections.
+    MarkReady {
+        /// Node id.
+        node: String,
+    },
+    /// Tell the proxy the node is gone.
+    Forget {
+        /// Node id.
+        node: String,
+    },
+    /// Stop the node; report [`Event::NodeExited`] when it is gone.
+    StopNode {
+        /// Node id.
+        node: String,
+        /// The incarnation being stopped (echo it in the exit event).
+        incarnation: u64,
+    },
+    /// Start a node; report [`Event::NodeStarted`], then [`Event::NodeHealthy`] or
+    /// [`Event::NodeExited`].
+    StartNode {
+        /// What to start.
+        spec: NodeLaunch,
+    },
+    /// Call [`Controller::handle_timeout`] at (or after) `at`.
+    ArmTimer {
+        /// Deadline.
+        at: Timestamp,
+    },
+    /// Persist this operation (it was created or changed).
+    SaveOp(Box<Operation>),
+    /// The deployment is deleted: remove it from the proxy.
+    RemoveDeployment,
+}
+
+/// The operation in progress and its rollout.
+#[derive(Debug, Clone)]
+struct Active {
+    op: OpId,
+    rollout: Option<Rollout>,
+}
+
+/// One deployment's lifecycle.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    /// The deployment (persist after every call).
+    pub deployment: Deployment,
+    queue: VecDeque<Operation>,
+    active: Option<Active>,
+    timings: Timings,
+}
+
+impl Controller {
+    /// A controller for `deployment` with its unfinished operations (oldest first).
+    pub fn new(deployment: Deployment, unfinished: Vec<Operation>, timings: Timings) -> Self {
+        Self {
+            deployment,
+            queue: unfinished.into(),
+            active: None,
+            timings,
+        }
+    }
+
+    /// Unfinished operations, the in-progress one first.
+    pub fn queue(&self) -> impl Iterator<Item = &Operation> {
+        self.queue.iter()
+    }
+
+    /// Queues an operation (validated against the current state; validated again when it
+    /// starts, since the state may change while it waits). A `deploy` queued while the running
+    /// operation is stuck in CrashLoopBackOff supersedes it and starts at once.
+    pub fn submit(
+        &mut self,
+        op: Operation,
+        catalog: &Catalog,
+        now: Timestamp,
+    ) -> Result<Vec<Intent>, DomainError> {
+        if self.deployment.deleted || self.queue.iter().any(|o| o.kind == OpKind::Delete) {
+            return Err(DomainError::Deleted);
+        }
+        validate(&self.deployment, &op.kind, catalog)?;
+        let mut out = Vec::new();
+        let stuck = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.rollout.as_ref().is_some_and(|r| r.crash.is_some()));
+        let is_deploy = matches!(op.kind, OpKind::Deploy { .. });
+        out.push(Intent::SaveOp(Box::new(op.clone())));
+        if stuck && is_deploy {
+            let reason = format!("superseded by operation {}", op.id);
+            self.finish(Err(reason), now, &mut out);
+            self.queue.push_front(op);
+        } else {
+            self.queue.push_back(op);
+        }
+        self.step(catalog, now, &mut out);
+        Ok(out)
+    }
+
+    /// Starts queued operations while nothing is in progress. Call after loading and after
+    /// [`Controller::recover`].
+    pub fn poll(&mut self, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
+        let mut out = Vec::new();
+        self.step(catalog, now, &mut out);
+        out
+    }
+
+    fn step(&mut self, catalog: &Catalog, now: Timestamp, out: &mut Vec<Intent>) {
+        // Each pass either starts an operation that keeps running (and stops) or finishes one.
+        for _ in 0..=self.queue.len() {
+            if self.active.is_some() {
+                return;
+            }
+            let Some(op) = self.queue.front_mut() else {
+                return;
+            };
+            op.status = OpStatus::InProgress;
+            op.started_at = Some(now);
+            let (id, kind) = (op.id, op.kind.clone());
+            self.active = Some(Active {
+                op: id,
+                rollout: None,
+            });
+            if self.deployment.deleted {
+                self.finish(Err(DomainError::Deleted.to_string()), now, out);
+                continue;
+            }
+            if let Err(e) = validate(&self.deployment, &kind, catalog) {
+                self.finish(Err(e.to_string()), now, out);
+                continue;
+            }
+            if kind == OpKind::Export {
+                let doc = export(&self.deployment);
+                self.finish(Ok(Some(doc)), now, out);
+                continue;
+            }
+            let (spec, generation) = self.target(&kind);
+            let wanted = if kind == OpKind::Delete {
+                0
+            } else {
+                self.deployment.wanted_nodes(&spec)
+            };
+            let mut rollout = Rollout::new(plan(&self.deployment, wanted), spec, generation);
+            let outcome = rollout.begin(&mut self.deployment, &self.timings, now, out);
+            if let Some(a) = self.active.as_mut() {
+                a.rollout = Some(rollout);
+            }
+            self.settle(outcome, now, out);
+        }
+    }
+
+    /// The spec and generation `kind` moves the deployment to.
+    fn target(&self, kind: &OpKind) -> (Spec, u64) {
+        let dep = &self.deployment;
+        let mut spec = dep.spec.clone();
+        match kind.clone() {
+            OpKind::Deploy { version, image } => {
+                spec.version = version;
+                spec.image = image;
+            }
+            OpKind::Scale { node_cpus, db_cpus } => {
+                spec.node_cpus = node_cpus;
+                spec.db_cpus = db_cpus;
+            }
+            OpKind::SetVars { vars } => spec.vars = vars,
+            OpKind::SetConfig {
+                config,
+                secret_config,
+            } => {
+                spec.config = config;
+                spec.secret_config = secret_config;
+            }
+            OpKind::Reboot | OpKind::Export | OpKind::Delete => {
+                return (spec, dep.generation.max(1))
+            }
+        }
+        (spec, dep.generation + 1)
+    }
+
+    /// A node event.
+    pub fn handle_event(&mut self, ev: Event, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
+        let mut out = Vec::new();
+        let (node, incarnation) = match &ev {
+            Event::NodeStarted {
+                node, incarnation, ..
+            }
+            | Event::NodeHealthy { node, incarnation }
+            | Event::NodeExited { node, incarnation } => (node.clone(), Some(*incarnation)),
+            Event::ConnectionsDrained { node } => (node.clone(), None),
+        };
+        let Some(record) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
+            return out;
+        };
+        if incarnation.is_some_and(|i| i != record.incarnation) {
+            // About a process that has since been replaced: stale.
+            return out;
+        }
+        if let Event::NodeStarted { addr, grpc, .. } = &ev {
+            record.addr = Some(addr.clone());
+            record.grpc = grpc.clone();
+            return out;
+        }
+        let mut rollout = self.active.as_mut().and_then(|a| a.rollout.take());
+        let outcome = match rollout.as_mut() {
+            Some(r) if r.is_current(&self.deployment, &node) => {
+                let (dep, t) = (&mut self.deployment, &self.timings);
+                match ev {
+                    Event::NodeHealthy { .. } => r.healthy(dep, t, now, &mut out),
+                    Event::NodeExited { .. } => r.exited(dep, t, now, &mut out),
+                    Event::ConnectionsDrained { .. } => r.drained(dep, &mut out),
+                    Event::NodeStarted { .. } => Outcome::Running,
+                }
+            }
+            _ => {
+                self.outside_rollout(&ev, &node, &mut out);
+                Outcome::Running
+            }
+        };
+        if let (Some(a), Some(r)) = (self.active.as_mut(), rollout) {
+            a.rollout = Some(r);
+        }
+        self.settle(outcome, now, &mut out);
+        self.step(catalog, now, &mut out);
+        out
+    }
+
+    /// Events about nodes no rollout step is working on (recovered nodes coming up, or a
+    /// serving node that died): keep the recorded state true.
+    fn outside_rollout(&mut self, ev: &Event, node: &str, out: &mut Vec<Intent>) {
+        let Some(n) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
+            return;
+        };
+        match ev {
+            Event::NodeHealthy { .. } if n.state == NodeRunState::Starting => {
+                n.state = NodeRunState::Ready;
+                out.push(Intent::MarkReady { node: n.id.clone() });
+            }
+            Event::NodeExited { .. } if n.state != NodeRunState::Stopped => {
+                n.state = NodeRunState::Stopped;
+                out.push(Intent::Forget { node: n.id.clone() });
+            }
+            _ => {}
+        }
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
+        let mut out = Vec::new();
+        let Some(mut rollout) = self.active.as_mut().and_then(|a| a.rollout.take()) else {
+            return out;
+        };
+        let outcome = rollout.timeout(&mut self.deployment, &self.timings, now, &mut out);
+        if let Some(a) = self.active.as_mut() {
+            a.rollout = Some(rollout);
+        }
+        self.settle(outcome, now, &mut out);
+        self.step(catalog, now, &mut out);
+        out
+    }
+
+    /// Called once after loading from the store on a control-plane restart.
+    ///
+    /// An operation that was in progress is **marked failed**, not resumed: the rollout's
+    /// in-memory step (which node was draining, whether a start was already requested) died
+    /// with the process, and guessing it could stop a second node while the first is still
+    /// down. Failing is explicit, keeps the applied spec (a failed operation leaves the
+    /// previous state), and lets the operator re-queue; the operations behind it then run.
+    /// Every recorded node is (re)started with the applied spec so the deployment converges
+    /// to its last good state; drivers treat a start of a node that is already running as
+    /// adopting it.
+    pub fn recover(&mut self, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
+        let mut out = Vec::new();
+        for op in self.queue.iter_mut() {
+            if op.status == OpStatus::InProgress {
+                op.status = OpStatus::Failed;
+                op.finished_at = Some(now);
+                op.progress = None;
+                op.error = Some("interrupted by a control-plane restart".into());
+                out.push(Intent::SaveOp(Box::new(op.clone())));
+            }
+        }
+        self.queue.retain(|o| !o.status.is_final());
+        self.active = None;
+        if !self.deployment.deleted {
+            let dep = &mut self.deployment;
+            let (spec, generation) = (dep.spec.clone(), dep.generation);
+            let slots: Vec<u32> = dep.nodes.iter().map(|n| n.slot).collect();
+            for slot in slots {
+                let launch = dep.launch(slot, &spec, generation);
+                if let Some(n) = dep.node_mut(slot) {
+                    n.state = NodeRunState::Starting;
+                    n.generation = generation;
+                    n.incarnation = launch.incarnation;
+                    out.push(Intent::StartNode { spec: launch });
+                }
+            }
+        }
+        self.step(catalog, now, &mut out);
+        out
+    }
+
+    fn settle(&mut self, outcome: Outcome, now: Timestamp, out: &mut Vec<Intent>) {
+        match outcome {
+            Outcome::Running => self.refresh_progress(out),
+            Outcome::Done => self.finish(Ok(None), now, out),
+            Outcome::Failed(why) => self.finish(Err(why), now, out),
+        }
+    }
+
+    fn refresh_progress(&mut self, out: &mut Vec<Intent>) {
+        let Some(active) = &self.active else { return };
+        let progress = active.rollout.as_ref().and_then(|r| {
+            r.progress().map(|(step, of, slot, phase)| Progress {
+                step,
+                of,
+                node: super::deployment::node_id(&self.deployment.instance, slot),
+                phase: phase.to_string(),
+            })
+        });
+        if let Some(op) = self.queue.front_mut() {
+            if op.progress != progress {
+                op.progress = progress;
+                out.push(Intent::SaveOp(Box::new(op.clone())));
+            }
+        }
+    }
+
+    /// Ends the active operation. Only success applies the target spec.
+    fn finish(
+        &mut self,
+        result: Result<Option<serde_json::Value>, String>,
+        now: Timestamp,
+        out: &mut Vec<Intent>,
+    ) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        let Some(mut op) = self.queue.pop_front() else {
+            return;
+        };
+        debug_assert_eq!(op.id, active.op);
+        op.finished_at = Some(now);
+        op.progress = None;
+        match result {
+            Ok(doc) => {
+                op.status = OpStatus::Completed;
+                op.result = doc;
+                if let Some(r) = active.rollout {
+                    if op.kind == OpKind::Delete {
+                        self.deployment.deleted = true;
+                        out.push(Intent::RemoveDeployment);
+                    } else {
+                        self.deployment.spec = r.spec;
+                        self.deployment.generation = r.generation;
+                    }
+                }
+            }
+            Err(why) => {
+                op.status = OpStatus::Failed;
+                op.error = Some(why);
+            }
+        }
+        out.push(Intent::SaveOp(Box::new(op)));
+        if self.deployment.deleted {
+            while let Some(mut rest) = self.queue.pop_front() {
+                rest.status = OpStatus::Failed;
+                rest.finished_at = Some(now);
+                rest.error = Some(DomainError::Deleted.to_string());
+                out.push(Intent::SaveOp(Box::new(rest)));
+            }
+        }
+    }
+}
+
+/// Checks an operation against the deployment's current state.
+pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<(), DomainError> {
+    match kind {
+        OpKind::Deploy { version, .. } => check_version(catalog, Some(&dep.spec.version), version),
+        OpKind::Scale { node_cpus, db_cpus } => {
+            check_cpus("node_cpus", *node_cpus, MAX_NODE_CPUS)?;
+            check_cpus("db_cpus", *db_cpus, MAX_DB_CPUS)?;
+            if *db_cpus < dep.spec.db_cpus {
+                return Err(DomainError::DatabaseCpuDown {
+                    from: dep.spec.db_cpus,
+                    to: *db_cpus,
+                });
+            }
+            Ok(())
+        }
+        OpKind::SetVars { vars } => vars.keys().try_for_each(|k| check_key(k)),
+        OpKind::SetConfig {
+            config,
+            secret_config,
+        } => config
+            .keys()
+            .chain(secret_config.keys())
+            .try_for_each(|k| check_key(k)),
+        OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
+        OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),
+    }
+}
+
+/// The export document: settings without keys or secret values.
+pub fn export(dep: &Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "instance": dep.instance.as_str(),
+        "zone": dep.zone.as_str(),
+        "type": dep.kind.as_str(),
+        "hostname": dep.hostname,
+        "version": dep.spec.version.to_string(),
+        "image": dep.spec.image,
+        "node_cpus": dep.spec.node_cpus,
+        "db_cpus": dep.spec.db_cpus,
+        "vars": dep.spec.vars,
+        "config": dep.spec.config,
+        "secret_config_keys": dep.spec.secret_config.keys().collect::<Vec<_>>(),
+    })
+}

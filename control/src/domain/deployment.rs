@@ -1,0 +1,417 @@
+//! A deployment: its four permanent choices, its applied spec and its nodes.
+
+use std::{collections::BTreeMap, fmt};
+
+use kanmon_router::{Catalog, Change, InstanceName, Support, Version, Zone};
+use serde::{Deserialize, Serialize};
+
+use super::{serde_names, DomainError, Timestamp};
+
+/// Largest node CPU count offered (one node per CPU in production).
+pub const MAX_NODE_CPUS: u32 = 16;
+/// Largest database CPU count offered.
+pub const MAX_DB_CPUS: u32 = 64;
+
+/// Development deployments run one node and accept brief downtime; production ones are sized
+/// for availability and protected from deletion by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentType {
+    /// One node, downtime on reboot accepted.
+    Development,
+    /// One node per CPU; rolling operations keep the others serving.
+    Production,
+}
+
+impl DeploymentType {
+    /// The lower-case name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for DeploymentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many nodes a deployment runs: development always one; production one per node CPU
+/// (1 → 1, 2 → 2 for HA, more → more).
+pub fn node_count(kind: DeploymentType, node_cpus: u32) -> u32 {
+    match kind {
+        DeploymentType::Development => 1,
+        DeploymentType::Production => node_cpus.max(1),
+    }
+}
+
+/// Checks a CPU count is in range, naming the resource.
+pub fn check_cpus(what: &'static str, got: u32, max: u32) -> Result<(), DomainError> {
+    if got == 0 || got > max {
+        return Err(DomainError::CpuRange { what, max, got });
+    }
+    Ok(())
+}
+
+/// Checks a variable or config key (keys end up in environment variables and files).
+pub fn check_key(key: &str) -> Result<(), DomainError> {
+    let ok = (1..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::InvalidKey(key.to_string()))
+    }
+}
+
+/// Checks that `to` is a supported version and not older than `from`.
+pub fn check_version(
+    catalog: &Catalog,
+    from: Option<&Version>,
+    to: &Version,
+) -> Result<(), DomainError> {
+    match catalog.support(to) {
+        Support::Supported => {}
+        Support::Unsupported => {
+            return Err(DomainError::VersionNotSupported {
+                version: *to,
+                status: "unsupported",
+            })
+        }
+        Support::Unknown => {
+            return Err(DomainError::VersionNotSupported {
+                version: *to,
+                status: "unknown",
+            })
+        }
+    }
+    match from {
+        Some(from) if Change::between(from, to) == Change::Downgrade => {
+            Err(DomainError::Downgrade {
+                from: *from,
+                to: *to,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What the nodes run. Changed only by operations, and only when the operation completes, so a
+/// failed operation leaves the previous spec in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// Game-server version.
+    #[serde(with = "serde_names::version")]
+    pub version: Version,
+    /// Container image or build override, if any.
+    pub image: Option<String>,
+    /// Node CPUs (drives the node count).
+    pub node_cpus: u32,
+    /// Database CPUs (only ever raised).
+    pub db_cpus: u32,
+    /// Runtime variables.
+    pub vars: BTreeMap<String, String>,
+    /// Plain configuration.
+    pub config: BTreeMap<String, String>,
+    /// Secret configuration: merged into the config given to nodes, never shown without the
+    /// `secrets` permission, never logged.
+    pub secret_config: BTreeMap<String, String>,
+}
+
+/// The server key and runtime key of a deployment. They come from a CSPRNG outside the domain
+/// and are passed in, which keeps the domain deterministic.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    /// Key game clients use to authenticate to the server.
+    pub server_key: String,
+    /// Key for the runtime (HTTP) API.
+    pub runtime_key: String,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys { <redacted> }")
+    }
+}
+
+/// Lifecycle state of one node as the control plane tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRunState {
+    /// Asked to start; not yet healthy.
+    Starting,
+    /// Healthy and taking connections.
+    Ready,
+    /// Taking no new connections; waiting for existing ones to end.
+    Draining,
+    /// Asked to stop, or stopped.
+    Stopped,
+    /// Exited on start; waiting out a restart delay.
+    CrashLoopBackOff,
+}
+
+impl NodeRunState {
+    /// Whether the node is serving new connections.
+    pub fn is_up(self) -> bool {
+        self == Self::Ready
+    }
+}
+
+/// One node of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Position in the deployment (0-based); the node id is derived from it.
+    pub slot: u32,
+    /// `{instance}-{slot}`: stable across restarts so the proxy keeps one counter per node.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: NodeRunState,
+    /// Which spec generation the node runs (or is starting with).
+    pub generation: u64,
+    /// Bumped on every start; events name the incarnation they are about, so a late report
+    /// about a process that was already replaced cannot move the new one's state.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// HTTP/WebSocket address, once the driver reported it.
+    pub addr: Option<String>,
+    /// gRPC address, if any.
+    pub grpc: Option<String>,
+}
+
+/// Everything a driver needs to start one node. The config holds secret values, so `Debug` is
+/// redacted to keep them out of logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLaunch {
+    /// Node id.
+    pub id: String,
+    /// Slot.
+    pub slot: u32,
+    /// Spec generation.
+    pub generation: u64,
+    /// Start counter of this node (see [`NodeRecord::incarnation`]).
+    pub incarnation: u64,
+    /// Version to run.
+    #[serde(with = "serde_names::version")]
+    pub version: Version,
+    /// Image override.
+    pub image: Option<String>,
+    /// Runtime variables.
+    pub vars: BTreeMap<String, String>,
+    /// Config merged with secret config (secret values win on a clash).
+    pub config: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for NodeLaunch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeLaunch")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .field("incarnation", &self.incarnation)
+            .field("version", &self.version.to_string())
+            .field("config_keys", &self.config.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request to create a deployment (already parsed into validated names).
+#[derive(Debug, Clone)]
+pub struct CreateDeployment {
+    /// Organization (permission scope).
+    pub org: String,
+    /// Title (game) within the organization (permission scope).
+    pub title: String,
+    /// Permanent: instance name.
+    pub instance: InstanceName,
+    /// Permanent: zone.
+    pub zone: Zone,
+    /// Permanent: type.
+    pub kind: DeploymentType,
+    /// Initial version.
+    pub version: Version,
+    /// Node CPUs.
+    pub node_cpus: u32,
+    /// Database CPUs.
+    pub db_cpus: u32,
+    /// Delete protection; `None` takes the default (on for production).
+    pub delete_protection: Option<bool>,
+}
+
+/// An edit of the mutable settings. The permanent fields are here only so an attempt to change
+/// them can be refused with a clear error instead of being silently ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeploymentEdit {
+    /// Turn delete protection on or off.
+    pub delete_protection: Option<bool>,
+    /// Opt-in 503 avoidance for one-node deployments during a reboot.
+    pub fallback_to_draining: Option<bool>,
+    /// Permanent: refused unless equal to the current value.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Permanent: refused unless equal.
+    pub zone: Option<String>,
+    /// Permanent: refused unless equal.
+    pub instance: Option<String>,
+    /// Permanent (changes only through `deploy`): refused unless equal.
+    pub version: Option<String>,
+}
+
+/// A deployment as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Permanent: instance name (unique on the platform).
+    #[serde(with = "serde_names::instance")]
+    pub instance: InstanceName,
+    /// Permanent: zone.
+    #[serde(with = "serde_names::zone")]
+    pub zone: Zone,
+    /// Permanent: type.
+    #[serde(rename = "type")]
+    pub kind: DeploymentType,
+    /// Organization.
+    pub org: String,
+    /// Title.
+    pub title: String,
+    /// `{instance}.{zone}.{base_domain}`.
+    pub hostname: String,
+    /// The applied spec.
+    pub spec: Spec,
+    /// Bumped each time an operation changes the spec.
+    pub generation: u64,
+    /// Refuses delete while on.
+    pub delete_protection: bool,
+    /// See [`kanmon_router::DeploymentSpec::fallback_to_draining`].
+    pub fallback_to_draining: bool,
+    /// The nodes.
+    pub nodes: Vec<NodeRecord>,
+    /// Secret keys.
+    pub keys: Keys,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Who created it.
+    pub created_by: String,
+    /// Set once a delete operation completed.
+    pub deleted: bool,
+}
+
+impl Deployment {
+    /// Validates a create request. The zone must be offered (`zones` lists `(zone, on_request)`)
+    /// and the version supported; keys come from the caller's CSPRNG.
+    pub fn create(
+        req: CreateDeployment,
+        catalog: &Catalog,
+        zones: &[(Zone, bool)],
+        base_domain: &str,
+        keys: Keys,
+        who: &str,
+        now: Timestamp,
+    ) -> Result<Self, DomainError> {
+        match zones.iter().find(|(z, _)| *z == req.zone) {
+            None => return Err(DomainError::UnknownZone(req.zone.to_string())),
+            Some((_, true)) => return Err(DomainError::ZoneOnRequest(req.zone.to_string())),
+            Some((_, false)) => {}
+        }
+        check_version(catalog, None, &req.version)?;
+        check_cpus("node_cpus", req.node_cpus, MAX_NODE_CPUS)?;
+        check_cpus("db_cpus", req.db_cpus, MAX_DB_CPUS)?;
+        let hostname = kanmon_router::hostname(&req.instance, &req.zone, base_domain);
+        let production = req.kind == DeploymentType::Production;
+        Ok(Self {
+            hostname,
+            kind: req.kind,
+            org: req.org,
+            title: req.title,
+            spec: Spec {
+                version: req.version,
+                image: None,
+                node_cpus: req.node_cpus,
+                db_cpus: req.db_cpus,
+                vars: BTreeMap::new(),
+                config: BTreeMap::new(),
+                secret_config: BTreeMap::new(),
+            },
+            generation: 0,
+            delete_protection: req.delete_protection.unwrap_or(production),
+            fallback_to_draining: false,
+            nodes: Vec::new(),
+            keys,
+            created_at: now,
+            created_by: who.to_string(),
+            deleted: false,
+            instance: req.instance,
+            zone: req.zone,
+        })
+    }
+
+    /// Applies an edit, refusing any change of a permanent choice. All checks run before any
+    /// field changes, so a refused edit changes nothing.
+    pub fn edit(&mut self, e: &DeploymentEdit) -> Result<(), DomainError> {
+        let same = |given: &Option<String>, current: &str| {
+            given
+                .as_deref()
+                .is_none_or(|g| g.eq_ignore_ascii_case(current))
+        };
+        if !same(&e.kind, self.kind.as_str()) {
+            return Err(DomainError::PermanentChoice { field: "type" });
+        }
+        if !same(&e.zone, self.zone.as_str()) {
+            return Err(DomainError::PermanentChoice { field: "zone" });
+        }
+        if !same(&e.instance, self.instance.as_str()) {
+            return Err(DomainError::PermanentChoice { field: "instance" });
+        }
+        if !same(&e.version, &self.spec.version.to_string()) {
+            return Err(DomainError::PermanentChoice { field: "version" });
+        }
+        if self.deleted {
+            return Err(DomainError::Deleted);
+        }
+        if let Some(p) = e.delete_protection {
+            self.delete_protection = p;
+        }
+        if let Some(f) = e.fallback_to_draining {
+            self.fallback_to_draining = f;
+        }
+        Ok(())
+    }
+
+    /// How many nodes `spec` asks for.
+    pub fn wanted_nodes(&self, spec: &Spec) -> u32 {
+        node_count(self.kind, spec.node_cpus)
+    }
+
+    /// The launch description of node `slot` under `spec` at `generation`.
+    /// The incarnation is the node's current one plus one: the launch is a new start.
+    pub fn launch(&self, slot: u32, spec: &Spec, generation: u64) -> NodeLaunch {
+        let mut config = spec.config.clone();
+        config.extend(spec.secret_config.clone());
+        NodeLaunch {
+            id: node_id(&self.instance, slot),
+            slot,
+            generation,
+            incarnation: self
+                .nodes
+                .iter()
+                .find(|n| n.slot == slot)
+                .map_or(1, |n| n.incarnation + 1),
+            version: spec.version,
+            image: spec.image.clone(),
+            vars: spec.vars.clone(),
+            config,
+        }
+    }
+
+    /// The node in `slot`, if any.
+    pub fn node_mut(&mut self, slot: u32) -> Option<&mut NodeRecord> {
+        self.nodes.iter_mut().find(|n| n.slot == slot)
+    }
+}
+
+/// The id of node `slot` of `instance`.
+pub fn node_id(instance: &InstanceName, slot: u32) -> String {
+    format!("{instance}-{slot}")
+}

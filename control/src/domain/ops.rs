@@ -1,0 +1,200 @@
+//! Operations: what users queue against a deployment, and their status records.
+
+use std::{collections::BTreeMap, fmt};
+
+use kanmon_router::Version;
+use serde::{Deserialize, Serialize};
+
+use super::{permissions::Permission, serde_names, Timestamp};
+
+/// Operation id, unique across the platform (allocated by the store).
+pub type OpId = u64;
+
+/// What an operation does. Payloads hold everything needed to run it later, since it may wait
+/// in the queue behind others.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OpKind {
+    /// Roll out a new version or image (a redeploy of the same version is allowed).
+    Deploy {
+        /// Target version.
+        #[serde(with = "serde_names::version")]
+        version: Version,
+        /// Image override.
+        #[serde(default)]
+        image: Option<String>,
+    },
+    /// Restart every node, one at a time.
+    Reboot,
+    /// Change node and database CPUs (node count follows node CPUs).
+    Scale {
+        /// Node CPUs.
+        node_cpus: u32,
+        /// Database CPUs (never lower than now).
+        db_cpus: u32,
+    },
+    /// Replace the runtime variables.
+    SetVars {
+        /// The new variables (the whole set).
+        vars: BTreeMap<String, String>,
+    },
+    /// Replace the config and secret config.
+    SetConfig {
+        /// Plain config (the whole set).
+        #[serde(default)]
+        config: BTreeMap<String, String>,
+        /// Secret config (the whole set).
+        #[serde(default)]
+        secret_config: BTreeMap<String, String>,
+    },
+    /// Produce an export of the deployment's settings.
+    Export,
+    /// Remove all nodes and the deployment.
+    Delete,
+}
+
+impl OpKind {
+    /// The operation's name as used in the API and CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Deploy { .. } => "deploy",
+            Self::Reboot => "reboot",
+            Self::Scale { .. } => "scale",
+            Self::SetVars { .. } => "set-vars",
+            Self::SetConfig { .. } => "set-config",
+            Self::Export => "export",
+            Self::Delete => "delete",
+        }
+    }
+
+    /// The permission a user needs to queue it.
+    pub fn permission(&self) -> Permission {
+        match self {
+            Self::Deploy { .. } | Self::Reboot => Permission::Deploy,
+            Self::Scale { .. } => Permission::Scale,
+            Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
+            Self::Export => Permission::Export,
+            Self::Delete => Permission::Delete,
+        }
+    }
+
+    /// A copy with secret values replaced, for showing to users without `secrets`.
+    pub fn redacted(&self) -> Self {
+        match self {
+            Self::SetConfig {
+                config,
+                secret_config,
+            } => Self::SetConfig {
+                config: config.clone(),
+                secret_config: secret_config
+                    .keys()
+                    .map(|k| (k.clone(), "<redacted>".to_string()))
+                    .collect(),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for OpKind {
+    /// Never prints config values: operation payloads can carry secrets and end up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Deploy { version, image } => write!(f, "Deploy({version}, {image:?})"),
+            Self::Scale { node_cpus, db_cpus } => write!(f, "Scale({node_cpus}, {db_cpus})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// Status of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    /// Queued behind others.
+    Pending,
+    /// Running; at most one per deployment.
+    InProgress,
+    /// Done; the deployment has the new state.
+    Completed,
+    /// Refused at start, crashed out, superseded or interrupted; the deployment keeps its
+    /// previous spec.
+    Failed,
+}
+
+impl OpStatus {
+    /// Whether the operation has finished.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Live progress of a rolling operation, for `kanmon ops` and the CLI's progress line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Current step (1-based).
+    pub step: u32,
+    /// Number of steps.
+    pub of: u32,
+    /// Node being worked on.
+    pub node: String,
+    /// What is happening to it (`draining`, `stopping`, `starting`, `crash_loop_back_off`).
+    pub phase: String,
+}
+
+/// One operation with who asked and when each transition happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Id.
+    pub id: OpId,
+    /// Deployment instance name.
+    pub instance: String,
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: OpKind,
+    /// Status.
+    pub status: OpStatus,
+    /// Who queued it.
+    pub requested_by: String,
+    /// When it was queued.
+    pub requested_at: Timestamp,
+    /// When it started.
+    pub started_at: Option<Timestamp>,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Result (export document).
+    pub result: Option<serde_json::Value>,
+    /// Rolling progress while in progress.
+    pub progress: Option<Progress>,
+}
+
+impl Operation {
+    /// A new pending operation.
+    pub fn new(id: OpId, instance: &str, kind: OpKind, who: &str, now: Timestamp) -> Self {
+        Self {
+            id,
+            instance: instance.to_string(),
+            kind,
+            status: OpStatus::Pending,
+            requested_by: who.to_string(),
+            requested_at: now,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            result: None,
+            progress: None,
+        }
+    }
+}

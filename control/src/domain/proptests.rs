@@ -1,0 +1,140 @@
+//! Property tests: random operation sequences, event orders, crashes and time jumps.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use proptest::prelude::*;
+
+use super::sim::*;
+use super::*;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Submit(u8, u8),
+    Deliver(usize),
+    Timer,
+    Crashy(bool),
+    Edit(u8),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        2 => (0u8..8, 0u8..8).prop_map(|(k, x)| Action::Submit(k, x)),
+        6 => (0usize..16).prop_map(Action::Deliver),
+        2 => Just(Action::Timer),
+        1 => any::<bool>().prop_map(Action::Crashy),
+        1 => (0u8..5).prop_map(Action::Edit),
+    ]
+}
+
+fn op(k: u8, x: u8) -> OpKind {
+    let versions = ["3.34.0", "3.35.0", "3.36.0", "3.37.0", "3.37.1"];
+    match k {
+        0 | 1 => OpKind::Deploy {
+            version: v(versions[x as usize % 5]),
+            image: None,
+        },
+        2 => OpKind::Reboot,
+        3 => OpKind::Scale {
+            node_cpus: u32::from(x % 4) + 1,
+            db_cpus: u32::from(x % 3) + 1,
+        },
+        4 => OpKind::SetVars {
+            vars: BTreeMap::from([(format!("k{x}"), "v".into())]),
+        },
+        5 => OpKind::SetConfig {
+            config: BTreeMap::new(),
+            secret_config: BTreeMap::new(),
+        },
+        6 => OpKind::Export,
+        _ => OpKind::Delete,
+    }
+}
+
+fn edit(x: u8) -> DeploymentEdit {
+    match x {
+        0 => DeploymentEdit {
+            kind: Some("development".into()),
+            ..Default::default()
+        },
+        1 => DeploymentEdit {
+            zone: Some("eu-west1".into()),
+            ..Default::default()
+        },
+        2 => DeploymentEdit {
+            instance: Some("other".into()),
+            ..Default::default()
+        },
+        3 => DeploymentEdit {
+            version: Some("3.37.1".into()),
+            ..Default::default()
+        },
+        _ => DeploymentEdit {
+            delete_protection: Some(false),
+            ..Default::default()
+        },
+    }
+}
+
+fn timings() -> Timings {
+    Timings {
+        crashloop_timeout: Duration::from_secs(120),
+        ..Timings::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn invariants_hold(production in any::<bool>(), cpus in 1u32..4, actions in prop::collection::vec(action(), 1..120)) {
+        let kind = if production { DeploymentType::Production } else { DeploymentType::Development };
+        let mut sim = Sim::new(kind, cpus, timings());
+        let first = sim.submit(OpKind::Deploy { version: v("3.35.0"), image: None }).unwrap();
+        let (instance, zone) = (sim.ctl.deployment.instance.clone(), sim.ctl.deployment.zone.clone());
+        let mut version = sim.ctl.deployment.spec.version;
+        let mut finished = BTreeMap::new();
+        for a in actions {
+            match a {
+                Action::Submit(k, x) => { let _ = sim.submit(op(k, x)); }
+                Action::Deliver(i) => { sim.deliver(i); }
+                Action::Timer => { sim.fire_timer(); }
+                Action::Crashy(c) => {
+                    sim.behaviour = if c { NodeBehaviour::CrashOnStart } else { NodeBehaviour::Healthy };
+                }
+                Action::Edit(x) => { let _ = sim.ctl.deployment.edit(&edit(x)); }
+            }
+            let dep = &sim.ctl.deployment;
+            // Permanent choices never change; the version never goes down.
+            prop_assert_eq!(&dep.instance, &instance);
+            prop_assert_eq!(&dep.zone, &zone);
+            prop_assert_eq!(dep.kind, kind);
+            prop_assert!(dep.spec.version >= version);
+            version = dep.spec.version;
+            // One operation at a time, and it heads the controller's queue.
+            let in_progress: Vec<_> = sim.saved.values().filter(|o| o.status == OpStatus::InProgress).collect();
+            prop_assert!(in_progress.len() <= 1);
+            if let Some(op) = in_progress.first() {
+                prop_assert_eq!(sim.ctl.queue().next().map(|o| o.id), Some(op.id));
+            }
+            // Finished operations never change again.
+            for o in sim.saved.values().filter(|o| o.status.is_final()) {
+                if let Some(prev) = finished.insert(o.id, o.status) {
+                    prop_assert_eq!(prev, o.status);
+                }
+            }
+            // A rollout never takes down a second node.
+            if production && !dep.deleted {
+                prop_assert!(sim.nodes_down() <= 1, "nodes: {:?}", dep.nodes);
+            }
+            // Development deployments never run more than one node.
+            if !production {
+                prop_assert!(dep.nodes.len() <= 1);
+            }
+        }
+        // With a healthy driver, everything queued eventually finishes.
+        sim.behaviour = NodeBehaviour::Healthy;
+        sim.settle();
+        prop_assert!(sim.saved.values().all(|o| o.status.is_final()));
+        prop_assert!(sim.saved.contains_key(&first));
+    }
+}

@@ -1,0 +1,201 @@
+//! A deterministic simulation of drivers and the proxy around a [`Controller`], used by the
+//! unit and property tests: it answers intents with the events a real driver would produce,
+//! in an order the test chooses, and moves virtual time to armed timers.
+
+use std::collections::BTreeMap;
+
+use kanmon_router::{Catalog, InstanceName, Version, Zone};
+
+use super::*;
+
+pub(crate) fn v(s: &str) -> Version {
+    s.parse().unwrap()
+}
+
+pub(crate) fn catalog() -> Catalog {
+    Catalog::new(
+        ["3.33.0", "3.34.0", "3.35.0", "3.36.0", "3.37.0", "3.37.1"]
+            .iter()
+            .map(|s| v(s))
+            .collect(),
+    )
+}
+
+pub(crate) fn zones() -> Vec<(Zone, bool)> {
+    vec![
+        (Zone::parse("us-east1").unwrap(), false),
+        (Zone::parse("us-east-1").unwrap(), true),
+    ]
+}
+
+pub(crate) fn keys() -> Keys {
+    Keys {
+        server_key: "sk".into(),
+        runtime_key: "rk".into(),
+    }
+}
+
+pub(crate) fn create(kind: DeploymentType, node_cpus: u32) -> CreateDeployment {
+    CreateDeployment {
+        org: "acme".into(),
+        title: "rpg".into(),
+        instance: InstanceName::parse("alpha").unwrap(),
+        zone: Zone::parse("us-east1").unwrap(),
+        kind,
+        version: v("3.35.0"),
+        node_cpus,
+        db_cpus: 2,
+        delete_protection: None,
+    }
+}
+
+/// How the simulated driver treats starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeBehaviour {
+    Healthy,
+    CrashOnStart,
+}
+
+/// The simulation: a controller plus the events the world owes it.
+pub(crate) struct Sim {
+    pub(crate) ctl: Controller,
+    pub(crate) now: Timestamp,
+    pub(crate) pending: Vec<Event>,
+    pub(crate) timers: Vec<Timestamp>,
+    pub(crate) behaviour: NodeBehaviour,
+    pub(crate) draining: Vec<String>,
+    pub(crate) saved: BTreeMap<OpId, Operation>,
+    pub(crate) next_id: OpId,
+    pub(crate) catalog: Catalog,
+    pub(crate) removed: bool,
+}
+
+impl Sim {
+    pub(crate) fn new(kind: DeploymentType, node_cpus: u32, timings: Timings) -> Self {
+        let cat = catalog();
+        let dep = Deployment::create(
+            create(kind, node_cpus),
+            &cat,
+            &zones(),
+            "kanmon.test",
+            keys(),
+            "ann",
+            Timestamp(0),
+        )
+        .unwrap();
+        Self {
+            ctl: Controller::new(dep, Vec::new(), timings),
+            now: Timestamp(1_000),
+            pending: Vec::new(),
+            timers: Vec::new(),
+            behaviour: NodeBehaviour::Healthy,
+            draining: Vec::new(),
+            saved: BTreeMap::new(),
+            next_id: 1,
+            catalog: cat,
+            removed: false,
+        }
+    }
+
+    pub(crate) fn submit(&mut self, kind: OpKind) -> Result<OpId, DomainError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let op = Operation::new(id, "alpha", kind, "ann", self.now);
+        let out = self.ctl.submit(op, &self.catalog, self.now)?;
+        self.apply(out);
+        Ok(id)
+    }
+
+    pub(crate) fn apply(&mut self, intents: Vec<Intent>) {
+        for i in intents {
+            match i {
+                Intent::StartNode { spec } => {
+                    let incarnation = spec.incarnation;
+                    self.pending.push(Event::NodeStarted {
+                        node: spec.id.clone(),
+                        incarnation,
+                        addr: format!("127.0.0.1:{}", 7000 + spec.slot),
+                        grpc: None,
+                    });
+                    self.pending.push(match self.behaviour {
+                        NodeBehaviour::Healthy => Event::NodeHealthy {
+                            node: spec.id,
+                            incarnation,
+                        },
+                        NodeBehaviour::CrashOnStart => Event::NodeExited {
+                            node: spec.id,
+                            incarnation,
+                        },
+                    });
+                }
+                Intent::StopNode { node, incarnation } => {
+                    self.pending.push(Event::NodeExited { node, incarnation })
+                }
+                Intent::MarkDraining { node } => {
+                    self.draining.push(node.clone());
+                    self.pending.push(Event::ConnectionsDrained { node });
+                }
+                Intent::MarkReady { node } | Intent::Forget { node } => {
+                    self.draining.retain(|n| *n != node)
+                }
+                Intent::ArmTimer { at } => self.timers.push(at),
+                Intent::SaveOp(op) => {
+                    self.saved.insert(op.id, *op);
+                }
+                Intent::RemoveDeployment => self.removed = true,
+            }
+        }
+    }
+
+    /// Delivers pending event `i` (modulo the count); false when none is pending.
+    pub(crate) fn deliver(&mut self, i: usize) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let ev = self.pending.remove(i % self.pending.len());
+        let out = self.ctl.handle_event(ev, &self.catalog, self.now);
+        self.apply(out);
+        true
+    }
+
+    /// Jumps to the earliest armed timer and fires it; false when none is armed.
+    pub(crate) fn fire_timer(&mut self) -> bool {
+        let Some((idx, at)) = self
+            .timers
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|(_, t)| *t)
+        else {
+            return false;
+        };
+        self.timers.remove(idx);
+        self.now = self.now.max(at);
+        let out = self.ctl.handle_timeout(&self.catalog, self.now);
+        self.apply(out);
+        true
+    }
+
+    /// Runs until nothing is pending or armed (bounded).
+    pub(crate) fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if !self.deliver(0) && !self.fire_timer() {
+                return;
+            }
+        }
+        panic!("simulation did not settle");
+    }
+
+    pub(crate) fn status(&self, id: OpId) -> OpStatus {
+        self.saved[&id].status
+    }
+
+    pub(crate) fn nodes_down(&self) -> usize {
+        self.ctl
+            .deployment
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeRunState::Ready)
+            .count()
+    }
+}
