@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod certs;
-
+pub mod compare;
+pub mod loads;
 pub mod node;
-
+pub mod report;
+pub mod target;
 pub mod tls;

@@ -2,11 +2,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use kanmon_bench::{certs, node, tls};
+use kanmon_bench::loads::{connect, echo, http, idle, Limits};
+use kanmon_bench::report::Report;
+use kanmon_bench::target::Target;
+use kanmon_bench::{certs, compare, node, tls};
 
 /// Demo game node, test certificates and load generators for kanmon (loopback only).
 #[derive(Parser, Debug)]
@@ -22,6 +27,135 @@ enum Command {
     Node(NodeArgs),
     /// Write a test CA and per-host ECDSA P-256 certificates named as the proxy's cert_dir expects.
     Certs(CertsArgs),
+    /// Open N fresh connections (TCP + TLS + upgrade + one echo + close) at a concurrency;
+    /// report connections/s and connect latency.
+    WsConnect(WsConnectArgs),
+    /// C connections each echoing M messages of B bytes; report messages/s and round trips.
+    WsEcho(WsEchoArgs),
+    /// Hold N idle WebSockets for S seconds; with --pid, report the proxy's KiB per connection.
+    WsIdle(WsIdleArgs),
+    /// HTTP(S) keep-alive GET load over C connections; report requests/s and p99.
+    Http(HttpArgs),
+    /// Print the comparison table from `<target>.<load>.json` files written with --out.
+    CompareTable(CompareArgs),
+}
+
+/// Flags every load takes.
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// What the client believes it talks to: SNI, Host header and path (ws, wss, http, https).
+    #[arg(long, default_value = "wss://alpha.us-east1.kanmon.test:8443/ws")]
+    url: String,
+    /// The address actually dialed; must be loopback (127.0.0.0/8 or ::1). Default: the URL's.
+    #[arg(long)]
+    connect: Option<String>,
+    /// Test CA certificate (PEM) trusted for wss/https.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Print the result as JSON on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Stop starting new work after this long (the run always ends by itself).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// One connect, echo, request or close fails after this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    op_timeout: Duration,
+}
+
+impl Common {
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            op_timeout: self.op_timeout,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct WsConnectArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections in total.
+    #[arg(short = 'n', long, default_value_t = 5000)]
+    connections: u64,
+    /// Connections in flight at once.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    concurrency: usize,
+    /// Bytes of the one echoed message.
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct WsEchoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections echoing at once.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    connections: usize,
+    /// Messages per connection (one in flight per connection).
+    #[arg(short = 'm', long, default_value_t = 200)]
+    messages: u64,
+    /// Bytes per message.
+    #[arg(short = 'b', long, default_value_t = 64)]
+    size: usize,
+    /// Connections being opened at once during set-up.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct WsIdleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to hold (each costs the proxy two descriptors: stay near 9,000).
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    connections: usize,
+    /// Connections being opened at once.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to hold them once open.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// The proxy's PID; RSS of it and its child processes is sampled from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+struct HttpArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Keep-alive connections.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    connections: usize,
+    /// How long to send for.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many requests in total.
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompareArgs {
+    /// Directory holding `<target>.<load>.json`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Columns, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,kanmon,nginx,haproxy"
+    )]
+    targets: Vec<String>,
+    /// The target ratios are relative to.
+    #[arg(long, default_value = "nginx")]
+    baseline: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,7 +196,84 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Certs(args) => run_certs(&args),
         Command::Node(args) => runtime()?.block_on(run_node(args)),
+        Command::WsConnect(a) => run_load(&a.common, |t| {
+            connect::run(
+                t,
+                connect::ConnectParams {
+                    connections: a.connections,
+                    concurrency: a.concurrency,
+                    message_size: a.size,
+                    limits: a.common.limits(),
+                },
+            )
+        }),
+        Command::WsEcho(a) => run_load(&a.common, |t| {
+            echo::run(
+                t,
+                echo::EchoParams {
+                    connections: a.connections,
+                    messages: a.messages,
+                    size: a.size,
+                    connect_concurrency: a.connect_concurrency,
+                    limits: a.common.limits(),
+                },
+            )
+        }),
+        Command::WsIdle(a) => run_load(&a.common, |t| {
+            idle::run(
+                t,
+                idle::IdleParams {
+                    connections: a.connections,
+                    concurrency: a.concurrency,
+                    hold: a.hold,
+                    pid: a.pid,
+                    limits: a.common.limits(),
+                },
+            )
+        }),
+        Command::Http(a) => run_load(&a.common, |t| {
+            http::run(
+                t,
+                http::HttpParams {
+                    connections: a.connections,
+                    duration: a.duration,
+                    requests: a.requests,
+                    limits: a.common.limits(),
+                },
+            )
+        }),
+        Command::CompareTable(a) => {
+            print!("{}", compare::table(&a.dir, &a.targets, &a.baseline));
+            Ok(())
+        }
     }
+}
+
+/// Sets up the target, runs one load on a fresh runtime and prints/writes its report.
+fn run_load<F, Fut>(common: &Common, load: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<Target>) -> Fut,
+    Fut: std::future::Future<Output = Report>,
+{
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let target =
+            Target::new(&common.url, common.connect.as_deref(), common.ca.as_deref()).await?;
+        anyhow::Ok(load(Arc::new(target)).await)
+    })?;
+    // Worker tasks are all joined; do not wait on stray connection drivers.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &common.out {
+        std::fs::write(out, format!("{json}\n"))
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if common.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,0 +1,140 @@
+//! The load generators and what they share: opening a WebSocket through a [`Target`], one echo
+//! round trip, a clean close, and the limits that bound every loop.
+
+pub mod connect;
+pub mod echo;
+pub mod http;
+pub mod idle;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::target::{DialError, Stream, Target};
+
+/// A client WebSocket over a plain or TLS stream.
+pub type WsClient = WebSocketStream<Stream>;
+
+/// Bounds every load obeys, so a run always ends by itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The whole run stops starting new work after this long.
+    pub timeout: Duration,
+    /// One operation (connect, echo, request, close) fails as `timeout` after this long.
+    pub op_timeout: Duration,
+}
+
+impl Limits {
+    /// The instant after which no new work starts.
+    pub fn deadline(&self, start: Instant) -> Instant {
+        start + self.timeout
+    }
+}
+
+/// The kind under which a failed operation is counted. A small fixed set, so reports stay
+/// comparable across targets.
+pub type ErrorKind = &'static str;
+
+fn ws_error_kind(e: &WsError) -> ErrorKind {
+    match e {
+        WsError::Http(resp) => match resp.status().as_u16() {
+            400..=499 => "upgrade_4xx",
+            500..=599 => "upgrade_5xx",
+            _ => "upgrade_status",
+        },
+        WsError::Io(_) => "io",
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "closed",
+        WsError::Protocol(_) | WsError::HttpFormat(_) | WsError::Url(_) => "upgrade",
+        _ => "ws",
+    }
+}
+
+/// Small client buffers: thousands of idle clients share the machine with the proxy measured.
+fn client_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+/// Dials `target` and performs the WebSocket upgrade, within `op_timeout`.
+pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, ErrorKind> {
+    let attempt = async {
+        let stream = target.dial().await.map_err(|e| match e {
+            DialError::Connect(_) => "connect",
+            DialError::Tls(_) => "tls",
+        })?;
+        let (ws, _resp) = tokio_tungstenite::client_async_with_config(
+            target.url.as_str(),
+            stream,
+            Some(client_ws_config()),
+        )
+        .await
+        .map_err(|e| ws_error_kind(&e))?;
+        Ok(ws)
+    };
+    tokio::time::timeout(op_timeout, attempt)
+        .await
+        .unwrap_or(Err("timeout"))
+}
+
+/// Sends `msg` and waits for the same message back (pings and pongs skipped).
+pub async fn echo_once(
+    ws: &mut WsClient,
+    msg: Message,
+    op_timeout: Duration,
+) -> Result<(), ErrorKind> {
+    let round_trip = async {
+        ws.send(msg.clone()).await.map_err(|e| ws_error_kind(&e))?;
+        loop {
+            match ws.next().await {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    return if m == msg {
+                        Ok(())
+                    } else {
+                        Err("echo_mismatch")
+                    };
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return Err("closed"),
+                Some(Err(e)) => return Err(ws_error_kind(&e)),
+            }
+        }
+    };
+    tokio::time::timeout(op_timeout, round_trip)
+        .await
+        .unwrap_or(Err("timeout"))
+}
+
+/// Sends a close frame and waits (bounded) for the peer's close. Only a peer that never
+/// answers counts as a failure: once our close is out, a reset or an EOF without TLS
+/// close_notify is an ordinary end.
+pub async fn close_ws(mut ws: WsClient, op_timeout: Duration) -> Result<(), ErrorKind> {
+    let closing = async {
+        if ws.close(None).await.is_err() {
+            return;
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    tokio::time::timeout(op_timeout, closing)
+        .await
+        .map_err(|_| "close_timeout")
+}
+
+/// A binary payload of `size` bytes with recognisable content.
+pub fn payload(size: usize) -> Message {
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    Message::binary(data)
+}
+
+/// Messages/operations per second, 0 when no time passed.
+pub fn rate(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}

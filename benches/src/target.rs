@@ -1,0 +1,288 @@
+//! Where a load goes: the URL the client believes it talks to (SNI, `Host`, path) and the
+//! loopback address actually dialed.
+//!
+//! Benchmarks run on shared machines whose only legitimate targets are local, so every address
+//! is checked here, once, and anything outside 127.0.0.0/8 or `::1` is refused.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls;
+
+/// Why a target could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The URL did not parse or has an unsupported scheme.
+    #[error("bad url {url:?}: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The address to dial is not a loopback address.
+    #[error("refusing to connect to {0}: only loopback addresses (127.0.0.0/8, ::1) are allowed")]
+    NotLoopback(SocketAddr),
+    /// The address to dial did not resolve.
+    #[error("cannot resolve {addr:?} (pass --connect 127.0.0.1:PORT)")]
+    Resolve {
+        /// The address given.
+        addr: String,
+        /// The resolver error, if any.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A secure scheme without `--ca`.
+    #[error("{0} needs --ca PATH (the test CA certificate)")]
+    MissingCa(String),
+    /// The CA could not be loaded.
+    #[error("loading the CA")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Why one connection attempt failed; the kind is what load reports count.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// TCP connect failed.
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    /// TLS handshake failed.
+    #[error("tls: {0}")]
+    Tls(#[source] io::Error),
+}
+
+/// A parsed, checked load target.
+#[derive(Clone)]
+pub struct Target {
+    /// The URL as given (`wss://alpha.us-east1.kanmon.test:8443/ws`).
+    pub url: String,
+    /// Host part of the URL: SNI and `Host` header.
+    pub host: String,
+    /// Path and query (`/ws?token=...`).
+    pub path: String,
+    /// The loopback address dialed.
+    pub connect: SocketAddr,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("connect", &self.connect)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Target {
+    /// Parses `url` (`ws`, `wss`, `http` or `https`), resolves `connect` (or the URL's own
+    /// host:port when `None`) and refuses non-loopback addresses.
+    pub async fn new(
+        url: &str,
+        connect: Option<&str>,
+        ca: Option<&Path>,
+    ) -> Result<Self, TargetError> {
+        let bad = |reason: &str| TargetError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let secure = match uri.scheme_str() {
+            Some("wss" | "https") => true,
+            Some("ws" | "http") => false,
+            _ => return Err(bad("scheme must be ws, wss, http or https")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("no host"))?
+            .to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let connect = match connect {
+            Some(c) => resolve_loopback(c).await?,
+            None => resolve_loopback(&format!("{host}:{port}")).await?,
+        };
+        let tls = if secure {
+            let ca = ca.ok_or_else(|| TargetError::MissingCa(url.to_owned()))?;
+            let config = tls::client_config(ca)?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| bad("host is not a valid server name"))?;
+            Some((TlsConnector::from(config), name))
+        } else {
+            None
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            host,
+            path,
+            connect,
+            tls,
+        })
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// One TCP connection to the loopback address, with TLS (SNI = URL host) when secure.
+    pub async fn dial(&self) -> Result<Stream, DialError> {
+        let tcp = TcpStream::connect(self.connect)
+            .await
+            .map_err(DialError::Connect)?;
+        tcp.set_nodelay(true).map_err(DialError::Connect)?;
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some((connector, name)) => {
+                let s = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(DialError::Tls)?;
+                Ok(Stream::Tls(Box::new(s)))
+            }
+        }
+    }
+}
+
+/// Resolves `addr` (`127.0.0.1:8443`, `[::1]:8443`, `localhost:8443`) and checks that every
+/// resulting address is loopback.
+pub async fn resolve_loopback(addr: &str) -> Result<SocketAddr, TargetError> {
+    let resolved: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        Err(_) => tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| TargetError::Resolve {
+                addr: addr.to_owned(),
+                source: Some(e),
+            })?
+            .collect(),
+    };
+    if let Some(bad) = resolved.iter().find(|a| !a.ip().is_loopback()) {
+        return Err(TargetError::NotLoopback(*bad));
+    }
+    resolved
+        .first()
+        .copied()
+        .ok_or_else(|| TargetError::Resolve {
+            addr: addr.to_owned(),
+            source: None,
+        })
+}
+
+/// A client connection, plain or TLS, usable by tungstenite and hyper alike.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP (`ws://`, `http://`).
+    Plain(TcpStream),
+    /// TLS over TCP (`wss://`, `https://`).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Shared handle to a target, as load tasks hold it.
+pub type SharedTarget = Arc<Target>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_non_loopback() {
+        assert!(matches!(
+            resolve_loopback("10.0.0.1:443").await,
+            Err(TargetError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            resolve_loopback("[2001:db8::1]:443").await,
+            Err(TargetError::NotLoopback(_))
+        ));
+        assert!(resolve_loopback("127.0.0.2:8443").await.is_ok());
+        assert!(resolve_loopback("[::1]:8443").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn url_host_is_sni_and_connect_overrides_dialing() {
+        let t = Target::new(
+            "ws://alpha.us-east1.kanmon.test:8443/ws?token=x",
+            Some("127.0.0.1:9"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.host, "alpha.us-east1.kanmon.test");
+        assert_eq!(t.path, "/ws?token=x");
+        assert_eq!(t.connect, "127.0.0.1:9".parse().unwrap());
+        assert!(Target::new("wss://a.b/ws", Some("127.0.0.1:9"), None)
+            .await
+            .is_err());
+        assert!(Target::new("ws://a.b/ws", Some("192.168.1.1:80"), None)
+            .await
+            .is_err());
+    }
+}
