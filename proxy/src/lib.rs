@@ -1,1 +1,26 @@
-//! Edge proxy.
+//! kanmon-proxy: the edge proxy of a game-server platform.
+//!
+//! Game clients reach `{instance}.{zone}.{base_domain}:443` over TLS. The proxy picks the
+//! certificate by SNI, routes each new connection or request to a ready node of that
+//! deployment through the sans-io router (`kanmon-router`), never to a draining one, proxies
+//! HTTP/1.1, HTTP/2, gRPC and WebSockets, and exports Prometheus metrics on an admin listener.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod certwatch;
+pub mod clock;
+pub mod config;
+pub mod devcerts;
+pub mod discovery;
+pub mod edge;
+pub mod inflight;
+pub mod metrics;
+pub mod nodes_file;
+pub mod responses;
+pub mod server;
+pub mod settings;
+pub mod tls;
+
+pub use config::ProxyConfig;
+pub use server::{Proxy, RunOptions};

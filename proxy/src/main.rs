@@ -1,1 +1,86 @@
-fn main() {}
+//! `kanmon-proxy`: run the edge proxy, or make local development certificates.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kanmon_proxy::{devcerts::LocalCa, Proxy, ProxyConfig, RunOptions};
+
+/// The kanmon edge proxy: TLS per instance hostname, routing to ready nodes, metrics.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Proxy configuration file (TOML; see configs/dev.toml).
+    #[arg(
+        long,
+        short,
+        default_value = "configs/dev.toml",
+        env = "KANMON_PROXY_CONFIG"
+    )]
+    config: PathBuf,
+    /// Take over the listening sockets of the running proxy (graceful binary upgrade): start
+    /// the new binary with --upgrade, then send SIGQUIT to the old one.
+    #[arg(long)]
+    upgrade: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Make a local ECDSA P-256 CA (reused if present) and certificates for hostnames, in the
+    /// cert_dir layout (`<hostname>.crt/.key`; `_.<zone>.<base>` for a zone wildcard).
+    DevCerts {
+        /// Directory to write into (the proxy's cert_dir).
+        #[arg(long, default_value = "configs/certs")]
+        dir: PathBuf,
+        /// Hostnames to issue certificates for.
+        #[arg(required = true)]
+        hostnames: Vec<String>,
+    },
+    /// Check a configuration file and exit.
+    Check,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::DevCerts { dir, hostnames } => {
+            let ca = LocalCa::open_or_create(&dir)?;
+            for h in &hostnames {
+                let path = ca.issue(&dir, &h.to_ascii_lowercase())?;
+                println!("issued {}", path.display());
+            }
+            println!("trust this CA: {}", ca.cert_path.display());
+            Ok(())
+        }
+        Command::Check => {
+            ProxyConfig::load(&cli.config)?;
+            println!("{}: ok", cli.config.display());
+            Ok(())
+        }
+        Command::Run => {
+            let cfg = ProxyConfig::load(&cli.config)?;
+            let proxy = Proxy::build(
+                &cfg,
+                RunOptions {
+                    upgrade: cli.upgrade,
+                    table: None,
+                },
+            )
+            .context("building the proxy")?;
+            tracing::info!(tls = %cfg.listen.tls, admin = %cfg.listen.admin, "kanmon-proxy starting");
+            proxy.run();
+            Ok(())
+        }
+    }
+}

@@ -163,7 +163,10 @@ impl Catalog {
         versions.dedup();
         let mut lines: Vec<(u32, u32)> = versions.iter().map(Version::minor_line).collect();
         lines.dedup();
-        let oldest_supported_line = lines.iter().rev().take(SUPPORTED_MINORS).last().copied();
+        let oldest_supported_line = lines
+            .len()
+            .checked_sub(1)
+            .map(|last| lines[last.saturating_sub(SUPPORTED_MINORS - 1)]);
         Self {
             versions,
             oldest_supported_line,

@@ -1,0 +1,335 @@
+//! The pingora `ProxyHttp` application: SNI → deployment → ready node.
+//!
+//! Per request: check `Host` against the connection's SNI (421), look the deployment up (404),
+//! pick a ready node with the router (503 + Retry-After), and hold the router's connection
+//! guard in the request context, so it lives exactly as long as the request — or, for a
+//! WebSocket, as long as the upgraded connection.
+
+use std::{sync::Arc, time::Instant};
+
+use async_trait::async_trait;
+use kanmon_router::{split_host, ConnectionGuard, HealthTable, PickError};
+use pingora::{
+    http::ResponseHeader,
+    prelude::HttpPeer,
+    proxy::{ProxyHttp, Session},
+    Error, Result,
+};
+
+use crate::{
+    clock::Clock,
+    inflight::{Inflight, InflightGuard},
+    metrics::Metrics,
+    responses::Refusal,
+    settings::Settings,
+    tls::SniTarget,
+};
+
+/// The proxy application.
+pub struct KanmonProxy {
+    table: Arc<HealthTable>,
+    metrics: Metrics,
+    settings: Arc<Settings>,
+    clock: Clock,
+    inflight: Inflight,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    target: Option<SniTarget>,
+    guard: Option<ConnectionGuard>,
+    retried: bool,
+    websocket: bool,
+    grpc: bool,
+    refused: Option<Refusal>,
+    _inflight: InflightGuard,
+}
+
+impl KanmonProxy {
+    /// The application over `table`.
+    pub fn new(
+        table: Arc<HealthTable>,
+        metrics: Metrics,
+        settings: Arc<Settings>,
+        inflight: Inflight,
+    ) -> Self {
+        Self {
+            table,
+            metrics,
+            settings,
+            clock: Clock::new(),
+            inflight,
+        }
+    }
+
+    /// Labels for a request: known deployments by name, everything else as "unknown".
+    fn labels<'a>(&self, ctx: &'a RequestCtx) -> (&'a str, &'a str) {
+        match &ctx.guard {
+            Some(g) => (
+                g.deployment().instance().as_str(),
+                g.deployment().zone().as_str(),
+            ),
+            None => ("unknown", "unknown"),
+        }
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        r: Refusal,
+    ) -> Result<bool> {
+        ctx.refused = Some(r);
+        self.metrics.rejected.with_label_values(&[r.reason()]).inc();
+        tracing::debug!(status = r.status(), reason = r.reason(), "request refused");
+        r.send(session).await?;
+        Ok(true)
+    }
+
+    fn pick(
+        &self,
+        target: &SniTarget,
+        exclude: Option<&str>,
+    ) -> Result<ConnectionGuard, PickError> {
+        self.table
+            .pick_excluding(&target.instance, &target.zone, self.clock.now_ms(), exclude)
+    }
+}
+
+fn sni_target(session: &Session) -> Option<SniTarget> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<Arc<SniTarget>>()
+        .map(|t| SniTarget::clone(t))
+        .or_else(|| {
+            session
+                .digest()?
+                .ssl_digest
+                .as_ref()?
+                .extension
+                .get::<SniTarget>()
+                .cloned()
+        })
+}
+
+/// The request's host: `:authority` for HTTP/2, else the `Host` header; port stripped.
+fn request_host(session: &Session) -> Option<&str> {
+    let req = session.req_header();
+    let raw = match req.uri.authority() {
+        Some(a) => a.host(),
+        None => req.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    if raw.starts_with('[') {
+        return Some(raw); // An IPv6 literal never names a deployment.
+    }
+    Some(match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    })
+}
+
+/// Status codes as label strings, formatted once: no allocation per request.
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..600).map(|c| c.to_string()).collect());
+    LABELS.get(status as usize).map_or("0", String::as_str)
+}
+
+fn header_bytes(session: &Session) -> usize {
+    let req = session.req_header();
+    let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    uri + req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+}
+
+#[async_trait]
+impl ProxyHttp for KanmonProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            start: Instant::now(),
+            target: None,
+            guard: None,
+            retried: false,
+            websocket: false,
+            grpc: false,
+            refused: None,
+            _inflight: self.inflight.enter(),
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // The header has arrived: from here the read timeout guards the body.
+        session.set_read_timeout(Some(self.settings.request_read_timeout));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if header_bytes(session) > self.settings.max_header_bytes {
+            return self.refuse(session, ctx, Refusal::HeadersTooLarge).await;
+        }
+        let Some(target) = sni_target(session) else {
+            return self.refuse(session, ctx, Refusal::UnknownHost).await;
+        };
+        if let Some(host) = request_host(session) {
+            let same = split_host(host, &self.settings.base_domain).is_some_and(|(i, z)| {
+                i.eq_ignore_ascii_case(&target.instance) && z.eq_ignore_ascii_case(&target.zone)
+            });
+            if !same {
+                return self.refuse(session, ctx, Refusal::Misdirected).await;
+            }
+        }
+        let guard = match self.pick(&target, None) {
+            Ok(g) => g,
+            Err(PickError::UnknownDeployment) => {
+                return self.refuse(session, ctx, Refusal::UnknownHost).await
+            }
+            Err(PickError::NoReadyNode) => {
+                return self.refuse(session, ctx, Refusal::NoReadyNode).await
+            }
+            Err(PickError::AtCapacity) => {
+                return self.refuse(session, ctx, Refusal::AtCapacity).await
+            }
+        };
+        ctx.grpc = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        ctx.guard = Some(guard);
+        ctx.target = Some(target);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(guard) = &ctx.guard else {
+            return Error::e_explain(pingora::ErrorType::InternalError, "no node picked");
+        };
+        let node = guard.node();
+        let grpc = if ctx.grpc { node.grpc() } else { None };
+        let addr = grpc.unwrap_or(node.addr());
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.idle_timeout = Some(self.settings.pool_idle_timeout);
+        if grpc.is_some() {
+            // gRPC nodes speak h2 in clear text (prior knowledge).
+            peer.options.set_http_version(2, 2);
+        }
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let (Some(guard), Some(target)) = (&ctx.guard, &ctx.target) else {
+            return e;
+        };
+        let node = guard.node();
+        self.metrics
+            .upstream_failures
+            .with_label_values(&[
+                guard.deployment().instance().as_str(),
+                guard.deployment().zone().as_str(),
+                node.id(),
+            ])
+            .inc();
+        guard.eject(self.clock.now_ms(), self.settings.eject_for_ms);
+        tracing::info!(node = node.id(), error = %e, "upstream connect failed; node ejected for a while");
+        if !ctx.retried {
+            ctx.retried = true;
+            let failed = node.id().to_string();
+            if let Ok(next) = self.pick(target, Some(&failed)) {
+                if next.node().id() != failed {
+                    ctx.guard = Some(next);
+                    e.set_retry(true);
+                }
+            }
+        }
+        e
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if resp.status.as_u16() == 101 {
+            ctx.websocket = true;
+            // Upgraded: the request read timeout no longer applies; the WebSocket idle policy does.
+            session.set_read_timeout(Some(self.settings.websocket_idle_timeout));
+            if let Some(g) = &ctx.guard {
+                let d = g.deployment();
+                self.metrics
+                    .websockets
+                    .with_label_values(&[d.instance().as_str(), d.zone().as_str(), g.node().id()])
+                    .inc();
+            }
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = match (session.response_written(), ctx.refused) {
+            (Some(r), _) => r.status.as_u16(),
+            (None, Some(r)) => r.status(),
+            (None, None) => match e.map(|e| e.etype()) {
+                Some(pingora::ErrorType::HTTPStatus(code)) => *code,
+                Some(_) => 502,
+                None => 0,
+            },
+        };
+        let (instance, zone) = self.labels(ctx);
+        let status_label = status_label(status);
+        self.metrics
+            .requests
+            .with_label_values(&[instance, zone, status_label])
+            .inc();
+        self.metrics
+            .observe(instance, zone, ctx.start.elapsed().as_secs_f64());
+        if ctx.websocket {
+            if let Some(g) = &ctx.guard {
+                self.metrics
+                    .websockets
+                    .with_label_values(&[instance, zone, g.node().id()])
+                    .dec();
+            }
+        }
+        if let Some(e) = e {
+            // Client-caused ends (resets, timeouts) are routine for game clients.
+            tracing::debug!(status, error = %e, "request ended with error");
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        // A client that disconnects or sends garbage is routine for game traffic: counted in
+        // metrics and logged at debug in `logging`, never as an error.
+        error.esource() == &pingora::ErrorSource::Downstream
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
+        // Never the query string: Nakama clients put session tokens there.
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+}

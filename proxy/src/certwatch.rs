@@ -1,0 +1,88 @@
+//! Reloads certificates when `cert_dir` changes: inotify events through `notify`, plus a
+//! slow fingerprint poll as a safety net. Live connections keep the certificate they were
+//! handshaken with; the next handshake sees the new one.
+
+use std::{path::Path, sync::Arc, time::Duration, time::SystemTime};
+
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use pingora::{server::ShutdownWatch, services::background::BackgroundService};
+use tokio::sync::mpsc;
+
+use crate::tls::CertStore;
+
+const SETTLE: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_secs(5);
+
+/// Background service that keeps a [`CertStore`] in step with its directory.
+pub struct CertWatcher {
+    store: Arc<CertStore>,
+}
+
+impl CertWatcher {
+    /// Watches `store`'s directory.
+    pub fn new(store: Arc<CertStore>) -> Self {
+        Self { store }
+    }
+}
+
+/// Names, sizes and modification times of the directory's files.
+fn fingerprint(dir: &Path) -> Vec<(std::ffi::OsString, u64, Option<SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.file_name(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[async_trait]
+impl BackgroundService for CertWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Reading the files ourselves causes access events: only changes count.
+            let change = res.is_ok_and(|ev| !ev.kind.is_access() && !ev.kind.is_other());
+            if change && tx.try_send(()).is_err() {
+                // A reload is already pending.
+            }
+        });
+        let _watcher = match watcher {
+            Ok(mut w) => match w.watch(self.store.dir(), RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    tracing::warn!(dir = %self.store.dir().display(), error = %e, "cannot watch cert_dir; polling only");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "file watcher unavailable; polling only");
+                None
+            }
+        };
+        let mut last = fingerprint(self.store.dir());
+        let mut poll = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = rx.recv() => {
+                    tokio::time::sleep(SETTLE).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = poll.tick() => {
+                    if fingerprint(self.store.dir()) == last {
+                        continue;
+                    }
+                }
+            }
+            last = fingerprint(self.store.dir());
+            let report = self.store.reload();
+            tracing::info!(%report, "certificates reloaded");
+        }
+    }
+}

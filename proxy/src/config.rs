@@ -1,0 +1,352 @@
+//! The proxy's TOML configuration (DESIGN.md, "Proxy configuration").
+//!
+//! Parsed once into validated types: every field has a default, unknown keys are errors that
+//! name the line and key (serde's `deny_unknown_fields` through the `toml` crate's spans), and
+//! relative paths are taken relative to the config file so a config works from any directory.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown/invalid keys (the message names line and key).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is well-formed but breaks a rule.
+    #[error("invalid config {path}: {key}: {rule}")]
+    Rule {
+        /// The file.
+        path: PathBuf,
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong.
+        rule: String,
+    },
+}
+
+/// Whole proxy configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Listening addresses.
+    pub listen: Listen,
+    /// Certificates.
+    pub tls: Tls,
+    /// Hostname rules.
+    pub routing: Routing,
+    /// Where the node health table comes from.
+    pub discovery: Discovery,
+    /// Graceful shutdown.
+    pub shutdown: Shutdown,
+    /// Limits against bad or abusive clients.
+    pub limits: Limits,
+    /// WebSocket policy.
+    pub websocket: WebSocket,
+    /// Upstream (node) connections.
+    pub upstream: Upstream,
+    /// Process-level settings.
+    pub server: Server,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// TLS listener for game clients.
+    pub tls: SocketAddr,
+    /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            tls: SocketAddr::from(([0, 0, 0, 0], 443)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Directory of `<hostname>.crt` / `<hostname>.key` pairs, watched and hot reloaded.
+    pub cert_dir: PathBuf,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            cert_dir: PathBuf::from("certs"),
+        }
+    }
+}
+
+/// `[routing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Hostnames are `{instance}.{zone}.{base_domain}`.
+    pub base_domain: String,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            base_domain: "kanmon.test".into(),
+        }
+    }
+}
+
+/// Which discovery source feeds the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryKind {
+    /// A watched TOML nodes file.
+    File,
+    /// Kubernetes EndpointSlices.
+    Kubernetes,
+}
+
+/// `[discovery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// The source kind.
+    pub kind: DiscoveryKind,
+    /// The nodes file, for `kind = "file"`.
+    pub path: PathBuf,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            kind: DiscoveryKind::File,
+            path: PathBuf::from("nodes.toml"),
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// How long live connections may run after SIGTERM. The process exits as soon as the last
+    /// one ends, so this is an upper bound, not a wait.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Socket path for graceful binary upgrades (pingora's listener hand-over).
+    pub upgrade_sock: PathBuf,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(10),
+            upgrade_sock: PathBuf::from("/tmp/kanmon-proxy-upgrade.sock"),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request header block (names + values) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most concurrent connections and in-flight requests per deployment; past it, 503.
+    pub max_connections_per_deployment: u64,
+    /// How long a request may take to arrive (and its body to be read) before the
+    /// connection is closed: slow clients cannot hold connections open for free.
+    #[serde(with = "humantime_serde")]
+    pub request_read_timeout: Duration,
+    /// How long a TLS handshake may take before the connection is dropped.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_connections_per_deployment: 20_000,
+            request_read_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocket {
+    /// A WebSocket with no traffic from the client for this long is closed. Well above
+    /// Nakama's 25 s ping interval, so a live client is never cut.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// Connect timeout to a node.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a node that refused a connection is skipped by new picks.
+    #[serde(with = "humantime_serde")]
+    pub eject_for: Duration,
+    /// How long an idle pooled keep-alive connection to a node is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            eject_for: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Reads, parses and validates `path`; relative paths inside are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.tls.cert_dir = base.join(&cfg.tls.cert_dir);
+        cfg.discovery.path = base.join(&cfg.discovery.path);
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let rule = |key, rule: &str| ConfigError::Rule {
+            path: path.into(),
+            key,
+            rule: rule.into(),
+        };
+        if cfg.routing.base_domain.trim_matches('.').is_empty() {
+            return Err(rule("routing.base_domain", "must not be empty"));
+        }
+        if cfg.server.threads == 0 {
+            return Err(rule("server.threads", "must be at least 1"));
+        }
+        if cfg.limits.max_header_bytes < 1024 {
+            return Err(rule("limits.max_header_bytes", "must be at least 1024"));
+        }
+        if cfg.shutdown.grace_period.is_zero() {
+            return Err(rule("shutdown.grace_period", "must be more than 0s"));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_defaults() {
+        let cfg = ProxyConfig::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(cfg.listen.tls.port(), 443);
+        assert_eq!(cfg.shutdown.grace_period, Duration::from_secs(10));
+        assert_eq!(cfg.discovery.kind, DiscoveryKind::File);
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+[listen]
+tls = "127.0.0.1:8443"
+admin = "127.0.0.1:9100"
+[tls]
+cert_dir = "certs"
+[routing]
+base_domain = "kanmon.test"
+[discovery]
+kind = "file"
+path = "nodes.toml"
+[shutdown]
+grace_period = "10s"
+"#;
+        let cfg = ProxyConfig::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(cfg.listen.tls.port(), 8443);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = ProxyConfig::parse(
+            "[listen]\ntls = \"127.0.0.1:1\"\nbogus = 1\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn rules_are_named() {
+        let err = ProxyConfig::parse("[server]\nthreads = 0\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.threads"), "{err}");
+    }
+}

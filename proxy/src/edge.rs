@@ -1,0 +1,108 @@
+//! The TLS edge: owns the handshake so that every failure is counted by reason and logged at
+//! debug level (a client that sends garbage or an unknown SNI is routine, not an error), and
+//! so the handshake timeout is ours rather than pingora's fixed 60 s.
+//!
+//! After the handshake the connection goes to the HTTP application (HTTP/1.1 or h2 by ALPN);
+//! keep-alive reuse loops here, so a reused connection is never handshaken twice.
+
+use std::{cell::Cell, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use pingora::{
+    apps::ServerApp,
+    listeners::tls::Acceptor,
+    protocols::{l4::stream::Stream as L4Stream, Stream},
+    server::ShutdownWatch,
+};
+
+use crate::metrics::Metrics;
+
+tokio::task_local! {
+    /// Set by the certificate resolver when it refused the handshake (and counted why), so
+    /// the edge does not count the same failure again as a protocol error.
+    pub(crate) static REFUSED_BY_RESOLVER: Cell<bool>;
+}
+
+/// Marks the current handshake as refused by the resolver (no-op outside a handshake).
+pub(crate) fn mark_refused() {
+    if REFUSED_BY_RESOLVER.try_with(|c| c.set(true)).is_err() {
+        // Not inside an edge handshake (e.g. a unit test calling the resolver directly).
+    }
+}
+
+/// TLS termination in front of an HTTP application.
+pub struct EdgeApp<A> {
+    acceptor: Acceptor,
+    inner: Arc<A>,
+    handshake_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl<A> EdgeApp<A> {
+    /// Terminates TLS with `acceptor`, then hands connections to `inner`.
+    pub fn new(
+        acceptor: Acceptor,
+        inner: Arc<A>,
+        handshake_timeout: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            acceptor,
+            inner,
+            handshake_timeout,
+            metrics,
+        }
+    }
+
+    fn failed(&self, reason: &'static str, error: &dyn std::fmt::Display) {
+        self.metrics.tls_failures.with_label_values(&[reason]).inc();
+        tracing::debug!(reason, error = %error, "TLS handshake failed");
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // The listener is plain TCP, so the stream is pingora's L4 stream; the acceptor needs
+        // the concrete type.
+        let l4 = match stream.into_any().downcast::<L4Stream>() {
+            Ok(l4) => *l4,
+            Err(_) => {
+                tracing::warn!("edge listener got a non-TCP stream; closing it");
+                return None;
+            }
+        };
+        let handshake = REFUSED_BY_RESOLVER.scope(Cell::new(false), async {
+            let result = self.acceptor.tls_handshake(l4).await;
+            (result, REFUSED_BY_RESOLVER.with(Cell::get))
+        });
+        let tls: Stream = match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok((Ok(tls), _)) => Box::new(tls),
+            Ok((Err(e), true)) => {
+                tracing::debug!(error = %e, "TLS handshake refused: no certificate for this name");
+                return None;
+            }
+            Ok((Err(e), false)) => {
+                self.failed("protocol", &e);
+                return None;
+            }
+            Err(elapsed) => {
+                self.failed("timeout", &elapsed);
+                return None;
+            }
+        };
+        let mut next = self.inner.process_new(tls, shutdown).await;
+        while let Some(reused) = next {
+            next = self.inner.process_new(reused, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}

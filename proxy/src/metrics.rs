@@ -1,0 +1,169 @@
+//! Every metric the proxy exports, in one place (DESIGN.md, "Metrics").
+//!
+//! Handles are created once, registered in the proxy's own registry and passed around, so
+//! tests can read a counter and two proxies in one process never collide. Label values come
+//! only from known deployments, nodes and status codes: a hostname that is no deployment is
+//! counted as `instance="unknown"`, so a client can never grow the metric set.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Metric names: the contract other tools (dashboards, alerts) rely on.
+pub mod names {
+    /// Requests by the status sent to the client (`101` for WebSocket upgrades).
+    pub const HTTP_REQUESTS: &str = "kanmon_http_requests_total";
+    /// Request duration (for WebSockets: the connection's lifetime).
+    pub const HTTP_REQUEST_DURATION: &str = "kanmon_http_request_duration_seconds";
+    /// Active proxied WebSocket connections.
+    pub const WEBSOCKET_CONNECTIONS: &str = "kanmon_websocket_connections";
+    /// TLS handshakes refused or failed, by reason.
+    pub const TLS_HANDSHAKE_FAILURES: &str = "kanmon_tls_handshake_failures_total";
+    /// Failed connects to nodes.
+    pub const UPSTREAM_CONNECT_FAILURES: &str = "kanmon_upstream_connect_failures_total";
+    /// Nodes by state.
+    pub const NODES: &str = "kanmon_nodes";
+    /// Table publishes by discovery source.
+    pub const DISCOVERY_UPDATES: &str = "kanmon_discovery_updates_total";
+    /// Discovery failures (invalid file, API errors) by source.
+    pub const DISCOVERY_ERRORS: &str = "kanmon_discovery_errors_total";
+    /// Unix time of the last successful discovery update, by source.
+    pub const DISCOVERY_LAST_SUCCESS: &str = "kanmon_discovery_last_success_timestamp_seconds";
+    /// Certificate files that failed to load (the previous certificate stays in use).
+    pub const CERT_RELOAD_ERRORS: &str = "kanmon_tls_certificate_errors_total";
+    /// Hostnames with a loaded certificate.
+    pub const CERTIFICATES: &str = "kanmon_tls_certificates";
+    /// Requests refused for bad input or limits, by reason.
+    pub const REJECTED_REQUESTS: &str = "kanmon_rejected_requests_total";
+    /// Generation of the node health table in force.
+    pub const TABLE_GENERATION: &str = "kanmon_table_generation";
+}
+
+/// All metric handles of one proxy.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `kanmon_http_requests_total{instance,zone,status}`
+    pub requests: IntCounterVec,
+    /// `kanmon_http_request_duration_seconds{instance,zone}`
+    pub duration: HistogramVec,
+    /// `kanmon_websocket_connections{instance,zone,node}`
+    pub websockets: IntGaugeVec,
+    /// `kanmon_tls_handshake_failures_total{reason}`
+    pub tls_failures: IntCounterVec,
+    /// `kanmon_upstream_connect_failures_total{instance,zone,node}`
+    pub upstream_failures: IntCounterVec,
+    /// `kanmon_nodes{instance,zone,state}`
+    pub nodes: IntGaugeVec,
+    /// `kanmon_discovery_updates_total{source}`
+    pub discovery_updates: IntCounterVec,
+    /// `kanmon_discovery_errors_total{source}`
+    pub discovery_errors: IntCounterVec,
+    /// `kanmon_discovery_last_success_timestamp_seconds{source}`
+    pub discovery_last_success: IntGaugeVec,
+    /// `kanmon_tls_certificate_errors_total`
+    pub cert_errors: IntCounter,
+    /// `kanmon_tls_certificates`
+    pub certificates: IntGauge,
+    /// `kanmon_rejected_requests_total{reason}`
+    pub rejected: IntCounterVec,
+    /// `kanmon_table_generation`
+    pub generation: IntGauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let deployment = &["instance", "zone"];
+        let m = Self {
+            requests: IntCounterVec::new(
+                opts(names::HTTP_REQUESTS, "Requests by the status code sent to the client; 101 counts WebSocket upgrades."),
+                &["instance", "zone", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(names::HTTP_REQUEST_DURATION, "Time from request to the end of the response (for WebSockets, the connection's life).")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0]),
+                deployment,
+            )?,
+            websockets: IntGaugeVec::new(
+                opts(names::WEBSOCKET_CONNECTIONS, "Active proxied WebSocket connections."),
+                &["instance", "zone", "node"],
+            )?,
+            tls_failures: IntCounterVec::new(
+                opts(names::TLS_HANDSHAKE_FAILURES, "TLS handshakes refused or failed, by reason."),
+                &["reason"],
+            )?,
+            upstream_failures: IntCounterVec::new(
+                opts(names::UPSTREAM_CONNECT_FAILURES, "Failed connection attempts to nodes."),
+                &["instance", "zone", "node"],
+            )?,
+            nodes: IntGaugeVec::new(
+                opts(names::NODES, "Nodes in the health table, by state."),
+                &["instance", "zone", "state"],
+            )?,
+            discovery_updates: IntCounterVec::new(
+                opts(names::DISCOVERY_UPDATES, "Health table updates published, by discovery source."),
+                &["source"],
+            )?,
+            discovery_errors: IntCounterVec::new(
+                opts(names::DISCOVERY_ERRORS, "Discovery failures; the last good table stays in force."),
+                &["source"],
+            )?,
+            discovery_last_success: IntGaugeVec::new(
+                opts(names::DISCOVERY_LAST_SUCCESS, "Unix time of the last successful discovery update."),
+                &["source"],
+            )?,
+            cert_errors: IntCounter::with_opts(opts(
+                names::CERT_RELOAD_ERRORS,
+                "Certificate files that failed to load; the previous certificate for the hostname stays in use.",
+            ))?,
+            certificates: IntGauge::with_opts(opts(names::CERTIFICATES, "Hostnames with a loaded certificate."))?,
+            rejected: IntCounterVec::new(
+                opts(names::REJECTED_REQUESTS, "Requests refused for bad input or limits, by reason."),
+                &["reason"],
+            )?,
+            generation: IntGauge::with_opts(opts(names::TABLE_GENERATION, "Generation of the node health table in force."))?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.requests.clone()))?;
+        r.register(Box::new(m.duration.clone()))?;
+        r.register(Box::new(m.websockets.clone()))?;
+        r.register(Box::new(m.tls_failures.clone()))?;
+        r.register(Box::new(m.upstream_failures.clone()))?;
+        r.register(Box::new(m.nodes.clone()))?;
+        r.register(Box::new(m.discovery_updates.clone()))?;
+        r.register(Box::new(m.discovery_errors.clone()))?;
+        r.register(Box::new(m.discovery_last_success.clone()))?;
+        r.register(Box::new(m.cert_errors.clone()))?;
+        r.register(Box::new(m.certificates.clone()))?;
+        r.register(Box::new(m.rejected.clone()))?;
+        r.register(Box::new(m.generation.clone()))?;
+        // Pre-create the handshake failure reasons so dashboards see zeros, not gaps.
+        for reason in ["unknown_sni", "no_sni", "protocol", "timeout"] {
+            m.tls_failures.with_label_values(&[reason]);
+        }
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// Observes a duration for a deployment.
+    pub fn observe(&self, instance: &str, zone: &str, seconds: f64) {
+        let h: Histogram = self.duration.with_label_values(&[instance, zone]);
+        h.observe(seconds);
+    }
+}

@@ -1,0 +1,238 @@
+//! Assembles the pingora server: the TLS proxy service, the admin listener, discovery and the
+//! certificate watcher as background services, and the early exit on graceful shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use kanmon_router::HealthTable;
+use pingora::{
+    apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream},
+    listeners::tls::TlsSettings,
+    protocols::http::ServerSession,
+    proxy::HttpProxy,
+    server::{
+        configuration::{Opt, ServerConf},
+        ExecutionPhase, Server, ShutdownWatch,
+    },
+    services::{background::background_service, listening::Service},
+};
+
+use crate::{
+    admin::AdminApp,
+    app::KanmonProxy,
+    certwatch::CertWatcher,
+    config::{DiscoveryKind, ProxyConfig},
+    discovery::{file::FileSource, DiscoverySource, Publisher},
+    edge::EdgeApp,
+    inflight::Inflight,
+    metrics::Metrics,
+    settings::Settings,
+    tls::{CertStore, SniCallbacks},
+};
+
+/// Why the proxy could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// pingora refused its configuration.
+    #[error("pingora: {0}")]
+    Pingora(#[from] Box<pingora::Error>),
+    /// Metric registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The configured discovery kind is not available in this build.
+    #[error("discovery kind {0:?} is not available")]
+    Discovery(DiscoveryKind),
+}
+
+/// Puts the header read timeout on each new HTTP session before pingora reads its header, so
+/// a client that trickles its request is cut after `request_read_timeout`, not pingora's
+/// fixed 60 s.
+struct HeaderTimeout {
+    inner: Arc<HttpProxy<KanmonProxy>>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl HttpServerApp for HeaderTimeout {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        session.set_read_timeout(Some(self.timeout));
+        self.inner.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
+        self.inner.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.inner.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
+
+/// Runs a discovery source as a pingora background service.
+struct DiscoveryService {
+    source: Box<dyn DiscoverySource>,
+    publisher: Publisher,
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for DiscoveryService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.source.run(self.publisher.clone(), shutdown).await;
+    }
+}
+
+/// A built proxy, ready to run.
+pub struct Proxy {
+    server: Server,
+    /// Handles to the metrics (for in-process embedding and tests).
+    pub metrics: Metrics,
+    /// The health table the proxy routes with.
+    pub table: Arc<HealthTable>,
+    inflight: Inflight,
+}
+
+/// Options that come from the command line rather than the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Take over the listening sockets of a running proxy (graceful binary upgrade).
+    pub upgrade: bool,
+    /// Use this table and do not start a discovery source: the caller (the in-process control
+    /// plane of `kanmon up`) publishes into it.
+    pub table: Option<Arc<HealthTable>>,
+}
+
+impl Proxy {
+    /// Builds the server from `cfg`.
+    pub fn build(cfg: &ProxyConfig, opts: RunOptions) -> Result<Self, BuildError> {
+        let metrics = Metrics::new()?;
+        let external_table = opts.table.is_some();
+        let table = opts.table.unwrap_or_default();
+        let inflight = Inflight::default();
+        let settings = Arc::new(Settings::from(cfg));
+
+        let conf = ServerConf {
+            threads: cfg.server.threads,
+            upgrade_sock: cfg.shutdown.upgrade_sock.to_string_lossy().into_owned(),
+            // pingora sleeps this long unconditionally; we exit earlier ourselves once the
+            // last request has ended (see `exit_when_idle`).
+            grace_period_seconds: Some(cfg.shutdown.grace_period.as_secs().max(1)),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
+        };
+        let opt = Opt {
+            upgrade: opts.upgrade,
+            ..Opt::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        server.bootstrap();
+
+        let certs = Arc::new(CertStore::new(cfg.tls.cert_dir.clone(), metrics.clone()));
+        let report = certs.reload();
+        tracing::info!(dir = %cfg.tls.cert_dir.display(), %report, "certificates loaded");
+
+        let publisher = Publisher::new(table.clone(), metrics.clone());
+        if external_table {
+            // The embedding control plane publishes; readiness counts its first publish.
+            if table.load().generation() > 0 {
+                publisher.publish_all("inprocess", Vec::new());
+            }
+        } else {
+            let source: Box<dyn DiscoverySource> = match cfg.discovery.kind {
+                DiscoveryKind::File => Box::new(FileSource::new(
+                    cfg.discovery.path.clone(),
+                    Some(cfg.limits.max_connections_per_deployment),
+                )),
+                kind @ DiscoveryKind::Kubernetes => return Err(BuildError::Discovery(kind)),
+            };
+            server.add_service(background_service(
+                "discovery",
+                DiscoveryService {
+                    source,
+                    publisher: publisher.clone(),
+                },
+            ));
+        }
+        server.add_service(background_service(
+            "cert-watcher",
+            CertWatcher::new(certs.clone()),
+        ));
+
+        let app = KanmonProxy::new(
+            table.clone(),
+            metrics.clone(),
+            settings.clone(),
+            inflight.clone(),
+        );
+        let proxy = pingora::proxy::http_proxy(&server.configuration, app);
+        let mut tls =
+            TlsSettings::with_callbacks(Box::new(SniCallbacks::new(&settings.base_domain)))?;
+        tls.set_cert_resolver(certs.clone());
+        tls.enable_h2();
+        let http = Arc::new(HeaderTimeout {
+            inner: Arc::new(proxy),
+            timeout: cfg.limits.request_read_timeout,
+        });
+        let edge = EdgeApp::new(
+            tls.build(),
+            http,
+            cfg.limits.handshake_timeout,
+            metrics.clone(),
+        );
+        let mut service = Service::new("kanmon-proxy".to_string(), edge);
+        service.add_tcp(&cfg.listen.tls.to_string());
+        server.add_service(service);
+
+        let mut admin = Service::new(
+            "kanmon-admin".to_string(),
+            AdminApp::new(metrics.clone(), certs, publisher),
+        );
+        admin.add_tcp(&cfg.listen.admin.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+
+        Ok(Self {
+            server,
+            metrics,
+            table,
+            inflight,
+        })
+    }
+
+    /// Runs until shut down. SIGTERM: stop accepting, let in-flight requests and WebSockets
+    /// run for the grace period, exit as soon as the last one ends. SIGQUIT: hand the
+    /// listening sockets to a new process started with `--upgrade`, then drain the same way.
+    pub fn run(self) {
+        exit_when_idle(&self.server, self.inflight.clone());
+        self.server.run_forever();
+    }
+}
+
+/// Watches the server's phase; once a graceful shutdown or upgrade has begun, exits the
+/// process as soon as nothing is in flight (pingora itself would sleep the whole grace period).
+fn exit_when_idle(server: &Server, inflight: Inflight) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::spawn(move || loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::GracefulUpgradeCloseTimeout) => {
+                // Give pingora a moment to stop its listeners before we start counting.
+                std::thread::sleep(Duration::from_millis(100));
+                while inflight.get() > 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                tracing::info!("graceful shutdown: no request in flight, exiting");
+                std::process::exit(0);
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    });
+}

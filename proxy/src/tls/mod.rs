@@ -1,0 +1,7 @@
+//! TLS: per-hostname certificates chosen by SNI, hot reloaded from a directory.
+
+pub mod callbacks;
+pub mod store;
+
+pub use callbacks::{SniCallbacks, SniTarget};
+pub use store::{CertStore, LoadReport};
