@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of kanmon-proxy with NGINX and HAProxy (and a node served directly,
+# the floor), measured in one run on this machine, loopback only.
+#
+# Usage: benches/compare.sh            (all targets)
+#        TARGETS="direct nginx" benches/compare.sh
+# Knobs (environment): TARGETS, CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
+# ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
+# HTTP_DURATION (5s), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
+# CARGO_TARGET_DIR (where kanmon-bench is built).
+#
+# Per-load tables and progress go to stderr; stdout gets the one comparison table.
+# Every process it starts is killed on exit; every load is bounded by --timeout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
+CONNECTS="${CONNECTS:-5000}"
+CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-64}"
+ECHO_CONNS="${ECHO_CONNS:-100}"
+ECHO_MSGS="${ECHO_MSGS:-200}"
+ECHO_SIZE="${ECHO_SIZE:-64}"
+IDLE_CONNS="${IDLE_CONNS:-9000}"
+IDLE_HOLD="${IDLE_HOLD:-5s}"
+HTTP_CONNS="${HTTP_CONNS:-64}"
+HTTP_DURATION="${HTTP_DURATION:-5s}"
+LOAD_TIMEOUT="${LOAD_TIMEOUT:-60s}"
+KANMON_PROXY="${KANMON_PROXY:-$ROOT/target/release/kanmon-proxy}"
+HOST="alpha.us-east1.kanmon.test"
+
+# Fixed loopback ports for the proxies (the nodes take OS-chosen ports).
+PORT_KANMON=18443
+PORT_KANMON_ADMIN=19100
+PORT_NGINX=18444
+PORT_HAPROXY=18445
+
+log() { echo "compare: $*" >&2; }
+
+WORK="$(mktemp -d /tmp/kanmon-compare.XXXXXX)"
+chmod 755 "$WORK"   # NGINX workers run as nobody
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n "${RESULTS_DIR:-}" && -d "$WORK/results" ]]; then
+    mkdir -p "$RESULTS_DIR" && cp "$WORK"/results/*.json "$RESULTS_DIR"/ 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops one process we started (and forgets it).
+stop() {
+  local pid="$1" p keep=()
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do
+    if [[ "$p" != "$pid" ]]; then keep+=("$p"); fi
+  done
+  PIDS=("${keep[@]}")
+}
+
+# Waits (bounded) until a TCP port accepts connections.
+wait_port() {
+  local port="$1" i
+  for i in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "port $port did not open within 10s"
+  return 1
+}
+
+# Waits (bounded) for a node's first line `listening on ADDR` and prints ADDR.
+node_addr() {
+  local out="$1" i line
+  for i in $(seq 1 100); do
+    line="$(head -n1 "$out" 2>/dev/null || true)"
+    if [[ "$line" == "listening on "* ]]; then echo "${line#listening on }"; return 0; fi
+    sleep 0.1
+  done
+  log "node did not report its address: $(cat "$out")"
+  return 1
+}
+
+ensure_pkg() {
+  local bin="$1" pkg="$2"
+  if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$bin" ]]; then
+    log "installing $pkg"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 || {
+      apt-get update -qq >/dev/null 2>&1
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    }
+  fi
+}
+
+# ---------------------------------------------------------------- build and common set-up
+log "building kanmon-bench (release)"
+(cd "$ROOT" && cargo build --release -q -p kanmon-bench)
+BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/kanmon-bench"
+ulimit -n "$(ulimit -Hn)" || true
+
+mkdir -p "$WORK/certs" "$WORK/results"
+"$BENCH" certs --dir "$WORK/certs" --hosts "$HOST,*.us-east1.kanmon.test" >/dev/null
+CA="$WORK/certs/ca.crt"
+CERT="$WORK/certs/$HOST.crt"
+KEY="$WORK/certs/$HOST.key"
+
+# Starts a node in the background (not in a subshell, so its PID is tracked for clean-up);
+# sets NODE_ADDR and NODE_PID.
+start_node() {
+  local id="$1"; shift
+  local out="$WORK/$id.out"
+  "$BENCH" node --listen 127.0.0.1:0 --node-id "$id" --quiet "$@" >"$out" 2>"$WORK/$id.err" &
+  NODE_PID="$!"
+  PIDS+=("$NODE_PID")
+  NODE_ADDR="$(node_addr "$out")"
+}
+
+start_node alpha-0 --grpc-listen 127.0.0.1:0
+NODE0="$NODE_ADDR"
+start_node alpha-1 --grpc-listen 127.0.0.1:0
+NODE1="$NODE_ADDR"
+GRPC0="$(sed -n 's/^grpc listening on //p' "$WORK/alpha-0.out")"
+GRPC1="$(sed -n 's/^grpc listening on //p' "$WORK/alpha-1.out")"
+log "nodes: alpha-0 $NODE0 (grpc $GRPC0), alpha-1 $NODE1 (grpc $GRPC1)"
+
+# ---------------------------------------------------------------- the four loads
+run_loads() {
+  local name="$1" port="$2" pid="$3"
+  local common=(--connect "127.0.0.1:$port" --ca "$CA" --timeout "$LOAD_TIMEOUT")
+  local ws="wss://$HOST:$port/ws"
+  log "[$name] ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight"
+  "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" -c "$CONNECT_CONCURRENCY" \
+    --out "$WORK/results/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
+  log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
+  "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" -b "$ECHO_SIZE" \
+    --out "$WORK/results/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
+  log "[$name] ws-idle $IDLE_CONNS held $IDLE_HOLD (pid $pid)"
+  "$BENCH" ws-idle --url "$ws" "${common[@]}" -n "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$pid" \
+    --out "$WORK/results/$name.ws-idle.json" >&2 || log "[$name] ws-idle failed"
+  log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
+  "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" -c "$HTTP_CONNS" \
+    -d "$HTTP_DURATION" --out "$WORK/results/$name.http.json" >&2 || log "[$name] http failed"
+}
+
+# ---------------------------------------------------------------- targets
+target_direct() {
+  start_node direct --tls-cert "$CERT" --tls-key "$KEY"
+  local pid="$NODE_PID" port="${NODE_ADDR##*:}"
+  run_loads direct "$port" "$pid"
+  stop "$pid"
+}
+
+target_kanmon() {
+  if [[ ! -x "$KANMON_PROXY" ]]; then
+    log "[kanmon] skipped: $KANMON_PROXY not found (cargo build --release -p kanmon-proxy)"
+    return 0
+  fi
+  local dir="$WORK/kanmon"
+  mkdir -p "$dir/certs"
+  cp "$CERT" "$KEY" "$dir/certs/"
+  cat >"$dir/nodes.toml" <<EOF
+[[deployment]]
+instance = "alpha"
+zone = "us-east1"
+nodes = [
+  { id = "alpha-0", addr = "$NODE0", grpc = "$GRPC0", state = "ready" },
+  { id = "alpha-1", addr = "$NODE1", grpc = "$GRPC1", state = "ready" },
+]
+EOF
+  cat >"$dir/kanmon.toml" <<EOF
+[listen]
+tls = "127.0.0.1:$PORT_KANMON"
+admin = "127.0.0.1:$PORT_KANMON_ADMIN"
+
+[tls]
+cert_dir = "$dir/certs"
+
+[routing]
+base_domain = "kanmon.test"
+
+[discovery]
+kind = "file"
+path = "$dir/nodes.toml"
+
+[shutdown]
+grace_period = "1s"
+EOF
+  "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
+  local pid="$!"
+  PIDS+=("$pid")
+  if ! wait_port "$PORT_KANMON"; then
+    log "[kanmon] skipped: proxy did not start; last log lines:"; tail -n 20 "$dir/out.log" >&2
+    stop "$pid"; return 0
+  fi
+  run_loads kanmon "$PORT_KANMON" "$pid"
+  stop "$pid"
+}
+
+target_nginx() {
+  ensure_pkg nginx nginx
+  local dir="$WORK/nginx"
+  mkdir -p "$dir/tmp" "$dir/logs"
+  chmod 777 "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+daemon off;
+worker_processes 2;
+worker_rlimit_nofile 19500;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 19000; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_requests 1000000;
+  upstream nodes {
+    server $NODE0;
+    server $NODE1;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
+  server {
+    listen 127.0.0.1:$PORT_NGINX ssl;
+    server_name $HOST;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets off;
+    location / {
+      proxy_pass http://nodes;
+      proxy_http_version 1.1;
+      proxy_set_header Host \$host;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+    }
+  }
+}
+EOF
+  nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/logs/out.log" 2>&1 &
+  local pid="$!"
+  PIDS+=("$pid")
+  if ! wait_port "$PORT_NGINX"; then
+    log "[nginx] did not start:"; cat "$dir/logs/out.log" "$dir/logs/error.log" >&2
+    stop "$pid"; return 0
+  fi
+  run_loads nginx "$PORT_NGINX" "$pid"
+  stop "$pid"
+}
+
+target_haproxy() {
+  ensure_pkg haproxy haproxy
+  local dir="$WORK/haproxy"
+  mkdir -p "$dir"
+  cat "$CERT" "$KEY" >"$dir/$HOST.pem"
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 9500
+  tune.ssl.default-dh-param 2048
+
+defaults
+  mode http
+  option http-keep-alive
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+  timeout http-keep-alive 60s
+
+frontend fe
+  bind 127.0.0.1:$PORT_HAPROXY ssl crt $dir/$HOST.pem alpn http/1.1
+  default_backend nodes
+
+backend nodes
+  balance roundrobin
+  http-reuse always
+  server alpha-0 $NODE0
+  server alpha-1 $NODE1
+EOF
+  haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
+  local pid="$!"
+  PIDS+=("$pid")
+  if ! wait_port "$PORT_HAPROXY"; then
+    log "[haproxy] did not start:"; cat "$dir/out.log" >&2
+    stop "$pid"; return 0
+  fi
+  run_loads haproxy "$PORT_HAPROXY" "$pid"
+  stop "$pid"
+}
+
+STARTED=$SECONDS
+for t in $TARGETS; do
+  case "$t" in
+    direct | kanmon | nginx | haproxy) "target_$t" ;;
+    *) log "unknown target $t (direct, kanmon, nginx, haproxy)"; exit 2 ;;
+  esac
+done
+
+echo
+echo "kanmon comparison, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, loopback, TLS 1.3 ECDSA P-256, no resumption"
+echo "ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight; ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B;" \
+  "ws-idle $IDLE_CONNS held $IDLE_HOLD; http $HTTP_CONNS keep-alive connections for $HTTP_DURATION"
+echo
+"$BENCH" compare-table --dir "$WORK/results" --targets "$(echo $TARGETS | tr ' ' ',')" --baseline nginx
+echo
+log "done in $((SECONDS - STARTED))s"
