@@ -7,3 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod domain;
+pub mod driver;
+pub mod runtime;
+pub mod store;

@@ -15,7 +15,7 @@ mod proptests;
 pub mod rolling;
 mod serde_names;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
 pub mod time;

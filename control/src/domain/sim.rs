@@ -199,3 +199,15 @@ impl Sim {
             .count()
     }
 }
+
+/// A production deployment with two ready nodes, for other modules' tests.
+pub(crate) fn running_deployment() -> Deployment {
+    let mut sim = Sim::new(DeploymentType::Production, 2, Timings::default());
+    sim.submit(OpKind::Deploy {
+        version: v("3.35.0"),
+        image: None,
+    })
+    .unwrap();
+    sim.settle();
+    sim.ctl.deployment
+}

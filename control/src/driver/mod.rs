@@ -1,0 +1,112 @@
+//! Carrying intents out: drivers run nodes, publishers tell the proxy about node states.
+//!
+//! Both are small traits in the pingora-load-balancing style, so the runtime does not care
+//! whether nodes are tasks in this process, local processes or Kubernetes pods, nor whether the
+//! proxy is in-process (`kanmon up`) or reads a nodes file.
+
+mod file;
+mod loopback;
+mod publish;
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+
+pub use file::NodesFilePublisher;
+pub use loopback::{LoopbackDriver, CRASH_IMAGE};
+pub use publish::{deployment_spec, HealthTablePublisher, NullPublisher};
+
+use crate::domain::NodeLaunch;
+
+/// Why a driver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The node could not be started (binding, spawning, scheduling).
+    #[error("starting node {node}: {source}")]
+    Start {
+        /// Node id.
+        node: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else the driver wants to report.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where a started node listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// HTTP/WebSocket address.
+    pub addr: SocketAddr,
+    /// gRPC address, if the node serves gRPC.
+    pub grpc: Option<SocketAddr>,
+}
+
+/// What a health check saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeHealth {
+    /// Passes its health check.
+    Healthy,
+    /// Running but not (yet) passing.
+    NotYet,
+    /// The process is gone.
+    Exited,
+}
+
+/// Runs nodes. Calls for one node arrive in order (the runtime serialises a node's intents).
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Starts a node and returns where it listens once it exists (healthy or not). Starting
+    /// a node id that is already running with the same incarnation adopts it: the runtime
+    /// re-sends starts after a control-plane restart.
+    async fn start_node(&self, instance: &str, spec: &NodeLaunch)
+        -> Result<Endpoints, DriverError>;
+
+    /// Stops a node and returns once it is gone (after the driver's own shutdown grace).
+    /// Stopping a node that is not running succeeds.
+    async fn stop_node(&self, instance: &str, node: &str) -> Result<(), DriverError>;
+
+    /// One health check.
+    async fn health(&self, instance: &str, node: &str) -> NodeHealth;
+}
+
+/// Why publishing to the proxy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Writing the nodes file failed.
+    #[error("writing nodes file {path}: {source}")]
+    Io {
+        /// File path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding the nodes file failed.
+    #[error("encoding nodes file: {0}")]
+    Encode(String),
+}
+
+/// Tells the proxy which nodes of a deployment are ready, draining or unhealthy. Called
+/// synchronously the moment a node is marked draining, because the proxy must stop sending it
+/// new connections before the node starts shutting down.
+pub trait NodeStatePublisher: Send + Sync + 'static {
+    /// Publishes the whole node list of one deployment.
+    fn publish(&self, spec: kanmon_router::DeploymentSpec) -> Result<(), PublishError>;
+
+    /// Removes a deleted deployment.
+    fn remove(&self, instance: &kanmon_router::InstanceName) -> Result<(), PublishError>;
+
+    /// Connections the proxy holds open to `node`, when it knows (in-process proxy). `None`
+    /// means unknown: the runtime then waits for the grace period.
+    fn active_connections(
+        &self,
+        _instance: &kanmon_router::InstanceName,
+        _zone: &kanmon_router::Zone,
+        _node: &str,
+    ) -> Option<u64> {
+        None
+    }
+}

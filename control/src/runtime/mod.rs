@@ -1,0 +1,281 @@
+//! The runtime around the sans-io controllers: one [`Controller`] per deployment behind a
+//! lock, an actor task that feeds them driver events and timer firings, and the code that
+//! carries their intents out (persist, publish, drive nodes, arm timers).
+
+mod effects;
+mod settings;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::mpsc;
+
+pub use settings::{default_catalog, default_zones, Settings};
+
+use crate::{
+    domain::{
+        controller::Event, Controller, CreateDeployment, Deployment, DeploymentEdit, DomainError,
+        Intent, Keys, OpKind, Operation, Timestamp,
+    },
+    driver::{deployment_spec, Driver, NodeStatePublisher},
+    store::{Store, StoreError},
+};
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A lifecycle rule refused it.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed (or the name is taken).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such deployment.
+    #[error("deployment {0:?} not found")]
+    NotFound(String),
+}
+
+/// Reads the wall clock: the only place the control plane does.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Timestamp(ms)
+}
+
+/// 256 bits from the thread-local CSPRNG (ChaCha, seeded from the OS), hex-encoded.
+pub fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Messages to the actor.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Event(String, Event),
+    Timer(String),
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<Store>,
+    pub(crate) settings: Settings,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) publisher: Arc<dyn NodeStatePublisher>,
+    controllers: Mutex<BTreeMap<String, Controller>>,
+    pub(crate) tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// Handle to the running control plane (cheap to clone).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Loads every deployment from the store, recovers them (see [`Controller::recover`]:
+    /// interrupted operations are marked failed, nodes restarted with the applied spec) and
+    /// starts the actor. Must be called inside a tokio runtime.
+    pub fn start(
+        store: Arc<Store>,
+        settings: Settings,
+        driver: Arc<dyn Driver>,
+        publisher: Arc<dyn NodeStatePublisher>,
+    ) -> Result<Self, RuntimeError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut controllers = BTreeMap::new();
+        for dep in store.deployments()? {
+            let ops = store.unfinished_ops(dep.instance.as_str())?;
+            let name = dep.instance.to_string();
+            controllers.insert(name, Controller::new(dep, ops, settings.timings));
+        }
+        let names: Vec<String> = controllers.keys().cloned().collect();
+        let rt = Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                driver,
+                publisher,
+                controllers: Mutex::new(controllers),
+                tx,
+            }),
+        };
+        for name in names {
+            let catalog = rt.inner.settings.catalog.clone();
+            let (_, dep) = rt.with(&name, |ctl| Ok(ctl.recover(&catalog, now())))?;
+            // The proxy may have restarted too: give it every live deployment again.
+            if !dep.deleted {
+                if let Err(e) = rt.inner.publisher.publish(deployment_spec(&dep)) {
+                    tracing::error!(error = %e, instance = %name, "publishing node states failed");
+                }
+            }
+        }
+        let actor = rt.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                actor.handle(msg);
+            }
+        });
+        Ok(rt)
+    }
+
+    fn controllers(&self) -> MutexGuard<'_, BTreeMap<String, Controller>> {
+        self.inner
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handle(&self, msg: Msg) {
+        let catalog = self.inner.settings.catalog.clone();
+        let result = match msg {
+            Msg::Event(name, ev) => {
+                self.with(&name, |ctl| Ok(ctl.handle_event(ev, &catalog, now())))
+            }
+            Msg::Timer(name) => self.with(&name, |ctl| Ok(ctl.handle_timeout(&catalog, now()))),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "control loop step failed");
+        }
+    }
+
+    /// Runs `f` on a deployment's controller, then persists and carries out its intents, all
+    /// under the lock so that the store, the proxy and the controller see steps in one order.
+    fn with(
+        &self,
+        instance: &str,
+        f: impl FnOnce(&mut Controller) -> Result<Vec<Intent>, RuntimeError>,
+    ) -> Result<(Vec<Intent>, Deployment), RuntimeError> {
+        let mut all = self.controllers();
+        let ctl = all
+            .get_mut(instance)
+            .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))?;
+        let intents = f(ctl)?;
+        let ops: Vec<Operation> = intents
+            .iter()
+            .filter_map(|i| match i {
+                Intent::SaveOp(op) => Some((**op).clone()),
+                _ => None,
+            })
+            .collect();
+        self.inner.store.persist(&ctl.deployment, &ops)?;
+        let dep = ctl.deployment.clone();
+        let publish = intents.iter().any(|i| {
+            matches!(
+                i,
+                Intent::MarkDraining { .. } | Intent::MarkReady { .. } | Intent::Forget { .. }
+            )
+        });
+        if publish && !dep.deleted {
+            if let Err(e) = self.inner.publisher.publish(deployment_spec(&dep)) {
+                tracing::error!(error = %e, instance, "publishing node states failed");
+            }
+        }
+        drop(all);
+        effects::carry_out(&self.inner, &dep, intents.clone());
+        Ok((intents, dep))
+    }
+
+    /// Creates a deployment with fresh keys and queues its first deploy (which starts the
+    /// nodes), both recorded as done by `who`.
+    pub fn create(
+        &self,
+        req: CreateDeployment,
+        who: &str,
+    ) -> Result<(Deployment, Operation), RuntimeError> {
+        let s = &self.inner.settings;
+        let keys = Keys {
+            server_key: random_secret(),
+            runtime_key: random_secret(),
+        };
+        let version = req.version;
+        let dep = Deployment::create(req, &s.catalog, &s.zones, &s.base_domain, keys, who, now())?;
+        let name = dep.instance.to_string();
+        {
+            let mut all = self.controllers();
+            self.inner.store.insert_deployment(&dep)?;
+            all.insert(name.clone(), Controller::new(dep, Vec::new(), s.timings));
+        }
+        let op = self.submit(
+            &name,
+            OpKind::Deploy {
+                version,
+                image: None,
+            },
+            who,
+        )?;
+        Ok((self.deployment(&name)?, op))
+    }
+
+    /// Queues an operation.
+    pub fn submit(
+        &self,
+        instance: &str,
+        kind: OpKind,
+        who: &str,
+    ) -> Result<Operation, RuntimeError> {
+        let id = self.inner.store.next_op_id()?;
+        let catalog = self.inner.settings.catalog.clone();
+        let op = Operation::new(id, instance, kind, who, now());
+        let (intents, _) = self.with(instance, |ctl| Ok(ctl.submit(op, &catalog, now())?))?;
+        // The last saved copy is the freshest status (it may have started or even finished).
+        let latest = intents.iter().rev().find_map(|i| match i {
+            Intent::SaveOp(o) if o.id == id => Some((**o).clone()),
+            _ => None,
+        });
+        latest.ok_or_else(|| RuntimeError::NotFound(format!("operation {id}")))
+    }
+
+    /// Edits mutable settings (refusing permanent ones) and republishes.
+    pub fn edit(&self, instance: &str, edit: &DeploymentEdit) -> Result<Deployment, RuntimeError> {
+        let (_, dep) = self.with(instance, |ctl| {
+            ctl.deployment.edit(edit)?;
+            Ok(Vec::new())
+        })?;
+        if !dep.deleted {
+            if let Err(e) = self.inner.publisher.publish(deployment_spec(&dep)) {
+                tracing::error!(error = %e, instance, "publishing node states failed");
+            }
+        }
+        Ok(dep)
+    }
+
+    /// The current state of one deployment.
+    pub fn deployment(&self, instance: &str) -> Result<Deployment, RuntimeError> {
+        self.controllers()
+            .get(instance)
+            .map(|c| c.deployment.clone())
+            .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))
+    }
+
+    /// Every deployment (deleted ones included).
+    pub fn deployments(&self) -> Vec<Deployment> {
+        self.controllers()
+            .values()
+            .map(|c| c.deployment.clone())
+            .collect()
+    }
+
+    /// The store (operations log, audit, users).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The settings the runtime was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! Runtime settings with the platform defaults.
+
+use std::time::Duration;
+
+use kanmon_router::{Catalog, Version, Zone};
+
+use crate::domain::Timings;
+
+/// Platform settings the lifecycle depends on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base domain of deployment hostnames.
+    pub base_domain: String,
+    /// Released versions.
+    pub catalog: Catalog,
+    /// Zone catalog: `(zone, on_request)`.
+    pub zones: Vec<(Zone, bool)>,
+    /// Lifecycle timings.
+    pub timings: Timings,
+    /// How often a starting node is health-checked.
+    pub health_poll: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            base_domain: "kanmon.test".into(),
+            catalog: default_catalog(),
+            zones: default_zones(),
+            timings: Timings::default(),
+            health_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The released versions known without configuration.
+pub fn default_catalog() -> Catalog {
+    let released = [
+        "3.31.0",
+        "3.32.0",
+        "3.32.1",
+        "3.33.0",
+        "3.33.1",
+        "3.34.0",
+        "3.35.0",
+        "3.35.1",
+        "3.36.0",
+        "3.37.0",
+        "3.37.1-r1",
+    ];
+    Catalog::new(
+        released
+            .iter()
+            .filter_map(|s| s.parse::<Version>().ok())
+            .collect(),
+    )
+}
+
+/// The default zone catalog (DESIGN.md): three offered zones, two on request.
+pub fn default_zones() -> Vec<(Zone, bool)> {
+    [
+        ("us-east1", false),
+        ("eu-west1", false),
+        ("asia-northeast3", false),
+        ("us-east-1", true),
+        ("eu-west-2", true),
+    ]
+    .iter()
+    .filter_map(|(z, r)| Zone::parse(z).ok().map(|z| (z, *r)))
+    .collect()
+}

@@ -1,0 +1,139 @@
+use std::{sync::Arc, time::Duration};
+
+use kanmon_router::{HealthTable, InstanceName, NodeState, Zone};
+
+use super::*;
+use crate::{
+    domain::{DeploymentType, NodeRunState, OpStatus, Timings},
+    driver::{HealthTablePublisher, LoopbackDriver, CRASH_IMAGE},
+};
+
+fn settings() -> Settings {
+    Settings {
+        timings: Timings {
+            grace: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(5),
+            crashloop_timeout: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_millis(200),
+        },
+        health_poll: Duration::from_millis(20),
+        ..Settings::default()
+    }
+}
+
+fn request(kind: DeploymentType, node_cpus: u32) -> CreateDeployment {
+    CreateDeployment {
+        org: "acme".into(),
+        title: "rpg".into(),
+        instance: InstanceName::parse("alpha").unwrap(),
+        zone: Zone::parse("us-east1").unwrap(),
+        kind,
+        version: "3.35.0".parse().unwrap(),
+        node_cpus,
+        db_cpus: 1,
+        delete_protection: None,
+    }
+}
+
+/// Waits (bounded) until operation `id` is finished.
+async fn finished(rt: &Runtime, id: u64) -> Operation {
+    for _ in 0..500 {
+        let op = rt.store().op(id).unwrap().unwrap();
+        if op.status.is_final() {
+            return op;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("operation {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_deploy_through_real_listeners_and_health_table() {
+    let table = Arc::new(HealthTable::new());
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        Arc::new(LoopbackDriver::new()),
+        Arc::new(HealthTablePublisher::new(table.clone())),
+    )
+    .unwrap();
+    let (dep, first) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    assert_eq!(dep.keys.server_key.len(), 64);
+    assert_ne!(dep.keys.server_key, dep.keys.runtime_key);
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    let snap = table.load();
+    let published = snap.find("alpha", "us-east1").unwrap();
+    assert_eq!(published.count(NodeState::Ready), 2);
+
+    let up = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.0".parse().unwrap(),
+                image: None,
+            },
+            "ann",
+        )
+        .unwrap();
+    assert_eq!(finished(&rt, up.id).await.status, OpStatus::Completed);
+    let dep = rt.deployment("alpha").unwrap();
+    assert_eq!(dep.spec.version.to_string(), "3.37.0");
+    assert!(dep
+        .nodes
+        .iter()
+        .all(|n| n.state == NodeRunState::Ready && n.generation == 2));
+
+    // A crashing image loops, then a fixed deploy supersedes it; the other node kept serving.
+    let bad = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.1-r1".parse().unwrap(),
+                image: Some(CRASH_IMAGE.into()),
+            },
+            "ann",
+        )
+        .unwrap();
+    for _ in 0..500 {
+        let d = rt.deployment("alpha").unwrap();
+        if d.nodes
+            .iter()
+            .any(|n| n.state == NodeRunState::CrashLoopBackOff)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        table
+            .load()
+            .find("alpha", "us-east1")
+            .unwrap()
+            .count(NodeState::Ready),
+        1
+    );
+    let good = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.1-r1".parse().unwrap(),
+                image: None,
+            },
+            "ann",
+        )
+        .unwrap();
+    let bad = finished(&rt, bad.id).await;
+    assert!(bad.error.unwrap().contains("superseded"));
+    assert_eq!(finished(&rt, good.id).await.status, OpStatus::Completed);
+    assert_eq!(
+        table
+            .load()
+            .find("alpha", "us-east1")
+            .unwrap()
+            .count(NodeState::Ready),
+        2
+    );
+}

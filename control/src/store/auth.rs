@@ -1,0 +1,90 @@
+//! Users, bearer tokens and grants.
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{decode, encode, Store, StoreError};
+use crate::domain::{Grant, Timestamp};
+
+/// A user or service user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Unique name.
+    pub name: String,
+    /// A service user (CI, bots) rather than a person.
+    pub service: bool,
+    /// May manage users and grants.
+    pub admin: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// The stored form of a token: its SHA-256. Tokens are 256 random bits, so a plain hash is
+/// enough (no salt or slow hash needed), and a stolen database holds no usable token.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Store {
+    /// Creates a user.
+    pub fn create_user(&self, u: &User) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO users (name, service, admin, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![u.name, u.service, u.admin, u.created_at.0 as i64],
+        )?;
+        if n == 0 {
+            return Err(StoreError::UserExists(u.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Adds a token (by its hash) for `user`.
+    pub fn add_token(&self, user: &str, token_hash: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO tokens (hash, user) VALUES (?1, ?2)",
+            params![token_hash, user],
+        )?;
+        Ok(())
+    }
+
+    /// The user a token belongs to.
+    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT u.name, u.service, u.admin, u.created_at FROM tokens t
+                 JOIN users u ON u.name = t.user WHERE t.hash = ?1",
+                [hash_token(token)],
+                |r| {
+                    Ok(User {
+                        name: r.get(0)?,
+                        service: r.get(1)?,
+                        admin: r.get(2)?,
+                        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Adds a grant.
+    pub fn add_grant(&self, g: &Grant) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO grants (user, body) VALUES (?1, ?2)",
+            params![g.user, encode(g)],
+        )?;
+        Ok(())
+    }
+
+    /// All grants of `user`.
+    pub fn grants(&self, user: &str) -> Result<Vec<Grant>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT body FROM grants WHERE user = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([user], |r| r.get::<_, String>(0))?;
+        rows.map(|r| decode("grant", &r?)).collect()
+    }
+}

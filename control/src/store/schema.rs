@@ -1,0 +1,63 @@
+//! Schema and migrations, versioned with SQLite's `user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE deployments (
+    instance TEXT PRIMARY KEY,
+    org      TEXT NOT NULL,
+    title    TEXT NOT NULL,
+    deleted  INTEGER NOT NULL DEFAULT 0,
+    body     TEXT NOT NULL
+);
+CREATE TABLE operations (
+    id       INTEGER PRIMARY KEY,
+    instance TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX operations_by_instance ON operations (instance, id);
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    who      TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    instance TEXT,
+    outcome  TEXT NOT NULL,
+    detail   TEXT NOT NULL
+);
+CREATE INDEX audit_by_instance ON audit (instance, id);
+CREATE TABLE users (
+    name       TEXT PRIMARY KEY,
+    service    INTEGER NOT NULL,
+    admin      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users (name)
+);
+CREATE TABLE grants (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    user  TEXT NOT NULL REFERENCES users (name),
+    body  TEXT NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];
+
+/// Brings the schema up to date. WAL mode lets readers (the API) run while a step is written;
+/// `synchronous = FULL` because the operations log must survive a power cut, not just a crash.
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;"))?;
+        conn.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    Ok(())
+}
