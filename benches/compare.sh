@@ -137,15 +137,16 @@ run_loads() {
   local name="$1" port="$2" pid="$3"
   local common=(--connect "127.0.0.1:$port" --ca "$CA" --timeout "$LOAD_TIMEOUT")
   local ws="wss://$HOST:$port/ws"
+  # Idle first, on a fresh process: its RSS baseline is not inflated by earlier loads.
+  log "[$name] ws-idle $IDLE_CONNS held $IDLE_HOLD (pid $pid)"
+  "$BENCH" ws-idle --url "$ws" "${common[@]}" -n "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$pid" \
+    --out "$WORK/results/$name.ws-idle.json" >&2 || log "[$name] ws-idle failed"
   log "[$name] ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight"
   "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" -c "$CONNECT_CONCURRENCY" \
     --out "$WORK/results/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
   log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
   "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" -b "$ECHO_SIZE" \
     --out "$WORK/results/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
-  log "[$name] ws-idle $IDLE_CONNS held $IDLE_HOLD (pid $pid)"
-  "$BENCH" ws-idle --url "$ws" "${common[@]}" -n "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$pid" \
-    --out "$WORK/results/$name.ws-idle.json" >&2 || log "[$name] ws-idle failed"
   log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
   "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" -c "$HTTP_CONNS" \
     -d "$HTTP_DURATION" --out "$WORK/results/$name.http.json" >&2 || log "[$name] http failed"

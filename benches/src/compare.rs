@@ -108,3 +108,53 @@ pub fn table(dir: &Path, targets: &[String], baseline: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Errors;
+
+    fn write(dir: &Path, target: &str, load: &str, metrics: &[(&str, f64)]) {
+        let report = Report {
+            load: load.to_owned(),
+            url: "wss://alpha.us-east1.kanmon.test/ws".to_owned(),
+            connect: "127.0.0.1:1".to_owned(),
+            elapsed_s: 1.0,
+            timed_out: false,
+            metrics: metrics
+                .iter()
+                .map(|(n, v)| crate::report::Metric {
+                    name: (*n).to_owned(),
+                    value: *v,
+                    unit: String::new(),
+                })
+                .collect(),
+            errors: Errors::default(),
+        };
+        let path = dir.join(format!("{target}.{load}.json"));
+        std::fs::write(path, serde_json::to_string(&report).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn ratios_are_relative_to_the_baseline_and_missing_targets_show_a_dash() {
+        let dir = std::env::temp_dir().join(format!("kanmon-compare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "nginx", "ws-connect", &[("conn_per_s", 2000.0)]);
+        write(&dir, "kanmon", "ws-connect", &[("conn_per_s", 3000.0)]);
+        let targets = vec![
+            "kanmon".to_owned(),
+            "nginx".to_owned(),
+            "haproxy".to_owned(),
+        ];
+        let t = table(&dir, &targets, "nginx");
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("| TLS WebSocket connects/s"))
+            .unwrap();
+        assert_eq!(
+            row,
+            "| TLS WebSocket connects/s | 3,000 (1.50×) | 2,000 | — |"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

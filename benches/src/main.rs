@@ -192,7 +192,16 @@ struct CertsArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    raise_nofile_limit();
+    let nofile = raise_nofile_limit();
+    if let Command::WsIdle(a) = &cli.command {
+        // Each held connection is one descriptor here (and two in the proxy).
+        if a.connections as u64 + 64 > nofile {
+            eprintln!(
+                "warning: holding {} connections needs more than the open-files limit of {nofile}",
+                a.connections
+            );
+        }
+    }
     match cli.command {
         Command::Certs(args) => run_certs(&args),
         Command::Node(args) => runtime()?.block_on(run_node(args)),
@@ -284,14 +293,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Load tests hold thousands of sockets: lift the soft open-files limit to the hard one.
-fn raise_nofile_limit() {
+/// Returns the limit now in force.
+fn raise_nofile_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => {
             if n < 4096 {
                 eprintln!("warning: open-files limit is only {n}");
             }
+            n
         }
-        Err(e) => eprintln!("warning: could not raise the open-files limit: {e}"),
+        Err(e) => {
+            eprintln!("warning: could not raise the open-files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _hard)| soft)
+        }
     }
 }
 

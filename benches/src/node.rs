@@ -63,6 +63,9 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The node id cannot be sent as the `x-node-id` header value.
+    #[error("node id {0:?} is not a valid header value")]
+    InvalidId(String),
     /// The node's task panicked or was cancelled.
     #[error("node task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -175,6 +178,8 @@ fn local_addr(l: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, NodeErro
 
 /// Binds the listeners of `cfg` and serves them on background tasks.
 pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let id_header = http::HeaderValue::from_str(&cfg.node_id)
+        .map_err(|_| NodeError::InvalidId(cfg.node_id.clone()))?;
     let http = bind(cfg.listen).await?;
     let addr = local_addr(&http, cfg.listen)?;
     let grpc = match cfg.grpc_listen {
@@ -192,8 +197,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let shared = Arc::new(Shared {
         id: cfg.node_id.clone(),
         health_body: bytes::Bytes::from(serde_json::json!({ "node": cfg.node_id }).to_string()),
-        id_header: http::HeaderValue::from_str(&cfg.node_id)
-            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid-node-id")),
+        id_header,
         log_connections: cfg.log_connections,
         stats: stats.clone(),
         shutdown: stop_rx,
