@@ -6,6 +6,9 @@
 //! [`api`] serves them over HTTP and [`cli`] talks to that API.
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod bootstrap;
+pub mod cli;
 pub mod domain;
 pub mod driver;
 pub mod runtime;

@@ -1,0 +1,123 @@
+//! API errors: a status code and a JSON body that says which rule or permission failed.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use crate::{
+    domain::{DomainError, Permission},
+    runtime::RuntimeError,
+    store::StoreError,
+};
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+    /// For 403: the permission the caller lacks (`admin` for user management).
+    pub missing: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            missing: None,
+        }
+    }
+
+    /// A 401: no token, or an unknown one.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: "a valid bearer token is required".into(),
+            missing: None,
+        }
+    }
+
+    /// A 403 naming the missing permission.
+    pub fn forbidden(missing: &'static str, on: &str) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: format!("missing permission '{missing}' on {on}"),
+            missing: Some(missing),
+        }
+    }
+
+    /// A 403 for a missing lifecycle permission.
+    pub fn missing(p: Permission, on: &str) -> Self {
+        Self::forbidden(p.as_str(), on)
+    }
+
+    /// A 404.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: what.into(),
+            missing: None,
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = match e {
+            DomainError::PermanentChoice { .. }
+            | DomainError::DeleteProtected
+            | DomainError::Deleted
+            | DomainError::Downgrade { .. }
+            | DomainError::DatabaseCpuDown { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self {
+            status,
+            message: e.to_string(),
+            missing: None,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::InstanceTaken(_) | StoreError::UserExists(_) => StatusCode::CONFLICT,
+            _ => {
+                tracing::error!(error = %e, "store failure");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self {
+            status,
+            message: e.to_string(),
+            missing: None,
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Domain(d) => d.into(),
+            RuntimeError::Store(s) => s.into(),
+            RuntimeError::NotFound(what) => Self::not_found(format!("{what} not found")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(m) = self.missing {
+            body["missing_permission"] = json!(m);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}

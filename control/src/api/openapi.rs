@@ -1,0 +1,104 @@
+//! The OpenAPI 3.1 document, written by hand: the API is small, and a hand-written document
+//! keeps a code generator out of the build.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+fn op(summary: &str, permission: &str, body: Option<&str>, ok: &str) -> Value {
+    let mut v = json!({
+        "summary": summary,
+        "description": format!("Requires permission: {permission}."),
+        "security": [{ "bearer": [] }],
+        "responses": {
+            ok: { "description": "Success", "content": { "application/json": {} } },
+            "401": { "$ref": "#/components/responses/Unauthorized" },
+            "403": { "$ref": "#/components/responses/Forbidden" },
+        },
+    });
+    if let Some(schema) = body {
+        v["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } },
+        });
+    }
+    v
+}
+
+fn instance_param() -> Value {
+    json!([{ "name": "instance", "in": "path", "required": true, "schema": { "type": "string" } }])
+}
+
+fn kv() -> Value {
+    json!({ "type": "object", "additionalProperties": { "type": "string" } })
+}
+
+/// `GET /openapi.json`.
+pub(super) async fn document() -> Json<Value> {
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": { "title": "kanmon control plane", "version": env!("CARGO_PKG_VERSION") },
+        "paths": {
+            "/v1/whoami": { "get": op("The caller and its grants", "any valid token", None, "200") },
+            "/v1/versions": { "get": op("Released versions with support status", "any valid token", None, "200") },
+            "/v1/zones": { "get": op("Zone catalog", "any valid token", None, "200") },
+            "/v1/users": { "post": op("Create a user or service user; returns its token once", "admin", Some("NewUser"), "201") },
+            "/v1/grants": { "post": op("Grant permissions at organization, title or deployment level", "admin", Some("Grant"), "201") },
+            "/v1/audit": { "get": op("Platform audit log, newest first", "admin", None, "200") },
+            "/v1/deployments": {
+                "get": op("Deployments the caller may view", "view (per deployment)", None, "200"),
+                "post": op("Create a deployment and queue its first deploy", "edit on the title", Some("NewDeployment"), "201"),
+            },
+            "/v1/deployments/{instance}": {
+                "parameters": instance_param(),
+                "get": op("A deployment with its nodes and queue (secret config values need secrets)", "view", None, "200"),
+                "patch": op("Change delete protection or fallback_to_draining; permanent choices are refused with 409", "edit", Some("Edit"), "200"),
+                "delete": op("Queue a delete operation (refused while delete protection is on)", "delete", None, "202"),
+            },
+            "/v1/deployments/{instance}/keys": { "parameters": instance_param(), "get": op("Server key and runtime key", "secrets", None, "200") },
+            "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
+            "/v1/deployments/{instance}/operations": {
+                "parameters": instance_param(),
+                "get": op("Operations, newest first", "view", None, "200"),
+                "post": op("Queue an operation", "deploy (deploy, reboot), scale, edit (set-vars, set-config; plus secrets for secret_config), export, delete", Some("Operation"), "202"),
+            },
+            "/v1/operations/{id}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "get": op("One operation with status and progress", "view", None, "200"),
+            },
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": {
+                "Unauthorized": { "description": "Missing or unknown token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "Forbidden": { "description": "Missing permission (named in missing_permission)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": {
+                    "error": { "type": "string" }, "missing_permission": { "type": "string" } } },
+                "NewUser": { "type": "object", "required": ["name"], "properties": {
+                    "name": { "type": "string" }, "service": { "type": "boolean" }, "admin": { "type": "boolean" } } },
+                "Grant": { "type": "object", "required": ["user", "scope", "permissions"], "properties": {
+                    "user": { "type": "string" },
+                    "scope": { "type": "object", "description": "{level: organization, org} | {level: title, org, title} | {level: deployment, instance}; org \"*\" = every organization" },
+                    "permissions": { "type": "array", "items": { "enum": ["view", "edit", "deploy", "delete", "export", "scale", "secrets"] } } } },
+                "NewDeployment": { "type": "object", "required": ["instance", "zone", "type", "version"], "properties": {
+                    "instance": { "type": "string", "pattern": "^[a-z][a-z0-9-]{1,61}[a-z0-9]$" },
+                    "zone": { "type": "string" }, "type": { "enum": ["development", "production"] },
+                    "version": { "type": "string" }, "org": { "type": "string" }, "title": { "type": "string" },
+                    "node_cpus": { "type": "integer", "minimum": 1 }, "db_cpus": { "type": "integer", "minimum": 1 },
+                    "delete_protection": { "type": "boolean" } } },
+                "Edit": { "type": "object", "properties": {
+                    "delete_protection": { "type": "boolean" }, "fallback_to_draining": { "type": "boolean" } } },
+                "Operation": { "oneOf": [
+                    { "type": "object", "required": ["kind", "version"], "properties": { "kind": { "const": "deploy" }, "version": { "type": "string" }, "image": { "type": "string" } } },
+                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "reboot" } } },
+                    { "type": "object", "required": ["kind", "node_cpus", "db_cpus"], "properties": { "kind": { "const": "scale" }, "node_cpus": { "type": "integer" }, "db_cpus": { "type": "integer" } } },
+                    { "type": "object", "required": ["kind", "vars"], "properties": { "kind": { "const": "set-vars" }, "vars": kv() } },
+                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "set-config" }, "config": kv(), "secret_config": kv() } },
+                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "export" } } },
+                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "delete" } } },
+                ] },
+            },
+        },
+    }))
+}

@@ -1,0 +1,309 @@
+//! Command-line arguments (clap derive). Every command and flag carries help text.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// kanmon: run game-server deployments behind the kanmon edge.
+#[derive(Debug, Parser)]
+#[command(name = "kanmon", version, about)]
+pub struct Cli {
+    /// Connection and output options shared by the client commands.
+    #[command(flatten)]
+    pub conn: Connection,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the control plane is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Control-plane URL.
+    #[arg(
+        long,
+        env = "KANMON_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub server: String,
+    /// Bearer token.
+    #[arg(long, env = "KANMON_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (e.g. the admin token `kanmon serve` wrote on first start).
+    #[arg(long, env = "KANMON_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print the raw JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane's HTTP API (creates an admin token on first start).
+    Serve(ServeArgs),
+    /// Create, list, show, edit and delete deployments.
+    #[command(subcommand)]
+    Deployments(DeploymentsCmd),
+    /// Roll out a version (or image) to a deployment, one node at a time.
+    Deploy {
+        /// Deployment instance name.
+        instance: String,
+        /// Target version (no downgrades).
+        #[arg(long)]
+        version: String,
+        /// Image override.
+        #[arg(long)]
+        image: Option<String>,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restart every node of a deployment, one at a time.
+    Reboot {
+        /// Deployment instance name.
+        instance: String,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Change node CPUs (node count) and database CPUs (only up); triggers a rolling reboot.
+    Scale {
+        /// Deployment instance name.
+        instance: String,
+        /// Node CPUs: 1 → one node, 2 → two (HA), more → more (development: always one node).
+        #[arg(long)]
+        node_cpus: u32,
+        /// Database CPUs (can only be raised).
+        #[arg(long)]
+        db_cpus: u32,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Replace the runtime variables (KEY=VALUE ...); triggers a rolling reboot.
+    Vars {
+        /// Deployment instance name.
+        instance: String,
+        /// Variables as KEY=VALUE.
+        vars: Vec<String>,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Replace config and secret config; triggers a rolling reboot.
+    Config {
+        /// Deployment instance name.
+        instance: String,
+        /// Config entries as KEY=VALUE.
+        #[arg(long = "set")]
+        config: Vec<String>,
+        /// Secret config entries as KEY=VALUE (needs the secrets permission).
+        #[arg(long = "secret")]
+        secret: Vec<String>,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Export a deployment's settings (no keys or secret values).
+    Export {
+        /// Deployment instance name.
+        instance: String,
+    },
+    /// List a deployment's operations, or show one by id.
+    Ops {
+        /// Deployment instance name.
+        instance: Option<String>,
+        /// Show one operation by id instead.
+        #[arg(long)]
+        id: Option<u64>,
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show the audit log of a deployment (or of the platform, for admins).
+    Audit {
+        /// Deployment instance name (omit for the platform log).
+        instance: Option<String>,
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show a deployment's server key and runtime key (needs the secrets permission).
+    Keys {
+        /// Deployment instance name.
+        instance: String,
+    },
+    /// List released versions and their support status.
+    Versions,
+    /// List zones.
+    Zones,
+    /// Show who the token belongs to and its grants.
+    Whoami,
+    /// Create users and service users (admin).
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Grant permissions (admin).
+    Grant(GrantArgs),
+}
+
+/// `--wait` and its limit.
+#[derive(Debug, Args)]
+pub struct Wait {
+    /// Wait until the operation finishes, printing node-by-node progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. 30m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+    pub wait_limit: Duration,
+}
+
+/// Deployment type.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    /// One node; brief downtime on reboot.
+    Development,
+    /// One node per CPU; rolling operations keep serving.
+    Production,
+}
+
+/// `kanmon deployments ...`
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCmd {
+    /// Create a deployment. Type, zone, instance name and version are permanent choices.
+    Create {
+        /// Instance name (DNS label, unique on the platform).
+        instance: String,
+        /// Zone (see `kanmon zones`).
+        #[arg(long)]
+        zone: String,
+        /// Deployment type.
+        #[arg(long = "type", value_enum)]
+        kind: Kind,
+        /// Version (see `kanmon versions`).
+        #[arg(long)]
+        version: String,
+        /// Organization.
+        #[arg(long, default_value = "default")]
+        org: String,
+        /// Title (game).
+        #[arg(long, default_value = "default")]
+        title: String,
+        /// Node CPUs.
+        #[arg(long, default_value_t = 1)]
+        node_cpus: u32,
+        /// Database CPUs.
+        #[arg(long, default_value_t = 1)]
+        db_cpus: u32,
+        /// Turn delete protection off (on by default for production).
+        #[arg(long)]
+        no_delete_protection: bool,
+        /// Wait for the first deploy and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// List deployments you can view.
+    List,
+    /// Show one deployment with its nodes and queue.
+    Show {
+        /// Instance name.
+        instance: String,
+    },
+    /// Turn delete protection on or off.
+    Protect {
+        /// Instance name.
+        instance: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Delete a deployment (refused while delete protection is on).
+    Delete {
+        /// Instance name.
+        instance: String,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+/// `kanmon users ...`
+#[derive(Debug, Subcommand)]
+pub enum UsersCmd {
+    /// Create a user and print its token (shown once).
+    Create {
+        /// User name.
+        name: String,
+        /// A service user (CI, bots).
+        #[arg(long)]
+        service: bool,
+        /// May manage users and grants.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// `kanmon grant ...`
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// User name.
+    pub user: String,
+    /// Permissions, comma-separated: view,edit,deploy,delete,export,scale,secrets.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub permissions: Vec<String>,
+    /// Organization (`*` = all); alone: organization-level grant.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Title, with --org: title-level grant.
+    #[arg(long, requires = "org")]
+    pub title: Option<String>,
+    /// Deployment instance: deployment-level grant (most specific, wins).
+    #[arg(long, conflicts_with_all = ["org", "title"])]
+    pub deployment: Option<String>,
+}
+
+/// `kanmon serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// SQLite database file (created if missing).
+    #[arg(long, default_value = "kanmon.db")]
+    pub db: PathBuf,
+    /// Where the first-start admin token is written (default: next to the database).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Base domain of deployment hostnames.
+    #[arg(long, default_value = "kanmon.test")]
+    pub base_domain: String,
+    /// Write node states to this proxy nodes file (file discovery).
+    #[arg(long)]
+    pub nodes_file: Option<PathBuf>,
+    /// How long a draining node may keep connections before it is stopped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub grace: Duration,
+    /// How long a started node has to become healthy.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub health_timeout: Duration,
+    /// How long a node may crash-loop before the operation fails.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60m")]
+    pub crashloop_timeout: Duration,
+    /// First CrashLoopBackOff delay (doubles per crash).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub backoff_base: Duration,
+    /// Largest CrashLoopBackOff delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub backoff_cap: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

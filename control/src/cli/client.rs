@@ -1,0 +1,93 @@
+//! A small HTTP client for the API.
+
+use reqwest::Method;
+use serde_json::Value;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{status}: {message}{}", missing.as_deref().map(|m| format!(" (missing permission: {m})")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+        /// The permission the server said is missing.
+        missing: Option<String>,
+    },
+    /// The request did not get an answer.
+    #[error("cannot reach the control plane: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// No token given.
+    #[error("no token: pass --token, set KANMON_TOKEN, or --token-file")]
+    NoToken,
+    /// Bad command-line input.
+    #[error("{0}")]
+    Usage(String),
+    /// The operation the command waited for failed.
+    #[error("operation {0} failed: {1}")]
+    OperationFailed(u64, String),
+    /// The wait for an operation ran out.
+    #[error("operation {0} still not finished after the wait limit")]
+    WaitTimeout(u64),
+}
+
+/// API client with a base URL and bearer token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str, token: String) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request and decodes the JSON answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message: value["error"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_string(),
+            missing: value["missing_permission"].as_str().map(str::to_string),
+        })
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
