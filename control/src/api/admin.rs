@@ -123,6 +123,12 @@ pub(super) async fn create_grant(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.handle(&headers, "grants.create", None, |cx| {
         cx.require_admin()?;
+        if !cx.app.rt.store().user_exists(&body.user)? {
+            return Err(ApiError::not_found(format!(
+                "user {:?} not found",
+                body.user
+            )));
+        }
         let grant = Grant {
             user: body.user.clone(),
             scope: body.scope.clone(),

@@ -39,6 +39,20 @@ impl LoopbackDriver {
         Self::default()
     }
 
+    /// Makes a running node die as if it crashed (its listener closes; health reports it
+    /// exited). Returns whether the node was running.
+    pub fn crash(&self, instance: &str, node: &str) -> bool {
+        let nodes = self.nodes();
+        let running = nodes.get(&(instance.to_string(), node.to_string()));
+        match running.and_then(|r| r.task.as_ref()) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
     fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Running>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }

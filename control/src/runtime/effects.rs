@@ -90,10 +90,12 @@ fn start(inner: &std::sync::Arc<Inner>, name: String, spec: NodeLaunch) {
         for _ in 0..checks {
             match inner.driver.health(&name, &node).await {
                 NodeHealth::Healthy => {
-                    send(
-                        &inner,
-                        Msg::Event(name, Event::NodeHealthy { node, incarnation }),
-                    );
+                    let ev = Event::NodeHealthy {
+                        node: node.clone(),
+                        incarnation,
+                    };
+                    send(&inner, Msg::Event(name.clone(), ev));
+                    monitor(&inner, name, node, incarnation).await;
                     return;
                 }
                 NodeHealth::Exited => {
@@ -107,6 +109,25 @@ fn start(inner: &std::sync::Arc<Inner>, name: String, spec: NodeLaunch) {
             }
         }
     });
+}
+
+/// Watches a healthy node until it exits (reported, so a crash of a serving node is marked
+/// unhealthy at the proxy) or until it is replaced by a newer incarnation (the new one has its
+/// own watcher).
+async fn monitor(inner: &std::sync::Arc<Inner>, name: String, node: String, incarnation: u64) {
+    loop {
+        tokio::time::sleep(inner.settings.monitor_interval).await;
+        if inner.incarnation(&name, &node) != Some(incarnation) {
+            return;
+        }
+        if inner.driver.health(&name, &node).await == NodeHealth::Exited {
+            send(
+                inner,
+                Msg::Event(name, Event::NodeExited { node, incarnation }),
+            );
+            return;
+        }
+    }
 }
 
 fn watch_drain(inner: &std::sync::Arc<Inner>, dep: &Deployment, node: String) {

@@ -7,7 +7,10 @@ mod settings;
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -68,6 +71,21 @@ pub(crate) struct Inner {
     pub(crate) publisher: Arc<dyn NodeStatePublisher>,
     controllers: Mutex<BTreeMap<String, Controller>>,
     pub(crate) tx: mpsc::UnboundedSender<Msg>,
+    /// Next operation id: allocated here rather than read from the store per request, so two
+    /// concurrent submits can never get the same id.
+    next_op: AtomicU64,
+}
+
+impl Inner {
+    /// The current incarnation of a node, if the node still exists.
+    pub(crate) fn incarnation(&self, instance: &str, node: &str) -> Option<u64> {
+        let all = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        let dep = &all.get(instance)?.deployment;
+        dep.nodes
+            .iter()
+            .find(|n| n.id == node)
+            .map(|n| n.incarnation)
+    }
 }
 
 /// Handle to the running control plane (cheap to clone).
@@ -100,6 +118,7 @@ impl Runtime {
             controllers.insert(name, Controller::new(dep, ops, settings.timings));
         }
         let names: Vec<String> = controllers.keys().cloned().collect();
+        let next_op = store.next_op_id()?;
         let rt = Self {
             inner: Arc::new(Inner {
                 store,
@@ -108,6 +127,7 @@ impl Runtime {
                 publisher,
                 controllers: Mutex::new(controllers),
                 tx,
+                next_op: AtomicU64::new(next_op),
             }),
         };
         for name in names {
@@ -224,7 +244,7 @@ impl Runtime {
         kind: OpKind,
         who: &str,
     ) -> Result<Operation, RuntimeError> {
-        let id = self.inner.store.next_op_id()?;
+        let id = self.inner.next_op.fetch_add(1, Ordering::Relaxed);
         let catalog = self.inner.settings.catalog.clone();
         let op = Operation::new(id, instance, kind, who, now());
         let (intents, _) = self.with(instance, |ctl| Ok(ctl.submit(op, &catalog, now())?))?;

@@ -19,6 +19,8 @@ pub struct Settings {
     pub timings: Timings,
     /// How often a starting node is health-checked.
     pub health_poll: Duration,
+    /// How often a serving node is checked for having exited.
+    pub monitor_interval: Duration,
 }
 
 impl Default for Settings {
@@ -29,6 +31,7 @@ impl Default for Settings {
             zones: default_zones(),
             timings: Timings::default(),
             health_poll: Duration::from_millis(200),
+            monitor_interval: Duration::from_secs(2),
         }
     }
 }

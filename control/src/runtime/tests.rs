@@ -18,6 +18,7 @@ fn settings() -> Settings {
             backoff_cap: Duration::from_millis(200),
         },
         health_poll: Duration::from_millis(20),
+        monitor_interval: Duration::from_millis(20),
         ..Settings::default()
     }
 }
@@ -136,4 +137,36 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
             .count(NodeState::Ready),
         2
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_node_that_dies_is_unpublished_and_the_next_reboot_heals_it() {
+    let table = Arc::new(HealthTable::new());
+    let driver = Arc::new(LoopbackDriver::new());
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        driver.clone(),
+        Arc::new(HealthTablePublisher::new(table.clone())),
+    )
+    .unwrap();
+    let (_, first) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    assert!(driver.crash("alpha", "alpha-1"));
+    for _ in 0..500 {
+        if rt.deployment("alpha").unwrap().nodes[1].state == NodeRunState::Stopped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = table.load();
+    let published = snap.find("alpha", "us-east1").unwrap();
+    assert_eq!(published.count(NodeState::Ready), 1);
+    assert_eq!(published.count(NodeState::Unhealthy), 1);
+    let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
+    assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
+    let dep = rt.deployment("alpha").unwrap();
+    assert!(dep.nodes.iter().all(|n| n.state == NodeRunState::Ready));
 }

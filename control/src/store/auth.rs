@@ -71,6 +71,15 @@ impl Store {
             .optional()?)
     }
 
+    /// Whether a user exists.
+    pub fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM users WHERE name = ?1", [name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// Adds a grant.
     pub fn add_grant(&self, g: &Grant) -> Result<(), StoreError> {
         self.conn().execute(
