@@ -4,124 +4,18 @@
 //! [`Controller::recover`]), intents out ([`Intent`]). The runtime persists the deployment and
 //! every operation an intent names after each call, and carries the other intents out.
 
-use std::{collections::VecDeque, time::Duration};
+use std::collections::VecDeque;
 
 use kanmon_router::Catalog;
-use serde::{Deserialize, Serialize};
 
+pub use super::intents::{Event, Intent, Timings};
+pub use super::rules::{export, validate};
 use super::{
-    crashloop::{BACKOFF_BASE, BACKOFF_CAP},
-    deployment::{check_cpus, check_key, check_version, NodeLaunch, NodeRunState, MAX_DB_CPUS},
-    deployment::{Deployment, Spec, MAX_NODE_CPUS},
+    deployment::{Deployment, NodeRunState, Spec},
     ops::{OpId, OpKind, OpStatus, Operation, Progress},
     rolling::{plan, Outcome, Rollout},
     DomainError, Timestamp,
 };
-
-/// Durations the lifecycle waits for. Configurable so tests and development setups need not
-/// wait minutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timings {
-    /// How long a draining node may keep its connections before it is stopped anyway.
-    pub grace: Duration,
-    /// How long a started node has to pass its health check.
-    pub health_timeout: Duration,
-    /// How long a node may crash-loop before the operation fails.
-    pub crashloop_timeout: Duration,
-    /// First restart delay.
-    pub backoff_base: Duration,
-    /// Largest restart delay.
-    pub backoff_cap: Duration,
-}
-
-impl Default for Timings {
-    fn default() -> Self {
-        Self {
-            grace: Duration::from_secs(30),
-            health_timeout: Duration::from_secs(60),
-            crashloop_timeout: Duration::from_secs(60 * 60),
-            backoff_base: BACKOFF_BASE,
-            backoff_cap: BACKOFF_CAP,
-        }
-    }
-}
-
-/// Something the outside world reports about a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The driver started the node at these addresses.
-    NodeStarted {
-        /// Node id.
-        node: String,
-        /// Which start of the node this is about.
-        incarnation: u64,
-        /// HTTP/WebSocket address.
-        addr: String,
-        /// gRPC address.
-        grpc: Option<String>,
-    },
-    /// The node passed its health check.
-    NodeHealthy {
-        /// Node id.
-        node: String,
-        /// Which start of the node this is about.
-        incarnation: u64,
-    },
-    /// The node's process is gone (asked to stop, or crashed).
-    NodeExited {
-        /// Node id.
-        node: String,
-        /// Which start of the node this is about.
-        incarnation: u64,
-    },
-    /// A draining node has no connections left.
-    ConnectionsDrained {
-        /// Node id.
-        node: String,
-    },
-}
-
-/// Something the runtime must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Intent {
-    /// Tell the proxy to send no new connections to the node (at once).
-    MarkDraining {
-        /// Node id.
-        node: String,
-    },
-    /// Tell the proxy the node takes connections.
-    MarkReady {
-        /// Node id.
-        node: String,
-    },
-    /// Tell the proxy the node is gone.
-    Forget {
-        /// Node id.
-        node: String,
-    },
-    /// Stop the node; report [`Event::NodeExited`] when it is gone.
-    StopNode {
-        /// Node id.
-        node: String,
-        /// The incarnation being stopped (echo it in the exit event).
-        incarnation: u64,
-    },
-    /// Start a node; report [`Event::NodeStarted`], then [`Event::NodeHealthy`] or
-    /// [`Event::NodeExited`].
-    StartNode {
-        /// What to start.
-        spec: NodeLaunch,
-    },
-    /// Call [`Controller::handle_timeout`] at (or after) `at`.
-    ArmTimer {
-        /// Deadline.
-        at: Timestamp,
-    },
-    /// Persist this operation (it was created or changed).
-    SaveOp(Box<Operation>),
-    /// The deployment is deleted: remove it from the proxy.
-    RemoveDeployment,
-}
 
 /// The operation in progress and its rollout.
 #[derive(Debug, Clone)]
@@ -460,49 +354,4 @@ impl Controller {
             }
         }
     }
-}
-
-/// Checks an operation against the deployment's current state.
-pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<(), DomainError> {
-    match kind {
-        OpKind::Deploy { version, .. } => check_version(catalog, Some(&dep.spec.version), version),
-        OpKind::Scale { node_cpus, db_cpus } => {
-            check_cpus("node_cpus", *node_cpus, MAX_NODE_CPUS)?;
-            check_cpus("db_cpus", *db_cpus, MAX_DB_CPUS)?;
-            if *db_cpus < dep.spec.db_cpus {
-                return Err(DomainError::DatabaseCpuDown {
-                    from: dep.spec.db_cpus,
-                    to: *db_cpus,
-                });
-            }
-            Ok(())
-        }
-        OpKind::SetVars { vars } => vars.keys().try_for_each(|k| check_key(k)),
-        OpKind::SetConfig {
-            config,
-            secret_config,
-        } => config
-            .keys()
-            .chain(secret_config.keys())
-            .try_for_each(|k| check_key(k)),
-        OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
-        OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),
-    }
-}
-
-/// The export document: settings without keys or secret values.
-pub fn export(dep: &Deployment) -> serde_json::Value {
-    serde_json::json!({
-        "instance": dep.instance.as_str(),
-        "zone": dep.zone.as_str(),
-        "type": dep.kind.as_str(),
-        "hostname": dep.hostname,
-        "version": dep.spec.version.to_string(),
-        "image": dep.spec.image,
-        "node_cpus": dep.spec.node_cpus,
-        "db_cpus": dep.spec.db_cpus,
-        "vars": dep.spec.vars,
-        "config": dep.spec.config,
-        "secret_config_keys": dep.spec.secret_config.keys().collect::<Vec<_>>(),
-    })
 }

@@ -8,11 +8,13 @@
 pub mod controller;
 pub mod crashloop;
 pub mod deployment;
+pub mod intents;
 pub mod ops;
 pub mod permissions;
 #[cfg(test)]
 mod proptests;
 pub mod rolling;
+pub mod rules;
 mod serde_names;
 #[cfg(test)]
 pub(crate) mod sim;

@@ -1,0 +1,118 @@
+//! What goes into and out of a [`super::Controller`]: node events in, intents out, and the
+//! timings that decide its deadlines.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    crashloop::{BACKOFF_BASE, BACKOFF_CAP},
+    deployment::NodeLaunch,
+    ops::Operation,
+    Timestamp,
+};
+
+/// Durations the lifecycle waits for. Configurable so tests and development setups need not
+/// wait minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// How long a draining node may keep its connections before it is stopped anyway.
+    pub grace: Duration,
+    /// How long a started node has to pass its health check.
+    pub health_timeout: Duration,
+    /// How long a node may crash-loop before the operation fails.
+    pub crashloop_timeout: Duration,
+    /// First restart delay.
+    pub backoff_base: Duration,
+    /// Largest restart delay.
+    pub backoff_cap: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(60),
+            crashloop_timeout: Duration::from_secs(60 * 60),
+            backoff_base: BACKOFF_BASE,
+            backoff_cap: BACKOFF_CAP,
+        }
+    }
+}
+
+/// Something the outside world reports about a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The driver started the node at these addresses.
+    NodeStarted {
+        /// Node id.
+        node: String,
+        /// Which start of the node this is about.
+        incarnation: u64,
+        /// HTTP/WebSocket address.
+        addr: String,
+        /// gRPC address.
+        grpc: Option<String>,
+    },
+    /// The node passed its health check.
+    NodeHealthy {
+        /// Node id.
+        node: String,
+        /// Which start of the node this is about.
+        incarnation: u64,
+    },
+    /// The node's process is gone (asked to stop, or crashed).
+    NodeExited {
+        /// Node id.
+        node: String,
+        /// Which start of the node this is about.
+        incarnation: u64,
+    },
+    /// A draining node has no connections left.
+    ConnectionsDrained {
+        /// Node id.
+        node: String,
+    },
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Tell the proxy to send no new connections to the node (at once).
+    MarkDraining {
+        /// Node id.
+        node: String,
+    },
+    /// Tell the proxy the node takes connections.
+    MarkReady {
+        /// Node id.
+        node: String,
+    },
+    /// Tell the proxy the node is gone.
+    Forget {
+        /// Node id.
+        node: String,
+    },
+    /// Stop the node; report [`Event::NodeExited`] when it is gone.
+    StopNode {
+        /// Node id.
+        node: String,
+        /// The incarnation being stopped (echo it in the exit event).
+        incarnation: u64,
+    },
+    /// Start a node; report [`Event::NodeStarted`], then [`Event::NodeHealthy`] or
+    /// [`Event::NodeExited`].
+    StartNode {
+        /// What to start.
+        spec: NodeLaunch,
+    },
+    /// Call [`Controller::handle_timeout`] at (or after) `at`.
+    ArmTimer {
+        /// Deadline.
+        at: Timestamp,
+    },
+    /// Persist this operation (it was created or changed).
+    SaveOp(Box<Operation>),
+    /// The deployment is deleted: remove it from the proxy.
+    RemoveDeployment,
+}

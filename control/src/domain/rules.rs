@@ -1,0 +1,55 @@
+//! Operation rules checked when an operation is queued and again when it starts, and the
+//! export document.
+
+use kanmon_router::Catalog;
+
+use super::{
+    deployment::{check_cpus, check_key, check_version, Deployment, MAX_DB_CPUS, MAX_NODE_CPUS},
+    ops::OpKind,
+    DomainError,
+};
+
+/// Checks an operation against the deployment's current state.
+pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<(), DomainError> {
+    match kind {
+        OpKind::Deploy { version, .. } => check_version(catalog, Some(&dep.spec.version), version),
+        OpKind::Scale { node_cpus, db_cpus } => {
+            check_cpus("node_cpus", *node_cpus, MAX_NODE_CPUS)?;
+            check_cpus("db_cpus", *db_cpus, MAX_DB_CPUS)?;
+            if *db_cpus < dep.spec.db_cpus {
+                return Err(DomainError::DatabaseCpuDown {
+                    from: dep.spec.db_cpus,
+                    to: *db_cpus,
+                });
+            }
+            Ok(())
+        }
+        OpKind::SetVars { vars } => vars.keys().try_for_each(|k| check_key(k)),
+        OpKind::SetConfig {
+            config,
+            secret_config,
+        } => config
+            .keys()
+            .chain(secret_config.keys())
+            .try_for_each(|k| check_key(k)),
+        OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
+        OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),
+    }
+}
+
+/// The export document: settings without keys or secret values.
+pub fn export(dep: &Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "instance": dep.instance.as_str(),
+        "zone": dep.zone.as_str(),
+        "type": dep.kind.as_str(),
+        "hostname": dep.hostname,
+        "version": dep.spec.version.to_string(),
+        "image": dep.spec.image,
+        "node_cpus": dep.spec.node_cpus,
+        "db_cpus": dep.spec.db_cpus,
+        "vars": dep.spec.vars,
+        "config": dep.spec.config,
+        "secret_config_keys": dep.spec.secret_config.keys().collect::<Vec<_>>(),
+    })
+}
