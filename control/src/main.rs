@@ -7,9 +7,12 @@ use clap::Parser;
 use kanmon_control::{
     api,
     bootstrap::bootstrap_admin,
-    cli::{self, Cli, Command, ServeArgs},
+    cli::{self, args::DriverKind, Cli, Command, ServeArgs},
     domain::Timings,
-    driver::{LoopbackDriver, NodeStatePublisher, NodesFilePublisher, NullPublisher},
+    driver::{
+        serve_ok, Driver, LocalDriver, LocalDriverConfig, LoopbackDriver, NodeStatePublisher,
+        NodesFilePublisher, NullPublisher,
+    },
     runtime::{Runtime, Settings},
     store::Store,
 };
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match args.command {
             Command::Serve(serve_args) => serve(serve_args).await,
+            Command::DemoNode { listen } => demo_node(&listen).await,
             command => {
                 let out = cli::run(&args.conn, command).await?;
                 println!("{out}");
@@ -65,7 +69,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..Settings::default()
     };
-    let runtime = Runtime::start(store, settings, Arc::new(LoopbackDriver::new()), publisher)?;
+    let driver: Arc<dyn Driver> = match args.driver {
+        DriverKind::Loopback => Arc::new(LoopbackDriver::new()),
+        DriverKind::Local => {
+            let mut config = LocalDriverConfig::demo_node(&args.node_program, &args.log_dir);
+            if !args.node_args.is_empty() {
+                config.args = args.node_args.clone();
+            }
+            config.stop_grace = args.grace;
+            Arc::new(LocalDriver::new(config))
+        }
+    };
+    let runtime = Runtime::start(store, settings, driver, publisher)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -73,5 +88,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     tracing::info!(db = %args.db.display(), "control plane serving");
     api::serve(listener, runtime).await?;
+    Ok(())
+}
+
+async fn demo_node(listen: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // EOF on stdin means the driver that started us is gone: do not linger as an orphan.
+    let parent_gone = async {
+        let mut sink = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await
+    };
+    tokio::select! {
+        _ = serve_ok(listener) => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = parent_gone => {}
+    }
     Ok(())
 }

@@ -146,6 +146,23 @@ pub enum Command {
     Users(UsersCmd),
     /// Grant permissions (admin).
     Grant(GrantArgs),
+    /// A minimal node for the local driver's tests: prints `listening on ADDR`, answers every
+    /// HTTP request with 200, stops on SIGTERM.
+    #[command(hide = true)]
+    DemoNode {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+/// Which driver runs the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverKind {
+    /// Tiny HTTP servers inside the control-plane process (no node binary needed).
+    Loopback,
+    /// Child processes started from --node-program (the demo game node by default).
+    Local,
 }
 
 /// `--wait` and its limit.
@@ -278,6 +295,19 @@ pub struct ServeArgs {
     /// Base domain of deployment hostnames.
     #[arg(long, default_value = "kanmon.test")]
     pub base_domain: String,
+    /// Which driver runs nodes.
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub driver: DriverKind,
+    /// Node program for the local driver.
+    #[arg(long, default_value = "kanmon-bench")]
+    pub node_program: PathBuf,
+    /// Node arguments for the local driver (repeat; default: the demo node's
+    /// `node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+    /// Directory for node logs (local driver).
+    #[arg(long, default_value = "logs")]
+    pub log_dir: PathBuf,
     /// Write node states to this proxy nodes file (file discovery).
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,

@@ -46,7 +46,9 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let op_path = |i: &str| format!("/v1/deployments/{i}/operations");
     match command {
-        Command::Serve(_) => Err(ClientError::Usage("serve is not a client command".into())),
+        Command::Serve(_) | Command::DemoNode { .. } => {
+            Err(ClientError::Usage("not a client command".into()))
+        }
         Command::Deployments(cmd) => deployments(&c, cmd, json_out).await,
         Command::Deploy {
             instance,

@@ -58,7 +58,10 @@ impl LoopbackDriver {
     }
 }
 
-async fn serve(listener: TcpListener) {
+/// Answers every HTTP request on `listener` with `200 ok`, forever: the loopback nodes' server,
+/// also run standalone by the hidden `kanmon demo-node` command (a process node for tests of
+/// the local driver).
+pub async fn serve_ok(listener: TcpListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -108,7 +111,7 @@ impl Driver for LoopbackDriver {
             drop(listener);
             None
         } else {
-            Some(tokio::spawn(serve(listener)))
+            Some(tokio::spawn(serve_ok(listener)))
         };
         let old = self.nodes().insert(
             key,

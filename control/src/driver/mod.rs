@@ -5,6 +5,7 @@
 //! proxy is in-process (`kanmon up`) or reads a nodes file.
 
 mod file;
+mod local;
 mod loopback;
 mod publish;
 
@@ -13,7 +14,8 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 
 pub use file::NodesFilePublisher;
-pub use loopback::{LoopbackDriver, CRASH_IMAGE};
+pub use local::{LocalDriver, LocalDriverConfig, LOG_LINE_LIMIT};
+pub use loopback::{serve_ok, LoopbackDriver, CRASH_IMAGE};
 pub use publish::{deployment_spec, HealthTablePublisher, NullPublisher};
 
 use crate::domain::NodeLaunch;

@@ -1,0 +1,364 @@
+//! The local process driver: every node is a child process on its own loopback port.
+//!
+//! Contract with the node command (the demo game node in `benches/` follows it): it is started
+//! with `--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0` (configurable), the node id in
+//! `KANMON_NODE_ID`, runtime variables as `KANMON_VAR_<KEY>` and the merged config as
+//! `KANMON_CONFIG_<KEY>`; it prints `listening on ADDR` (and optionally
+//! `grpc listening on ADDR`) on stdout, answers `GET /healthcheck` with 200, and on SIGTERM
+//! stops taking work and exits. Its output goes to `{log_dir}/{instance}/{node}.log`, each line
+//! cut at [`LOG_LINE_LIMIT`] bytes.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+};
+
+use super::{Driver, DriverError, Endpoints, NodeHealth};
+use crate::domain::NodeLaunch;
+
+/// Longest log line kept, in bytes (the platform's promise); the rest of the line is dropped.
+pub const LOG_LINE_LIMIT: usize = 5 * 1024;
+
+/// How nodes are started.
+#[derive(Debug, Clone)]
+pub struct LocalDriverConfig {
+    /// Program to run.
+    pub program: PathBuf,
+    /// Arguments (the listen flags go here).
+    pub args: Vec<String>,
+    /// Directory for node logs.
+    pub log_dir: PathBuf,
+    /// How long a node may take to print its address.
+    pub startup_timeout: Duration,
+    /// How long a node may take to exit after SIGTERM before it is killed.
+    pub stop_grace: Duration,
+}
+
+impl LocalDriverConfig {
+    /// `program node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0` (the demo node's form).
+    pub fn demo_node(program: impl Into<PathBuf>, log_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: [
+                "node",
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ]
+            .map(String::from)
+            .to_vec(),
+            log_dir: log_dir.into(),
+            startup_timeout: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+struct Proc {
+    incarnation: u64,
+    endpoints: Endpoints,
+    child: Arc<tokio::sync::Mutex<Child>>,
+}
+
+/// See the module docs.
+pub struct LocalDriver {
+    config: LocalDriverConfig,
+    procs: Mutex<HashMap<(String, String), Proc>>,
+}
+
+impl std::fmt::Debug for LocalDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDriver")
+            .field("program", &self.config.program)
+            .finish_non_exhaustive()
+    }
+}
+
+fn env_key(prefix: &str, key: &str) -> String {
+    let k: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{prefix}{k}")
+}
+
+/// Reads lines (cut at [`LOG_LINE_LIMIT`]) from `from` and appends them to `log`.
+async fn pump(from: impl AsyncRead + Unpin, mut log: tokio::fs::File) {
+    let mut reader = BufReader::new(from);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Bounded read: at most the limit plus one byte per call, so a newline-less flood
+        // cannot grow memory; the rest of an over-long line is skipped.
+        let mut limited = (&mut reader).take(LOG_LINE_LIMIT as u64 + 1);
+        match limited.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') {
+            buf.truncate(LOG_LINE_LIMIT);
+            buf.push(b'\n');
+            let mut skip = Vec::new();
+            loop {
+                skip.clear();
+                let mut rest = (&mut reader).take(64 * 1024);
+                match rest.read_until(b'\n', &mut skip).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if skip.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        if log.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl LocalDriver {
+    /// A driver starting nodes as `config` says.
+    pub fn new(config: LocalDriverConfig) -> Self {
+        Self {
+            config,
+            procs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Proc>> {
+        self.procs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn spawn(
+        &self,
+        instance: &str,
+        spec: &NodeLaunch,
+    ) -> Result<(Child, Endpoints), DriverError> {
+        let err = |source| DriverError::Start {
+            node: spec.id.clone(),
+            source,
+        };
+        let dir = self.config.log_dir.join(instance);
+        tokio::fs::create_dir_all(&dir).await.map_err(err)?;
+        let log_path = dir.join(format!("{}.log", spec.id));
+        let mut cmd = Command::new(&self.config.program);
+        cmd.args(&self.config.args)
+            .env("KANMON_NODE_ID", &spec.id)
+            .env("KANMON_VERSION", spec.version.to_string())
+            .env("KANMON_GENERATION", spec.generation.to_string())
+            // Held open by the driver: a node may treat EOF on stdin as "the control plane is
+            // gone" (the demo node does), so nodes do not outlive a killed control plane.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in &spec.vars {
+            cmd.env(env_key("KANMON_VAR_", k), v);
+        }
+        for (k, v) in &spec.config {
+            cmd.env(env_key("KANMON_CONFIG_", k), v);
+        }
+        if let Some(image) = &spec.image {
+            cmd.env("KANMON_IMAGE", image);
+        }
+        let mut child = cmd.spawn().map_err(err)?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DriverError::Other("no stdout".into()))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(pump(stderr, open_log(&log_path).await.map_err(err)?));
+        }
+        let mut lines = BufReader::new(stdout);
+        let mut log = open_log(&log_path).await.map_err(err)?;
+        let (mut addr, mut grpc) = (None::<SocketAddr>, None::<SocketAddr>);
+        let read_addresses = async {
+            let mut line = String::new();
+            for _ in 0..16 {
+                line.clear();
+                let mut limited = (&mut lines).take(LOG_LINE_LIMIT as u64);
+                if limited.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                if log.write_all(line.as_bytes()).await.is_err() {
+                    tracing::debug!(node = %spec.id, "node log not writable");
+                }
+                let text = line.trim();
+                if let Some(a) = text.strip_prefix("grpc listening on ") {
+                    grpc = a.parse().ok();
+                } else if let Some(a) = text.strip_prefix("listening on ") {
+                    addr = a.parse().ok();
+                    if self.config.args.iter().all(|a| a != "--grpc-listen") || grpc.is_some() {
+                        break;
+                    }
+                }
+                if addr.is_some() && grpc.is_some() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.startup_timeout, read_addresses)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %spec.id, "node did not print its address in time");
+        }
+        let Some(addr) = addr else {
+            return Err(DriverError::Other(format!(
+                "node {} exited or printed no address",
+                spec.id
+            )));
+        };
+        tokio::spawn(pump(lines, log));
+        Ok((child, Endpoints { addr, grpc }))
+    }
+}
+
+async fn open_log(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+}
+
+async fn http_ok(addr: SocketAddr) -> bool {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    let req = b"GET /healthcheck HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    if s.write_all(req).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut head)).await,
+        Ok(Ok(_)) if head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")
+    )
+}
+
+#[async_trait]
+impl Driver for LocalDriver {
+    async fn start_node(
+        &self,
+        instance: &str,
+        spec: &NodeLaunch,
+    ) -> Result<Endpoints, DriverError> {
+        let key = (instance.to_string(), spec.id.clone());
+        let existing = self
+            .procs()
+            .get(&key)
+            .map(|p| (p.incarnation, p.endpoints, p.child.clone()));
+        if let Some((incarnation, endpoints, child)) = existing {
+            let running = matches!(child.lock().await.try_wait(), Ok(None));
+            if incarnation == spec.incarnation && running {
+                return Ok(endpoints);
+            }
+            self.stop_node(instance, &spec.id).await?;
+        }
+        let (child, endpoints) = self.spawn(instance, spec).await?;
+        let proc = Proc {
+            incarnation: spec.incarnation,
+            endpoints,
+            child: Arc::new(tokio::sync::Mutex::new(child)),
+        };
+        self.procs().insert(key, proc);
+        Ok(endpoints)
+    }
+
+    async fn stop_node(&self, instance: &str, node: &str) -> Result<(), DriverError> {
+        let Some(proc) = self
+            .procs()
+            .remove(&(instance.to_string(), node.to_string()))
+        else {
+            return Ok(());
+        };
+        let mut child = proc.child.lock().await;
+        if let Some(pid) = child.id() {
+            // SIGTERM through kill(1): the crate forbids unsafe code, so no direct libc call.
+            let term = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if let Err(e) = term {
+                tracing::warn!(error = %e, node, "could not send SIGTERM; killing");
+            }
+        }
+        match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                child
+                    .kill()
+                    .await
+                    .map_err(|e| DriverError::Other(format!("killing {node}: {e}")))?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn health(&self, instance: &str, node: &str) -> NodeHealth {
+        let found = self
+            .procs()
+            .get(&(instance.to_string(), node.to_string()))
+            .map(|p| (p.endpoints.addr, p.child.clone()));
+        let Some((addr, child)) = found else {
+            return NodeHealth::Exited;
+        };
+        if !matches!(child.lock().await.try_wait(), Ok(None)) {
+            return NodeHealth::Exited;
+        }
+        if http_ok(addr).await {
+            NodeHealth::Healthy
+        } else {
+            NodeHealth::NotYet
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn log_lines_are_cut_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.log");
+        let mut input = b"short\n".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 3 * LOG_LINE_LIMIT));
+        input.extend(b"\nafter\n");
+        pump(&input[..], open_log(&path).await.unwrap()).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", lines.len());
+        assert_eq!(lines[0], "short");
+        assert_eq!(lines[1].len(), LOG_LINE_LIMIT);
+        assert_eq!(lines[2], "after");
+    }
+
+    #[test]
+    fn env_keys_are_shell_safe() {
+        assert_eq!(
+            env_key("KANMON_VAR_", "db.pool-size"),
+            "KANMON_VAR_DB_POOL_SIZE"
+        );
+    }
+}
