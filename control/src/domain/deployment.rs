@@ -102,8 +102,8 @@ pub fn check_version(
 }
 
 /// What the nodes run. Changed only by operations, and only when the operation completes, so a
-/// failed operation leaves the previous spec in place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// failed operation leaves the previous spec in place. `Debug` shows secret config keys only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spec {
     /// Game-server version.
     #[serde(with = "serde_names::version")]
@@ -121,6 +121,23 @@ pub struct Spec {
     /// Secret configuration: merged into the config given to nodes, never shown without the
     /// `secrets` permission, never logged.
     pub secret_config: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spec")
+            .field("version", &self.version.to_string())
+            .field("image", &self.image)
+            .field("node_cpus", &self.node_cpus)
+            .field("db_cpus", &self.db_cpus)
+            .field("vars", &self.vars)
+            .field("config", &self.config)
+            .field(
+                "secret_config_keys",
+                &self.secret_config.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// The server key and runtime key of a deployment. They come from a CSPRNG outside the domain
