@@ -138,3 +138,39 @@ proptest! {
         prop_assert!(sim.saved.contains_key(&first));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The production promise on its own: whatever order the driver reports in, and however
+    /// often nodes crash on start, a rolling reboot never has two nodes down at once, and with
+    /// healthy nodes it ends with every node ready.
+    #[test]
+    fn rolling_reboot_never_takes_two_nodes_down(
+        cpus in 2u32..6,
+        steps in prop::collection::vec((0usize..16, 0u8..10), 1..200),
+    ) {
+        let mut sim = Sim::new(DeploymentType::Production, cpus, timings());
+        sim.submit(OpKind::Deploy { version: v("3.35.0"), image: None }).unwrap();
+        sim.settle();
+        prop_assert_eq!(sim.nodes_down(), 0);
+        let reboot = sim.submit(OpKind::Reboot).unwrap();
+        for (pick, roll) in steps {
+            match roll {
+                0 => sim.behaviour = NodeBehaviour::CrashOnStart,
+                1 => sim.behaviour = NodeBehaviour::Healthy,
+                2 | 3 => { sim.fire_timer(); }
+                _ => { sim.deliver(pick); }
+            }
+            prop_assert!(sim.nodes_down() <= 1, "nodes: {:?}", sim.ctl.deployment.nodes);
+            prop_assert_eq!(sim.ctl.deployment.nodes.len() as u32, cpus);
+        }
+        sim.behaviour = NodeBehaviour::Healthy;
+        sim.settle();
+        let status = sim.status(reboot);
+        prop_assert!(status.is_final());
+        if status == OpStatus::Completed {
+            prop_assert_eq!(sim.nodes_down(), 0);
+        }
+    }
+}
