@@ -25,7 +25,12 @@ IDLE_HOLD="${IDLE_HOLD:-5s}"
 HTTP_CONNS="${HTTP_CONNS:-64}"
 HTTP_DURATION="${HTTP_DURATION:-5s}"
 LOAD_TIMEOUT="${LOAD_TIMEOUT:-60s}"
-KANMON_PROXY="${KANMON_PROXY:-$ROOT/target/release/kanmon-proxy}"
+if [[ -z "${KANMON_PROXY:-}" ]]; then
+  KANMON_PROXY="$ROOT/target/release/kanmon-proxy"
+  if [[ ! -x "$KANMON_PROXY" && -n "${CARGO_TARGET_DIR:-}" ]]; then
+    KANMON_PROXY="$CARGO_TARGET_DIR/release/kanmon-proxy"
+  fi
+fi
 HOST="alpha.us-east1.kanmon.test"
 
 # Fixed loopback ports for the proxies (the nodes take OS-chosen ports).
@@ -106,6 +111,12 @@ log "building kanmon-bench (release)"
 (cd "$ROOT" && cargo build --release -q -p kanmon-bench)
 BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/kanmon-bench"
 ulimit -n "$(ulimit -Hn)" || true
+# A proxy holds two descriptors per idle connection: stay below half the hard limit.
+HARD_NOFILE="$(ulimit -Hn)"
+if [[ "$HARD_NOFILE" != unlimited ]] && (( IDLE_CONNS > (HARD_NOFILE - 1000) / 2 )); then
+  IDLE_CONNS=$(( (HARD_NOFILE - 1000) / 2 ))
+  log "open-files hard limit $HARD_NOFILE: holding $IDLE_CONNS idle connections"
+fi
 
 mkdir -p "$WORK/certs" "$WORK/results"
 "$BENCH" certs --dir "$WORK/certs" --hosts "$HOST,*.us-east1.kanmon.test" >/dev/null
@@ -137,6 +148,8 @@ run_loads() {
   local name="$1" port="$2" pid="$3"
   local common=(--connect "127.0.0.1:$port" --ca "$CA" --timeout "$LOAD_TIMEOUT")
   local ws="wss://$HOST:$port/ws"
+  # Other work on the machine skews every number: say how busy it was.
+  log "[$name] load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   # Idle first, on a fresh process: its RSS baseline is not inflated by earlier loads.
   log "[$name] ws-idle $IDLE_CONNS held $IDLE_HOLD (pid $pid)"
   "$BENCH" ws-idle --url "$ws" "${common[@]}" -n "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$pid" \
@@ -194,6 +207,10 @@ path = "$dir/nodes.toml"
 
 [shutdown]
 grace_period = "1s"
+upgrade_sock = "$dir/upgrade.sock"
+
+[server]
+threads = 2
 EOF
   "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
   local pid="$!"

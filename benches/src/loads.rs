@@ -34,12 +34,10 @@ impl Limits {
     }
 }
 
-/// The kind under which a failed operation is counted. A small fixed set, so reports stay
-/// comparable across targets.
-pub type ErrorKind = &'static str;
+pub use crate::report::Failure;
 
-fn ws_error_kind(e: &WsError) -> ErrorKind {
-    match e {
+fn ws_failure(e: &WsError) -> Failure {
+    let kind = match e {
         WsError::Http(resp) => match resp.status().as_u16() {
             400..=499 => "upgrade_4xx",
             500..=599 => "upgrade_5xx",
@@ -49,6 +47,15 @@ fn ws_error_kind(e: &WsError) -> ErrorKind {
         WsError::ConnectionClosed | WsError::AlreadyClosed => "closed",
         WsError::Protocol(_) | WsError::HttpFormat(_) | WsError::Url(_) => "upgrade",
         _ => "ws",
+    };
+    Failure::new(kind, e)
+}
+
+/// The failure of a dial, by layer.
+pub fn dial_failure(e: &DialError) -> Failure {
+    match e {
+        DialError::Connect(io) => Failure::new("connect", io),
+        DialError::Tls(io) => Failure::new("tls", io),
     }
 }
 
@@ -60,24 +67,21 @@ fn client_ws_config() -> WebSocketConfig {
 }
 
 /// Dials `target` and performs the WebSocket upgrade, within `op_timeout`.
-pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, ErrorKind> {
+pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, Failure> {
     let attempt = async {
-        let stream = target.dial().await.map_err(|e| match e {
-            DialError::Connect(_) => "connect",
-            DialError::Tls(_) => "tls",
-        })?;
+        let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
         let (ws, _resp) = tokio_tungstenite::client_async_with_config(
             target.url.as_str(),
             stream,
             Some(client_ws_config()),
         )
         .await
-        .map_err(|e| ws_error_kind(&e))?;
+        .map_err(|e| ws_failure(&e))?;
         Ok(ws)
     };
     tokio::time::timeout(op_timeout, attempt)
         .await
-        .unwrap_or(Err("timeout"))
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
 /// Sends `msg` and waits for the same message back (pings and pongs skipped).
@@ -85,33 +89,33 @@ pub async fn echo_once(
     ws: &mut WsClient,
     msg: Message,
     op_timeout: Duration,
-) -> Result<(), ErrorKind> {
+) -> Result<(), Failure> {
     let round_trip = async {
-        ws.send(msg.clone()).await.map_err(|e| ws_error_kind(&e))?;
+        ws.send(msg.clone()).await.map_err(|e| ws_failure(&e))?;
         loop {
             match ws.next().await {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     return if m == msg {
                         Ok(())
                     } else {
-                        Err("echo_mismatch")
+                        Err("echo_mismatch".into())
                     };
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return Err("closed"),
-                Some(Err(e)) => return Err(ws_error_kind(&e)),
+                Some(Ok(Message::Close(_))) | None => return Err("closed".into()),
+                Some(Err(e)) => return Err(ws_failure(&e)),
             }
         }
     };
     tokio::time::timeout(op_timeout, round_trip)
         .await
-        .unwrap_or(Err("timeout"))
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
 /// Sends a close frame and waits (bounded) for the peer's close. Only a peer that never
 /// answers counts as a failure: once our close is out, a reset or an EOF without TLS
 /// close_notify is an ordinary end.
-pub async fn close_ws(mut ws: WsClient, op_timeout: Duration) -> Result<(), ErrorKind> {
+pub async fn close_ws(mut ws: WsClient, op_timeout: Duration) -> Result<(), Failure> {
     let closing = async {
         if ws.close(None).await.is_err() {
             return;
@@ -120,7 +124,7 @@ pub async fn close_ws(mut ws: WsClient, op_timeout: Duration) -> Result<(), Erro
     };
     tokio::time::timeout(op_timeout, closing)
         .await
-        .map_err(|_| "close_timeout")
+        .map_err(|_| "close_timeout".into())
 }
 
 /// A binary payload of `size` bytes with recognisable content.

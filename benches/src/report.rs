@@ -55,24 +55,64 @@ impl Latency {
     }
 }
 
-/// Failures counted by kind (`connect`, `tls`, `upgrade`, `echo`, `timeout`, …).
+/// Why one operation failed: a kind from a small fixed set (`connect`, `tls`, `upgrade_5xx`,
+/// `timeout`, …) so reports stay comparable across targets, plus the error text for humans.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What is counted.
+    pub kind: &'static str,
+    /// The underlying error, if any.
+    pub detail: Option<String>,
+}
+
+impl Failure {
+    /// A failure of `kind` caused by `detail`.
+    pub fn new(kind: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            detail: Some(detail.to_string()),
+        }
+    }
+}
+
+impl From<&'static str> for Failure {
+    fn from(kind: &'static str) -> Self {
+        Self { kind, detail: None }
+    }
+}
+
+/// Failures counted by kind, with the first error text seen for each kind (enough to tell a
+/// proxy's 502 from a reset without flooding the report).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Errors(pub BTreeMap<String, u64>);
+pub struct Errors {
+    /// Count per kind.
+    pub counts: BTreeMap<String, u64>,
+    /// First error text per kind.
+    #[serde(default)]
+    pub examples: BTreeMap<String, String>,
+}
 
 impl Errors {
-    /// Counts one failure of `kind`.
-    pub fn add(&mut self, kind: &str) {
-        *self.0.entry(kind.to_owned()).or_default() += 1;
+    /// Counts one failure.
+    pub fn add(&mut self, failure: impl Into<Failure>) {
+        let f = failure.into();
+        *self.counts.entry(f.kind.to_owned()).or_default() += 1;
+        if let Some(d) = f.detail {
+            self.examples.entry(f.kind.to_owned()).or_insert(d);
+        }
     }
-    /// Adds another set of counts.
+    /// Adds another set of counts (keeping our examples first).
     pub fn merge(&mut self, other: &Errors) {
-        for (k, v) in &other.0 {
-            *self.0.entry(k.clone()).or_default() += v;
+        for (k, v) in &other.counts {
+            *self.counts.entry(k.clone()).or_default() += v;
+        }
+        for (k, d) in &other.examples {
+            self.examples.entry(k.clone()).or_insert_with(|| d.clone());
         }
     }
     /// All failures.
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.counts.values().sum()
     }
 }
 
@@ -168,15 +208,17 @@ impl Report {
         if self.timed_out {
             out.push_str("  (stopped at --timeout before the requested count)\n");
         }
-        if self.errors.0.is_empty() {
+        if self.errors.counts.is_empty() {
             out.push_str(&format!("  {:<width$}  {:>14}\n", "errors", 0));
         } else {
-            for (kind, n) in &self.errors.0 {
-                out.push_str(&format!(
-                    "  {:<width$}  {:>14}\n",
-                    format!("errors.{kind}"),
-                    n
-                ));
+            for (kind, n) in &self.errors.counts {
+                let example = self
+                    .errors
+                    .examples
+                    .get(kind)
+                    .map_or(String::new(), |d| format!("  e.g. {d}"));
+                let label = format!("errors.{kind}");
+                out.push_str(&format!("  {label:<width$}  {n:>14}{example}\n"));
             }
         }
         out

@@ -95,7 +95,7 @@ async fn one(
     msg: Message,
     op_timeout: Duration,
     connect: &mut Latency,
-) -> Result<Duration, super::ErrorKind> {
+) -> Result<Duration, super::Failure> {
     let t0 = Instant::now();
     let mut ws = open_ws(target, op_timeout).await?;
     connect.record(t0.elapsed());

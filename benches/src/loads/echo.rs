@@ -40,9 +40,12 @@ pub(crate) async fn open_many(
     for _ in 0..n {
         let (target, gate, counters) = (target.clone(), gate.clone(), counters.clone());
         tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.map_err(|_| "closed")?;
+            let _permit = gate
+                .acquire_owned()
+                .await
+                .map_err(|_| crate::report::Failure::from("closed"))?;
             if Instant::now() >= deadline {
-                return Err("timeout");
+                return Err("timeout".into());
             }
             let r = open_ws(&target, limits.op_timeout).await;
             let c = if r.is_ok() {

@@ -10,9 +10,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
-use super::{rate, ErrorKind, Limits};
+use super::{dial_failure, rate, Failure, Limits};
 use crate::report::{Counters, Errors, Latency, Progress, Report};
-use crate::target::{DialError, SharedTarget, Target};
+use crate::target::{SharedTarget, Target};
 
 /// Parameters of an `http` run.
 #[derive(Debug, Clone, Copy)]
@@ -32,15 +32,12 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
 type Sender = http1::SendRequest<Empty<Bytes>>;
 
-async fn connect(target: &Target, op_timeout: Duration) -> Result<Sender, ErrorKind> {
+async fn connect(target: &Target, op_timeout: Duration) -> Result<Sender, Failure> {
     let attempt = async {
-        let stream = target.dial().await.map_err(|e| match e {
-            DialError::Connect(_) => "connect",
-            DialError::Tls(_) => "tls",
-        })?;
+        let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
         let (send, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|_| "http")?;
+            .map_err(|e| Failure::new("http", e))?;
         tokio::spawn(async move {
             // The connection ends when the sender is dropped or the peer closes; either way
             // the next request on it reports the error.
@@ -50,33 +47,35 @@ async fn connect(target: &Target, op_timeout: Duration) -> Result<Sender, ErrorK
     };
     tokio::time::timeout(op_timeout, attempt)
         .await
-        .unwrap_or(Err("timeout"))
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
-async fn request(
-    send: &mut Sender,
-    target: &Target,
-    op_timeout: Duration,
-) -> Result<(), ErrorKind> {
+async fn request(send: &mut Sender, target: &Target, op_timeout: Duration) -> Result<(), Failure> {
     let req = http::Request::get(target.path.as_str())
         .header(http::header::HOST, authority(target))
         .body(Empty::new())
-        .map_err(|_| "http")?;
+        .map_err(|e| Failure::new("http", e))?;
     let exchange = async {
-        send.ready().await.map_err(|_| "io")?;
-        let resp = send.send_request(req).await.map_err(|_| "io")?;
+        send.ready().await.map_err(|e| Failure::new("io", e))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| Failure::new("io", e))?;
         let status = resp.status();
-        resp.into_body().collect().await.map_err(|_| "io")?;
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| Failure::new("io", e))?;
         match status.as_u16() {
             200..=299 => Ok(()),
-            400..=499 => Err("status_4xx"),
-            500..=599 => Err("status_5xx"),
-            _ => Err("status_other"),
+            400..=499 => Err(Failure::new("status_4xx", status)),
+            500..=599 => Err(Failure::new("status_5xx", status)),
+            _ => Err(Failure::new("status_other", status)),
         }
     };
     tokio::time::timeout(op_timeout, exchange)
         .await
-        .unwrap_or(Err("timeout"))
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
 fn authority(target: &Target) -> String {

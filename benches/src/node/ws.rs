@@ -61,6 +61,9 @@ where
         println!("ws-connect node={}", shared.id);
     }
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
+    // One shutdown future for the connection's life, not one per message.
+    let stopping = shared.stopping();
+    tokio::pin!(stopping);
     loop {
         tokio::select! {
             msg = ws.next() => {
@@ -78,7 +81,7 @@ where
                     return;
                 }
             }
-            () = shared.stopping() => {
+            () = &mut stopping => {
                 close_going_away(&mut ws).await;
                 return;
             }
