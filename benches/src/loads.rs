@@ -36,17 +36,40 @@ impl Limits {
 
 pub use crate::report::Failure;
 
-fn ws_failure(e: &WsError) -> Failure {
-    let kind = match e {
+/// Where in a connection's life a WebSocket error happened.
+#[derive(Clone, Copy)]
+enum Phase {
+    Upgrade,
+    Echo,
+}
+
+/// Classifies a tungstenite error: resets and EOFs apart from protocol errors, and upgrade
+/// failures apart from failures of an established WebSocket.
+fn ws_failure(phase: Phase, e: &WsError) -> Failure {
+    use std::io::ErrorKind as Io;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    // (kind during the upgrade, kind on an established WebSocket)
+    let (upgrading, established) = match e {
         WsError::Http(resp) => match resp.status().as_u16() {
-            400..=499 => "upgrade_4xx",
-            500..=599 => "upgrade_5xx",
-            _ => "upgrade_status",
+            400..=499 => ("upgrade_4xx", "upgrade_4xx"),
+            500..=599 => ("upgrade_5xx", "upgrade_5xx"),
+            _ => ("upgrade_status", "upgrade_status"),
         },
-        WsError::Io(_) => "io",
-        WsError::ConnectionClosed | WsError::AlreadyClosed => "closed",
-        WsError::Protocol(_) | WsError::HttpFormat(_) | WsError::Url(_) => "upgrade",
-        _ => "ws",
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ("upgrade_reset", "reset")
+        }
+        WsError::Io(io) if io.kind() == Io::ConnectionReset => ("upgrade_reset", "reset"),
+        WsError::Io(io) if io.kind() == Io::UnexpectedEof => ("upgrade_eof", "eof"),
+        WsError::Io(_) => ("upgrade_io", "io"),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ("closed", "closed"),
+        WsError::Protocol(_) | WsError::HttpFormat(_) | WsError::Url(_) => {
+            ("upgrade_protocol", "protocol")
+        }
+        _ => ("ws", "ws"),
+    };
+    let kind = match phase {
+        Phase::Upgrade => upgrading,
+        Phase::Echo => established,
     };
     Failure::new(kind, e)
 }
@@ -76,7 +99,7 @@ pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, 
             Some(client_ws_config()),
         )
         .await
-        .map_err(|e| ws_failure(&e))?;
+        .map_err(|e| ws_failure(Phase::Upgrade, &e))?;
         Ok(ws)
     };
     tokio::time::timeout(op_timeout, attempt)
@@ -91,7 +114,9 @@ pub async fn echo_once(
     op_timeout: Duration,
 ) -> Result<(), Failure> {
     let round_trip = async {
-        ws.send(msg.clone()).await.map_err(|e| ws_failure(&e))?;
+        ws.send(msg.clone())
+            .await
+            .map_err(|e| ws_failure(Phase::Echo, &e))?;
         loop {
             match ws.next().await {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -103,7 +128,7 @@ pub async fn echo_once(
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => return Err("closed".into()),
-                Some(Err(e)) => return Err(ws_failure(&e)),
+                Some(Err(e)) => return Err(ws_failure(Phase::Echo, &e)),
             }
         }
     };
