@@ -15,7 +15,14 @@ use kanmon_bench::{certs, compare, node, tls};
 
 /// Demo game node, test certificates and load generators for kanmon (loopback only).
 #[derive(Parser, Debug)]
-#[command(name = "kanmon-bench", version, about, long_about = None)]
+#[command(
+    name = "kanmon-bench",
+    version,
+    about = "Demo game node, test certificates and load generators for kanmon (loopback only).",
+    after_help = "Example:\n  kanmon-bench certs --dir certs --hosts alpha.us-east1.kanmon.test\n  \
+                  kanmon-bench ws-connect --url wss://alpha.us-east1.kanmon.test:8443/ws \\\n    \
+                  --connect 127.0.0.1:8443 --ca certs/ca.crt -n 5000 -c 64"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
