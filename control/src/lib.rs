@@ -13,3 +13,4 @@ pub mod domain;
 pub mod driver;
 pub mod runtime;
 pub mod store;
+pub mod up;

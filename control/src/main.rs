@@ -17,14 +17,26 @@ use kanmon_control::{
     store::Store,
 };
 
+mod up_cmd;
+
 fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
+    // `kanmon up` prints its own progress lines; its logs are for problems only.
+    let default_filter = match args.command {
+        Command::Up(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Up(up_args) = args.command {
+        // Not inside a tokio runtime: the proxy runs pingora's own runtimes on this thread.
+        return up_cmd::run(up_args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,5 +1,6 @@
 //! The HTTP JSON API (`kanmon serve`). Bearer-token authentication on every route but
-//! `/openapi.json` and `/healthz`; every request checked and audited (see [`context`]).
+//! `/openapi.json`, `/healthz` and `/v1/downloads/{token}` (the expiring token is the
+//! credential); every request checked and audited (see [`context`]).
 
 mod admin;
 pub mod context;
@@ -53,6 +54,7 @@ pub fn router(rt: Runtime) -> Router {
             get(operations::list).post(operations::submit),
         )
         .route("/v1/operations/{id}", get(operations::show))
+        .route("/v1/downloads/{token}", get(operations::download))
         .with_state(App { rt })
 }
 

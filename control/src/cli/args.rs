@@ -41,6 +41,16 @@ pub struct Connection {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole local platform in one process: control plane, edge proxy on
+    /// 127.0.0.1:8443 with a local CA, and a demo production deployment with two nodes and
+    /// its own PostgreSQL. Ctrl-C stops everything; running it again in the same directory
+    /// resumes the same deployments.
+    #[command(
+        after_help = "Example:\n  kanmon up                  # state in ./.kanmon\n  \
+        kanmon up --dir /tmp/k     # elsewhere\n  \
+        kanmon up --no-database    # without PostgreSQL"
+    )]
+    Up(UpArgs),
     /// Run the control plane's HTTP API (creates an admin token on first start).
     Serve(ServeArgs),
     /// Create, list, show, edit and delete deployments.
@@ -278,6 +288,45 @@ pub struct GrantArgs {
     /// Deployment instance: deployment-level grant (most specific, wins).
     #[arg(long, conflicts_with_all = ["org", "title"])]
     pub deployment: Option<String>,
+}
+
+/// `kanmon up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// State directory: SQLite store, admin token, local CA and certificates, node logs,
+    /// databases, exports.
+    #[arg(long, default_value = ".kanmon")]
+    pub dir: PathBuf,
+    /// TLS listener of the edge proxy.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Admin listener of the proxy (/metrics, /healthz, /readyz).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub admin: std::net::SocketAddr,
+    /// Control-plane API listener.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub api: std::net::SocketAddr,
+    /// Node program (default: `kanmon-bench` next to this executable, else on PATH).
+    #[arg(long)]
+    pub node_program: Option<PathBuf>,
+    /// Node arguments (repeat; default: `node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+    /// Run without PostgreSQL (nodes get no DATABASE_URL; export holds settings only).
+    #[arg(long)]
+    pub no_database: bool,
+    /// Instance name of the demo deployment created on first start.
+    #[arg(long, default_value = "demo")]
+    pub instance: String,
+    /// Zone of the demo deployment.
+    #[arg(long, default_value = "us-east1")]
+    pub zone: String,
+    /// Base domain of deployment hostnames.
+    #[arg(long, default_value = "kanmon.test")]
+    pub base_domain: String,
+    /// How long a draining node may keep connections before it is stopped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub grace: Duration,
 }
 
 /// `kanmon serve`

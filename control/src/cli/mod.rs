@@ -46,7 +46,7 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let op_path = |i: &str| format!("/v1/deployments/{i}/operations");
     match command {
-        Command::Serve(_) | Command::DemoNode { .. } => {
+        Command::Serve(_) | Command::Up(_) | Command::DemoNode { .. } => {
             Err(ClientError::Usage("not a client command".into()))
         }
         Command::Deployments(cmd) => deployments(&c, cmd, json_out).await,
@@ -108,7 +108,14 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
                 true,
             )
             .await?;
-            Ok(pretty(&op["result"]))
+            let mut result = op["result"].clone();
+            // The API gives the database dump's link as a path; print it as a full URL.
+            if let Some(link) = result.pointer_mut("/database/download") {
+                if let Some(path) = link.as_str() {
+                    *link = json!(format!("{}{path}", conn.server.trim_end_matches('/')));
+                }
+            }
+            Ok(pretty(&result))
         }
         Command::Ops {
             instance,

@@ -13,7 +13,10 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -76,6 +79,10 @@ struct Proc {
 pub struct LocalDriver {
     config: LocalDriverConfig,
     procs: Mutex<HashMap<(String, String), Proc>>,
+    /// Extra environment per deployment (`DATABASE_URL`).
+    env: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Set by [`LocalDriver::shutdown`]: no more starts, no more exit reports.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -139,7 +146,40 @@ impl LocalDriver {
         Self {
             config,
             procs: Mutex::new(HashMap::new()),
+            env: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Sets extra environment variables for the nodes of `instance` started from now on.
+    pub fn set_instance_env(&self, instance: &str, vars: Vec<(String, String)>) {
+        self.env
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance.to_string(), vars);
+    }
+
+    /// Stops every node (all at once, each with the usual SIGTERM then kill) and closes the
+    /// driver: later starts never complete and running nodes are no longer reported as
+    /// exited, so the control plane does not record its own shutdown as node crashes.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let keys: Vec<(String, String)> = self.procs().keys().cloned().collect();
+        let stops = keys.iter().map(|(i, n)| self.stop_node(i, n));
+        for (result, (instance, node)) in futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .zip(&keys)
+        {
+            if let Err(e) = result {
+                tracing::error!(error = %e, instance, node, "stopping node failed");
+            }
+        }
+    }
+
+    /// Whether [`LocalDriver::shutdown`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Proc>> {
@@ -178,6 +218,14 @@ impl LocalDriver {
         if let Some(image) = &spec.image {
             cmd.env("KANMON_IMAGE", image);
         }
+        let extra = self
+            .env
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance)
+            .cloned()
+            .unwrap_or_default();
+        cmd.envs(extra);
         let mut child = cmd.spawn().map_err(err)?;
         let stdout = child
             .stdout
@@ -263,6 +311,10 @@ impl Driver for LocalDriver {
         instance: &str,
         spec: &NodeLaunch,
     ) -> Result<Endpoints, DriverError> {
+        if self.is_closed() {
+            // Shutting down: the control plane is going away; never start, never report.
+            std::future::pending::<()>().await;
+        }
         let key = (instance.to_string(), spec.id.clone());
         let existing = self
             .procs()
@@ -320,6 +372,9 @@ impl Driver for LocalDriver {
             .procs()
             .get(&(instance.to_string(), node.to_string()))
             .map(|p| (p.endpoints.addr, p.child.clone()));
+        if self.is_closed() {
+            return NodeHealth::NotYet;
+        }
         let Some((addr, child)) = found else {
             return NodeHealth::Exited;
         };

@@ -1,0 +1,303 @@
+//! `kanmon up`: the whole local platform in one process — the control plane (API, SQLite store
+//! in a state directory, local process driver, one PostgreSQL per deployment) and the edge
+//! proxy, sharing the proxy's node health table so a draining mark reaches the router at once.
+//!
+//! The binary wires it as: [`postgres::Databases::new`] (fails with what to install),
+//! [`issue_certs`] + [`proxy_config`] → `kanmon_proxy::Proxy::build` with an external table,
+//! then [`ControlPlane::start`] on its own tokio runtime with a [`ProxyPublisher`] over
+//! `Proxy::publisher()`, and the proxy on the main thread until a signal has stopped the
+//! control plane ([`ControlPlane::shutdown`]: nodes, then databases). Tests use the same parts.
+
+pub mod driver;
+pub mod postgres;
+pub mod progress;
+pub mod publisher;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use kanmon_proxy::{devcerts::LocalCa, ProxyConfig};
+use kanmon_router::{InstanceName, Zone};
+
+pub use driver::DatabaseDriver;
+pub use postgres::{Databases, DbError};
+pub use publisher::ProxyPublisher;
+
+use crate::{
+    api,
+    bootstrap::{bootstrap_admin, BootstrapError},
+    domain::{CreateDeployment, DeploymentType},
+    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher},
+    runtime::{DatabaseExporter, Runtime, RuntimeError, Settings},
+    store::{Store, StoreError},
+};
+
+/// Why `kanmon up` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// State directory, token file or listener.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Creating the admin token.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// Starting the runtime or creating the demo deployment.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Certificates.
+    #[error("local CA: {0}")]
+    Certs(#[from] kanmon_proxy::devcerts::DevCertError),
+    /// A bad demo deployment setting.
+    #[error("demo deployment: {0}")]
+    Demo(String),
+}
+
+/// The demo deployment `kanmon up` creates when it does not exist yet.
+#[derive(Debug, Clone)]
+pub struct DemoDeployment {
+    /// Instance name.
+    pub instance: String,
+    /// Zone.
+    pub zone: String,
+    /// Node CPUs (production: one node per CPU).
+    pub node_cpus: u32,
+}
+
+impl Default for DemoDeployment {
+    fn default() -> Self {
+        Self {
+            instance: "demo".into(),
+            zone: "us-east1".into(),
+            node_cpus: 2,
+        }
+    }
+}
+
+/// How the control plane of `kanmon up` runs.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// State directory: `kanmon.db` (+ `.admin-token`), `logs/`, `exports/`, `postgres/`, `certs/`.
+    pub dir: PathBuf,
+    /// Where the API listens (loopback).
+    pub api_listen: SocketAddr,
+    /// How nodes are started (its `log_dir` is normally `{dir}/logs`).
+    pub node: LocalDriverConfig,
+    /// Lifecycle settings.
+    pub settings: Settings,
+    /// Created on first start (`None`: none).
+    pub demo: Option<DemoDeployment>,
+}
+
+impl UpConfig {
+    /// Defaults for state directory `dir` and node program `program` (the demo node's
+    /// command line).
+    pub fn new(dir: &Path, program: &Path) -> Self {
+        let mut node = LocalDriverConfig::demo_node(program, dir.join("logs"));
+        node.stop_grace = Duration::from_secs(10);
+        let mut settings = Settings::default();
+        settings.timings.grace = Duration::from_secs(10);
+        Self {
+            dir: dir.to_path_buf(),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            node,
+            settings,
+            demo: Some(DemoDeployment::default()),
+        }
+    }
+}
+
+/// The zone wildcard certificates of every offered zone, signed by the local CA in
+/// `cert_dir` (created there on first use, ECDSA P-256, reused afterwards). Returns the CA
+/// certificate's path (what clients trust).
+pub fn issue_certs(cert_dir: &Path, settings: &Settings) -> Result<PathBuf, UpError> {
+    let ca = LocalCa::open_or_create(cert_dir)?;
+    for (zone, _) in &settings.zones {
+        ca.issue(
+            cert_dir,
+            &format!("_.{}.{}", zone.as_str(), settings.base_domain),
+        )?;
+    }
+    Ok(ca.cert_path)
+}
+
+/// The embedded proxy's configuration: `tls`/`admin` listeners, certificates in `cert_dir`,
+/// the upgrade socket in the state directory.
+pub fn proxy_config(
+    dir: &Path,
+    tls: SocketAddr,
+    admin: SocketAddr,
+    settings: &Settings,
+) -> ProxyConfig {
+    let mut cfg = ProxyConfig::default();
+    cfg.listen.tls = tls;
+    cfg.listen.admin = admin;
+    cfg.tls.cert_dir = dir.join("certs");
+    cfg.routing.base_domain = settings.base_domain.clone();
+    cfg.shutdown.grace_period = Duration::from_secs(1);
+    cfg.shutdown.upgrade_sock = dir.join("upgrade.sock");
+    cfg.server.threads = 2;
+    cfg
+}
+
+struct Dumper {
+    databases: Arc<Databases>,
+    dir: PathBuf,
+}
+
+impl DatabaseExporter for Dumper {
+    fn export(&self, instance: &str) -> Result<PathBuf, String> {
+        let stamp = crate::runtime::now().0;
+        let path = self.dir.join(format!("{instance}-{stamp}.sql"));
+        self.databases
+            .dump(instance, &path)
+            .map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+}
+
+/// A running control plane of `kanmon up`.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// The admin token (read from the token file on later starts).
+    pub token: String,
+    /// The admin token file.
+    pub token_file: PathBuf,
+    local: Arc<LocalDriver>,
+    databases: Option<Arc<Databases>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpError {
+    let what = what.into();
+    move |source| UpError::Io { what, source }
+}
+
+impl ControlPlane {
+    /// Opens the store in `cfg.dir`, starts the runtime (resuming recorded deployments: their
+    /// nodes and databases are started again), the API and, on first start, the demo
+    /// deployment. Node states go to `publisher`. Must run inside a tokio runtime.
+    pub async fn start(
+        cfg: UpConfig,
+        databases: Option<Arc<Databases>>,
+        publisher: Arc<dyn NodeStatePublisher>,
+    ) -> Result<Self, UpError> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(io_err(format!("creating {}", cfg.dir.display())))?;
+        let db = cfg.dir.join("kanmon.db");
+        let store = Arc::new(Store::open(&db)?);
+        let token_file = cfg.dir.join("kanmon.db.admin-token");
+        let token = match bootstrap_admin(&store, &token_file)? {
+            Some(t) => t,
+            None => std::fs::read_to_string(&token_file)
+                .map_err(io_err(format!("reading {}", token_file.display())))?
+                .trim()
+                .to_string(),
+        };
+        let local = Arc::new(LocalDriver::new(cfg.node.clone()));
+        let driver = Arc::new(DatabaseDriver::new(local.clone(), databases.clone()));
+        let publisher: Arc<dyn NodeStatePublisher> = match &databases {
+            Some(dbs) => Arc::new(publisher::DatabaseCleanup {
+                inner: publisher,
+                databases: dbs.clone(),
+            }),
+            None => publisher,
+        };
+        let runtime = Runtime::start(store, cfg.settings.clone(), driver, publisher)?;
+        if let Some(dbs) = &databases {
+            runtime.set_exporter(Arc::new(Dumper {
+                databases: dbs.clone(),
+                dir: cfg.dir.join("exports"),
+            }));
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.api_listen)
+            .await
+            .map_err(io_err(format!("binding the API on {}", cfg.api_listen)))?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(io_err("reading the API address"))?;
+        let tasks = vec![tokio::spawn({
+            let rt = runtime.clone();
+            async move {
+                if let Err(e) = api::serve(listener, rt).await {
+                    tracing::error!(error = %e, "API server stopped");
+                }
+            }
+        })];
+        if let Some(demo) = &cfg.demo {
+            if runtime.deployment(&demo.instance).is_err() {
+                create_demo(&runtime, demo)?;
+            }
+        }
+        Ok(Self {
+            runtime,
+            api_addr,
+            token,
+            token_file,
+            local,
+            databases,
+            tasks,
+        })
+    }
+
+    /// Prints a line to stdout whenever an operation or node changes, until shutdown.
+    pub fn spawn_progress(&mut self) {
+        self.tasks.push(tokio::spawn(progress::print_progress(
+            self.runtime.clone(),
+            Duration::from_millis(250),
+        )));
+    }
+
+    /// Stops every node (SIGTERM, then kill after the grace), then every database, then the
+    /// API. Deployments stay recorded: the next start resumes them.
+    pub async fn shutdown(self) {
+        self.local.shutdown().await;
+        if let Some(dbs) = self.databases.clone() {
+            if let Err(e) = tokio::task::spawn_blocking(move || dbs.stop_all()).await {
+                tracing::error!(error = %e, "stopping databases failed");
+            }
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn create_demo(rt: &Runtime, demo: &DemoDeployment) -> Result<(), UpError> {
+    let bad = |e: &dyn std::fmt::Display| UpError::Demo(e.to_string());
+    let version = rt
+        .settings()
+        .catalog
+        .latest()
+        .cloned()
+        .ok_or_else(|| UpError::Demo("the version catalog is empty".into()))?;
+    let req = CreateDeployment {
+        org: "local".into(),
+        title: "demo".into(),
+        instance: InstanceName::parse(&demo.instance).map_err(|e| bad(&e))?,
+        zone: Zone::parse(&demo.zone).map_err(|e| bad(&e))?,
+        kind: DeploymentType::Production,
+        version,
+        node_cpus: demo.node_cpus,
+        db_cpus: 1,
+        delete_protection: None,
+    };
+    rt.create(req, "admin")?;
+    Ok(())
+}

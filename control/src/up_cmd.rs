@@ -1,0 +1,241 @@
+//! `kanmon up`: wires the control plane (own thread and tokio runtime) and the embedded proxy
+//! (main thread, pingora's runtimes) together; see `kanmon_control::up`.
+
+use std::{
+    path::PathBuf,
+    sync::{mpsc, Arc, Mutex},
+};
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use kanmon_control::{
+    cli::args::UpArgs,
+    runtime::Settings,
+    up::{
+        issue_certs, proxy_config, ControlPlane, Databases, DemoDeployment, ProxyPublisher,
+        UpConfig,
+    },
+};
+use kanmon_proxy::{
+    server::{ShutdownSignal, ShutdownWatcher},
+    Proxy, RunOptions,
+};
+use tokio::sync::oneshot;
+
+/// What the banner shows.
+struct Started {
+    api: std::net::SocketAddr,
+    token_file: PathBuf,
+    hostname: String,
+    ca: PathBuf,
+    listen: std::net::SocketAddr,
+    instance: String,
+}
+
+/// Ends the proxy once the control thread has stopped nodes and databases.
+struct AfterControlStops {
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+#[async_trait]
+impl ShutdownWatcher for AfterControlStops {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(rx) = rx {
+            // Err: the control thread is gone (it failed); stop too.
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// `kanmon-bench` next to this executable, else on PATH.
+fn find_node_program() -> anyhow::Result<PathBuf> {
+    let name = "kanmon-bench";
+    let exe = std::env::current_exe().context("locating the kanmon executable")?;
+    if let Some(dir) = exe.parent() {
+        let beside = dir.join(name);
+        if beside.is_file() {
+            return Ok(beside);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    bail!(
+        "the demo node program `{name}` is neither next to {} nor on PATH: build it with \
+         `cargo build --release -p kanmon-bench` (or pass --node-program)",
+        exe.display()
+    )
+}
+
+fn port_free(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .with_context(|| {
+            format!("{what} {addr} is not available (is another `kanmon up` running?)")
+        })
+}
+
+pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let program = match &args.node_program {
+        Some(p) => p.clone(),
+        None => find_node_program()?,
+    };
+    port_free(args.listen, "the proxy address")?;
+    port_free(args.admin, "the proxy admin address")?;
+    port_free(args.api, "the API address")?;
+    let databases = if args.no_database {
+        None
+    } else {
+        Some(Arc::new(Databases::new(&dir.join("postgres")).context(
+            "PostgreSQL is needed for the deployments' databases",
+        )?))
+    };
+    let settings = Settings {
+        base_domain: args.base_domain.clone(),
+        ..Settings::default()
+    };
+    let ca = issue_certs(&dir.join("certs"), &settings)?;
+    let cfg = proxy_config(&dir, args.listen, args.admin, &settings);
+    let table = Arc::new(kanmon_router::HealthTable::new());
+    let proxy = Proxy::build(
+        &cfg,
+        RunOptions {
+            upgrade: false,
+            table: Some(table),
+        },
+    )
+    .context("building the proxy")?;
+    let publisher = Arc::new(ProxyPublisher::new(proxy.publisher()));
+
+    let mut up = UpConfig::new(&dir, &program);
+    up.api_listen = args.api;
+    up.settings = settings;
+    up.settings.timings.grace = args.grace;
+    up.node.stop_grace = args.grace;
+    if !args.node_args.is_empty() {
+        up.node.args = args.node_args.clone();
+    }
+    up.demo = Some(DemoDeployment {
+        instance: args.instance.clone(),
+        zone: args.zone.clone(),
+        ..DemoDeployment::default()
+    });
+    let hostname = format!("{}.{}.{}", args.instance, args.zone, args.base_domain);
+
+    let info = Started {
+        api: args.api,
+        token_file: PathBuf::new(),
+        hostname,
+        ca,
+        listen: args.listen,
+        instance: args.instance.clone(),
+    };
+    let (started_tx, started_rx) = mpsc::channel::<anyhow::Result<()>>();
+    let (done_tx, done_rx) = oneshot::channel();
+    let control = std::thread::Builder::new()
+        .name("kanmon-control".into())
+        .spawn(move || control_thread(up, databases, publisher, info, started_tx, done_tx))?;
+    match started_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            let _ = control.join();
+            bail!("the control plane stopped while starting");
+        }
+    }
+    proxy.run_with(Box::new(AfterControlStops {
+        done: Mutex::new(Some(done_rx)),
+    }));
+    let _ = control.join();
+    println!("kanmon up: stopped");
+    Ok(())
+}
+
+fn control_thread(
+    up: UpConfig,
+    databases: Option<Arc<Databases>>,
+    publisher: Arc<ProxyPublisher>,
+    mut info: Started,
+    started: mpsc::Sender<anyhow::Result<()>>,
+    done: oneshot::Sender<()>,
+) {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("kanmon-control")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = started.send(Err(e.into()));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = started.send(Err(e.into()));
+                    return;
+                }
+            };
+        let mut cp = match ControlPlane::start(up, databases, publisher).await {
+            Ok(cp) => cp,
+            Err(e) => {
+                let _ = started.send(Err(
+                    anyhow::Error::new(e).context("starting the control plane")
+                ));
+                return;
+            }
+        };
+        info.api = cp.api_addr;
+        info.token_file = cp.token_file.clone();
+        banner(&info);
+        cp.spawn_progress();
+        let _ = started.send(Ok(()));
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        println!("kanmon up: stopping nodes and databases …");
+        cp.shutdown().await;
+        let _ = done.send(());
+    });
+}
+
+fn banner(s: &Started) {
+    let port = s.listen.port();
+    let ip = s.listen.ip();
+    let host = &s.hostname;
+    println!(
+        "\nkanmon is up.\n\
+         \n  deployment   {host}  (production, 2 nodes)\
+         \n  proxy        https://{host}:{port}  (listening on {})\
+         \n  local CA     {ca}\
+         \n  control API  http://{}  (token in {})\
+         \n\nTry:\
+         \n  curl --cacert {ca} --resolve {host}:{port}:{ip} https://{host}:{port}/healthcheck\
+         \n  kanmon-bench ws-connect --url wss://{host}:{port}/ws --connect {ip}:{port} --ca {ca} -n 100 -c 10\
+         \n  (any WebSocket client works: wss://{host}:{port}/ws with {host} resolving to {ip}; send `whoami`)\
+         \n  KANMON_SERVER=http://{} KANMON_TOKEN_FILE={} kanmon reboot {} --wait\
+         \n\nOperations as they happen (Ctrl-C stops everything; `kanmon up` again resumes):",
+        s.listen,
+        s.api,
+        s.token_file.display(),
+        s.api,
+        s.token_file.display(),
+        s.instance,
+        ca = s.ca.display(),
+    );
+}
