@@ -1,1 +1,319 @@
-//! End-to-end tests live in `tests/`; this library only exists so the crate has a target.
+//! Harness for kanmon's end-to-end tests (`tests/*.rs`): the `kanmon up` wiring on loopback —
+//! the control plane (API, store, local process driver) and the embedded proxy sharing one
+//! health table through [`ProxyPublisher`] — plus TLS/WebSocket clients and a [`Timeline`]
+//! of every node-state change the control plane published.
+//!
+//! Nodes are `kanmon-bench node` processes: build them first (`cargo build --workspace --bins`,
+//! which `scripts/test.sh` does); [`node_program`] finds the binary next to the test's target
+//! directory.
+
+mod timeline;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kanmon_control::{
+    cli::{Client, ClientError},
+    driver::NodeStatePublisher,
+    runtime::Settings,
+    up::{issue_certs, proxy_config, ControlPlane, Databases, ProxyPublisher, UpConfig},
+};
+use kanmon_proxy::{
+    server::{ShutdownSignal, ShutdownWatcher},
+    Proxy, RunOptions,
+};
+use rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
+use serde_json::{json, Value};
+use tokio::{net::TcpStream, sync::oneshot};
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+pub use timeline::{Recording, Timeline};
+
+/// A WebSocket through the proxy.
+pub type Ws = tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>;
+
+/// The `kanmon-bench` binary of this build (`target/<profile>/kanmon-bench`, next to the
+/// test executable's `deps/` directory). Panics with what to build when it is missing.
+pub fn node_program() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("kanmon-bench");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the node first with `cargo build --workspace --bins` \
+         (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().expect("local addr")
+}
+
+/// How to start a [`Platform`].
+#[derive(Debug, Clone)]
+pub struct PlatformOpts {
+    /// Node program (default: [`node_program`]).
+    pub node_program: PathBuf,
+    /// Run a PostgreSQL per deployment.
+    pub database: bool,
+    /// Grace of a draining node (short in tests).
+    pub grace: Duration,
+    /// First CrashLoopBackOff delay.
+    pub backoff_base: Duration,
+}
+
+impl Default for PlatformOpts {
+    fn default() -> Self {
+        Self {
+            node_program: node_program(),
+            database: false,
+            grace: Duration::from_secs(3),
+            backoff_base: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Ends the proxy when the sender is fired or dropped.
+struct StopOn(Mutex<Option<oneshot::Receiver<()>>>);
+
+#[async_trait::async_trait]
+impl ShutdownWatcher for StopOn {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().ok().and_then(|mut r| r.take());
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// The local platform of `kanmon up`, on loopback with free ports and a temporary state
+/// directory, and the demo production deployment (`demo`, two nodes).
+pub struct Platform {
+    /// State directory.
+    pub dir: tempfile::TempDir,
+    /// The control plane.
+    pub control: Option<ControlPlane>,
+    /// API client with the admin token.
+    pub api: Client,
+    /// The proxy's TLS address.
+    pub tls_addr: SocketAddr,
+    /// `demo.us-east1.kanmon.test`.
+    pub hostname: String,
+    /// Every node-state change published to the proxy.
+    pub timeline: Arc<Timeline>,
+    tls: Arc<ClientConfig>,
+    stop_proxy: Option<oneshot::Sender<()>>,
+    proxy_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Platform {
+    /// Starts the platform and waits (bounded) until the demo deployment's first deploy has
+    /// completed. Call from a multi-thread tokio runtime.
+    pub async fn start(opts: PlatformOpts) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings::default();
+        settings.timings.grace = opts.grace;
+        settings.timings.backoff_base = opts.backoff_base;
+        settings.timings.backoff_cap = opts.backoff_base * 4;
+        settings.timings.health_timeout = Duration::from_secs(20);
+        settings.health_poll = Duration::from_millis(50);
+        settings.monitor_interval = Duration::from_millis(200);
+        let ca = issue_certs(&dir.path().join("certs"), &settings).expect("local CA");
+        let (tls_addr, admin_addr) = (free_port(), free_port());
+        let cfg = proxy_config(dir.path(), tls_addr, admin_addr, &settings);
+
+        let (pub_tx, pub_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        // pingora runs its own runtimes: on a plain thread, never inside ours.
+        let proxy_thread = std::thread::spawn(move || {
+            let table = Arc::new(kanmon_router::HealthTable::new());
+            let proxy = Proxy::build(
+                &cfg,
+                RunOptions {
+                    upgrade: false,
+                    table: Some(table),
+                },
+            )
+            .expect("proxy builds");
+            let _ = pub_tx.send(proxy.publisher());
+            proxy.run_with(Box::new(StopOn(Mutex::new(Some(stop_rx)))));
+        });
+        let publisher = tokio::task::block_in_place(|| pub_rx.recv()).expect("proxy publisher");
+        let timeline = Arc::new(Timeline::default());
+        let recording: Arc<dyn NodeStatePublisher> = Arc::new(Recording::new(
+            Arc::new(ProxyPublisher::new(publisher)),
+            timeline.clone(),
+        ));
+
+        let mut up = UpConfig::new(dir.path(), &opts.node_program);
+        up.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        up.settings = settings;
+        up.node.stop_grace = Duration::from_secs(5);
+        if opts.database {
+            // tempfile makes 0700 directories; the `postgres` user (when running as root)
+            // must be able to enter it to reach its data directory.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod state dir");
+        }
+        let databases = opts.database.then(|| {
+            Arc::new(Databases::new(&dir.path().join("postgres")).expect("PostgreSQL usable"))
+        });
+        let control = ControlPlane::start(up, databases, recording)
+            .await
+            .expect("control plane starts");
+        let api = Client::new(
+            &format!("http://{}", control.api_addr),
+            control.token.clone(),
+        );
+        let platform = Self {
+            tls: client_config(&ca),
+            dir,
+            control: Some(control),
+            api,
+            tls_addr,
+            hostname: "demo.us-east1.kanmon.test".into(),
+            timeline,
+            stop_proxy: Some(stop_tx),
+            proxy_thread: Some(proxy_thread),
+        };
+        platform.wait_proxy().await;
+        let first = platform.wait_op(1, Duration::from_secs(60)).await;
+        assert_eq!(first["status"], "completed", "first deploy: {first}");
+        platform
+    }
+
+    async fn wait_proxy(&self) {
+        for _ in 0..200 {
+            if TcpStream::connect(self.tls_addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the proxy never listened on {}", self.tls_addr);
+    }
+
+    /// Stops nodes, databases and the proxy.
+    pub async fn stop(mut self) {
+        if let Some(cp) = self.control.take() {
+            cp.shutdown().await;
+        }
+        self.stop_proxy.take();
+        if let Some(t) = self.proxy_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// A TLS connection to the proxy for the demo hostname.
+    pub async fn tls(&self) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.tls_addr).await?;
+        let name = ServerName::try_from(self.hostname.clone()).map_err(std::io::Error::other)?;
+        TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+    }
+
+    /// A WebSocket to the demo deployment's `/ws`.
+    pub async fn ws(&self) -> Result<Ws, String> {
+        let tls = self.tls().await.map_err(|e| e.to_string())?;
+        let url = format!("wss://{}/ws", self.hostname);
+        let (ws, _) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ws)
+    }
+
+    /// `GET path` through the proxy (HTTP/1.1, connection close): status and body.
+    pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = self.tls().await?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            self.hostname
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// Queues an operation on `demo` through the API; returns its id.
+    pub async fn submit(&self, body: Value) -> Result<u64, ClientError> {
+        let op = self
+            .api
+            .post("/v1/deployments/demo/operations", &body)
+            .await?;
+        Ok(op["id"].as_u64().expect("operation id"))
+    }
+
+    /// Polls an operation until it finishes or `limit` passes; returns its last state.
+    pub async fn wait_op(&self, id: u64, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let op = self
+                .api
+                .get(&format!("/v1/operations/{id}"))
+                .await
+                .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+            let done = matches!(op["status"].as_str(), Some("completed" | "failed"));
+            if done || tokio::time::Instant::now() >= deadline {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The demo deployment as the API shows it.
+    pub async fn deployment(&self) -> Value {
+        self.api
+            .get("/v1/deployments/demo")
+            .await
+            .expect("deployment")
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        // Dropping the sender stops the proxy; the nodes are killed when the driver is
+        // dropped with the test's runtime (kill on drop). Database servers are detached
+        // processes: stop them here too when a test failed before `stop`.
+        self.stop_proxy.take();
+        if let Some(dbs) = self.control.as_ref().and_then(|c| c.databases()) {
+            dbs.stop_all();
+        }
+    }
+}
+
+fn client_config(ca: &Path) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    let pem = std::fs::read(ca).expect("CA certificate");
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}

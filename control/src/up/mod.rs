@@ -256,6 +256,11 @@ impl ControlPlane {
         })
     }
 
+    /// The databases, when the platform runs them.
+    pub fn databases(&self) -> Option<&Arc<Databases>> {
+        self.databases.as_ref()
+    }
+
     /// Prints a line to stdout whenever an operation or node changes, until shutdown.
     pub fn spawn_progress(&mut self) {
         self.tasks.push(tokio::spawn(progress::print_progress(
