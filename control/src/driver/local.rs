@@ -208,7 +208,11 @@ impl LocalDriver {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Own process group: a Ctrl-C at the terminal reaches the control plane only, which
+            // then stops nodes in order (SIGTERM, 1001 to WebSocket clients) instead of every
+            // node dying at once and being recorded as crashed.
+            .process_group(0);
         for (k, v) in &spec.vars {
             cmd.env(env_key("KANMON_VAR_", k), v);
         }

@@ -227,16 +227,19 @@ impl Databases {
             // Left running by a killed `kanmon up`: restart it on a port we know.
             self.stop(instance)?;
         }
-        run(self
-            .server_cmd("pg_ctl")
-            .arg("start")
-            .arg("-w")
-            .args(["-t", "60"])
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-o", &opts]))?;
+        // Own process group, so a Ctrl-C at the terminal does not stop the server before
+        // `kanmon up` stops it itself.
+        run(
+            std::os::unix::process::CommandExt::process_group(&mut self.server_cmd("pg_ctl"), 0)
+                .arg("start")
+                .arg("-w")
+                .args(["-t", "60"])
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-o", &opts]),
+        )?;
         let r = Running { port, password };
         tracing::info!(instance, port, "database started");
         self.running().insert(instance.to_string(), r.clone());
