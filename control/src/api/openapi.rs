@@ -65,6 +65,14 @@ pub(super) async fn document() -> Json<Value> {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
                 "get": op("One operation with status and progress", "view", None, "200"),
             },
+            "/v1/downloads/{token}": {
+                "parameters": [{ "name": "token", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": {
+                    "summary": "A database dump from an export (result.database.download); the random token is the credential and expires (15 minutes)",
+                    "security": [],
+                    "responses": { "200": { "description": "The pg_dump SQL file" }, "404": { "description": "Unknown or expired link" } },
+                },
+            },
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
