@@ -23,7 +23,9 @@ use crate::{
     responses::Refusal,
     settings::Settings,
     tls::SniTarget,
+    tunnel,
 };
+use tokio::io::AsyncWriteExt;
 
 /// The proxy application.
 pub struct KanmonProxy {
@@ -43,6 +45,8 @@ pub struct RequestCtx {
     websocket: bool,
     grpc: bool,
     refused: Option<Refusal>,
+    /// Status of a response the proxy relayed itself (WebSocket tunnels).
+    relayed: Option<u16>,
     _inflight: InflightGuard,
 }
 
@@ -85,6 +89,107 @@ impl KanmonProxy {
         tracing::debug!(status = r.status(), reason = r.reason(), "request refused");
         r.send(session).await?;
         Ok(true)
+    }
+
+    /// Counts a failed connect to the picked node, ejects it for a while and, on the first
+    /// failure, moves the request to another ready node. Returns whether to retry.
+    fn connect_failed(&self, ctx: &mut RequestCtx, error: &dyn std::fmt::Display) -> bool {
+        let (Some(guard), Some(target)) = (&ctx.guard, &ctx.target) else {
+            return false;
+        };
+        let node = guard.node();
+        let dep = guard.deployment();
+        self.metrics
+            .upstream_failures
+            .with_label_values(&[dep.instance().as_str(), dep.zone().as_str(), node.id()])
+            .inc();
+        guard.eject(self.clock.now_ms(), self.settings.eject_for_ms);
+        tracing::info!(node = node.id(), error = %error, "upstream connect failed; node ejected for a while");
+        if ctx.retried {
+            return false;
+        }
+        ctx.retried = true;
+        let failed = node.id().to_string();
+        match self.pick(target, Some(&failed)) {
+            Ok(next) if next.node().id() != failed => {
+                ctx.guard = Some(next);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Proxies a WebSocket upgrade through our own tunnel (see `tunnel`).
+    async fn websocket(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let head = tunnel::request_head(session.req_header(), client);
+        let (mut node, addr) = loop {
+            let Some(addr) = ctx.guard.as_ref().map(ConnectionGuard::addr) else {
+                return self.refuse(session, ctx, Refusal::BadGateway).await;
+            };
+            match tunnel::connect(addr, self.settings.connect_timeout).await {
+                Ok(stream) => break (stream, addr),
+                Err(e) => {
+                    if !self.connect_failed(ctx, &e) {
+                        return self.refuse(session, ctx, Refusal::BadGateway).await;
+                    }
+                }
+            }
+        };
+        let response = async {
+            node.write_all(&head)
+                .await
+                .map_err(|e| tunnel::TunnelError::Upstream {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+            tunnel::read_response_head(&mut node, addr, self.settings.request_read_timeout).await
+        };
+        let response = match response.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(error = %e, "websocket upgrade failed at the node");
+                return self.refuse(session, ctx, Refusal::BadGateway).await;
+            }
+        };
+        let Ok(mut downstream) = tunnel::take_downstream(session) else {
+            return self.refuse(session, ctx, Refusal::BadGateway).await;
+        };
+        ctx.relayed = Some(response.status);
+        if response.status != 101 {
+            if let Err(e) = tunnel::relay_refusal(
+                &mut downstream,
+                &mut node,
+                &response,
+                self.settings.request_read_timeout,
+            )
+            .await
+            {
+                tracing::debug!(error = %e, "client left during a refused upgrade");
+            }
+            return Ok(true);
+        }
+        if downstream.write_all(&response.bytes).await.is_err() || downstream.flush().await.is_err()
+        {
+            return Ok(true);
+        }
+        ctx.websocket = true;
+        let labels = self.ws_labels(ctx);
+        self.metrics.websockets.with_label_values(&labels).inc();
+        let end = tunnel::relay(downstream, node, self.settings.websocket_idle_timeout).await;
+        tracing::debug!(?end, node = labels[2], "websocket ended");
+        Ok(true)
+    }
+
+    fn ws_labels<'a>(&self, ctx: &'a RequestCtx) -> [&'a str; 3] {
+        match &ctx.guard {
+            Some(g) => [
+                g.deployment().instance().as_str(),
+                g.deployment().zone().as_str(),
+                g.node().id(),
+            ],
+            None => ["unknown", "unknown", "unknown"],
+        }
     }
 
     fn pick(
@@ -162,6 +267,7 @@ impl ProxyHttp for KanmonProxy {
             websocket: false,
             grpc: false,
             refused: None,
+            relayed: None,
             _inflight: self.inflight.enter(),
         }
     }
@@ -210,6 +316,9 @@ impl ProxyHttp for KanmonProxy {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         ctx.guard = Some(guard);
         ctx.target = Some(target);
+        if tunnel::is_websocket_upgrade(session.req_header()) {
+            return self.websocket(session, ctx).await;
+        }
         Ok(false)
     }
 
@@ -241,29 +350,8 @@ impl ProxyHttp for KanmonProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let (Some(guard), Some(target)) = (&ctx.guard, &ctx.target) else {
-            return e;
-        };
-        let node = guard.node();
-        self.metrics
-            .upstream_failures
-            .with_label_values(&[
-                guard.deployment().instance().as_str(),
-                guard.deployment().zone().as_str(),
-                node.id(),
-            ])
-            .inc();
-        guard.eject(self.clock.now_ms(), self.settings.eject_for_ms);
-        tracing::info!(node = node.id(), error = %e, "upstream connect failed; node ejected for a while");
-        if !ctx.retried {
-            ctx.retried = true;
-            let failed = node.id().to_string();
-            if let Ok(next) = self.pick(target, Some(&failed)) {
-                if next.node().id() != failed {
-                    ctx.guard = Some(next);
-                    e.set_retry(true);
-                }
-            }
+        if self.connect_failed(ctx, &e) {
+            e.set_retry(true);
         }
         e
     }
@@ -278,22 +366,20 @@ impl ProxyHttp for KanmonProxy {
             ctx.websocket = true;
             // Upgraded: the request read timeout no longer applies; the WebSocket idle policy does.
             session.set_read_timeout(Some(self.settings.websocket_idle_timeout));
-            if let Some(g) = &ctx.guard {
-                let d = g.deployment();
-                self.metrics
-                    .websockets
-                    .with_label_values(&[d.instance().as_str(), d.zone().as_str(), g.node().id()])
-                    .inc();
-            }
+            self.metrics
+                .websockets
+                .with_label_values(&self.ws_labels(ctx))
+                .inc();
         }
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = match (session.response_written(), ctx.refused) {
-            (Some(r), _) => r.status.as_u16(),
-            (None, Some(r)) => r.status(),
-            (None, None) => match e.map(|e| e.etype()) {
+        let status = match (ctx.relayed, session.response_written(), ctx.refused) {
+            (Some(s), ..) => s,
+            (None, Some(r), _) => r.status.as_u16(),
+            (None, None, Some(r)) => r.status(),
+            (None, None, None) => match e.map(|e| e.etype()) {
                 Some(pingora::ErrorType::HTTPStatus(code)) => *code,
                 Some(_) => 502,
                 None => 0,
@@ -308,12 +394,10 @@ impl ProxyHttp for KanmonProxy {
         self.metrics
             .observe(instance, zone, ctx.start.elapsed().as_secs_f64());
         if ctx.websocket {
-            if let Some(g) = &ctx.guard {
-                self.metrics
-                    .websockets
-                    .with_label_values(&[instance, zone, g.node().id()])
-                    .dec();
-            }
+            self.metrics
+                .websockets
+                .with_label_values(&self.ws_labels(ctx))
+                .dec();
         }
         if let Some(e) = e {
             // Client-caused ends (resets, timeouts) are routine for game clients.

@@ -21,6 +21,7 @@ pub mod responses;
 pub mod server;
 pub mod settings;
 pub mod tls;
+pub mod tunnel;
 
 pub use config::ProxyConfig;
 pub use server::{Proxy, RunOptions};

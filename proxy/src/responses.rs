@@ -17,6 +17,8 @@ pub enum Refusal {
     NoReadyNode,
     /// The deployment is at its connection limit.
     AtCapacity,
+    /// No node could be reached, or it broke the exchange.
+    BadGateway,
 }
 
 impl Refusal {
@@ -27,6 +29,7 @@ impl Refusal {
             Self::Misdirected => 421,
             Self::HeadersTooLarge => 431,
             Self::NoReadyNode | Self::AtCapacity => 503,
+            Self::BadGateway => 502,
         }
     }
 
@@ -38,6 +41,7 @@ impl Refusal {
             Self::HeadersTooLarge => "headers_too_large",
             Self::NoReadyNode => "no_ready_node",
             Self::AtCapacity => "at_capacity",
+            Self::BadGateway => "bad_gateway",
         }
     }
 
@@ -48,6 +52,7 @@ impl Refusal {
             Self::HeadersTooLarge => "request headers too large\n",
             Self::NoReadyNode => "no node available, retry shortly\n",
             Self::AtCapacity => "deployment at its connection limit, retry shortly\n",
+            Self::BadGateway => "node unreachable\n",
         }
     }
 

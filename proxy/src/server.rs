@@ -12,7 +12,7 @@ use pingora::{
     proxy::HttpProxy,
     server::{
         configuration::{Opt, ServerConf},
-        ExecutionPhase, Server, ShutdownWatch,
+        ExecutionPhase, RunArgs, Server, ShutdownWatch,
     },
     services::{background::background_service, listening::Service},
 };
@@ -96,8 +96,11 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// The health table the proxy routes with.
     pub table: Arc<HealthTable>,
+    publisher: Publisher,
     inflight: Inflight,
 }
+
+pub use pingora::server::{ShutdownSignal, ShutdownSignalWatch as ShutdownWatcher};
 
 /// Options that come from the command line rather than the config file.
 #[derive(Debug, Clone, Default)]
@@ -139,12 +142,9 @@ impl Proxy {
         tracing::info!(dir = %cfg.tls.cert_dir.display(), %report, "certificates loaded");
 
         let publisher = Publisher::new(table.clone(), metrics.clone());
-        if external_table {
-            // The embedding control plane publishes; readiness counts its first publish.
-            if table.load().generation() > 0 {
-                publisher.publish_all("inprocess", Vec::new());
-            }
-        } else {
+        // With an external table the embedding control plane publishes through
+        // `Proxy::publisher`, so metrics and readiness follow its publishes too.
+        if !external_table {
             let source: Box<dyn DiscoverySource> = match cfg.discovery.kind {
                 DiscoveryKind::File => Box::new(FileSource::new(
                     cfg.discovery.path.clone(),
@@ -192,7 +192,7 @@ impl Proxy {
 
         let mut admin = Service::new(
             "kanmon-admin".to_string(),
-            AdminApp::new(metrics.clone(), certs, publisher),
+            AdminApp::new(metrics.clone(), certs, publisher.clone()),
         );
         admin.add_tcp(&cfg.listen.admin.to_string());
         admin.threads = Some(1);
@@ -202,6 +202,7 @@ impl Proxy {
             server,
             metrics,
             table,
+            publisher,
             inflight,
         })
     }
@@ -212,6 +213,22 @@ impl Proxy {
     pub fn run(self) {
         exit_when_idle(&self.server, self.inflight.clone());
         self.server.run_forever();
+    }
+
+    /// The publisher into this proxy's table: an embedding control plane (`kanmon up`)
+    /// publishes node states through it so metrics and `/readyz` follow.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Runs until `signal` resolves (instead of listening for SIGTERM/SIGINT/SIGQUIT itself),
+    /// then returns, so an embedding process can clean up after the proxy. A graceful
+    /// signal still drains: the process exits once nothing is in flight.
+    pub fn run_with(self, signal: Box<dyn ShutdownWatcher>) {
+        exit_when_idle(&self.server, self.inflight.clone());
+        self.server.run(RunArgs {
+            shutdown_signal: signal,
+        });
     }
 }
 

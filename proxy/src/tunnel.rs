@@ -1,0 +1,326 @@
+//! WebSocket (HTTP/1.1 upgrade) tunnels, taken over from pingora.
+//!
+//! pingora 0.9.1 can tear an upgraded connection down right after the `101` when the node
+//! answers before pingora has consumed the upgrade request's empty body (upstream issue
+//! #946: the client sees `101` then EOF). Game clients live on WebSockets, so kanmon proxies
+//! upgrades itself: it connects to the picked node, forwards the request head, relays the
+//! node's response head, then takes the client's TLS stream out of the pingora session and
+//! copies bytes both ways with small buffers until either side closes or the idle limit
+//! passes. This also keeps an idle proxied WebSocket small (two 4 KiB buffers instead of
+//! pingora's two 64 KiB body buffers) and puts the idle policy in our hands.
+
+use std::{net::SocketAddr, time::Duration};
+
+use pingora::{
+    http::RequestHeader,
+    protocols::{http::ServerSession, l4::stream::Stream as L4Stream, Stream},
+    proxy::Session,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::{sleep_until, timeout, Instant},
+};
+
+/// Bytes read per direction at a time.
+const BUF: usize = 4096;
+/// Largest response head accepted from a node.
+const MAX_HEAD: usize = 16 * 1024;
+/// After one side closed, how long the other may still flush.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Why a tunnel could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Connecting to the node failed or timed out (before any byte was sent: retryable).
+    #[error("connect to {addr}: {reason}")]
+    Connect {
+        /// The node address.
+        addr: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// The node broke the exchange of heads.
+    #[error("node {addr}: {reason}")]
+    Upstream {
+        /// The node address.
+        addr: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// The pingora session was not an HTTP/1 session.
+    #[error("not an HTTP/1.1 session")]
+    NotH1,
+}
+
+/// Whether `req` asks for a WebSocket over HTTP/1.1.
+pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Connects to a node within `limit`.
+pub async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, TunnelError> {
+    let fail = |reason: String| TunnelError::Connect { addr, reason };
+    let stream = timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(format!("timed out after {limit:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    Ok(stream)
+}
+
+/// The request head sent to the node: the client's request line and headers, plus
+/// `X-Forwarded-For`/`X-Forwarded-Proto` so the node knows who the client is.
+pub fn request_head(req: &RequestHeader, client: Option<SocketAddr>) -> Vec<u8> {
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers.iter() {
+        if name == "x-forwarded-for" || name == "x-forwarded-proto" {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(ip) = client.map(|c| c.ip()) {
+        out.extend_from_slice(format!("x-forwarded-for: {ip}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-proto: https\r\n\r\n");
+    out
+}
+
+/// A node's response head: its status, and every byte read so far (head plus whatever
+/// followed it, which belongs to the client too).
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Bytes of the head and anything read after it.
+    pub bytes: Vec<u8>,
+    /// Where the body (or tunnel data) starts in `bytes`.
+    pub head_len: usize,
+    /// `Content-Length`, when the response has one.
+    pub content_length: Option<usize>,
+}
+
+/// Reads the node's response head.
+pub async fn read_response_head(
+    node: &mut TcpStream,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<ResponseHead, TunnelError> {
+    let fail = |reason: String| TunnelError::Upstream { addr, reason };
+    let mut bytes = Vec::with_capacity(1024);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = node
+                .read(&mut chunk)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                return Err(fail("closed before a response".into()));
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&bytes) {
+                Ok(httparse::Status::Complete(head_len)) => {
+                    let status = resp.code.unwrap_or(502);
+                    let content_length = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
+                    return Ok((status, head_len, content_length));
+                }
+                Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => continue,
+                Ok(httparse::Status::Partial) => {
+                    return Err(fail("response head too large".into()))
+                }
+                Err(e) => return Err(fail(format!("bad response head: {e}"))),
+            }
+        }
+    };
+    let (status, head_len, content_length) = timeout(limit, read)
+        .await
+        .map_err(|_| fail(format!("no response head within {limit:?}")))??;
+    Ok(ResponseHead {
+        status,
+        bytes,
+        head_len,
+        content_length,
+    })
+}
+
+/// Takes the client's stream out of the pingora session, leaving a closed placeholder that
+/// pingora can finish without touching the client.
+pub fn take_downstream(session: &mut Session) -> Result<Stream, TunnelError> {
+    let (placeholder, _peer) =
+        std::os::unix::net::UnixStream::pair().map_err(|_| TunnelError::NotH1)?;
+    placeholder
+        .set_nonblocking(true)
+        .map_err(|_| TunnelError::NotH1)?;
+    let placeholder =
+        tokio::net::UnixStream::from_std(placeholder).map_err(|_| TunnelError::NotH1)?;
+    let dummy = ServerSession::new_http1(Box::new(L4Stream::from(placeholder)));
+    match std::mem::replace(&mut *session.downstream_session, dummy) {
+        ServerSession::H1(h1) => Ok(h1.into_inner()),
+        other => {
+            // Put an h2 or other session back untouched.
+            *session.downstream_session = other;
+            Err(TunnelError::NotH1)
+        }
+    }
+}
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelEnd {
+    /// One side closed and the other finished.
+    Closed,
+    /// No traffic either way for the idle limit.
+    Idle,
+    /// A read or write failed (a reset, usually the client going away).
+    Error,
+}
+
+/// Copies bytes both ways until both sides are done, an error, or `idle` without traffic.
+pub async fn relay<C, N>(client: C, node: N, idle: Duration) -> TunnelEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    N: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut nr, mut nw) = tokio::io::split(node);
+    let mut cbuf = vec![0u8; BUF];
+    let mut nbuf = vec![0u8; BUF];
+    let (mut client_open, mut node_open) = (true, true);
+    let mut deadline = Instant::now() + idle;
+    while client_open || node_open {
+        tokio::select! {
+            r = cr.read(&mut cbuf), if client_open => match r {
+                Ok(0) => {
+                    client_open = false;
+                    if nw.shutdown().await.is_err() { return TunnelEnd::Error; }
+                    deadline = deadline.min(Instant::now() + LINGER);
+                }
+                Ok(n) => {
+                    if nw.write_all(&cbuf[..n]).await.is_err() { return TunnelEnd::Error; }
+                    deadline = Instant::now() + idle;
+                }
+                Err(_) => return TunnelEnd::Error,
+            },
+            r = nr.read(&mut nbuf), if node_open => match r {
+                Ok(0) => {
+                    node_open = false;
+                    if cw.shutdown().await.is_err() { return TunnelEnd::Error; }
+                    deadline = deadline.min(Instant::now() + LINGER);
+                }
+                Ok(n) => {
+                    // The client stream is buffered (pingora's L4 writer, then TLS): flush
+                    // every chunk, or small WebSocket frames would sit in the buffer.
+                    if cw.write_all(&nbuf[..n]).await.is_err() || cw.flush().await.is_err() {
+                        return TunnelEnd::Error;
+                    }
+                    deadline = Instant::now() + idle;
+                }
+                Err(_) => return TunnelEnd::Error,
+            },
+            () = sleep_until(deadline) => return TunnelEnd::Idle,
+        }
+    }
+    TunnelEnd::Closed
+}
+
+/// Relays a non-101 answer to the client: the rest of a `Content-Length` body, or
+/// everything until the node closes (bounded by `limit`).
+pub async fn relay_refusal<C>(
+    client: &mut C,
+    node: &mut TcpStream,
+    head: &ResponseHead,
+    limit: Duration,
+) -> std::io::Result<()>
+where
+    C: AsyncWrite + Unpin,
+{
+    client.write_all(&head.bytes).await?;
+    client.flush().await?;
+    let already = head.bytes.len() - head.head_len;
+    let copy = async {
+        match head.content_length {
+            Some(len) if len <= already => Ok(0),
+            Some(len) => tokio::io::copy(&mut node.take((len - already) as u64), client).await,
+            None => tokio::io::copy(node, client).await,
+        }
+    };
+    match timeout(limit, copy).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Ok(()),
+    }?;
+    client.flush().await?;
+    client.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_keeps_target_and_headers() {
+        let mut req = RequestHeader::build("GET", b"/ws?token=abc&x=1", None).unwrap();
+        req.insert_header("host", "alpha.us-east1.kanmon.test")
+            .unwrap();
+        req.insert_header("upgrade", "websocket").unwrap();
+        req.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        assert!(is_websocket_upgrade(&req));
+        let head =
+            String::from_utf8(request_head(&req, Some("127.0.0.9:5000".parse().unwrap()))).unwrap();
+        assert!(
+            head.starts_with("GET /ws?token=abc&x=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("upgrade: websocket\r\n"));
+        assert!(head.contains("x-forwarded-for: 127.0.0.9\r\n"));
+        assert!(
+            !head.contains("6.6.6.6"),
+            "a client-sent X-Forwarded-For is replaced"
+        );
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn relay_copies_both_ways_and_ends_when_both_close() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (node, mut node_peer) = tokio::io::duplex(64);
+        let task = tokio::spawn(relay(client, node, Duration::from_secs(30)));
+        client_peer.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        node_peer.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        node_peer.write_all(b"pong").await.unwrap();
+        client_peer.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        drop(client_peer);
+        drop(node_peer);
+        assert_eq!(task.await.unwrap(), TunnelEnd::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relay_ends_idle_tunnels() {
+        let (client, _client_peer) = tokio::io::duplex(64);
+        let (node, _node_peer) = tokio::io::duplex(64);
+        assert_eq!(
+            relay(client, node, Duration::from_secs(300)).await,
+            TunnelEnd::Idle
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! Routing over real TLS: SNI certificates, 404/421/431/503, HTTP/1.1 and h2, per-status
+//! metrics that match what was sent, and bad bytes on the TLS port.
+
+mod common;
+
+use common::*;
+use kanmon_bench::node::spawn_node;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_sni_and_refuses_what_it_must() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let n1 = spawn_node("beta-0").await.unwrap();
+    let nodes = deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")])
+        + &deployment("beta", &[("beta-0", n1.addr(), None, "draining")]);
+    let proxy = TestProxy::start(Opts {
+        nodes,
+        ..Opts::default()
+    })
+    .await;
+
+    // SNI alpha → alpha's certificate (the client verifies the name) → alpha's node.
+    let (status, headers, body) = proxy.get(ALPHA, ALPHA, "/hello?token=s3cret").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-node-id"], "alpha-0");
+    assert_eq!(body, "alpha-0");
+    // Host may carry a port and any case.
+    let (status, ..) = proxy
+        .get(ALPHA, "Alpha.US-East1.kanmon.test:8443", "/")
+        .await;
+    assert_eq!(status, 200);
+
+    // Host naming another deployment on alpha's connection: 421.
+    let (status, ..) = proxy.get(ALPHA, BETA, "/").await;
+    assert_eq!(status, 421);
+
+    // beta's only node is draining: 503 with Retry-After.
+    let (status, headers, _) = proxy.get(BETA, BETA, "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+
+    // The zone wildcard covers any instance in eu-west1, but no such deployment exists: 404.
+    let gamma = "gamma.eu-west1.kanmon.test";
+    let (status, _, body) = proxy.get(gamma, gamma, "/").await;
+    assert_eq!(status, 404);
+    assert!(body.len() < 100);
+
+    // Unknown SNI: the handshake is refused, never answered with another tenant's certificate.
+    let err = proxy
+        .tls("nobody.us-west9.kanmon.test", &[b"http/1.1"])
+        .await;
+    assert!(err.is_err(), "handshake with an unknown SNI succeeded");
+
+    // Headers past the limit: 431.
+    let tls = proxy.tls(ALPHA, &[b"http/1.1"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", ALPHA)
+        .header("x-big", "a".repeat(20_000))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status().as_u16(), 431);
+
+    // HTTP/2 through ALPN.
+    let tls = proxy.tls(ALPHA, &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{ALPHA}/h2"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+
+    // Per-status counts equal what was sent.
+    let m = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_http_requests_total{instance="alpha",status="200",zone="us-east1"}"#
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_http_requests_total{instance="unknown",status="421",zone="unknown"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_http_requests_total{instance="unknown",status="503",zone="unknown"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_http_requests_total{instance="unknown",status="404",zone="unknown"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_http_requests_total{instance="unknown",status="431",zone="unknown"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_tls_handshake_failures_total{reason="unknown_sni"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_nodes{instance="beta",state="draining",zone="us-east1"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    // The client-chosen hostnames never become label values.
+    assert!(!m.contains("gamma") && !m.contains("nobody"), "{m}");
+
+    // Nothing logs the query string (Nakama sends session tokens there).
+    assert!(
+        !proxy.log().contains("s3cret"),
+        "query string leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_plain_http_on_the_tls_port_are_closed_cleanly() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        ..Opts::default()
+    })
+    .await;
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: alpha\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0][..],
+        &[0u8; 2048][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(proxy.tls_addr)
+            .await
+            .unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = Vec::new();
+        // The proxy closes the connection (possibly after a TLS alert); it never hangs.
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection left open after garbage");
+    }
+    // Still serving, and the failures were counted as protocol errors.
+    let (status, ..) = proxy.get(ALPHA, ALPHA, "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        proxy
+            .metric(r#"kanmon_tls_handshake_failures_total{reason="protocol"}"#)
+            .await
+            >= 3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_readyz_reports() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        ..Opts::default()
+    })
+    .await;
+    let (status, ..) = proxy.get(ALPHA, ALPHA, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(proxy.admin("/healthz").await.unwrap().0, 200);
+    assert_eq!(proxy.admin("/readyz").await.unwrap().0, 200);
+    let text = proxy.metrics().await;
+    let path = proxy.path("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("promtool is installed by scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,119 @@
+//! WebSockets through the proxy: echo, draining (new connections only to ready nodes, open
+//! ones kept), the connection gauge, and idle connections outliving the request timeout.
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::*;
+use futures_util::StreamExt;
+use kanmon_bench::node::spawn_node;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_node_gets_no_new_connections_and_keeps_open_ones() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let n1 = spawn_node("alpha-1").await.unwrap();
+    let n2 = spawn_node("alpha-2").await.unwrap();
+    let all_ready = deployment(
+        "alpha",
+        &[
+            ("alpha-0", n0.addr(), None, "ready"),
+            ("alpha-1", n1.addr(), None, "ready"),
+            ("alpha-2", n2.addr(), None, "ready"),
+        ],
+    );
+    let proxy = TestProxy::start(Opts {
+        nodes: all_ready,
+        ..Opts::default()
+    })
+    .await;
+
+    // Open connections until each node holds at least one.
+    let mut open: Vec<(String, Ws)> = Vec::new();
+    for _ in 0..30 {
+        let mut ws = proxy.ws(ALPHA).await.unwrap();
+        let id = whoami(&mut ws).await;
+        open.push((id, ws));
+    }
+    assert!(
+        open.iter().any(|(id, _)| id == "alpha-1"),
+        "p2c never picked alpha-1"
+    );
+    let gauge = r#"kanmon_websocket_connections{instance="alpha",node="alpha-1",zone="us-east1"}"#;
+    let on_1 = open.iter().filter(|(id, _)| id == "alpha-1").count() as f64;
+    assert_eq!(proxy.metric(gauge).await, on_1);
+
+    // alpha-1 turns draining.
+    proxy.write_nodes(&deployment(
+        "alpha",
+        &[
+            ("alpha-0", n0.addr(), None, "ready"),
+            ("alpha-1", n1.addr(), None, "draining"),
+            ("alpha-2", n2.addr(), None, "ready"),
+        ],
+    ));
+    proxy.wait_generation(2).await;
+
+    // 500 new connections: none on the draining node.
+    let mut landed: HashMap<String, usize> = HashMap::new();
+    for chunk in 0..10 {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            batch.push(proxy.ws(ALPHA));
+        }
+        for ws in futures_util::future::join_all(batch).await {
+            let mut ws = ws.unwrap_or_else(|e| panic!("connect failed in chunk {chunk}: {e}"));
+            *landed.entry(whoami(&mut ws).await).or_default() += 1;
+            ws.close(None).await.unwrap();
+        }
+    }
+    assert_eq!(landed.values().sum::<usize>(), 500);
+    assert_eq!(
+        landed.get("alpha-1"),
+        None,
+        "a new connection went to the draining node: {landed:?}"
+    );
+    assert!(
+        landed["alpha-0"].abs_diff(landed["alpha-2"]) < 100,
+        "{landed:?}"
+    );
+
+    // The connections already on alpha-1 are still open and echo.
+    for (id, ws) in open.iter_mut() {
+        echo(ws, &format!("still here on {id}")).await;
+    }
+    assert_eq!(proxy.metric(gauge).await, on_1);
+
+    // Closing them releases the gauge.
+    for (_, mut ws) in open {
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
+    for _ in 0..100 {
+        if proxy.metric(gauge).await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.metric(gauge).await, 0.0);
+    let upgrades = proxy
+        .metric(r#"kanmon_http_requests_total{instance="alpha",status="101",zone="us-east1"}"#)
+        .await;
+    assert_eq!(upgrades, 530.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_websocket_outlives_the_request_read_timeout() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        read_timeout: "1s",
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = proxy.ws(ALPHA).await.unwrap();
+    echo(&mut ws, "before").await;
+    // Idle for longer than the request read timeout (real time: the timeout is the proxy's).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    echo(&mut ws, "after the read timeout").await;
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages kanmon needs on a Debian machine that has only Rust.
+# Usage: scripts/setup.sh [run|test|bench]   (default: test)
+#   run   – what `kanmon up` needs: cmake (pingora's build), PostgreSQL (deployment databases)
+#   test  – the above plus promtool (metrics format checks) and kubectl (manifest checks, if packaged)
+#   bench – the above plus nginx, haproxy, wrk and h2load for the comparison
+set -euo pipefail
+what="${1:-test}"
+
+pkgs=(cmake pkg-config postgresql)
+case "$what" in
+  run) ;;
+  test) pkgs+=(prometheus) ;;
+  bench) pkgs+=(prometheus nginx haproxy wrk nghttp2-client) ;;
+  *) echo "usage: $0 [run|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  # The prometheus package would start a service; we only need promtool, so keep it from starting.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The postgresql package may start a cluster on port 5432; kanmon runs its own per deployment
+# (initdb in its data dir), so nothing here depends on that service.
+echo "setup: ok ($what)" >&2
