@@ -49,6 +49,8 @@ pub struct Opts {
     pub grace: &'static str,
     pub read_timeout: &'static str,
     pub max_connections: u64,
+    /// A whole `[discovery]` table replacing the default file discovery (Kubernetes tests).
+    pub discovery: Option<String>,
 }
 
 impl Default for Opts {
@@ -59,6 +61,7 @@ impl Default for Opts {
             grace: "30s",
             read_timeout: "15s",
             max_connections: 20_000,
+            discovery: None,
         }
     }
 }
@@ -107,9 +110,7 @@ admin = "{admin_addr}"
 cert_dir = "certs"
 [routing]
 base_domain = "{BASE}"
-[discovery]
-kind = "file"
-path = "nodes.toml"
+{discovery}
 [shutdown]
 grace_period = "{grace}"
 upgrade_sock = "{sock}"
@@ -125,6 +126,10 @@ threads = 2
             max = opts.max_connections,
             sock = dir.path().join("upgrade.sock").display(),
             extra = opts.extra,
+            discovery = opts
+                .discovery
+                .clone()
+                .unwrap_or_else(|| "[discovery]\nkind = \"file\"\npath = \"nodes.toml\"\n".into()),
         );
         let config_path = dir.path().join("proxy.toml");
         std::fs::write(&config_path, config).unwrap();
