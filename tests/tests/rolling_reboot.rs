@@ -1,0 +1,242 @@
+//! 200 WebSocket clients through the embedded proxy to a two-node production deployment,
+//! each reconnecting when its connection drops (and, while the reboot runs, also hanging up
+//! and reconnecting every second or so, so new connections keep arriving while nodes drain),
+//! during a rolling reboot: no new connection
+//! ever reaches a node that is not `ready` (draining or restarting), every client is
+//! connected again at the end, the operation completed and the audit log holds it.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use kanmon_tests::{Platform, PlatformOpts};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const CLIENTS: usize = 200;
+
+/// One connection a client made: which node answered `whoami`, and the window in which the
+/// proxy picked it (from before the TCP connect to after the reply).
+#[derive(Debug, Clone)]
+struct Conn {
+    client: usize,
+    node: String,
+    from: Instant,
+    to: Instant,
+}
+
+#[derive(Default)]
+struct Shared {
+    conns: Mutex<Vec<Conn>>,
+    connected: AtomicUsize,
+    stop: AtomicBool,
+    /// While set, clients hang up after a short hold and reconnect.
+    churn: AtomicBool,
+    failures: AtomicUsize,
+    last_error: Mutex<String>,
+}
+
+/// Connects, asks `whoami`, records the node, then holds the connection (answering nothing)
+/// until it drops, and reconnects. Bounded: at most 500 attempts per client.
+async fn client(id: usize, platform: Arc<Platform>, shared: Arc<Shared>) {
+    for _ in 0..500 {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let from = Instant::now();
+        let mut ws = match platform.ws().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                shared.failures.fetch_add(1, Ordering::Relaxed);
+                *shared.last_error.lock().unwrap() = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if ws.send(Message::text("whoami")).await.is_err() {
+            continue;
+        }
+        let node = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => break Some(t.to_string()),
+                Ok(Some(Ok(_))) => continue,
+                _ => break None,
+            }
+        };
+        let Some(node) = node else { continue };
+        let to = Instant::now();
+        shared.conns.lock().unwrap().push(Conn {
+            client: id,
+            node,
+            from,
+            to,
+        });
+        shared.connected.fetch_add(1, Ordering::SeqCst);
+        // Hold until the connection drops (the node closes it with 1001 when it stops), the
+        // churn hold ends, or the test ends.
+        let hold_until = Instant::now() + Duration::from_millis(300 + (id as u64 * 37) % 1200);
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                let _ = ws.close(None).await;
+                shared.connected.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            if shared.churn.load(Ordering::SeqCst) && Instant::now() >= hold_until {
+                let _ = ws.close(None).await;
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => break,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+        shared.connected.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn wait_connected(shared: &Shared, n: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if shared.connected.load(Ordering::SeqCst) >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_reboot_never_routes_to_a_draining_node() {
+    let platform = Arc::new(Platform::start(PlatformOpts::default()).await);
+    let dep = platform.deployment().await;
+    assert_eq!(dep["type"], "production");
+    assert_eq!(dep["nodes"].as_array().map(Vec::len), Some(2), "{dep}");
+
+    let shared = Arc::new(Shared::default());
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|i| tokio::spawn(client(i, platform.clone(), shared.clone())))
+        .collect();
+    assert!(
+        wait_connected(&shared, CLIENTS, Duration::from_secs(60)).await,
+        "only {} of {CLIENTS} clients connected before the reboot ({} failures, last: {})",
+        shared.connected.load(Ordering::SeqCst),
+        shared.failures.load(Ordering::SeqCst),
+        shared.last_error.lock().unwrap()
+    );
+    let before = shared.conns.lock().unwrap().len();
+
+    let reboot_started = Instant::now();
+    shared.churn.store(true, Ordering::SeqCst);
+    let id = platform
+        .submit(json!({ "kind": "reboot" }))
+        .await
+        .expect("reboot queued");
+    let op = platform.wait_op(id, Duration::from_secs(120)).await;
+    assert_eq!(op["status"], "completed", "reboot: {op}");
+    shared.churn.store(false, Ordering::SeqCst);
+    assert!(
+        wait_connected(&shared, CLIENTS, Duration::from_secs(60)).await,
+        "only {} of {CLIENTS} clients connected again after the reboot ({} failures, last: {})",
+        shared.connected.load(Ordering::SeqCst),
+        shared.failures.load(Ordering::SeqCst),
+        shared.last_error.lock().unwrap()
+    );
+
+    // Routing: every connection reached a node that was ready while the proxy chose it.
+    let conns = shared.conns.lock().unwrap().clone();
+    let mut violations = Vec::new();
+    for c in &conns {
+        let key = format!("demo/{}", c.node);
+        if !platform.timeline.ready_during(&key, c.from, c.to) {
+            violations.push(c.clone());
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "{} connections reached a node that was not ready (draining or restarting), e.g. {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    // The reboot really exercised routing: both nodes were drained (each left `ready` during
+    // the reboot) and every client reconnected at least once while it ran.
+    let reconnected: std::collections::BTreeSet<usize> = conns[before..]
+        .iter()
+        .filter(|c| c.from >= reboot_started)
+        .map(|c| c.client)
+        .collect();
+    assert_eq!(
+        reconnected.len(),
+        CLIENTS,
+        "every client reconnected during the reboot"
+    );
+    let during_drains = conns.iter().filter(|c| c.from >= reboot_started).count();
+    assert!(
+        during_drains > CLIENTS,
+        "only {during_drains} connections were made while the reboot ran"
+    );
+    for node in ["demo/demo-0", "demo/demo-1"] {
+        assert!(
+            platform
+                .timeline
+                .left_ready(node)
+                .iter()
+                .any(|t| *t >= reboot_started),
+            "{node} was never drained"
+        );
+    }
+
+    // The nodes' own reports agree: each `ws-connect node=ID` line is in that node's log.
+    let logs = platform.dir.path().join("logs").join("demo");
+    let lines: usize = ["demo-0", "demo-1"]
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
+            text.lines()
+                .filter(|l| *l == format!("ws-connect node={n}"))
+                .count()
+        })
+        .sum();
+    assert!(
+        lines >= conns.len(),
+        "{lines} ws-connect lines for {} connections",
+        conns.len()
+    );
+
+    // The audit log holds the reboot, by the admin, allowed.
+    let audit = platform
+        .api
+        .get("/v1/deployments/demo/audit")
+        .await
+        .expect("audit");
+    let found = audit["audit"].as_array().is_some_and(|entries| {
+        entries.iter().any(|e| {
+            e["action"] == "operations.reboot" && e["who"] == "admin" && e["outcome"] == "allowed"
+        })
+    });
+    assert!(found, "no audit record of the reboot: {audit}");
+    let ops = platform
+        .api
+        .get("/v1/deployments/demo/operations")
+        .await
+        .expect("operations");
+    assert!(
+        ops["operations"].as_array().is_some_and(|o| o
+            .iter()
+            .any(|o| o["id"] == id && o["kind"] == "reboot" && o["status"] == "completed")),
+        "{ops}"
+    );
+
+    shared.stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let platform =
+        Arc::try_unwrap(platform).unwrap_or_else(|_| panic!("clients still hold the platform"));
+    platform.stop().await;
+}
