@@ -265,7 +265,7 @@ impl ControlPlane {
     pub fn spawn_progress(&mut self) {
         self.tasks.push(tokio::spawn(progress::print_progress(
             self.runtime.clone(),
-            Duration::from_millis(250),
+            Duration::from_millis(100),
         )));
     }
 

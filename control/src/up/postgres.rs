@@ -379,3 +379,24 @@ fn write_private(path: &Path, text: &str) -> Result<(), DbError> {
     std::fs::write(path, text).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_postgres_says_what_to_install() {
+        let text = DbError::NotInstalled.to_string();
+        assert!(text.contains("apt-get install postgresql"), "{text}");
+        assert!(text.contains("--no-database"), "{text}");
+    }
+
+    #[test]
+    fn database_url_is_loopback_with_password() {
+        let r = Running {
+            port: 5999,
+            password: "pw".into(),
+        };
+        assert_eq!(url(&r), "postgres://kanmon:pw@127.0.0.1:5999/postgres");
+    }
+}
