@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics`, `/healthz` (the process runs) and `/readyz` (certificates
-//! and a first node table are loaded, so a load balancer may send traffic).
+//! and a first node table are loaded, so a load balancer may send traffic; `stale` once the
+//! discovery source has been out of contact for longer than `discovery.stale_after`).
 
 use std::sync::Arc;
 
@@ -26,12 +27,17 @@ impl AdminApp {
         }
     }
 
-    fn readiness(&self) -> Result<(), &'static str> {
+    fn readiness(&self) -> Result<(), String> {
         if self.certs.is_empty() {
-            return Err("no certificate loaded");
+            return Err("not ready: no certificate loaded".into());
         }
         if !self.publisher.loaded() {
-            return Err("no node table loaded yet");
+            return Err("not ready: no node table loaded yet".into());
+        }
+        // A stale table still routes (it is the last good one), but a load balancer should
+        // prefer a proxy that can see the cluster.
+        if let Some(stale) = self.publisher.stale() {
+            return Err(format!("stale: {stale}"));
         }
         Ok(())
     }
@@ -54,11 +60,7 @@ impl ServeHttp for AdminApp {
             "/healthz" => text(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => match self.readiness() {
                 Ok(()) => text(200, "text/plain", b"ready\n".to_vec()),
-                Err(why) => text(
-                    503,
-                    "text/plain",
-                    format!("not ready: {why}\n").into_bytes(),
-                ),
+                Err(why) => text(503, "text/plain", format!("{why}\n").into_bytes()),
             },
             _ => text(404, "text/plain", b"not found\n".to_vec()),
         }

@@ -137,6 +137,16 @@ pub struct Discovery {
     pub kind: DiscoveryKind,
     /// The nodes file, for `kind = "file"`.
     pub path: PathBuf,
+    /// Namespaces to watch, for `kind = "kubernetes"`; empty means all (which needs a
+    /// ClusterRole rather than per-namespace Roles).
+    pub namespaces: Vec<String>,
+    /// How long the Kubernetes API may be unreachable before `/readyz` says "stale" (the last
+    /// good table stays in force all the same).
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// A kubeconfig file for running outside the cluster; unset means the in-cluster service
+    /// account, else `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Default for Discovery {
@@ -144,6 +154,9 @@ impl Default for Discovery {
         Self {
             kind: DiscoveryKind::File,
             path: PathBuf::from("nodes.toml"),
+            namespaces: Vec::new(),
+            stale_after: Duration::from_secs(30),
+            kubeconfig: None,
         }
     }
 }
@@ -268,6 +281,7 @@ impl ProxyConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls.cert_dir = base.join(&cfg.tls.cert_dir);
         cfg.discovery.path = base.join(&cfg.discovery.path);
+        cfg.discovery.kubeconfig = cfg.discovery.kubeconfig.map(|p| base.join(p));
         Ok(cfg)
     }
 

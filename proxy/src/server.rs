@@ -22,7 +22,7 @@ use crate::{
     app::KanmonProxy,
     certwatch::CertWatcher,
     config::{DiscoveryKind, ProxyConfig},
-    discovery::{file::FileSource, DiscoverySource, Publisher},
+    discovery::{file::FileSource, kubernetes::KubernetesSource, DiscoverySource, Publisher},
     edge::EdgeApp,
     inflight::Inflight,
     metrics::Metrics,
@@ -150,7 +150,10 @@ impl Proxy {
                     cfg.discovery.path.clone(),
                     Some(cfg.limits.max_connections_per_deployment),
                 )),
-                kind @ DiscoveryKind::Kubernetes => return Err(BuildError::Discovery(kind)),
+                DiscoveryKind::Kubernetes => Box::new(KubernetesSource::new(
+                    &cfg.discovery,
+                    Some(cfg.limits.max_connections_per_deployment),
+                )),
             };
             server.add_service(background_service(
                 "discovery",

@@ -5,19 +5,26 @@
 //! every source behaves the same way towards operators.
 
 pub mod file;
+pub mod kubernetes;
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use kanmon_router::{DeploymentSpec, HealthTable, NodeState};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// A discovery source: runs until `shutdown` turns true, publishing through `publisher`.
 #[async_trait::async_trait]
@@ -35,6 +42,36 @@ pub struct Publisher {
     table: Arc<HealthTable>,
     metrics: Metrics,
     loaded: Arc<AtomicBool>,
+    contact: Arc<Mutex<Contact>>,
+}
+
+/// Whether a remote source (the Kubernetes API) can be reached, for the "stale" readiness.
+#[derive(Debug, Default)]
+struct Contact {
+    /// How long the source may be out of contact before the table counts as stale.
+    stale_after: Option<Duration>,
+    /// Since when it has been out of contact.
+    lost_since: Option<Instant>,
+}
+
+/// The table in force is out of date: the source has not reached its origin for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    /// How long contact has been lost.
+    pub for_: Duration,
+    /// The configured limit that was passed.
+    pub after: Duration,
+}
+
+impl std::fmt::Display for Stale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "discovery source unreachable for {}s (stale after {}s); serving the last good node table",
+            self.for_.as_secs(),
+            self.after.as_secs()
+        )
+    }
 }
 
 impl Publisher {
@@ -44,7 +81,51 @@ impl Publisher {
             table,
             metrics,
             loaded: Arc::new(AtomicBool::new(false)),
+            contact: Arc::default(),
         }
+    }
+
+    fn contact(&self) -> std::sync::MutexGuard<'_, Contact> {
+        // The guarded data is two plain fields: a panic elsewhere cannot leave it half-written.
+        self.contact.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes readiness report "stale" once the source has been out of contact for longer
+    /// than `after` (sources that poll a remote API call this once when they start).
+    pub fn set_stale_after(&self, after: Duration) {
+        self.contact().stale_after = Some(after);
+    }
+
+    /// Reports that the source cannot reach its origin: counted like [`Publisher::error`],
+    /// and the start of the outage is remembered for [`Publisher::stale`].
+    pub fn unreachable(&self, source: &'static str, error: &dyn std::fmt::Display) {
+        self.contact().lost_since.get_or_insert_with(Instant::now);
+        self.error(source, error);
+    }
+
+    /// Reports that the source is in contact and in step with its origin again, even if
+    /// nothing changed (so the last-success gauge moves while the cluster is quiet).
+    pub fn in_sync(&self, source: &'static str) {
+        let recovered = self.contact().lost_since.take();
+        if let Some(since) = recovered {
+            tracing::info!(
+                source,
+                outage_ms = since.elapsed().as_millis() as u64,
+                "discovery source reachable again"
+            );
+        }
+        self.metrics
+            .discovery_last_success
+            .with_label_values(&[source])
+            .set(unix_now() as i64);
+    }
+
+    /// `Some` when the table is stale: contact lost for longer than the configured limit.
+    pub fn stale(&self) -> Option<Stale> {
+        let contact = self.contact();
+        let after = contact.stale_after?;
+        let for_ = contact.lost_since?.elapsed();
+        (for_ > after).then_some(Stale { for_, after })
     }
 
     /// Whether a first table was published (part of `/readyz`).
@@ -97,13 +178,10 @@ impl Publisher {
             .discovery_updates
             .with_label_values(&[source])
             .inc();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         self.metrics
             .discovery_last_success
             .with_label_values(&[source])
-            .set(now as i64);
+            .set(unix_now() as i64);
         self.metrics.generation.set(generation as i64);
         self.refresh_node_gauges();
     }

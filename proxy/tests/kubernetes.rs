@@ -1,0 +1,280 @@
+//! Kubernetes discovery end to end: a real `kanmon-proxy` process with `kind = "kubernetes"`,
+//! its kube client pointed (through a kubeconfig) at the API fixture of
+//! `common/k8s_fixture.rs`, and WebSocket clients through the proxy to demo nodes.
+//!
+//! Covered: initial list → traffic; a pod turning terminating → draining (no new connections,
+//! the open one kept); endpoint removal; the API down and back (table kept, `/readyz` stale,
+//! then resynced and ready); a 410 relist; a malformed event skipped and counted.
+
+mod common;
+#[path = "common/k8s_fixture.rs"]
+mod k8s_fixture;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::*;
+use k8s_fixture::*;
+use kanmon_bench::node::{spawn_node, NodeHandle};
+
+const NS: &str = "games";
+const ERRORS: &str = r#"kanmon_discovery_errors_total{source="kubernetes"}"#;
+
+fn nodes_metric(state: &str) -> String {
+    format!(r#"kanmon_nodes{{instance="alpha",state="{state}",zone="us-east1"}}"#)
+}
+
+/// Polls `check` (bounded: 400 × 25 ms) until it holds.
+macro_rules! wait_until {
+    ($proxy:expr, $what:expr, $check:expr) => {{
+        let mut ok = false;
+        for _ in 0..400 {
+            if $check {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            ok,
+            "timed out waiting for {}; log:\n{}",
+            $what,
+            $proxy.log()
+        );
+    }};
+}
+
+struct Setup {
+    api: ApiFixture,
+    proxy: TestProxy,
+    nodes: Vec<NodeHandle>,
+}
+
+/// A Service `alpha` with `n` ready nodes, and a proxy watching it.
+async fn setup(n: usize, stale_after: &str) -> Setup {
+    let api = ApiFixture::start().await;
+    api.put_service(NS, "alpha", "alpha");
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let node = spawn_node(&format!("alpha-{i}")).await.unwrap();
+        api.put_node(NS, "alpha", &format!("alpha-{i}"), node.addr(), READY);
+        nodes.push(node);
+    }
+    let proxy = TestProxy::start(Opts {
+        discovery: Some(api.discovery_toml(stale_after)),
+        ..Opts::default()
+    })
+    .await;
+    assert_eq!(proxy.metric(&nodes_metric("ready")).await, n as f64);
+    Setup { api, proxy, nodes }
+}
+
+async fn landings(proxy: &TestProxy, count: usize) -> HashMap<String, usize> {
+    let mut landed = HashMap::new();
+    for _ in 0..count {
+        let mut ws = proxy.ws(ALPHA).await.unwrap();
+        *landed.entry(whoami(&mut ws).await).or_default() += 1;
+        ws.close(None).await.unwrap();
+    }
+    landed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_list_routes_traffic() {
+    let Setup {
+        api,
+        proxy,
+        nodes: _nodes,
+    } = setup(2, "30s").await;
+    let landed = landings(&proxy, 20).await;
+    assert_eq!(landed.values().sum::<usize>(), 20);
+    assert!(
+        landed.contains_key("alpha-0") && landed.contains_key("alpha-1"),
+        "{landed:?}"
+    );
+    // The watches used the label selectors and asked for bookmarks.
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("LIST /api/v1/services?") && r.contains("kanmon.dev%2Finstance")),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(
+            |r| r.starts_with("WATCH /apis/discovery.k8s.io/v1/endpointslices?")
+                && r.contains("allowWatchBookmarks=true")
+        ),
+        "{requests:?}"
+    );
+    // A quiet cluster with bookmarks publishes nothing new.
+    let generation = proxy.metric("kanmon_table_generation").await;
+    api.bookmark();
+    api.put_service(NS, "alpha", "alpha"); // MODIFIED with no routing change
+    let landed = landings(&proxy, 2).await;
+    assert_eq!(landed.values().sum::<usize>(), 2);
+    assert_eq!(proxy.metric("kanmon_table_generation").await, generation);
+    assert_eq!(proxy.admin("/readyz").await.unwrap().0, 200);
+    assert_eq!(proxy.metric(ERRORS).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_pod_drains_then_removal_takes_it_out() {
+    let Setup { api, proxy, nodes } = setup(3, "30s").await;
+    // Open connections until one sits on alpha-1.
+    let mut on_1 = None;
+    for _ in 0..60 {
+        let mut ws = proxy.ws(ALPHA).await.unwrap();
+        if whoami(&mut ws).await == "alpha-1" {
+            on_1 = Some(ws);
+            break;
+        }
+    }
+    let mut on_1 = on_1.expect("p2c never picked alpha-1");
+
+    // The pod starts terminating: serving && terminating → draining.
+    api.put_node(NS, "alpha", "alpha-1", nodes[1].addr(), TERMINATING);
+    wait_until!(
+        proxy,
+        "alpha-1 draining",
+        proxy.metric(&nodes_metric("draining")).await == 1.0
+    );
+    let landed = landings(&proxy, 60).await;
+    assert_eq!(
+        landed.get("alpha-1"),
+        None,
+        "a new connection went to the draining pod: {landed:?}"
+    );
+    assert_eq!(landed.values().sum::<usize>(), 60);
+    echo(&mut on_1, "still here while draining").await;
+
+    // Not serving → unhealthy, then the endpoint goes away.
+    api.put_node(NS, "alpha", "alpha-2", nodes[2].addr(), NOT_SERVING);
+    wait_until!(
+        proxy,
+        "alpha-2 unhealthy",
+        proxy.metric(&nodes_metric("unhealthy")).await == 1.0
+    );
+    api.remove_node(NS, "alpha", "alpha-1");
+    wait_until!(
+        proxy,
+        "alpha-1 removed",
+        proxy.metric(&nodes_metric("draining")).await == 0.0
+    );
+    assert_eq!(proxy.metric(&nodes_metric("ready")).await, 1.0);
+    let landed = landings(&proxy, 10).await;
+    assert_eq!(landed.get("alpha-0"), Some(&10), "{landed:?}");
+    // The connection on the removed endpoint is the node's to close, not the proxy's.
+    echo(&mut on_1, "still here after removal").await;
+    assert_eq!(proxy.metric(ERRORS).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_down_keeps_the_table_goes_stale_then_resyncs() {
+    let Setup { api, proxy, nodes } = setup(2, "1s").await;
+    let lists_before = api.lists();
+    api.set_down(true);
+    wait_until!(
+        proxy,
+        "an API error counted",
+        proxy.metric(ERRORS).await >= 1.0
+    );
+    // The last good table keeps routing while the API is away.
+    let landed = landings(&proxy, 10).await;
+    assert_eq!(landed.values().sum::<usize>(), 10, "{landed:?}");
+    assert_eq!(proxy.metric(&nodes_metric("ready")).await, 2.0);
+    // After stale_after, /readyz says so (503 "stale: ...").
+    wait_until!(proxy, "/readyz stale", {
+        let (status, body) = proxy.admin("/readyz").await.unwrap();
+        status == 503 && body.starts_with("stale:")
+    });
+    let landed = landings(&proxy, 4).await;
+    assert_eq!(landed.values().sum::<usize>(), 4);
+
+    // While it is down, alpha-1 goes away (nobody could have watched that happen).
+    api.remove_node_silently(NS, "alpha", "alpha-1");
+    let n2 = spawn_node("alpha-2").await.unwrap();
+    api.put_node_silently(NS, "alpha", "alpha-2", n2.addr(), READY);
+    api.set_down(false);
+    wait_until!(
+        proxy,
+        "/readyz ready again",
+        proxy.admin("/readyz").await.unwrap().0 == 200
+    );
+    wait_until!(proxy, "resynced table", {
+        let landed = landings(&proxy, 6).await;
+        !landed.contains_key("alpha-1") && landed.contains_key("alpha-2")
+    });
+    assert!(api.lists() > lists_before, "no fresh list after the outage");
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_resource_version_relists() {
+    let Setup {
+        api,
+        proxy,
+        nodes: _nodes,
+    } = setup(2, "30s").await;
+    let lists_before = api.lists();
+    // Events were compacted away: a change nobody saw, then 410 on every open watch.
+    let n2 = spawn_node("alpha-2").await.unwrap();
+    api.put_node_silently(NS, "alpha", "alpha-2", n2.addr(), READY);
+    api.remove_node_silently(NS, "alpha", "alpha-0");
+    api.expire();
+    wait_until!(proxy, "relisted table", {
+        proxy.metric(&nodes_metric("ready")).await == 2.0
+            && !api.requests().is_empty()
+            && api.lists() >= lists_before + 2
+    });
+    wait_until!(proxy, "alpha-2 routed", {
+        let landed = landings(&proxy, 6).await;
+        !landed.contains_key("alpha-0") && landed.contains_key("alpha-2")
+    });
+    // Expiry is routine, not an outage.
+    assert_eq!(proxy.admin("/readyz").await.unwrap().0, 200);
+    // The relisted watches carry on.
+    api.put_node(NS, "alpha", "alpha-2", n2.addr(), TERMINATING);
+    wait_until!(
+        proxy,
+        "alpha-2 draining",
+        proxy.metric(&nodes_metric("draining")).await == 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_event_is_skipped_counted_and_the_watch_continues() {
+    let Setup { api, proxy, nodes } = setup(2, "30s").await;
+    wait_until!(
+        proxy,
+        "slice watch open",
+        api.open_watches(Kind::Slice) >= 1
+    );
+    let watches = api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("WATCH"))
+        .count();
+    api.send_raw(
+        Kind::Slice,
+        r#"{"type":"MODIFIED","object":{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"bad","namespace":"games","resourceVersion":"7"},"addressType":"IPv4","endpoints":"not-a-list"}}"#,
+    );
+    wait_until!(
+        proxy,
+        "malformed event counted",
+        proxy.metric(ERRORS).await == 1.0
+    );
+    // The same watch goes on: the next event arrives without a new watch request.
+    api.put_node(NS, "alpha", "alpha-1", nodes[1].addr(), TERMINATING);
+    wait_until!(
+        proxy,
+        "alpha-1 draining",
+        proxy.metric(&nodes_metric("draining")).await == 1.0
+    );
+    assert_eq!(
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with("WATCH"))
+            .count(),
+        watches
+    );
+    assert_eq!(proxy.metric(&nodes_metric("ready")).await, 1.0);
+    assert_eq!(proxy.admin("/readyz").await.unwrap().0, 200);
+}
