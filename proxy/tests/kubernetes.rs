@@ -278,3 +278,103 @@ async fn malformed_event_is_skipped_counted_and_the_watch_continues() {
     assert_eq!(proxy.metric(&nodes_metric("ready")).await, 1.0);
     assert_eq!(proxy.admin("/readyz").await.unwrap().0, 200);
 }
+
+/// The proxy config shipped in the ConfigMap parses and selects Kubernetes discovery.
+#[test]
+fn configmap_proxy_config_parses() {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/kubernetes/20-configmap.yaml"
+    ))
+    .unwrap();
+    let (_, rest) = manifest.split_once("proxy.toml: |\n").unwrap();
+    let toml: String = rest
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let cfg =
+        kanmon_proxy::ProxyConfig::parse(&toml, std::path::Path::new("20-configmap.yaml")).unwrap();
+    assert_eq!(
+        cfg.discovery.kind,
+        kanmon_proxy::config::DiscoveryKind::Kubernetes
+    );
+    assert_eq!(cfg.discovery.stale_after, Duration::from_secs(30));
+    assert!(
+        cfg.listen.admin.ip().is_unspecified(),
+        "probes reach the pod IP"
+    );
+}
+
+/// "A change reaches the table within 100 ms of the watch event": the source and a table in
+/// this process, the fixture flipping one endpoint between ready and terminating; measured
+/// from the fixture handing the event to the watch stream to the table's generation moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_event_reaches_the_table_quickly() {
+    use std::{sync::Arc, time::Instant};
+
+    use kanmon_proxy::{
+        config::Discovery,
+        discovery::{kubernetes::KubernetesSource, DiscoverySource, Publisher},
+        metrics::Metrics,
+    };
+    use kanmon_router::HealthTable;
+
+    const ROUNDS: usize = 300;
+    const OTHERS: usize = 2_000;
+    let api = ApiFixture::start().await;
+    api.put_service(NS, "alpha", "alpha");
+    let addr0: std::net::SocketAddr = "127.0.0.1:7350".parse().unwrap();
+    let addr1: std::net::SocketAddr = "127.0.0.1:7351".parse().unwrap();
+    api.put_node(NS, "alpha", "alpha-0", addr0, READY);
+    api.put_node(NS, "alpha", "alpha-1", addr1, READY);
+    // A platform-sized table around it: per-deployment publishes must not cost O(table).
+    for i in 0..OTHERS {
+        let name = format!("game-{i}");
+        api.put_service(NS, &name, &name);
+        api.put_node(NS, &name, &format!("{name}-0"), addr0, READY);
+    }
+    let table = Arc::new(HealthTable::default());
+    let publisher = Publisher::new(table.clone(), Metrics::new().unwrap());
+    let cfg = Discovery {
+        kubeconfig: Some(api.kubeconfig()),
+        ..Discovery::default()
+    };
+    let source = KubernetesSource::new(&cfg, None);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { source.run(publisher, stopped).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !publisher.loaded() || api.open_watches(Kind::Slice) == 0 {
+        assert!(Instant::now() < deadline, "source never listed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let generation = table.load().generation();
+        let state = if round % 2 == 0 { TERMINATING } else { READY };
+        api.put_node(NS, "alpha", "alpha-1", addr1, state);
+        let emitted = api.last_emitted().unwrap();
+        let limit = Instant::now() + Duration::from_secs(2);
+        while table.load().generation() == generation {
+            assert!(
+                Instant::now() < limit,
+                "round {round}: the change never reached the table"
+            );
+            tokio::task::yield_now().await;
+        }
+        samples.push(emitted.elapsed());
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    samples.sort();
+    let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    let (p50, p99, max) = (pct(50), pct(99), samples[samples.len() - 1]);
+    assert_eq!(table.load().len(), OTHERS + 1);
+    println!("watch event → table generation over {ROUNDS} events, {} deployments: p50 {p50:?}, p99 {p99:?}, max {max:?}", OTHERS + 1);
+    assert!(p99 < Duration::from_millis(100), "p50 {p50:?}, p99 {p99:?}");
+}

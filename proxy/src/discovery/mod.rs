@@ -8,6 +8,7 @@ pub mod file;
 pub mod kubernetes;
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -43,6 +44,9 @@ pub struct Publisher {
     metrics: Metrics,
     loaded: Arc<AtomicBool>,
     contact: Arc<Mutex<Contact>>,
+    /// The zone each instance's `kanmon_nodes` gauges are exported under, so a per-deployment
+    /// publish updates three gauges instead of rebuilding them all (O(table) per event).
+    gauge_zones: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// Whether a remote source (the Kubernetes API) can be reached, for the "stale" readiness.
@@ -82,6 +86,7 @@ impl Publisher {
             metrics,
             loaded: Arc::new(AtomicBool::new(false)),
             contact: Arc::default(),
+            gauge_zones: Arc::default(),
         }
     }
 
@@ -143,6 +148,7 @@ impl Publisher {
         let deployments = specs.len();
         let generation = self.table.publish_all(specs);
         self.after_publish(source, generation);
+        self.refresh_node_gauges();
         tracing::info!(source, generation, deployments, "node table published");
         generation
     }
@@ -150,8 +156,10 @@ impl Publisher {
     /// Replaces one deployment.
     pub fn publish_deployment(&self, source: &'static str, spec: DeploymentSpec) -> u64 {
         let instance = spec.instance.to_string();
+        let zone = spec.zone.to_string();
         let generation = self.table.publish_deployment(spec);
         self.after_publish(source, generation);
+        self.update_node_gauges(&instance, Some(&zone));
         tracing::debug!(source, generation, instance, "deployment published");
         generation
     }
@@ -160,6 +168,7 @@ impl Publisher {
     pub fn remove_deployment(&self, source: &'static str, instance: &str) -> u64 {
         let generation = self.table.remove_deployment(instance);
         self.after_publish(source, generation);
+        self.update_node_gauges(instance, None);
         generation
     }
 
@@ -183,14 +192,51 @@ impl Publisher {
             .with_label_values(&[source])
             .set(unix_now() as i64);
         self.metrics.generation.set(generation as i64);
-        self.refresh_node_gauges();
+    }
+
+    fn gauge_zones(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A plain map updated in one step per call: a panic cannot leave it half-written.
+        self.gauge_zones.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets `kanmon_nodes` for one instance now in `zone` (`None`: removed).
+    fn update_node_gauges(&self, instance: &str, zone: Option<&str>) {
+        let mut zones = self.gauge_zones();
+        let previous = match zone {
+            Some(z) => zones.insert(instance.to_string(), z.to_string()),
+            None => zones.remove(instance),
+        };
+        if let Some(old) = previous.filter(|old| Some(old.as_str()) != zone) {
+            for state in NodeState::ALL {
+                // Absent series are fine: nothing to remove.
+                let _absent = self.metrics.nodes.remove_label_values(&[
+                    instance,
+                    old.as_str(),
+                    state.as_str(),
+                ]);
+            }
+        }
+        let Some(zone) = zone else { return };
+        let snapshot = self.table.load();
+        let Some(dep) = snapshot.find(instance, zone) else {
+            return;
+        };
+        for state in NodeState::ALL {
+            self.metrics
+                .nodes
+                .with_label_values(&[instance, zone, state.as_str()])
+                .set(dep.count(state) as i64);
+        }
     }
 
     /// Rebuilds `kanmon_nodes` from the table in force.
     fn refresh_node_gauges(&self) {
         let snapshot = self.table.load_full();
         self.metrics.nodes.reset();
+        let mut zones = self.gauge_zones();
+        zones.clear();
         for dep in snapshot.deployments() {
+            zones.insert(dep.instance().to_string(), dep.zone().to_string());
             for state in NodeState::ALL {
                 self.metrics
                     .nodes
