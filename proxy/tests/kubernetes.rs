@@ -203,6 +203,10 @@ async fn api_down_keeps_the_table_goes_stale_then_resyncs() {
         !landed.contains_key("alpha-1") && landed.contains_key("alpha-2")
     });
     assert!(api.lists() > lists_before, "no fresh list after the outage");
+    let last_success = proxy
+        .metric(r#"kanmon_discovery_last_success_timestamp_seconds{source="kubernetes"}"#)
+        .await;
+    assert!(last_success > 1.0e9, "last-success gauge: {last_success}");
     drop(nodes);
 }
 

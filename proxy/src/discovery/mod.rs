@@ -130,7 +130,7 @@ impl Publisher {
         let contact = self.contact();
         let after = contact.stale_after?;
         let for_ = contact.lost_since?.elapsed();
-        (for_ > after).then_some(Stale { for_, after })
+        (for_ >= after).then_some(Stale { for_, after })
     }
 
     /// Whether a first table was published (part of `/readyz`).

@@ -32,3 +32,90 @@ fn all_namespaces_is_one_stream_per_kind() {
     assert_eq!(streams.len(), 2);
     assert!(streams.iter().all(|s| s.namespace.is_none()));
 }
+
+mod publisher {
+    use std::sync::Arc;
+
+    use kanmon_router::{DeploymentSpec, HealthTable, InstanceName, NodeSpec, NodeState, Zone};
+
+    use crate::{discovery::Publisher, metrics::Metrics};
+
+    fn publisher() -> (Publisher, Metrics) {
+        let metrics = Metrics::new().unwrap();
+        (
+            Publisher::new(Arc::new(HealthTable::default()), metrics.clone()),
+            metrics,
+        )
+    }
+
+    fn spec(zone: &str, states: &[NodeState]) -> DeploymentSpec {
+        DeploymentSpec {
+            instance: InstanceName::parse("alpha").unwrap(),
+            zone: Zone::parse(zone).unwrap(),
+            nodes: states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| NodeSpec {
+                    id: format!("alpha-{i}"),
+                    addr: format!("127.0.0.1:{}", 7350 + i).parse().unwrap(),
+                    grpc: None,
+                    state: *s,
+                })
+                .collect(),
+            fallback_to_draining: false,
+            max_connections: None,
+        }
+    }
+
+    fn rendered(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    #[test]
+    fn staleness_follows_contact_not_errors() {
+        let (p, _) = publisher();
+        p.unreachable("kubernetes", &"down");
+        assert!(p.stale().is_none(), "no limit configured: never stale");
+        p.set_stale_after(std::time::Duration::ZERO);
+        let stale = p.stale().expect("out of contact past the limit");
+        assert!(
+            stale.to_string().contains("last good node table"),
+            "{stale}"
+        );
+        p.in_sync("kubernetes");
+        assert!(p.stale().is_none());
+        // A bad event is an error, not a lost contact.
+        p.error("kubernetes", &"malformed");
+        assert!(p.stale().is_none());
+    }
+
+    #[test]
+    fn node_gauges_follow_per_deployment_publishes() {
+        use NodeState::*;
+        let (p, metrics) = publisher();
+        p.publish_deployment("kubernetes", spec("us-east1", &[Ready, Draining, Ready]));
+        let text = rendered(&metrics);
+        assert!(
+            text.contains(r#"kanmon_nodes{instance="alpha",state="ready",zone="us-east1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kanmon_nodes{instance="alpha",state="draining",zone="us-east1"} 1"#),
+            "{text}"
+        );
+        // Moving zone drops the old series.
+        p.publish_deployment("kubernetes", spec("eu-west1", &[Unhealthy]));
+        let text = rendered(&metrics);
+        assert!(!text.contains(r#"zone="us-east1""#), "{text}");
+        assert!(
+            text.contains(r#"kanmon_nodes{instance="alpha",state="unhealthy",zone="eu-west1"} 1"#),
+            "{text}"
+        );
+        p.remove_deployment("kubernetes", "alpha");
+        assert!(!rendered(&metrics).contains("kanmon_nodes{"));
+        // A full publish rebuilds them.
+        p.publish_all("kubernetes", vec![spec("us-east1", &[Ready])]);
+        assert!(rendered(&metrics)
+            .contains(r#"kanmon_nodes{instance="alpha",state="ready",zone="us-east1"} 1"#));
+    }
+}
