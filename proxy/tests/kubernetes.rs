@@ -382,3 +382,80 @@ async fn watch_event_reaches_the_table_quickly() {
     println!("watch event → table generation over {ROUNDS} events, {} deployments: p50 {p50:?}, p99 {p99:?}, max {max:?}", OTHERS + 1);
     assert!(p99 < Duration::from_millis(100), "p50 {p50:?}, p99 {p99:?}");
 }
+
+/// `namespaces = [...]`: one watch per namespace and kind, nothing from elsewhere; a deleted
+/// Service takes its deployment out. In process, on the source and a table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_namespaces_only_and_service_deletion() {
+    use std::{sync::Arc, time::Instant};
+
+    use kanmon_proxy::{
+        config::Discovery,
+        discovery::{kubernetes::KubernetesSource, DiscoverySource, Publisher},
+        metrics::Metrics,
+    };
+    use kanmon_router::HealthTable;
+
+    let api = ApiFixture::start().await;
+    let addr: std::net::SocketAddr = "127.0.0.1:7350".parse().unwrap();
+    for (ns, name) in [("games", "alpha"), ("dev", "gamma"), ("other", "beta")] {
+        api.put_service(ns, name, name);
+        api.put_node(ns, name, &format!("{name}-0"), addr, READY);
+    }
+    let table = Arc::new(HealthTable::default());
+    let publisher = Publisher::new(table.clone(), Metrics::new().unwrap());
+    let cfg = Discovery {
+        kubeconfig: Some(api.kubeconfig()),
+        namespaces: vec!["games".into(), "dev".into()],
+        ..Discovery::default()
+    };
+    let source = KubernetesSource::new(&cfg, None);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { source.run(publisher, stopped).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !publisher.loaded() || api.open_watches(Kind::Service) < 2 {
+        assert!(Instant::now() < deadline, "source never listed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let snapshot = table.load_full();
+    assert_eq!(snapshot.len(), 2);
+    assert!(
+        snapshot.find("alpha", "us-east1").is_some()
+            && snapshot.find("gamma", "us-east1").is_some()
+    );
+    assert!(snapshot.find("beta", "us-east1").is_none());
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("WATCH /api/v1/namespaces/dev/services?")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("/namespaces/other/")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("LIST /api/v1/services?")),
+        "{requests:?}"
+    );
+
+    // Events elsewhere are not seen; a deleted Service removes its deployment.
+    let generation = table.load().generation();
+    api.put_node("other", "beta", "beta-1", addr, READY);
+    api.remove_service("dev", "gamma");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table.load().find("gamma", "us-east1").is_some() {
+        assert!(Instant::now() < deadline, "gamma never removed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(table.load().generation(), generation + 1);
+    assert_eq!(table.load().len(), 1);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

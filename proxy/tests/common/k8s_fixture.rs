@@ -292,6 +292,11 @@ impl ApiFixture {
         }
     }
 
+    /// Deletes a Service.
+    pub fn remove_service(&self, ns: &str, name: &str) {
+        self.remove(Kind::Service, ns, name, true);
+    }
+
     /// Deletes a node's slice.
     pub fn remove_node(&self, ns: &str, service: &str, node: &str) {
         self.remove(Kind::Slice, ns, &format!("{service}-{node}"), true);
