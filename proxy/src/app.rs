@@ -17,13 +17,7 @@ use pingora::{
 };
 
 use crate::{
-    clock::Clock,
-    inflight::{Inflight, InflightGuard},
-    metrics::Metrics,
-    responses::Refusal,
-    settings::Settings,
-    tls::SniTarget,
-    tunnel,
+    clock::Clock, metrics::Metrics, responses::Refusal, settings::Settings, tls::SniTarget, tunnel,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -33,7 +27,6 @@ pub struct KanmonProxy {
     metrics: Metrics,
     settings: Arc<Settings>,
     clock: Clock,
-    inflight: Inflight,
 }
 
 /// Per-request state.
@@ -47,23 +40,16 @@ pub struct RequestCtx {
     refused: Option<Refusal>,
     /// Status of a response the proxy relayed itself (WebSocket tunnels).
     relayed: Option<u16>,
-    _inflight: InflightGuard,
 }
 
 impl KanmonProxy {
     /// The application over `table`.
-    pub fn new(
-        table: Arc<HealthTable>,
-        metrics: Metrics,
-        settings: Arc<Settings>,
-        inflight: Inflight,
-    ) -> Self {
+    pub fn new(table: Arc<HealthTable>, metrics: Metrics, settings: Arc<Settings>) -> Self {
         Self {
             table,
             metrics,
             settings,
             clock: Clock::new(),
-            inflight,
         }
     }
 
@@ -268,7 +254,6 @@ impl ProxyHttp for KanmonProxy {
             grpc: false,
             refused: None,
             relayed: None,
-            _inflight: self.inflight.enter(),
         }
     }
 

@@ -15,7 +15,7 @@ use pingora::{
     server::ShutdownWatch,
 };
 
-use crate::metrics::Metrics;
+use crate::{inflight::Inflight, metrics::Metrics};
 
 tokio::task_local! {
     /// Set by the certificate resolver when it refused the handshake (and counted why), so
@@ -36,21 +36,25 @@ pub struct EdgeApp<A> {
     inner: Arc<A>,
     handshake_timeout: Duration,
     metrics: Metrics,
+    connections: Inflight,
 }
 
 impl<A> EdgeApp<A> {
-    /// Terminates TLS with `acceptor`, then hands connections to `inner`.
+    /// Terminates TLS with `acceptor`, then hands connections to `inner`; every connection
+    /// is counted in `connections` from accept to close (graceful shutdown waits on it).
     pub fn new(
         acceptor: Acceptor,
         inner: Arc<A>,
         handshake_timeout: Duration,
         metrics: Metrics,
+        connections: Inflight,
     ) -> Self {
         Self {
             acceptor,
             inner,
             handshake_timeout,
             metrics,
+            connections,
         }
     }
 
@@ -67,6 +71,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _connection = self.connections.enter();
         // The listener is plain TCP, so the stream is pingora's L4 stream; the acceptor needs
         // the concrete type.
         let l4 = match stream.into_any().downcast::<L4Stream>() {

@@ -1,5 +1,6 @@
-//! Counts requests in flight (a WebSocket is one long request), so a graceful shutdown can
-//! end the process as soon as the last one finishes instead of waiting out the grace period.
+//! Counts client connections from accept to close (a WebSocket is one long connection), so a
+//! graceful shutdown can end the process as soon as the last one is gone instead of waiting
+//! out the grace period.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -10,18 +11,18 @@ use std::sync::{
 #[derive(Debug, Clone, Default)]
 pub struct Inflight(Arc<AtomicU64>);
 
-/// Counts one request while alive.
+/// Counts one connection while alive.
 #[derive(Debug)]
 pub struct InflightGuard(Arc<AtomicU64>);
 
 impl Inflight {
-    /// Enters one request.
+    /// Enters one connection.
     pub fn enter(&self) -> InflightGuard {
         self.0.fetch_add(1, Ordering::AcqRel);
         InflightGuard(self.0.clone())
     }
 
-    /// Requests in flight now.
+    /// Connections open now.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }

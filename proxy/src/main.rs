@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    raise_open_files_limit();
     match cli.command.unwrap_or(Command::Run) {
         Command::DevCerts { dir, hostnames } => {
             let ca = LocalCa::open_or_create(&dir)?;
@@ -83,5 +84,14 @@ fn main() -> anyhow::Result<()> {
             proxy.run();
             Ok(())
         }
+    }
+}
+
+/// A proxy holds two descriptors per proxied connection: lift the soft open-files limit to the
+/// hard one so the process can use what the system grants it.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
     }
 }

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use kanmon_router::HealthTable;
 use pingora::{
     apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream},
-    listeners::tls::TlsSettings,
+    listeners::{tls::TlsSettings, ListenerConfig},
     protocols::http::ServerSession,
+    protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE},
     proxy::HttpProxy,
     server::{
         configuration::{Opt, ServerConf},
@@ -168,12 +169,7 @@ impl Proxy {
             CertWatcher::new(certs.clone()),
         ));
 
-        let app = KanmonProxy::new(
-            table.clone(),
-            metrics.clone(),
-            settings.clone(),
-            inflight.clone(),
-        );
+        let app = KanmonProxy::new(table.clone(), metrics.clone(), settings.clone());
         let proxy = pingora::proxy::http_proxy(&server.configuration, app);
         let mut tls =
             TlsSettings::with_callbacks(Box::new(SniCallbacks::new(&settings.base_domain)))?;
@@ -188,9 +184,15 @@ impl Proxy {
             http,
             cfg.limits.handshake_timeout,
             metrics.clone(),
+            inflight.clone(),
         );
         let mut service = Service::new("kanmon-proxy".to_string(), edge);
-        service.add_tcp(&cfg.listen.tls.to_string());
+        // No L4 read buffer under TLS: rustls buffers records itself, and pingora's default
+        // 64 KiB read buffer per connection would dominate the memory of idle WebSockets.
+        service.add_listener(
+            ListenerConfig::tcp(cfg.listen.tls.to_string())
+                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+        );
         server.add_service(service);
 
         let mut admin = Service::new(
@@ -235,19 +237,20 @@ impl Proxy {
     }
 }
 
-/// Watches the server's phase; once a graceful shutdown or upgrade has begun, exits the
-/// process as soon as nothing is in flight (pingora itself would sleep the whole grace period).
+/// Watches the server's phase; once shutdown has begun (SIGTERM, or the end of an upgrade's
+/// hand-over), exits the process as soon as no client connection is open (pingora itself would
+/// sleep the whole grace period).
 fn exit_when_idle(server: &Server, inflight: Inflight) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || loop {
         match phases.blocking_recv() {
-            Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::GracefulUpgradeCloseTimeout) => {
-                // Give pingora a moment to stop its listeners before we start counting.
-                std::thread::sleep(Duration::from_millis(100));
+            // Listeners are closed from here on (after SIGTERM, or after an upgrade handed its
+            // sockets over), so the count can only go down.
+            Ok(ExecutionPhase::ShutdownStarted) => {
                 while inflight.get() > 0 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                tracing::info!("graceful shutdown: no request in flight, exiting");
+                tracing::info!("graceful shutdown: no client connection left, exiting");
                 std::process::exit(0);
             }
             Ok(_) => {}

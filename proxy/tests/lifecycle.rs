@@ -180,3 +180,64 @@ async fn sigterm_refuses_new_connections_keeps_live_websockets_and_exits_when_th
     );
     assert!(closed_at.elapsed() < Duration::from_secs(20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_binary_upgrade_hands_over_the_listener() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let mut old = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = old.ws(ALPHA).await.unwrap();
+    echo(&mut ws, "on the old process").await;
+
+    // The new binary starts first and waits for the sockets; SIGQUIT makes the old one send them.
+    let mut new = KillOnDrop(old.spawn_upgrade());
+    let sock = old.path("upgrade.sock");
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        sock.exists(),
+        "the new process never opened the upgrade socket"
+    );
+    old.signal("QUIT");
+
+    // New connections are served (by the new process) while the old one drains.
+    for _ in 0..10 {
+        let (status, ..) = old.get(ALPHA, ALPHA, "/").await;
+        assert_eq!(status, 200);
+    }
+    // The live WebSocket on the old process still works, and the old process exits once it ends.
+    echo(&mut ws, "still on the old process").await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    assert!(
+        old.wait_exit(Duration::from_secs(20)).await,
+        "old process did not exit after draining"
+    );
+    let (status, ..) = old.get(ALPHA, ALPHA, "/").await;
+    assert_eq!(
+        status, 200,
+        "the new process serves after the old one exited"
+    );
+    assert!(
+        new.0.try_wait().unwrap().is_none(),
+        "the new process is still running"
+    );
+}
+
+/// Kills a child process when dropped, so a failing test leaves nothing behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.kill().is_ok() {
+            let _reaped = self.0.wait();
+        }
+    }
+}

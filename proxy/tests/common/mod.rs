@@ -271,6 +271,31 @@ threads = 2
         );
     }
 
+    /// Starts a second proxy process on the same config with `--upgrade`: it takes over the
+    /// listening sockets once this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.path("proxy-upgrade.log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_kanmon-proxy"))
+            .arg("--config")
+            .arg(self.path("proxy.toml"))
+            .arg("--upgrade")
+            .env("RUST_LOG", "debug,pingora_core=info,pingora_proxy=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Sends `signal` (`TERM`, `QUIT`, …) to the proxy.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
