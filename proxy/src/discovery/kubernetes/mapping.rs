@@ -145,8 +145,9 @@ impl SliceView {
 }
 
 /// The routing state of an endpoint (DESIGN.md): `ready` → ready, `serving && terminating` →
-/// draining, anything else → unhealthy. A terminating endpoint is never ready, even if a
-/// buggy publisher says so: a pod that starts terminating stops taking new connections.
+/// draining, anything else (`!serving`) → unhealthy. A terminating endpoint is never ready,
+/// even if a buggy publisher says so (a pod that starts terminating stops taking new
+/// connections), and an explicit `serving: false` wins over an absent `ready`.
 pub fn node_state(c: Conditions) -> NodeState {
     let terminating = c.terminating.unwrap_or(false);
     let ready = c.ready.unwrap_or(true);
