@@ -101,6 +101,7 @@ async fn initial_list_routes_traffic() {
         requests.iter().any(
             |r| r.starts_with("WATCH /apis/discovery.k8s.io/v1/endpointslices?")
                 && r.contains("allowWatchBookmarks=true")
+                && r.contains("timeoutSeconds=50")
         ),
         "{requests:?}"
     );

@@ -42,6 +42,14 @@ const SOURCE: &str = "kubernetes";
 const MAX_BATCH: usize = 1024;
 /// Delay before retrying to build a client (bad kubeconfig, no service account yet).
 const CLIENT_RETRY: Duration = Duration::from_secs(5);
+/// The API server ends each watch after this long and the watcher resumes it from the last
+/// resourceVersion (cheap: served from the watch cache). Short, so that a socket never sits
+/// silent for longer than [`READ_TIMEOUT`] on a healthy connection.
+const WATCH_TIMEOUT_SECS: u32 = 50;
+/// A request whose socket stays silent this long fails. Without it a partitioned API server
+/// (no reset, no close) would hang a list or watch for as long as TCP retransmits (minutes),
+/// and the source would never notice it had lost contact.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a Kubernetes client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +113,7 @@ impl KubernetesSource {
     }
 
     async fn client(&self) -> Result<Client, ClientError> {
-        let config = match &self.credentials {
+        let mut config = match &self.credentials {
             Credentials::Client(c) => return Ok(c.clone()),
             Credentials::Infer => kube::Config::infer().await.map_err(ClientError::Infer)?,
             Credentials::File(path) => {
@@ -119,6 +127,9 @@ impl KubernetesSource {
                     .map_err(err)?
             }
         };
+        config.read_timeout = Some(READ_TIMEOUT);
+        // Time a pooled connection sat idle must not count against the next request.
+        config.reset_reader_on_write = true;
         Client::try_from(config).map_err(ClientError::Client)
     }
 
@@ -147,12 +158,15 @@ impl KubernetesSource {
                 Kind::Services => {
                     let api: Api<Service> = api(client, &stream);
                     let config = watcher::Config::default()
-                        .labels(&format!("{INSTANCE_LABEL},{ZONE_LABEL}"));
+                        .labels(&format!("{INSTANCE_LABEL},{ZONE_LABEL}"))
+                        .timeout(WATCH_TIMEOUT_SECS);
                     tasks.spawn(watch::run(api, config, stream, service_object, tx));
                 }
                 Kind::Slices => {
                     let api: Api<EndpointSlice> = api(client, &stream);
-                    let config = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+                    let config = watcher::Config::default()
+                        .labels(SERVICE_NAME_LABEL)
+                        .timeout(WATCH_TIMEOUT_SECS);
                     tasks.spawn(watch::run(api, config, stream, slice_object, tx));
                 }
             }
