@@ -81,6 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..Settings::default()
     };
+    let mut local = None;
     let driver: Arc<dyn Driver> = match args.driver {
         DriverKind::Loopback => Arc::new(LoopbackDriver::new()),
         DriverKind::Local => {
@@ -89,7 +90,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 config.args = args.node_args.clone();
             }
             config.stop_grace = args.grace;
-            Arc::new(LocalDriver::new(config))
+            let driver = Arc::new(LocalDriver::new(config));
+            local = Some(driver.clone());
+            driver
         }
     };
     let runtime = Runtime::start(store, settings, driver, publisher)?;
@@ -99,7 +102,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when --listen used port 0.
     println!("listening on {}", listener.local_addr()?);
     tracing::info!(db = %args.db.display(), "control plane serving");
-    api::serve(listener, runtime).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        served = api::serve(listener, runtime) => served?,
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    // SIGINT/SIGTERM: stop the node processes we started (the deployments stay recorded and
+    // are resumed by the next start); nodes must not outlive the control plane.
+    if let Some(local) = local {
+        tracing::info!("stopping nodes");
+        local.shutdown().await;
+    }
     Ok(())
 }
 

@@ -156,8 +156,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     proxy.run_with(Box::new(AfterControlStops {
         done: Mutex::new(Some(done_rx)),
     }));
+    // The proxy may also end the process itself once it has stopped (no connection left).
     let _ = control.join();
-    println!("kanmon up: stopped");
     Ok(())
 }
 
@@ -181,6 +181,7 @@ fn control_thread(
             return;
         }
     };
+    let dir = up.dir.clone();
     rt.block_on(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -210,6 +211,10 @@ fn control_thread(
         }
         println!("kanmon up: stopping nodes and databases …");
         cp.shutdown().await;
+        println!(
+            "kanmon up: stopped; state kept in {} (run `kanmon up` there again to resume)",
+            dir.display()
+        );
         let _ = done.send(());
     });
 }

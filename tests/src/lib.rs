@@ -36,22 +36,27 @@ pub use timeline::{Recording, Timeline};
 /// A WebSocket through the proxy.
 pub type Ws = tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>;
 
-/// The `kanmon-bench` binary of this build (`target/<profile>/kanmon-bench`, next to the
-/// test executable's `deps/` directory). Panics with what to build when it is missing.
-pub fn node_program() -> PathBuf {
+/// A binary of this workspace build (`target/<profile>/<name>`, next to the test executable's
+/// `deps/` directory). Panics with what to build when it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executable lives in target/<profile>/deps");
-    let bin = profile_dir.join("kanmon-bench");
+    let bin = profile_dir.join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: build the node first with `cargo build --workspace --bins` \
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
          (scripts/test.sh does)",
         bin.display()
     );
     bin
+}
+
+/// The demo node, `kanmon-bench` (see [`workspace_bin`]).
+pub fn node_program() -> PathBuf {
+    workspace_bin("kanmon-bench")
 }
 
 /// A free loopback port (bound, then released).
@@ -114,8 +119,20 @@ pub struct Platform {
     /// Every node-state change published to the proxy.
     pub timeline: Arc<Timeline>,
     tls: Arc<ClientConfig>,
-    stop_proxy: Option<oneshot::Sender<()>>,
-    proxy_thread: Option<std::thread::JoinHandle<()>>,
+    _proxy_thread: std::thread::JoinHandle<()>,
+}
+
+/// Stop senders of the test proxies, never dropped.
+static PROXY_STOPPERS: Mutex<Vec<oneshot::Sender<()>>> = Mutex::new(Vec::new());
+
+/// Keeps an embedded proxy running for the rest of the test process: when pingora shuts down,
+/// kanmon-proxy's shutdown watcher may end the whole process with status 0, which would end
+/// the test binary as if it had passed. The proxy thread dies with the test process.
+fn keep_proxy_running(stop: oneshot::Sender<()>) {
+    PROXY_STOPPERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(stop);
 }
 
 impl Platform {
@@ -151,6 +168,7 @@ impl Platform {
             proxy.run_with(Box::new(StopOn(Mutex::new(Some(stop_rx)))));
         });
         let publisher = tokio::task::block_in_place(|| pub_rx.recv()).expect("proxy publisher");
+        keep_proxy_running(stop_tx);
         let timeline = Arc::new(Timeline::default());
         let recording: Arc<dyn NodeStatePublisher> = Arc::new(Recording::new(
             Arc::new(ProxyPublisher::new(publisher)),
@@ -186,8 +204,7 @@ impl Platform {
             tls_addr,
             hostname: "demo.us-east1.kanmon.test".into(),
             timeline,
-            stop_proxy: Some(stop_tx),
-            proxy_thread: Some(proxy_thread),
+            _proxy_thread: proxy_thread,
         };
         platform.wait_proxy().await;
         let first = platform.wait_op(1, Duration::from_secs(60)).await;
@@ -205,24 +222,17 @@ impl Platform {
         panic!("the proxy never listened on {}", self.tls_addr);
     }
 
-    /// Stops nodes, databases and the proxy.
+    /// Stops nodes and databases. The proxy keeps running until the test process ends (see
+    /// [`keep_proxy_running`]).
     pub async fn stop(mut self) {
         if let Some(cp) = self.control.take() {
             cp.shutdown().await;
-        }
-        self.stop_proxy.take();
-        if let Some(t) = self.proxy_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 
     /// A TLS connection to the proxy for the demo hostname.
     pub async fn tls(&self) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.tls_addr).await?;
-        let name = ServerName::try_from(self.hostname.clone()).map_err(std::io::Error::other)?;
-        TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
+        tls_connect(self.tls_addr, &self.hostname, self.tls.clone()).await
     }
 
     /// A WebSocket to the demo deployment's `/ws`.
@@ -237,22 +247,8 @@ impl Platform {
 
     /// `GET path` through the proxy (HTTP/1.1, connection close): status and body.
     pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = self.tls().await?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
-            self.hostname
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
+        let tls = self.tls().await?;
+        http_get(tls, &self.hostname, path).await
     }
 
     /// Queues an operation on `demo` through the API; returns its id.
@@ -292,17 +288,47 @@ impl Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        // Dropping the sender stops the proxy; the nodes are killed when the driver is
-        // dropped with the test's runtime (kill on drop). Database servers are detached
-        // processes: stop them here too when a test failed before `stop`.
-        self.stop_proxy.take();
+        // The nodes are killed when the driver is dropped with the test's runtime (kill on
+        // drop). Database servers are detached processes: stop them here too when a test
+        // failed before `stop`.
         if let Some(dbs) = self.control.as_ref().and_then(|c| c.databases()) {
             dbs.stop_all();
         }
     }
 }
 
-fn client_config(ca: &Path) -> Arc<ClientConfig> {
+/// One HTTP/1.1 `GET` (connection close) over an established stream: status and body.
+pub async fn http_get<S>(mut s: S, host: &str, path: &str) -> std::io::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A TLS connection to `addr` for `host`, trusting `tls`'s roots.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    host: &str,
+    tls: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+    TlsConnector::from(tls).connect(name, tcp).await
+}
+
+/// A rustls client config trusting only the CA certificate at `ca` (ALPN `http/1.1`).
+pub fn client_config(ca: &Path) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     let pem = std::fs::read(ca).expect("CA certificate");
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {

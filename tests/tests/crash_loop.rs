@@ -91,16 +91,22 @@ async fn crashing_deploy_backs_off_and_a_good_deploy_recovers() {
         assert_eq!(status, 200, "{body}");
         assert!(body.contains(&serving), "served by {body}, not {serving}");
     }
-    // The crashes are in the node's log (the platform keeps the deployment's output).
-    let log = std::fs::read_to_string(
-        platform
-            .dir
-            .path()
-            .join("logs")
-            .join("demo")
-            .join(format!("{crashing}.log")),
-    )
-    .unwrap_or_default();
+    // The crashes are in the node's log (the platform keeps the deployment's output; the
+    // log is written by its own task, so wait for it, bounded).
+    let log_path = platform
+        .dir
+        .path()
+        .join("logs")
+        .join("demo")
+        .join(format!("{crashing}.log"));
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("bad build: crashing on start") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(log.contains("bad build: crashing on start"), "{log}");
 
     // A good deploy supersedes the crashing one and recovers.

@@ -107,8 +107,16 @@ fn env_key(prefix: &str, key: &str) -> String {
     format!("{prefix}{k}")
 }
 
-/// Reads lines (cut at [`LOG_LINE_LIMIT`]) from `from` and appends them to `log`.
+/// Reads lines (cut at [`LOG_LINE_LIMIT`]) from `from` and appends them to `log`, flushing at
+/// the end (a tokio file's last write is otherwise still in flight when this returns).
 async fn pump(from: impl AsyncRead + Unpin, mut log: tokio::fs::File) {
+    pump_lines(from, &mut log).await;
+    if let Err(e) = log.flush().await {
+        tracing::debug!(error = %e, "node log not flushed");
+    }
+}
+
+async fn pump_lines(from: impl AsyncRead + Unpin, log: &mut tokio::fs::File) {
     let mut reader = BufReader::new(from);
     let mut buf = Vec::new();
     loop {

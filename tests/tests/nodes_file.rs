@@ -1,0 +1,165 @@
+//! The control plane beside a separate proxy process: `kanmon serve --driver local
+//! --nodes-file F` and `kanmon-proxy` with file discovery on `F`. Node states reach the proxy
+//! through the atomically rewritten nodes file: requests are routed to the deployment's
+//! nodes, and during a rolling reboot the file shows the node being replaced as draining.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use kanmon_control::{cli::Client, runtime::Settings, up::issue_certs};
+use kanmon_tests::{client_config, free_port, http_get, node_program, tls_connect, workspace_bin};
+use serde_json::json;
+
+const HOST: &str = "alpha.us-east1.kanmon.test";
+
+/// Stops the process when the test ends, however it ends: SIGTERM (so `kanmon serve` stops
+/// its nodes), then SIGKILL if it is still there after a bounded wait.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_op(api: &Client, id: u64) -> serde_json::Value {
+    for _ in 0..600 {
+        let op = api.get(&format!("/v1/operations/{id}")).await.expect("op");
+        if matches!(op["status"].as_str(), Some("completed" | "failed")) {
+            return op;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("operation {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_publishes_through_the_nodes_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let ca = issue_certs(&d.join("certs"), &Settings::default()).expect("certs");
+    let nodes = d.join("nodes.toml");
+    std::fs::write(&nodes, "").expect("nodes file");
+
+    let mut serve = Command::new(workspace_bin("kanmon"))
+        .arg("serve")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--driver",
+            "local",
+            "--grace",
+            "3s",
+        ])
+        .arg("--db")
+        .arg(d.join("kanmon.db"))
+        .arg("--node-program")
+        .arg(node_program())
+        .arg("--log-dir")
+        .arg(d.join("logs"))
+        .arg("--nodes-file")
+        .arg(&nodes)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kanmon serve");
+    let stdout = serve.stdout.take().expect("stdout");
+    let serve = Proc(serve);
+    // Bounded: at most 20 lines, and EOF if the process exits.
+    let api_addr: SocketAddr = tokio::task::block_in_place(|| {
+        BufReader::new(stdout)
+            .lines()
+            .take(20)
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening on ").and_then(|a| a.parse().ok()))
+    })
+    .expect("kanmon serve printed its address");
+    let token = std::fs::read_to_string(d.join("kanmon.db.admin-token")).expect("token");
+    let api = Client::new(&format!("http://{api_addr}"), token.trim().to_string());
+
+    let (tls_addr, admin_addr) = (free_port(), free_port());
+    let config = format!(
+        "[listen]\ntls = \"{tls_addr}\"\nadmin = \"{admin_addr}\"\n[tls]\ncert_dir = \"{}\"\n\
+         [discovery]\nkind = \"file\"\npath = \"{}\"\n[shutdown]\nupgrade_sock = \"{}\"\n",
+        d.join("certs").display(),
+        nodes.display(),
+        d.join("upgrade.sock").display()
+    );
+    std::fs::write(d.join("proxy.toml"), config).expect("proxy config");
+    let proxy = Proc(
+        Command::new(workspace_bin("kanmon-proxy"))
+            .arg("--config")
+            .arg(d.join("proxy.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kanmon-proxy"),
+    );
+
+    let created = api
+        .post(
+            "/v1/deployments",
+            &json!({ "instance": "alpha", "zone": "us-east1", "type": "production",
+                     "version": "3.37.0", "node_cpus": 2 }),
+        )
+        .await
+        .expect("create");
+    let first = created["operation"]["id"].as_u64().unwrap_or(1);
+    let op = wait_op(&api, first).await;
+    assert_eq!(op["status"], "completed", "{op}");
+
+    // The proxy routes to the nodes the file lists (bounded wait for its watcher).
+    let tls = client_config(&ca);
+    let mut served = None;
+    for _ in 0..200 {
+        if let Ok(s) = tls_connect(tls_addr, HOST, tls.clone()).await {
+            if let Ok((200, body)) = http_get(s, HOST, "/healthcheck").await {
+                served = Some(body);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = served.expect("the proxy never served the deployment");
+    assert!(body.contains("alpha-"), "{body}");
+
+    // A rolling reboot: the file shows a node draining while it runs.
+    let op = api
+        .post(
+            "/v1/deployments/alpha/operations",
+            &json!({ "kind": "reboot" }),
+        )
+        .await
+        .expect("reboot");
+    let id = op["id"].as_u64().expect("id");
+    let mut saw_draining = false;
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(&nodes).unwrap_or_default();
+        saw_draining |= text.contains("\"draining\"");
+        let op = api.get(&format!("/v1/operations/{id}")).await.expect("op");
+        if op["status"] != "pending" && op["status"] != "in_progress" {
+            assert_eq!(op["status"], "completed", "{op}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_draining, "the nodes file never showed a draining node");
+    let text = std::fs::read_to_string(&nodes).expect("nodes file");
+    assert_eq!(text.matches("\"ready\"").count(), 2, "{text}");
+    drop(proxy);
+    drop(serve);
+}
