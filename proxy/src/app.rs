@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use kanmon_router::{split_host, ConnectionGuard, HealthTable, PickError};
+use kanmon_router::{split_host, ConnectionGuard, Deployment, HealthTable, PickError};
 use pingora::{
     http::ResponseHeader,
     prelude::HttpPeer,
@@ -17,12 +17,14 @@ use pingora::{
 };
 
 use crate::{
-    clock::Clock, metrics::Metrics, responses::Refusal, settings::Settings, tls::SniTarget, tunnel,
+    clock::Clock, inflight::Inflight, metrics::Metrics, responses::Refusal, settings::Settings,
+    tls::SniTarget, tunnel,
 };
 use tokio::io::AsyncWriteExt;
 
 /// The proxy application.
 pub struct KanmonProxy {
+    connections: Inflight,
     table: Arc<HealthTable>,
     metrics: Metrics,
     settings: Arc<Settings>,
@@ -32,7 +34,6 @@ pub struct KanmonProxy {
 /// Per-request state.
 pub struct RequestCtx {
     start: Instant,
-    target: Option<SniTarget>,
     guard: Option<ConnectionGuard>,
     retried: bool,
     websocket: bool,
@@ -40,12 +41,21 @@ pub struct RequestCtx {
     refused: Option<Refusal>,
     /// Status of a response the proxy relayed itself (WebSocket tunnels).
     relayed: Option<u16>,
+    /// The deployment the request went to (kept for metric labels after a WebSocket's guard
+    /// moved into its tunnel task).
+    deployment: Option<Arc<Deployment>>,
 }
 
 impl KanmonProxy {
     /// The application over `table`.
-    pub fn new(table: Arc<HealthTable>, metrics: Metrics, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        table: Arc<HealthTable>,
+        metrics: Metrics,
+        settings: Arc<Settings>,
+        connections: Inflight,
+    ) -> Self {
         Self {
+            connections,
             table,
             metrics,
             settings,
@@ -55,11 +65,8 @@ impl KanmonProxy {
 
     /// Labels for a request: known deployments by name, everything else as "unknown".
     fn labels<'a>(&self, ctx: &'a RequestCtx) -> (&'a str, &'a str) {
-        match &ctx.guard {
-            Some(g) => (
-                g.deployment().instance().as_str(),
-                g.deployment().zone().as_str(),
-            ),
+        match &ctx.deployment {
+            Some(d) => (d.instance().as_str(), d.zone().as_str()),
             None => ("unknown", "unknown"),
         }
     }
@@ -80,7 +87,7 @@ impl KanmonProxy {
     /// Counts a failed connect to the picked node, ejects it for a while and, on the first
     /// failure, moves the request to another ready node. Returns whether to retry.
     fn connect_failed(&self, ctx: &mut RequestCtx, error: &dyn std::fmt::Display) -> bool {
-        let (Some(guard), Some(target)) = (&ctx.guard, &ctx.target) else {
+        let Some(guard) = &ctx.guard else {
             return false;
         };
         let node = guard.node();
@@ -96,7 +103,8 @@ impl KanmonProxy {
         }
         ctx.retried = true;
         let failed = node.id().to_string();
-        match self.pick(target, Some(&failed)) {
+        let dep = Arc::clone(guard.deployment());
+        match self.pick(dep.instance().as_str(), dep.zone().as_str(), Some(&failed)) {
             Ok(next) if next.node().id() != failed => {
                 ctx.guard = Some(next);
                 true
@@ -159,52 +167,79 @@ impl KanmonProxy {
         {
             return Ok(true);
         }
-        ctx.websocket = true;
-        let labels = self.ws_labels(ctx);
-        self.metrics.websockets.with_label_values(&labels).inc();
-        let end = tunnel::relay(downstream, node, self.settings.websocket_idle_timeout).await;
-        tracing::debug!(?end, node = labels[2], "websocket ended");
+        // The tunnel runs as a task of its own, holding only the two streams, its buffers,
+        // the router's guard and a connection count: the pingora session (and its placeholder
+        // stream) ends now instead of living as long as the WebSocket.
+        let Some(guard) = ctx.guard.take() else {
+            return Ok(true);
+        };
+        let gauge = self
+            .metrics
+            .websockets
+            .with_label_values(&self.ws_labels(&guard));
+        let connection = self.connections.enter();
+        let idle = self.settings.websocket_idle_timeout;
+        tokio::spawn(async move {
+            gauge.inc();
+            let end = tunnel::relay(downstream, node, idle).await;
+            gauge.dec();
+            tracing::debug!(?end, node = guard.node().id(), "websocket ended");
+            drop((guard, connection));
+        });
         Ok(true)
     }
 
-    fn ws_labels<'a>(&self, ctx: &'a RequestCtx) -> [&'a str; 3] {
-        match &ctx.guard {
-            Some(g) => [
-                g.deployment().instance().as_str(),
-                g.deployment().zone().as_str(),
-                g.node().id(),
-            ],
-            None => ["unknown", "unknown", "unknown"],
+    fn ws_labels<'a>(&self, guard: &'a ConnectionGuard) -> [&'a str; 3] {
+        let dep = guard.deployment();
+        [
+            dep.instance().as_str(),
+            dep.zone().as_str(),
+            guard.node().id(),
+        ]
+    }
+
+    /// Decides where a request goes, or why it is refused.
+    fn route(&self, session: &Session) -> Result<ConnectionGuard, Refusal> {
+        if header_bytes(session) > self.settings.max_header_bytes {
+            return Err(Refusal::HeadersTooLarge);
         }
+        let target = sni_target(session).ok_or(Refusal::UnknownHost)?;
+        if let Some(host) = request_host(session) {
+            let same = split_host(host, &self.settings.base_domain).is_some_and(|(i, z)| {
+                i.eq_ignore_ascii_case(&target.instance) && z.eq_ignore_ascii_case(&target.zone)
+            });
+            if !same {
+                return Err(Refusal::Misdirected);
+            }
+        }
+        self.pick(&target.instance, &target.zone, None)
+            .map_err(|e| match e {
+                PickError::UnknownDeployment => Refusal::UnknownHost,
+                PickError::NoReadyNode => Refusal::NoReadyNode,
+                PickError::AtCapacity => Refusal::AtCapacity,
+            })
     }
 
     fn pick(
         &self,
-        target: &SniTarget,
+        instance: &str,
+        zone: &str,
         exclude: Option<&str>,
     ) -> Result<ConnectionGuard, PickError> {
         self.table
-            .pick_excluding(&target.instance, &target.zone, self.clock.now_ms(), exclude)
+            .pick_excluding(instance, zone, self.clock.now_ms(), exclude)
     }
 }
 
-fn sni_target(session: &Session) -> Option<SniTarget> {
+/// The deployment named by the connection's SNI (set by the TLS callbacks), borrowed: no
+/// allocation per request.
+fn sni_target(session: &Session) -> Option<&SniTarget> {
     session
         .digest()?
         .ssl_digest
         .as_ref()?
         .extension
-        .get::<Arc<SniTarget>>()
-        .map(|t| SniTarget::clone(t))
-        .or_else(|| {
-            session
-                .digest()?
-                .ssl_digest
-                .as_ref()?
-                .extension
-                .get::<SniTarget>()
-                .cloned()
-        })
+        .get::<SniTarget>()
 }
 
 /// The request's host: `:authority` for HTTP/2, else the `Host` header; port stripped.
@@ -247,13 +282,13 @@ impl ProxyHttp for KanmonProxy {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             start: Instant::now(),
-            target: None,
             guard: None,
             retried: false,
             websocket: false,
             grpc: false,
             refused: None,
             relayed: None,
+            deployment: None,
         }
     }
 
@@ -268,39 +303,17 @@ impl ProxyHttp for KanmonProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        if header_bytes(session) > self.settings.max_header_bytes {
-            return self.refuse(session, ctx, Refusal::HeadersTooLarge).await;
-        }
-        let Some(target) = sni_target(session) else {
-            return self.refuse(session, ctx, Refusal::UnknownHost).await;
-        };
-        if let Some(host) = request_host(session) {
-            let same = split_host(host, &self.settings.base_domain).is_some_and(|(i, z)| {
-                i.eq_ignore_ascii_case(&target.instance) && z.eq_ignore_ascii_case(&target.zone)
-            });
-            if !same {
-                return self.refuse(session, ctx, Refusal::Misdirected).await;
-            }
-        }
-        let guard = match self.pick(&target, None) {
-            Ok(g) => g,
-            Err(PickError::UnknownDeployment) => {
-                return self.refuse(session, ctx, Refusal::UnknownHost).await
-            }
-            Err(PickError::NoReadyNode) => {
-                return self.refuse(session, ctx, Refusal::NoReadyNode).await
-            }
-            Err(PickError::AtCapacity) => {
-                return self.refuse(session, ctx, Refusal::AtCapacity).await
-            }
+        let guard = match self.route(session) {
+            Ok(guard) => guard,
+            Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
         ctx.grpc = session
             .req_header()
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        ctx.deployment = Some(Arc::clone(guard.deployment()));
         ctx.guard = Some(guard);
-        ctx.target = Some(target);
         if tunnel::is_websocket_upgrade(session.req_header()) {
             return self.websocket(session, ctx).await;
         }
@@ -353,7 +366,11 @@ impl ProxyHttp for KanmonProxy {
             session.set_read_timeout(Some(self.settings.websocket_idle_timeout));
             self.metrics
                 .websockets
-                .with_label_values(&self.ws_labels(ctx))
+                .with_label_values(
+                    &ctx.guard
+                        .as_ref()
+                        .map_or(["unknown"; 3], |g| self.ws_labels(g)),
+                )
                 .inc();
         }
         Ok(())
@@ -381,7 +398,11 @@ impl ProxyHttp for KanmonProxy {
         if ctx.websocket {
             self.metrics
                 .websockets
-                .with_label_values(&self.ws_labels(ctx))
+                .with_label_values(
+                    &ctx.guard
+                        .as_ref()
+                        .map_or(["unknown"; 3], |g| self.ws_labels(g)),
+                )
                 .dec();
         }
         if let Some(e) = e {

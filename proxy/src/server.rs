@@ -169,7 +169,12 @@ impl Proxy {
             CertWatcher::new(certs.clone()),
         ));
 
-        let app = KanmonProxy::new(table.clone(), metrics.clone(), settings.clone());
+        let app = KanmonProxy::new(
+            table.clone(),
+            metrics.clone(),
+            settings.clone(),
+            inflight.clone(),
+        );
         let proxy = pingora::proxy::http_proxy(&server.configuration, app);
         let mut tls =
             TlsSettings::with_callbacks(Box::new(SniCallbacks::new(&settings.base_domain)))?;
