@@ -247,20 +247,28 @@ impl Proxy {
 /// sleep the whole grace period).
 fn exit_when_idle(server: &Server, inflight: Inflight) {
     let mut phases = server.watch_execution_phase();
-    std::thread::spawn(move || loop {
-        match phases.blocking_recv() {
-            // Listeners are closed from here on (after SIGTERM, or after an upgrade handed its
-            // sockets over), so the count can only go down.
-            Ok(ExecutionPhase::ShutdownStarted) => {
-                while inflight.get() > 0 {
-                    std::thread::sleep(Duration::from_millis(20));
+    std::thread::spawn(move || {
+        let mut graceful = false;
+        loop {
+            match phases.blocking_recv() {
+                Ok(
+                    ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulUpgradeCloseTimeout,
+                ) => graceful = true,
+                // Listeners are closed from here on (after SIGTERM, or after an upgrade handed
+                // its sockets over), so the count can only go down. A fast shutdown (SIGINT, or
+                // an embedding's signal) is left to pingora, so `run_with` returns normally.
+                Ok(ExecutionPhase::ShutdownStarted) if graceful => {
+                    while inflight.get() > 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    tracing::info!("graceful shutdown: no client connection left, exiting");
+                    std::process::exit(0);
                 }
-                tracing::info!("graceful shutdown: no client connection left, exiting");
-                std::process::exit(0);
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     });
 }
