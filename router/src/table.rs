@@ -190,7 +190,8 @@ impl Deployment {
     }
 }
 
-type Shard = HashMap<Box<str>, Arc<Deployment>>;
+/// Keys are `Arc<str>` so copying a shard for an update clones pointers, not strings.
+type Shard = HashMap<Arc<str>, Arc<Deployment>>;
 
 /// One immutable version of the table.
 #[derive(Debug)]
@@ -259,18 +260,22 @@ fn shard_of(instance: &str) -> usize {
 /// by key so that a new snapshot shares them with older ones still in use.
 #[derive(Debug, Default)]
 struct Registry {
-    nodes: HashMap<(Box<str>, Box<str>), Weak<NodeStats>>,
+    /// instance → node id → counters.
+    nodes: HashMap<Box<str>, HashMap<Box<str>, Weak<NodeStats>>>,
     deployments: HashMap<Box<str>, Weak<DeploymentStats>>,
 }
 
 impl Registry {
     fn node(&mut self, instance: &str, id: &str) -> Arc<NodeStats> {
-        let key = (Box::from(instance), Box::from(id));
-        if let Some(stats) = self.nodes.get(&key).and_then(Weak::upgrade) {
+        let nodes = match self.nodes.get_mut(instance) {
+            Some(n) => n,
+            None => self.nodes.entry(Box::from(instance)).or_default(),
+        };
+        if let Some(stats) = nodes.get(id).and_then(Weak::upgrade) {
             return stats;
         }
         let stats = Arc::new(NodeStats::default());
-        self.nodes.insert(key, Arc::downgrade(&stats));
+        nodes.insert(Box::from(id), Arc::downgrade(&stats));
         stats
     }
 
@@ -286,8 +291,29 @@ impl Registry {
 
     /// Drops entries whose counters nobody holds any more.
     fn prune(&mut self) {
-        self.nodes.retain(|_, w| w.strong_count() > 0);
+        self.nodes.retain(|_, nodes| {
+            nodes.retain(|_, w| w.strong_count() > 0);
+            !nodes.is_empty()
+        });
         self.deployments.retain(|_, w| w.strong_count() > 0);
+    }
+
+    /// Like [`prune`](Self::prune) for one deployment only, so a per-deployment update stays
+    /// independent of the table's size.
+    fn prune_one(&mut self, instance: &str) {
+        if let Some(nodes) = self.nodes.get_mut(instance) {
+            nodes.retain(|_, w| w.strong_count() > 0);
+            if nodes.is_empty() {
+                self.nodes.remove(instance);
+            }
+        }
+        if self
+            .deployments
+            .get(instance)
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            self.deployments.remove(instance);
+        }
     }
 
     fn build(&mut self, spec: DeploymentSpec) -> Deployment {
@@ -369,7 +395,7 @@ impl HealthTable {
         let mut reg = self.registry();
         let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
         for spec in specs {
-            let key: Box<str> = Box::from(spec.instance.as_str());
+            let key: Arc<str> = Arc::from(spec.instance.as_str());
             let dep = Arc::new(reg.build(spec));
             shards[shard_of(&key)].insert(key, dep);
         }
@@ -385,22 +411,24 @@ impl HealthTable {
     /// Inserts or replaces one deployment, copying only its shard. Returns the new generation.
     pub fn publish_deployment(&self, spec: DeploymentSpec) -> u64 {
         let mut reg = self.registry();
-        let key: Box<str> = Box::from(spec.instance.as_str());
+        let key: Arc<str> = Arc::from(spec.instance.as_str());
         let dep = Arc::new(reg.build(spec));
         let generation = self.swap_shard(&key, |shard| {
             shard.insert(key.clone(), dep);
         });
-        reg.prune();
+        reg.prune_one(&key);
         generation
     }
 
     /// Removes one deployment. Returns the new generation (published even when the
     /// deployment was not there, so callers can wait on it uniformly).
     pub fn remove_deployment(&self, instance: &str) -> u64 {
-        let _reg = self.registry();
-        self.swap_shard(instance, |shard| {
+        let mut reg = self.registry();
+        let generation = self.swap_shard(instance, |shard| {
             shard.remove(instance);
-        })
+        });
+        reg.prune_one(instance);
+        generation
     }
 
     /// Must be called with the writer lock held.
