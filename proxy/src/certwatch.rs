@@ -5,11 +5,9 @@
 use std::{path::Path, sync::Arc, time::Duration, time::SystemTime};
 
 use async_trait::async_trait;
-use notify::{RecursiveMode, Watcher};
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
-use tokio::sync::mpsc;
 
-use crate::tls::CertStore;
+use crate::{dirwatch::watch_dir, tls::CertStore};
 
 const SETTLE: Duration = Duration::from_millis(50);
 const POLL: Duration = Duration::from_secs(5);
@@ -44,27 +42,8 @@ fn fingerprint(dir: &Path) -> Vec<(std::ffi::OsString, u64, Option<SystemTime>)>
 #[async_trait]
 impl BackgroundService for CertWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Reading the files ourselves causes access events: only changes count.
-            let change = res.is_ok_and(|ev| !ev.kind.is_access() && !ev.kind.is_other());
-            if change && tx.try_send(()).is_err() {
-                // A reload is already pending.
-            }
-        });
-        let _watcher = match watcher {
-            Ok(mut w) => match w.watch(self.store.dir(), RecursiveMode::NonRecursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    tracing::warn!(dir = %self.store.dir().display(), error = %e, "cannot watch cert_dir; polling only");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "file watcher unavailable; polling only");
-                None
-            }
-        };
+        let mut watch = watch_dir(self.store.dir(), None);
+        let rx = &mut watch.changes;
         let mut last = fingerprint(self.store.dir());
         let mut poll = tokio::time::interval(POLL);
         loop {

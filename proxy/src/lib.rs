@@ -12,6 +12,7 @@ pub mod certwatch;
 pub mod clock;
 pub mod config;
 pub mod devcerts;
+pub mod dirwatch;
 pub mod discovery;
 pub mod edge;
 pub mod inflight;

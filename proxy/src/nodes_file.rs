@@ -158,7 +158,7 @@ pub fn parse(
 }
 
 /// Renders specs back into the file format (used by the control plane to publish states).
-pub fn render(specs: &[DeploymentSpec]) -> String {
+pub fn render(specs: &[DeploymentSpec]) -> Result<String, toml::ser::Error> {
     let file = NodesFile {
         deployment: specs
             .iter()
@@ -179,7 +179,7 @@ pub fn render(specs: &[DeploymentSpec]) -> String {
             })
             .collect(),
     };
-    toml::to_string(&file).unwrap_or_default()
+    toml::to_string(&file)
 }
 
 #[cfg(test)]
@@ -202,7 +202,7 @@ nodes = [
         assert_eq!(specs.len(), 1);
         assert_eq!(specs[0].nodes[1].state, NodeState::Draining);
         assert_eq!(specs[0].nodes[0].grpc.unwrap().port(), 7349);
-        let again = parse(&render(&specs), None).unwrap();
+        let again = parse(&render(&specs).unwrap(), None).unwrap();
         assert_eq!(again, specs);
     }
 

@@ -8,32 +8,8 @@ use std::{
 };
 
 use kanmon_router::{DeploymentSpec, InstanceName};
-use serde::Serialize;
 
 use super::{NodeStatePublisher, PublishError};
-
-#[derive(Serialize)]
-struct FileNode {
-    id: String,
-    addr: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc: Option<String>,
-    state: &'static str,
-}
-
-#[derive(Serialize)]
-struct FileDeployment {
-    instance: String,
-    zone: String,
-    nodes: Vec<FileNode>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    fallback_to_draining: bool,
-}
-
-#[derive(Serialize)]
-struct NodesFile {
-    deployment: Vec<FileDeployment>,
-}
 
 /// Keeps the whole table in memory and rewrites the file on every change: temp file in the same
 /// directory, fsync, rename. The proxy's watcher therefore only ever sees a complete file, old
@@ -54,27 +30,9 @@ impl NodesFilePublisher {
     }
 
     fn write(&self, all: &BTreeMap<String, DeploymentSpec>) -> Result<(), PublishError> {
-        let file = NodesFile {
-            deployment: all
-                .values()
-                .map(|d| FileDeployment {
-                    instance: d.instance.to_string(),
-                    zone: d.zone.to_string(),
-                    fallback_to_draining: d.fallback_to_draining,
-                    nodes: d
-                        .nodes
-                        .iter()
-                        .map(|n| FileNode {
-                            id: n.id.clone(),
-                            addr: n.addr.to_string(),
-                            grpc: n.grpc.map(|g| g.to_string()),
-                            state: n.state.as_str(),
-                        })
-                        .collect(),
-                })
-                .collect(),
-        };
-        let text = toml::to_string(&file).map_err(|e| PublishError::Encode(e.to_string()))?;
+        let specs: Vec<DeploymentSpec> = all.values().cloned().collect();
+        let text = kanmon_proxy::nodes_file::render(&specs)
+            .map_err(|e| PublishError::Encode(e.to_string()))?;
         write_atomically(&self.path, text.as_bytes()).map_err(|source| PublishError::Io {
             path: self.path.display().to_string(),
             source,

@@ -6,11 +6,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::{DiscoverySource, Publisher};
-use crate::nodes_file;
+use crate::{dirwatch::watch_dir, nodes_file};
 
 /// Debounce after a change event: writers that truncate-then-write are seen whole.
 const SETTLE: Duration = Duration::from_millis(15);
@@ -64,43 +63,14 @@ impl DiscoverySource for FileSource {
     }
 
     async fn run(&self, publisher: Publisher, mut shutdown: watch::Receiver<bool>) {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let file_name = self.path.file_name().map(|n| n.to_os_string());
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Our own reads cause access events: only changes count.
-            if let Some(ev) = res
-                .ok()
-                .filter(|ev| !ev.kind.is_access() && !ev.kind.is_other())
-            {
-                let ours = ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-                if ours {
-                    // A full channel already holds a pending reload.
-                    let _ignored = tx.try_send(());
-                }
-            }
-        });
         let dir = self
             .path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let _watcher = match watcher {
-            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch nodes file directory; polling only");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "file watcher unavailable; polling only");
-                None
-            }
-        };
+        let mut watch = watch_dir(&dir, self.path.file_name().map(|n| n.to_os_string()));
+        let rx = &mut watch.changes;
         let mut last = None;
         self.reload(&publisher, &mut last).await;
         let mut poll = tokio::time::interval(POLL);
