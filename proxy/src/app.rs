@@ -405,9 +405,14 @@ impl ProxyHttp for KanmonProxy {
                 )
                 .dec();
         }
-        if let Some(e) = e {
+        match e {
+            // A node failing a request is the operator's business.
+            Some(e) if e.esource() == &pingora::ErrorSource::Upstream => {
+                tracing::warn!(instance, zone, status, error = %e, "request failed at the node");
+            }
             // Client-caused ends (resets, timeouts) are routine for game clients.
-            tracing::debug!(status, error = %e, "request ended with error");
+            Some(e) => tracing::debug!(status, error = %e, "request ended with error"),
+            None => {}
         }
     }
 

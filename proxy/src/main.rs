@@ -44,11 +44,16 @@ enum Command {
     Check,
 }
 
+/// pingora's proxy layer logs client-caused failures (a client closing while its request header
+/// is read) as errors; kanmon logs requests itself (upstream failures at warn, client-caused
+/// ends at debug), so pingora_proxy is silent unless RUST_LOG asks for it.
+const DEFAULT_LOG_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)

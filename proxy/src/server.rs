@@ -46,8 +46,10 @@ pub enum BuildError {
 }
 
 /// Puts the header read timeout on each new HTTP session before pingora reads its header, so
-/// a client that trickles its request is cut after `request_read_timeout`, not pingora's
-/// fixed 60 s.
+/// a client that stalls its request is cut after `request_read_timeout`, not pingora's fixed
+/// 60 s. The same limit bounds how long an idle keep-alive connection waits for its next
+/// request. (pingora applies it per read, so a client trickling a byte at a time within the
+/// limit is bounded by `max_header_bytes`, not by time.)
 struct HeaderTimeout {
     inner: Arc<HttpProxy<KanmonProxy>>,
     timeout: Duration,
@@ -60,6 +62,12 @@ impl HttpServerApp for HeaderTimeout {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // pingora waits for an HTTP/1 request header under the keep-alive timeout (60 s by
+        // default, also for a fresh connection) and only then applies the read timeout.
+        // HTTP/2 sessions ignore the keep-alive setting.
+        if !*shutdown.borrow() {
+            session.set_keepalive(Some(self.timeout.as_secs().max(1)));
+        }
         session.set_read_timeout(Some(self.timeout));
         self.inner.process_new_http(session, shutdown).await
     }

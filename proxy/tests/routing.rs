@@ -210,3 +210,47 @@ async fn metrics_pass_promtool_and_readyz_reports() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_and_the_connection_limit_gives_503() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        read_timeout: "1s",
+        max_connections: 2,
+        ..Opts::default()
+    })
+    .await;
+
+    // A client that never finishes its request header is disconnected after the read timeout.
+    let mut tls = proxy.tls(ALPHA, &[b"http/1.1"]).await.unwrap();
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {ALPHA}\r\nX-Slow: ").as_bytes())
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tls.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(closed.is_ok(), "a trickling client kept its connection");
+
+    // Two WebSockets fill the deployment; the third connection gets 503 + Retry-After.
+    let _a = proxy.ws(ALPHA).await.unwrap();
+    let _b = proxy.ws(ALPHA).await.unwrap();
+    let (status, headers, _) = proxy.get(ALPHA, ALPHA, "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    drop(_a);
+    // Once one closes there is room again (bounded wait for the tunnel to notice).
+    let mut status = 0;
+    for _ in 0..100 {
+        status = proxy.get(ALPHA, ALPHA, "/").await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+}
