@@ -22,8 +22,10 @@ use tokio::{
     time::{sleep_until, timeout, Instant},
 };
 
-/// Bytes read per direction at a time.
-const BUF: usize = 4096;
+/// Client → node read buffer, kept for the tunnel's life (game input is small).
+const CLIENT_BUF: usize = 1024;
+/// Node → client read size, borrowed only while bytes are in flight.
+const NODE_BUF: usize = 16 * 1024;
 /// Largest response head accepted from a node.
 const MAX_HEAD: usize = 16 * 1024;
 /// After one side closed, how long the other may still flush.
@@ -194,15 +196,19 @@ pub enum TunnelEnd {
 }
 
 /// Copies bytes both ways until both sides are done, an error, or `idle` without traffic.
-pub async fn relay<C, N>(client: C, node: N, idle: Duration) -> TunnelEnd
+///
+/// Memory per idle tunnel is what matters for thousands of idle game clients, so neither
+/// direction keeps a large buffer: client → node reads into a small buffer inside the task
+/// (game input is small; rustls has already decrypted whole records, so a small buffer costs
+/// no extra syscalls), and node → client waits for readiness and only then borrows a
+/// buffer for the read, released as soon as the bytes are written.
+pub async fn relay<C>(client: C, node: TcpStream, idle: Duration) -> TunnelEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    N: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut nr, mut nw) = tokio::io::split(node);
-    let mut cbuf = vec![0u8; BUF];
-    let mut nbuf = vec![0u8; BUF];
+    let (nr, mut nw) = node.into_split();
+    let mut cbuf = [0u8; CLIENT_BUF];
     let (mut client_open, mut node_open) = (true, true);
     let mut deadline = Instant::now() + idle;
     while client_open || node_open {
@@ -219,21 +225,29 @@ where
                 }
                 Err(_) => return TunnelEnd::Error,
             },
-            r = nr.read(&mut nbuf), if node_open => match r {
-                Ok(0) => {
-                    node_open = false;
-                    if cw.shutdown().await.is_err() { return TunnelEnd::Error; }
-                    deadline = deadline.min(Instant::now() + LINGER);
+            r = nr.readable(), if node_open => {
+                if r.is_err() {
+                    return TunnelEnd::Error;
                 }
-                Ok(n) => {
-                    // The client stream is buffered (pingora's L4 writer, then TLS): flush
-                    // every chunk, or small WebSocket frames would sit in the buffer.
-                    if cw.write_all(&nbuf[..n]).await.is_err() || cw.flush().await.is_err() {
-                        return TunnelEnd::Error;
+                let mut buf = Vec::with_capacity(NODE_BUF);
+                match nr.try_read_buf(&mut buf) {
+                    Ok(0) => {
+                        node_open = false;
+                        if cw.shutdown().await.is_err() { return TunnelEnd::Error; }
+                        deadline = deadline.min(Instant::now() + LINGER);
                     }
-                    deadline = Instant::now() + idle;
+                    Ok(_) => {
+                        // The client stream is buffered (pingora's L4 writer, then TLS): flush
+                        // every chunk, or small WebSocket frames would sit in the buffer.
+                        if cw.write_all(&buf).await.is_err() || cw.flush().await.is_err() {
+                            return TunnelEnd::Error;
+                        }
+                        deadline = Instant::now() + idle;
+                    }
+                    // Readiness can be spurious.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return TunnelEnd::Error,
                 }
-                Err(_) => return TunnelEnd::Error,
             },
             () = sleep_until(deadline) => return TunnelEnd::Idle,
         }
@@ -297,10 +311,18 @@ mod tests {
         assert!(head.ends_with("\r\n\r\n"));
     }
 
+    /// A connected loopback TCP pair.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, connected) = tokio::join!(listener.accept(), connect);
+        (accepted.unwrap().0, connected.unwrap())
+    }
+
     #[tokio::test]
     async fn relay_copies_both_ways_and_ends_when_both_close() {
         let (client, mut client_peer) = tokio::io::duplex(64);
-        let (node, mut node_peer) = tokio::io::duplex(64);
+        let (node, mut node_peer) = tcp_pair().await;
         let task = tokio::spawn(relay(client, node, Duration::from_secs(30)));
         client_peer.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
@@ -309,6 +331,12 @@ mod tests {
         node_peer.write_all(b"pong").await.unwrap();
         client_peer.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"pong");
+        // A large message from the node arrives whole, across several reads.
+        let big = vec![7u8; 100_000];
+        node_peer.write_all(&big).await.unwrap();
+        let mut got = vec![0u8; big.len()];
+        client_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, big);
         drop(client_peer);
         drop(node_peer);
         assert_eq!(task.await.unwrap(), TunnelEnd::Closed);
@@ -317,7 +345,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn relay_ends_idle_tunnels() {
         let (client, _client_peer) = tokio::io::duplex(64);
-        let (node, _node_peer) = tokio::io::duplex(64);
+        let (node, _node_peer) = tcp_pair().await;
         assert_eq!(
             relay(client, node, Duration::from_secs(300)).await,
             TunnelEnd::Idle
