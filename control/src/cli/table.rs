@@ -32,10 +32,13 @@ pub(super) fn cell(v: &Value) -> String {
     }
 }
 
-/// A millisecond timestamp as seconds since the epoch (compact and sortable; `-` if absent).
+/// A millisecond timestamp as UTC RFC 3339 to the second (readable and sortable; `-` if
+/// absent). `--json` keeps the raw milliseconds.
 pub(super) fn time(v: &Value) -> String {
-    v.as_u64()
-        .map_or("-".into(), |ms| format!("{}.{:03}", ms / 1000, ms % 1000))
+    v.as_u64().map_or("-".into(), |ms| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        humantime::format_rfc3339_seconds(t).to_string()
+    })
 }
 
 /// One line per operation, for `kanmon ops` and `--wait` progress.
