@@ -325,6 +325,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for name in ["dev.toml", "prod.toml"] {
+            let cfg = ProxyConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!cfg.routing.base_domain.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn design_example_parses() {
         let text = r#"
 [listen]

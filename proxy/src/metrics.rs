@@ -14,7 +14,7 @@ use prometheus::{
 pub mod names {
     /// Requests by the status sent to the client (`101` for WebSocket upgrades).
     pub const HTTP_REQUESTS: &str = "kanmon_http_requests_total";
-    /// Request duration (for WebSockets: the connection's lifetime).
+    /// Request duration (for WebSockets: until the upgrade is answered).
     pub const HTTP_REQUEST_DURATION: &str = "kanmon_http_request_duration_seconds";
     /// Active proxied WebSocket connections.
     pub const WEBSOCKET_CONNECTIONS: &str = "kanmon_websocket_connections";
@@ -87,7 +87,7 @@ impl Metrics {
                 &["instance", "zone", "status"],
             )?,
             duration: HistogramVec::new(
-                HistogramOpts::new(names::HTTP_REQUEST_DURATION, "Time from request to the end of the response (for WebSockets, the connection's life).")
+                HistogramOpts::new(names::HTTP_REQUEST_DURATION, "Time from request to the end of the response (for WebSockets, until the upgrade is answered).")
                     .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0]),
                 deployment,
             )?,
