@@ -209,6 +209,19 @@ async fn metrics_pass_promtool_and_readyz_reports() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The shipped alerting rules use these metrics and must stay valid.
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/dashboards/alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rules: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
