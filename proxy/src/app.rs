@@ -18,13 +18,15 @@ use pingora::{
 
 use crate::{
     clock::Clock, inflight::Inflight, metrics::Metrics, responses::Refusal, settings::Settings,
-    tls::SniTarget, tunnel,
+    tls::SniTarget, tunnel, wsframe::FrameBoundary,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::{io::AsyncWriteExt, sync::watch};
 
 /// The proxy application.
 pub struct KanmonProxy {
     connections: Inflight,
+    /// Turns true near the end of a graceful shutdown: tunnels then send 1001 Close frames.
+    going_away: watch::Receiver<bool>,
     table: Arc<HealthTable>,
     metrics: Metrics,
     settings: Arc<Settings>,
@@ -53,9 +55,11 @@ impl KanmonProxy {
         metrics: Metrics,
         settings: Arc<Settings>,
         connections: Inflight,
+        going_away: watch::Receiver<bool>,
     ) -> Self {
         Self {
             connections,
+            going_away,
             table,
             metrics,
             settings,
@@ -179,9 +183,13 @@ impl KanmonProxy {
             .with_label_values(&self.ws_labels(&guard));
         let connection = self.connections.enter();
         let idle = self.settings.websocket_idle_timeout;
+        // Bytes after the node's response head are already WebSocket frames.
+        let mut frames = FrameBoundary::default();
+        frames.feed(&response.bytes[response.head_len..]);
+        let going_away = self.going_away.clone();
         tokio::spawn(async move {
             gauge.inc();
-            let end = tunnel::relay(downstream, node, idle).await;
+            let end = tunnel::relay(downstream, node, idle, frames, going_away).await;
             gauge.dec();
             tracing::debug!(?end, node = guard.node().id(), "websocket ended");
             drop((guard, connection));

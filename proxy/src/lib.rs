@@ -23,6 +23,7 @@ pub mod server;
 pub mod settings;
 pub mod tls;
 pub mod tunnel;
+pub mod wsframe;
 
 pub use config::ProxyConfig;
 pub use server::{Proxy, RunOptions};

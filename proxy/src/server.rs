@@ -107,6 +107,8 @@ pub struct Proxy {
     pub table: Arc<HealthTable>,
     publisher: Publisher,
     inflight: Inflight,
+    going_away: tokio::sync::watch::Sender<bool>,
+    grace: Duration,
 }
 
 pub use pingora::server::{ShutdownSignal, ShutdownSignalWatch as ShutdownWatcher};
@@ -177,11 +179,13 @@ impl Proxy {
             CertWatcher::new(certs.clone()),
         ));
 
+        let (going_away_tx, going_away) = tokio::sync::watch::channel(false);
         let app = KanmonProxy::new(
             table.clone(),
             metrics.clone(),
             settings.clone(),
             inflight.clone(),
+            going_away,
         );
         let proxy = pingora::proxy::http_proxy(&server.configuration, app);
         let mut tls =
@@ -222,6 +226,8 @@ impl Proxy {
             table,
             publisher,
             inflight,
+            going_away: going_away_tx,
+            grace: cfg.shutdown.grace_period,
         })
     }
 
@@ -229,7 +235,12 @@ impl Proxy {
     /// run for the grace period, exit as soon as the last one ends. SIGQUIT: hand the
     /// listening sockets to a new process started with `--upgrade`, then drain the same way.
     pub fn run(self) {
-        exit_when_idle(&self.server, self.inflight.clone());
+        exit_when_idle(
+            &self.server,
+            self.inflight.clone(),
+            self.going_away,
+            self.grace,
+        );
         self.server.run_forever();
     }
 
@@ -243,7 +254,12 @@ impl Proxy {
     /// then returns, so an embedding process can clean up after the proxy. A graceful
     /// signal still drains: the process exits once nothing is in flight.
     pub fn run_with(self, signal: Box<dyn ShutdownWatcher>) {
-        exit_when_idle(&self.server, self.inflight.clone());
+        exit_when_idle(
+            &self.server,
+            self.inflight.clone(),
+            self.going_away,
+            self.grace,
+        );
         self.server.run(RunArgs {
             shutdown_signal: signal,
         });
@@ -253,7 +269,15 @@ impl Proxy {
 /// Watches the server's phase; once shutdown has begun (SIGTERM, or the end of an upgrade's
 /// hand-over), exits the process as soon as no client connection is open (pingora itself would
 /// sleep the whole grace period).
-fn exit_when_idle(server: &Server, inflight: Inflight) {
+fn exit_when_idle(
+    server: &Server,
+    inflight: Inflight,
+    going_away: tokio::sync::watch::Sender<bool>,
+    grace: Duration,
+) {
+    // WebSockets still open this close to pingora's deadline are told to go away (a 1001
+    // Close frame at the next frame boundary), leaving a second for the close handshake.
+    let goodbye_at = grace.saturating_sub(Duration::from_secs(1)).max(grace / 2);
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || {
         let mut graceful = false;
@@ -268,7 +292,15 @@ fn exit_when_idle(server: &Server, inflight: Inflight) {
                 // its sockets over), so the count can only go down. A fast shutdown (SIGINT, or
                 // an embedding's signal) is left to pingora, so `run_with` returns normally.
                 Ok(ExecutionPhase::ShutdownStarted) if graceful => {
+                    let started = std::time::Instant::now();
                     while inflight.get() > 0 {
+                        if started.elapsed() >= goodbye_at && !*going_away.borrow() {
+                            tracing::info!(
+                                open = inflight.get(),
+                                "grace period ending: closing WebSockets with 1001"
+                            );
+                            going_away.send_replace(true);
+                        }
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     tracing::info!("graceful shutdown: no client connection left, exiting");

@@ -11,6 +11,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::wsframe::{FrameBoundary, CLOSE_GOING_AWAY};
 use pingora::{
     http::RequestHeader,
     protocols::{http::ServerSession, l4::stream::Stream as L4Stream, Stream},
@@ -19,6 +20,7 @@ use pingora::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
+    sync::watch,
     time::{sleep_until, timeout, Instant},
 };
 
@@ -187,6 +189,8 @@ pub fn take_downstream(session: &mut Session) -> Result<Stream, TunnelError> {
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelEnd {
+    /// The proxy is shutting down: the client got a Close frame (1001) between two frames.
+    GoingAway,
     /// One side closed and the other finished.
     Closed,
     /// No traffic either way for the idle limit.
@@ -202,7 +206,13 @@ pub enum TunnelEnd {
 /// (game input is small; rustls has already decrypted whole records, so a small buffer costs
 /// no extra syscalls), and node → client waits for readiness and only then borrows a
 /// buffer for the read, released as soon as the bytes are written.
-pub async fn relay<C>(client: C, node: TcpStream, idle: Duration) -> TunnelEnd
+pub async fn relay<C>(
+    client: C,
+    node: TcpStream,
+    idle: Duration,
+    mut frames: FrameBoundary,
+    mut going_away: watch::Receiver<bool>,
+) -> TunnelEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -210,8 +220,20 @@ where
     let (nr, mut nw) = node.into_split();
     let mut cbuf = [0u8; CLIENT_BUF];
     let (mut client_open, mut node_open) = (true, true);
+    // Shutdown: `closing` once asked to go away, `close_sent` once the Close frame is out
+    // (after which nothing more from the node may follow it).
+    let (mut watching, mut closing, mut close_sent) = (true, false, false);
     let mut deadline = Instant::now() + idle;
-    while client_open || node_open {
+    while client_open || (node_open && !close_sent) {
+        if closing && !close_sent && frames.at_boundary() {
+            if cw.write_all(&CLOSE_GOING_AWAY).await.is_err() || cw.flush().await.is_err() {
+                return TunnelEnd::Error;
+            }
+            close_sent = true;
+            // The client answers with its own Close frame (forwarded) and hangs up.
+            deadline = deadline.min(Instant::now() + LINGER);
+            continue;
+        }
         tokio::select! {
             r = cr.read(&mut cbuf), if client_open => match r {
                 Ok(0) => {
@@ -225,7 +247,7 @@ where
                 }
                 Err(_) => return TunnelEnd::Error,
             },
-            r = nr.readable(), if node_open => {
+            r = nr.readable(), if node_open && !close_sent => {
                 if r.is_err() {
                     return TunnelEnd::Error;
                 }
@@ -242,6 +264,7 @@ where
                         if cw.write_all(&buf).await.is_err() || cw.flush().await.is_err() {
                             return TunnelEnd::Error;
                         }
+                        frames.feed(&buf);
                         deadline = Instant::now() + idle;
                     }
                     // Readiness can be spurious.
@@ -249,10 +272,21 @@ where
                     Err(_) => return TunnelEnd::Error,
                 }
             },
-            () = sleep_until(deadline) => return TunnelEnd::Idle,
+            r = going_away.changed(), if watching && !closing => match r {
+                Ok(()) => closing = *going_away.borrow(),
+                // Nobody can ask any more.
+                Err(_) => watching = false,
+            },
+            () = sleep_until(deadline) => {
+                return if close_sent { TunnelEnd::GoingAway } else { TunnelEnd::Idle };
+            }
         }
     }
-    TunnelEnd::Closed
+    if close_sent {
+        TunnelEnd::GoingAway
+    } else {
+        TunnelEnd::Closed
+    }
 }
 
 /// Relays a non-101 answer to the client: the rest of a `Content-Length` body, or
@@ -323,7 +357,14 @@ mod tests {
     async fn relay_copies_both_ways_and_ends_when_both_close() {
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (node, mut node_peer) = tcp_pair().await;
-        let task = tokio::spawn(relay(client, node, Duration::from_secs(30)));
+        let (_away, away) = watch::channel(false);
+        let task = tokio::spawn(relay(
+            client,
+            node,
+            Duration::from_secs(30),
+            FrameBoundary::default(),
+            away,
+        ));
         client_peer.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         node_peer.read_exact(&mut buf).await.unwrap();
@@ -346,9 +387,46 @@ mod tests {
     async fn relay_ends_idle_tunnels() {
         let (client, _client_peer) = tokio::io::duplex(64);
         let (node, _node_peer) = tcp_pair().await;
-        assert_eq!(
-            relay(client, node, Duration::from_secs(300)).await,
-            TunnelEnd::Idle
-        );
+        let (_away, away) = watch::channel(false);
+        let end = relay(
+            client,
+            node,
+            Duration::from_secs(300),
+            FrameBoundary::default(),
+            away,
+        )
+        .await;
+        assert_eq!(end, TunnelEnd::Idle);
+    }
+
+    #[tokio::test]
+    async fn going_away_waits_for_a_frame_boundary_then_sends_1001() {
+        let (client, mut client_peer) = tokio::io::duplex(1 << 16);
+        let (node, mut node_peer) = tcp_pair().await;
+        let (away_tx, away) = watch::channel(false);
+        let task = tokio::spawn(relay(
+            client,
+            node,
+            Duration::from_secs(30),
+            FrameBoundary::default(),
+            away,
+        ));
+        // The node is in the middle of a 10-byte text frame when shutdown comes.
+        node_peer
+            .write_all(&[0x81, 10, b'h', b'e', b'l'])
+            .await
+            .unwrap();
+        let mut got = [0u8; 5];
+        client_peer.read_exact(&mut got).await.unwrap();
+        away_tx.send_replace(true);
+        // The rest of the frame still arrives whole, and only then the Close frame.
+        node_peer.write_all(b"lo worl").await.unwrap();
+        let mut rest = [0u8; 7 + 4];
+        client_peer.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest[..7], b"lo worl");
+        assert_eq!(&rest[7..], &CLOSE_GOING_AWAY);
+        // The client answers and hangs up; the tunnel ends as going away.
+        drop(client_peer);
+        assert_eq!(task.await.unwrap(), TunnelEnd::GoingAway);
     }
 }

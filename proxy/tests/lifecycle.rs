@@ -241,3 +241,39 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_open_at_the_end_of_the_grace_period_get_a_1001_close() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let mut proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        grace: "3s",
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = proxy.ws(ALPHA).await.unwrap();
+    echo(&mut ws, "before shutdown").await;
+    proxy.terminate();
+    // The client keeps its WebSocket open; near the deadline the proxy says goodbye properly.
+    let close = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a Close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no Close frame before the deadline");
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    // tungstenite answers the close; the proxy then has nothing left and exits.
+    while ws.next().await.is_some() {}
+    assert!(
+        proxy.wait_exit(Duration::from_secs(10)).await,
+        "proxy did not exit after the close"
+    );
+}
