@@ -17,6 +17,7 @@ use pingora::{
     },
     services::{background::background_service, listening::Service},
 };
+use rustls::ServerConfig;
 
 use crate::{
     admin::AdminApp,
@@ -196,8 +197,12 @@ impl Proxy {
             inner: Arc::new(proxy),
             timeout: cfg.limits.request_read_timeout,
         });
+        let mut acceptor = tls.build();
+        let mut rustls_config = ServerConfig::clone(acceptor.acceptor.config());
+        rustls_config.send_tls13_tickets = cfg.tls.session_tickets;
+        acceptor.acceptor = pingora::tls::TlsAcceptor::from(Arc::new(rustls_config));
         let edge = EdgeApp::new(
-            tls.build(),
+            acceptor,
             http,
             cfg.limits.handshake_timeout,
             metrics.clone(),
