@@ -22,7 +22,7 @@ struct Cli {
     config: PathBuf,
     /// Take over the listening sockets of the running proxy (graceful binary upgrade): start
     /// the new binary with --upgrade, then send SIGQUIT to the old one.
-    #[arg(long)]
+    #[arg(long, global = true)]
     upgrade: bool,
 }
 
