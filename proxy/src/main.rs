@@ -16,6 +16,7 @@ struct Cli {
     #[arg(
         long,
         short,
+        global = true,
         default_value = "configs/dev.toml",
         env = "KANMON_PROXY_CONFIG"
     )]
