@@ -62,9 +62,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         p.push(".admin-token");
         PathBuf::from(p)
     });
-    if let Some(token) = bootstrap_admin(&store, &token_file)? {
-        println!("admin token written to {}", token_file.display());
-        println!("admin token: {token}");
+    // The token goes only to the 0600 file, never to the terminal or logs, which are often
+    // captured by process supervisors.
+    if bootstrap_admin(&store, &token_file)?.is_some() {
+        println!(
+            "admin token written to {} (use it with --token-file or KANMON_TOKEN_FILE)",
+            token_file.display()
+        );
     }
     let publisher: Arc<dyn NodeStatePublisher> = match &args.nodes_file {
         Some(path) => Arc::new(NodesFilePublisher::new(path)),
