@@ -47,19 +47,21 @@ impl BackgroundService for CertWatcher {
         let mut last = fingerprint(self.store.dir());
         let mut poll = tokio::time::interval(POLL);
         loop {
-            tokio::select! {
+            let notified = tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = rx.recv() => {
                     tokio::time::sleep(SETTLE).await;
                     while rx.try_recv().is_ok() {}
+                    true
                 }
-                _ = poll.tick() => {
-                    if fingerprint(self.store.dir()) == last {
-                        continue;
-                    }
-                }
+                _ = poll.tick() => false,
+            };
+            // One directory scan per wake-up: the poll reloads only on a changed fingerprint.
+            let current = fingerprint(self.store.dir());
+            if !notified && current == last {
+                continue;
             }
-            last = fingerprint(self.store.dir());
+            last = current;
             let report = self.store.reload();
             tracing::info!(%report, "certificates reloaded");
         }

@@ -41,9 +41,6 @@ pub enum BuildError {
     /// Metric registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// The configured discovery kind is not available in this build.
-    #[error("discovery kind {0:?} is not available")]
-    Discovery(DiscoveryKind),
 }
 
 /// Puts the header read timeout on each new HTTP session before pingora reads its header, so

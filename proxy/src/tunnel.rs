@@ -56,6 +56,9 @@ pub enum TunnelError {
     /// The pingora session was not an HTTP/1 session.
     #[error("not an HTTP/1.1 session")]
     NotH1,
+    /// The placeholder stream left in the pingora session could not be made.
+    #[error("placeholder stream: {0}")]
+    Placeholder(#[source] std::io::Error),
 }
 
 /// Whether `req` asks for a WebSocket over HTTP/1.1.
@@ -170,12 +173,12 @@ pub async fn read_response_head(
 /// pingora can finish without touching the client.
 pub fn take_downstream(session: &mut Session) -> Result<Stream, TunnelError> {
     let (placeholder, _peer) =
-        std::os::unix::net::UnixStream::pair().map_err(|_| TunnelError::NotH1)?;
+        std::os::unix::net::UnixStream::pair().map_err(TunnelError::Placeholder)?;
     placeholder
         .set_nonblocking(true)
-        .map_err(|_| TunnelError::NotH1)?;
+        .map_err(TunnelError::Placeholder)?;
     let placeholder =
-        tokio::net::UnixStream::from_std(placeholder).map_err(|_| TunnelError::NotH1)?;
+        tokio::net::UnixStream::from_std(placeholder).map_err(TunnelError::Placeholder)?;
     let dummy = ServerSession::new_http1(Box::new(L4Stream::from(placeholder)));
     match std::mem::replace(&mut *session.downstream_session, dummy) {
         ServerSession::H1(h1) => Ok(h1.into_inner()),

@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -373,8 +373,4 @@ pub async fn echo(ws: &mut Ws, msg: &str) {
             other => panic!("unexpected message {other:?}"),
         }
     }
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }
