@@ -4,7 +4,7 @@
 #
 # Usage: benches/compare.sh            (all targets)
 #        TARGETS="direct nginx" benches/compare.sh
-# Knobs (environment): TARGETS, CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
+# Knobs (environment): TARGETS, LOADS ("idle connect echo http"), CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
 # ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
 # HTTP_DURATION (5s), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
 # CARGO_TARGET_DIR (where kanmon-bench is built).
@@ -15,6 +15,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
+LOADS="${LOADS:-idle connect echo http}"
 CONNECTS="${CONNECTS:-5000}"
 CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-64}"
 ECHO_CONNS="${ECHO_CONNS:-100}"
@@ -151,19 +152,30 @@ run_loads() {
   # Other work on the machine skews every number: say how busy it was.
   log "[$name] load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   # Idle first, on a fresh process: its RSS baseline is not inflated by earlier loads.
+  if want idle; then
   log "[$name] ws-idle $IDLE_CONNS held $IDLE_HOLD (pid $pid)"
   "$BENCH" ws-idle --url "$ws" "${common[@]}" -n "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$pid" \
     --out "$WORK/results/$name.ws-idle.json" >&2 || log "[$name] ws-idle failed"
+  fi
+  if want connect; then
   log "[$name] ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight"
   "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" -c "$CONNECT_CONCURRENCY" \
     --out "$WORK/results/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
+  fi
+  if want echo; then
   log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
   "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" -b "$ECHO_SIZE" \
     --out "$WORK/results/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
+  fi
+  if want http; then
   log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
   "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" -c "$HTTP_CONNS" \
     -d "$HTTP_DURATION" --out "$WORK/results/$name.http.json" >&2 || log "[$name] http failed"
+  fi
 }
+
+# True when LOADS names this load.
+want() { [[ " $LOADS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- targets
 target_direct() {
@@ -210,7 +222,8 @@ grace_period = "1s"
 upgrade_sock = "$dir/upgrade.sock"
 
 [server]
-threads = 2
+threads = ${KANMON_THREADS:-2}
+${KANMON_SERVER_EXTRA:-}
 EOF
   "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
   local pid="$!"

@@ -221,13 +221,28 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut cr, mut cw) = tokio::io::split(client);
-    let (nr, mut nw) = node.into_split();
+    let (mut nr, mut nw) = node.into_split();
     let mut cbuf = [0u8; CLIENT_BUF];
     let (mut client_open, mut node_open) = (true, true);
     // Shutdown: `closing` once asked to go away, `close_sent` once the Close frame is out
     // (after which nothing more from the node may follow it).
-    let (mut watching, mut closing, mut close_sent) = (true, false, false);
-    let mut deadline = Instant::now() + idle;
+    let (mut closing, mut close_sent) = (false, false);
+    // One timer for the tunnel's life, re-armed only when it fires: arming a fresh timer
+    // per message costs a timer-wheel insert and removal on every frame.
+    let mut idle = IdleClock::new(idle);
+    let timer = sleep_until(idle.next_wake(Instant::now()));
+    tokio::pin!(timer);
+    // One registration with the shutdown signal for the tunnel's life, likewise.
+    let asked_to_go = async {
+        while going_away.changed().await.is_ok() {
+            if *going_away.borrow() {
+                return;
+            }
+        }
+        // Nobody can ask any more.
+        std::future::pending::<()>().await;
+    };
+    tokio::pin!(asked_to_go);
     while client_open || (node_open && !close_sent) {
         if closing && !close_sent && frames.at_boundary() {
             if cw.write_all(&CLOSE_GOING_AWAY).await.is_err() || cw.flush().await.is_err() {
@@ -235,7 +250,7 @@ where
             }
             close_sent = true;
             // The client answers with its own Close frame (forwarded) and hangs up.
-            deadline = deadline.min(Instant::now() + LINGER);
+            timer.as_mut().reset(idle.linger(Instant::now()));
             continue;
         }
         tokio::select! {
@@ -243,11 +258,11 @@ where
                 Ok(0) => {
                     client_open = false;
                     if nw.shutdown().await.is_err() { return TunnelEnd::Error; }
-                    deadline = deadline.min(Instant::now() + LINGER);
+                    timer.as_mut().reset(idle.linger(Instant::now()));
                 }
                 Ok(n) => {
                     if nw.write_all(&cbuf[..n]).await.is_err() { return TunnelEnd::Error; }
-                    deadline = Instant::now() + idle;
+                    idle.active();
                 }
                 Err(_) => return TunnelEnd::Error,
             },
@@ -255,34 +270,35 @@ where
                 if r.is_err() {
                     return TunnelEnd::Error;
                 }
-                let mut buf = Vec::with_capacity(NODE_BUF);
-                match nr.try_read_buf(&mut buf) {
-                    Ok(0) => {
+                let mut buf = NodeBuf::take();
+                match read_ready(&mut nr, buf.as_mut()).await {
+                    Ok(Some(0)) => {
                         node_open = false;
                         if cw.shutdown().await.is_err() { return TunnelEnd::Error; }
-                        deadline = deadline.min(Instant::now() + LINGER);
+                        timer.as_mut().reset(idle.linger(Instant::now()));
                     }
-                    Ok(_) => {
+                    Ok(Some(n)) => {
                         // The client stream is buffered (pingora's L4 writer, then TLS): flush
                         // every chunk, or small WebSocket frames would sit in the buffer.
-                        if cw.write_all(&buf).await.is_err() || cw.flush().await.is_err() {
+                        let bytes = &buf.as_mut()[..n];
+                        if cw.write_all(bytes).await.is_err() || cw.flush().await.is_err() {
                             return TunnelEnd::Error;
                         }
-                        frames.feed(&buf);
-                        deadline = Instant::now() + idle;
+                        frames.feed(bytes);
+                        idle.active();
                     }
                     // Readiness can be spurious.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Ok(None) => {}
                     Err(_) => return TunnelEnd::Error,
                 }
             },
-            r = going_away.changed(), if watching && !closing => match r {
-                Ok(()) => closing = *going_away.borrow(),
-                // Nobody can ask any more.
-                Err(_) => watching = false,
-            },
-            () = sleep_until(deadline) => {
-                return if close_sent { TunnelEnd::GoingAway } else { TunnelEnd::Idle };
+            () = &mut asked_to_go, if !closing => closing = true,
+            () = &mut timer => {
+                let now = Instant::now();
+                if idle.expired(now) {
+                    return if close_sent { TunnelEnd::GoingAway } else { TunnelEnd::Idle };
+                }
+                timer.as_mut().reset(idle.next_wake(now));
             }
         }
     }
@@ -290,6 +306,124 @@ where
         TunnelEnd::GoingAway
     } else {
         TunnelEnd::Closed
+    }
+}
+
+/// Reads what a readable socket holds without waiting: `None` when the readiness was spurious.
+/// A read through `AsyncRead` (unlike `try_read`) clears the readiness after a short read, so
+/// the next wait costs no `recv` that can only answer EAGAIN — one syscall fewer per message.
+async fn read_ready(
+    node: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut [u8],
+) -> std::io::Result<Option<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut *node).poll_read(cx, &mut rb) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(Some(rb.filled().len()))),
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Ready(Ok(None)),
+        }
+    })
+    .await
+}
+
+/// The tunnel's idle limit, kept with one coarse timer: the timer wakes every quarter of the
+/// limit, traffic in between only sets a flag, and the tunnel is idle after four quiet
+/// wake-ups in a row — so it ends between `limit` and 1.25 × `limit` after its last byte.
+/// Once one side has closed (or the Close frame went out) a hard deadline `LINGER` away
+/// applies as well.
+#[derive(Debug)]
+struct IdleClock {
+    tick: Duration,
+    quiet_ticks: u32,
+    active: bool,
+    hard_deadline: Option<Instant>,
+}
+
+/// Quiet wake-ups in a row that make a tunnel idle.
+const QUIET_TICKS: u32 = 4;
+
+impl IdleClock {
+    fn new(limit: Duration) -> Self {
+        Self {
+            tick: (limit / QUIET_TICKS).max(Duration::from_millis(1)),
+            quiet_ticks: 0,
+            active: false,
+            hard_deadline: None,
+        }
+    }
+
+    /// Bytes moved: the tunnel is not idle.
+    fn active(&mut self) {
+        self.active = true;
+    }
+
+    /// When the timer should wake next.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let tick = now + self.tick;
+        self.hard_deadline.map_or(tick, |d| d.min(tick))
+    }
+
+    /// One side closed: the other has `LINGER` to finish. Returns the next wake-up.
+    fn linger(&mut self, now: Instant) -> Instant {
+        let d = now + LINGER;
+        self.hard_deadline = Some(self.hard_deadline.map_or(d, |h| h.min(d)));
+        self.next_wake(now)
+    }
+
+    /// The timer fired: whether the tunnel is over.
+    fn expired(&mut self, now: Instant) -> bool {
+        if self.hard_deadline.is_some_and(|d| now >= d) {
+            return true;
+        }
+        if std::mem::take(&mut self.active) {
+            self.quiet_ticks = 0;
+        } else {
+            self.quiet_ticks += 1;
+        }
+        self.quiet_ticks >= QUIET_TICKS
+    }
+}
+
+/// Node → client read buffers, pooled per thread: a busy tunnel would otherwise allocate and
+/// free 16 KiB per message, and an idle one must not keep its own.
+struct NodeBuf(Option<Box<[u8; NODE_BUF]>>);
+
+/// Buffers kept per thread for reuse (enough for every tunnel a thread moves bytes for at once
+/// in practice; more are allocated and freed as needed).
+const NODE_BUF_POOL: usize = 64;
+
+thread_local! {
+    static NODE_BUFS: std::cell::RefCell<Vec<Box<[u8; NODE_BUF]>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl NodeBuf {
+    fn take() -> Self {
+        let pooled = NODE_BUFS.try_with(|p| p.borrow_mut().pop()).ok().flatten();
+        Self(Some(pooled.unwrap_or_else(|| Box::new([0u8; NODE_BUF]))))
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            Some(b) => &mut b[..],
+            None => &mut [],
+        }
+    }
+}
+
+impl Drop for NodeBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            // The task may have moved threads meanwhile: the buffer joins that thread's pool.
+            // (During thread teardown the pool is gone and the buffer is simply freed.)
+            let _pooled_or_freed = NODE_BUFS.try_with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.len() < NODE_BUF_POOL {
+                    pool.push(buf);
+                }
+            });
+        }
     }
 }
 
@@ -407,6 +541,48 @@ mod tests {
         )
         .await;
         assert_eq!(end, TunnelEnd::Idle);
+    }
+
+    #[test]
+    fn idle_clock_ends_after_four_quiet_ticks_and_traffic_restarts_the_count() {
+        let limit = Duration::from_secs(40);
+        let start = Instant::now();
+        let mut clock = IdleClock::new(limit);
+        let mut now = start;
+        // Traffic in every tick keeps the tunnel alive indefinitely.
+        for _ in 0..20 {
+            now = clock.next_wake(now);
+            clock.active();
+            assert!(!clock.expired(now));
+        }
+        // Then silence: three quiet wake-ups are not enough, the fourth ends it.
+        let last_byte = now;
+        for _ in 0..3 {
+            now = clock.next_wake(now);
+            assert!(!clock.expired(now));
+        }
+        now = clock.next_wake(now);
+        assert!(clock.expired(now));
+        let quiet = now - last_byte;
+        assert!(quiet >= limit && quiet <= limit + limit / 4, "{quiet:?}");
+    }
+
+    #[test]
+    fn idle_clock_linger_is_a_hard_deadline_despite_traffic() {
+        let start = Instant::now();
+        let mut clock = IdleClock::new(Duration::from_secs(3600));
+        let wake = clock.linger(start);
+        assert_eq!(
+            wake,
+            start + LINGER,
+            "the next wake-up is the linger deadline"
+        );
+        clock.active();
+        assert!(!clock.expired(start + LINGER / 2));
+        clock.active();
+        assert!(clock.expired(start + LINGER));
+        // A later linger never extends the deadline.
+        assert_eq!(clock.linger(start + LINGER), start + LINGER);
     }
 
     #[tokio::test]
