@@ -1,36 +1,29 @@
-//! The pingora `ProxyHttp` application: SNI → deployment → ready node.
+//! The pingora `ProxyHttp` application for HTTP/2 connections (gRPC among them): SNI →
+//! deployment → ready node, decided by [`Routes`] like the HTTP/1.1 lane.
 //!
-//! Per request: check `Host` against the connection's SNI (421), look the deployment up (404),
-//! pick a ready node with the router (503 + Retry-After), and hold the router's connection
-//! guard in the request context, so it lives exactly as long as the request — or, for a
-//! WebSocket, as long as the upgraded connection.
+//! Per request: check `:authority` against the connection's SNI (421), look the deployment up
+//! (404), pick a ready node with the router (503 + Retry-After), and hold the router's
+//! connection guard in the request context, so it lives exactly as long as the request.
 
 use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use kanmon_router::{split_host, ConnectionGuard, Deployment, HealthTable, PickError};
+use kanmon_router::{ConnectionGuard, Deployment};
 use pingora::{
-    http::ResponseHeader,
     prelude::HttpPeer,
     proxy::{ProxyHttp, Session},
     Error, Result,
 };
 
 use crate::{
-    clock::Clock, inflight::Inflight, metrics::Metrics, responses::Refusal, settings::Settings,
-    tls::SniTarget, tunnel, wsframe::FrameBoundary,
+    responses::Refusal,
+    routing::{status_label, Routes},
+    tls::SniTarget,
 };
-use tokio::{io::AsyncWriteExt, sync::watch};
 
 /// The proxy application.
 pub struct KanmonProxy {
-    connections: Inflight,
-    /// Turns true near the end of a graceful shutdown: tunnels then send 1001 Close frames.
-    going_away: watch::Receiver<bool>,
-    table: Arc<HealthTable>,
-    metrics: Metrics,
-    settings: Arc<Settings>,
-    clock: Clock,
+    routes: Routes,
 }
 
 /// Per-request state.
@@ -38,33 +31,16 @@ pub struct RequestCtx {
     start: Instant,
     guard: Option<ConnectionGuard>,
     retried: bool,
-    websocket: bool,
     grpc: bool,
     refused: Option<Refusal>,
-    /// Status of a response the proxy relayed itself (WebSocket tunnels).
-    relayed: Option<u16>,
-    /// The deployment the request went to (kept for metric labels after a WebSocket's guard
-    /// moved into its tunnel task).
+    /// The deployment the request went to (for metric labels).
     deployment: Option<Arc<Deployment>>,
 }
 
 impl KanmonProxy {
-    /// The application over `table`.
-    pub fn new(
-        table: Arc<HealthTable>,
-        metrics: Metrics,
-        settings: Arc<Settings>,
-        connections: Inflight,
-        going_away: watch::Receiver<bool>,
-    ) -> Self {
-        Self {
-            connections,
-            going_away,
-            table,
-            metrics,
-            settings,
-            clock: Clock::new(),
-        }
+    /// The application deciding with `routes`.
+    pub fn new(routes: Routes) -> Self {
+        Self { routes }
     }
 
     /// Labels for a request: known deployments by name, everything else as "unknown".
@@ -82,160 +58,9 @@ impl KanmonProxy {
         r: Refusal,
     ) -> Result<bool> {
         ctx.refused = Some(r);
-        self.metrics.rejected.with_label_values(&[r.reason()]).inc();
-        tracing::debug!(status = r.status(), reason = r.reason(), "request refused");
+        self.routes.refused(r);
         r.send(session).await?;
         Ok(true)
-    }
-
-    /// Counts a failed connect to the picked node, ejects it for a while and, on the first
-    /// failure, moves the request to another ready node. Returns whether to retry.
-    fn connect_failed(&self, ctx: &mut RequestCtx, error: &dyn std::fmt::Display) -> bool {
-        let Some(guard) = &ctx.guard else {
-            return false;
-        };
-        let node = guard.node();
-        let dep = guard.deployment();
-        self.metrics
-            .upstream_failures
-            .with_label_values(&[dep.instance().as_str(), dep.zone().as_str(), node.id()])
-            .inc();
-        guard.eject(self.clock.now_ms(), self.settings.eject_for_ms);
-        tracing::info!(node = node.id(), error = %error, "upstream connect failed; node ejected for a while");
-        if ctx.retried {
-            return false;
-        }
-        ctx.retried = true;
-        let failed = node.id().to_string();
-        let dep = Arc::clone(guard.deployment());
-        match self.pick(dep.instance().as_str(), dep.zone().as_str(), Some(&failed)) {
-            Ok(next) if next.node().id() != failed => {
-                ctx.guard = Some(next);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Proxies a WebSocket upgrade through our own tunnel (see `tunnel`).
-    async fn websocket(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let client = session.client_addr().and_then(|a| a.as_inet()).copied();
-        let head = tunnel::request_head(session.req_header(), client);
-        let (mut node, addr) = loop {
-            let Some(addr) = ctx.guard.as_ref().map(ConnectionGuard::addr) else {
-                return self.refuse(session, ctx, Refusal::BadGateway).await;
-            };
-            match tunnel::connect(addr, self.settings.connect_timeout).await {
-                Ok(stream) => break (stream, addr),
-                Err(e) => {
-                    if !self.connect_failed(ctx, &e) {
-                        return self.refuse(session, ctx, Refusal::BadGateway).await;
-                    }
-                }
-            }
-        };
-        let response = async {
-            node.write_all(&head)
-                .await
-                .map_err(|e| tunnel::TunnelError::Upstream {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-            tunnel::read_response_head(&mut node, addr, self.settings.request_read_timeout).await
-        };
-        let response = match response.await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::info!(error = %e, "websocket upgrade failed at the node");
-                return self.refuse(session, ctx, Refusal::BadGateway).await;
-            }
-        };
-        let Ok(mut downstream) = tunnel::take_downstream(session) else {
-            return self.refuse(session, ctx, Refusal::BadGateway).await;
-        };
-        ctx.relayed = Some(response.status);
-        if response.status != 101 {
-            if let Err(e) = tunnel::relay_refusal(
-                &mut downstream,
-                &mut node,
-                &response,
-                self.settings.request_read_timeout,
-            )
-            .await
-            {
-                tracing::debug!(error = %e, "client left during a refused upgrade");
-            }
-            return Ok(true);
-        }
-        if downstream.write_all(&response.bytes).await.is_err() || downstream.flush().await.is_err()
-        {
-            return Ok(true);
-        }
-        // The tunnel runs as a task of its own, holding only the two streams, its buffers,
-        // the router's guard and a connection count: the pingora session (and its placeholder
-        // stream) ends now instead of living as long as the WebSocket.
-        let Some(guard) = ctx.guard.take() else {
-            return Ok(true);
-        };
-        let gauge = self
-            .metrics
-            .websockets
-            .with_label_values(&self.ws_labels(&guard));
-        let connection = self.connections.enter();
-        let idle = self.settings.websocket_idle_timeout;
-        // Bytes after the node's response head are already WebSocket frames.
-        let mut frames = FrameBoundary::default();
-        frames.feed(&response.bytes[response.head_len..]);
-        let going_away = self.going_away.clone();
-        tokio::spawn(async move {
-            gauge.inc();
-            let end = tunnel::relay(downstream, node, idle, frames, going_away).await;
-            gauge.dec();
-            tracing::debug!(?end, node = guard.node().id(), "websocket ended");
-            drop((guard, connection));
-        });
-        Ok(true)
-    }
-
-    fn ws_labels<'a>(&self, guard: &'a ConnectionGuard) -> [&'a str; 3] {
-        let dep = guard.deployment();
-        [
-            dep.instance().as_str(),
-            dep.zone().as_str(),
-            guard.node().id(),
-        ]
-    }
-
-    /// Decides where a request goes, or why it is refused.
-    fn route(&self, session: &Session) -> Result<ConnectionGuard, Refusal> {
-        if header_bytes(session) > self.settings.max_header_bytes {
-            return Err(Refusal::HeadersTooLarge);
-        }
-        let target = sni_target(session).ok_or(Refusal::UnknownHost)?;
-        if let Some(host) = request_host(session) {
-            let same = split_host(host, &self.settings.base_domain).is_some_and(|(i, z)| {
-                i.eq_ignore_ascii_case(&target.instance) && z.eq_ignore_ascii_case(&target.zone)
-            });
-            if !same {
-                return Err(Refusal::Misdirected);
-            }
-        }
-        self.pick(&target.instance, &target.zone, None)
-            .map_err(|e| match e {
-                PickError::UnknownDeployment => Refusal::UnknownHost,
-                PickError::NoReadyNode => Refusal::NoReadyNode,
-                PickError::AtCapacity => Refusal::AtCapacity,
-            })
-    }
-
-    fn pick(
-        &self,
-        instance: &str,
-        zone: &str,
-        exclude: Option<&str>,
-    ) -> Result<ConnectionGuard, PickError> {
-        self.table
-            .pick_excluding(instance, zone, self.clock.now_ms(), exclude)
     }
 }
 
@@ -266,13 +91,6 @@ fn request_host(session: &Session) -> Option<&str> {
     })
 }
 
-/// Status codes as label strings, formatted once: no allocation per request.
-fn status_label(status: u16) -> &'static str {
-    static LABELS: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| (0..600).map(|c| c.to_string()).collect());
-    LABELS.get(status as usize).map_or("0", String::as_str)
-}
-
 fn header_bytes(session: &Session) -> usize {
     let req = session.req_header();
     let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
@@ -292,10 +110,8 @@ impl ProxyHttp for KanmonProxy {
             start: Instant::now(),
             guard: None,
             retried: false,
-            websocket: false,
             grpc: false,
             refused: None,
-            relayed: None,
             deployment: None,
         }
     }
@@ -306,12 +122,16 @@ impl ProxyHttp for KanmonProxy {
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         // The header has arrived: from here the read timeout guards the body.
-        session.set_read_timeout(Some(self.settings.request_read_timeout));
+        session.set_read_timeout(Some(self.routes.settings().request_read_timeout));
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let guard = match self.route(session) {
+        let guard = match self.routes.route(
+            sni_target(session),
+            request_host(session),
+            header_bytes(session),
+        ) {
             Ok(guard) => guard,
             Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
@@ -322,9 +142,6 @@ impl ProxyHttp for KanmonProxy {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         ctx.deployment = Some(Arc::clone(guard.deployment()));
         ctx.guard = Some(guard);
-        if tunnel::is_websocket_upgrade(session.req_header()) {
-            return self.websocket(session, ctx).await;
-        }
         Ok(false)
     }
 
@@ -340,8 +157,9 @@ impl ProxyHttp for KanmonProxy {
         let grpc = if ctx.grpc { node.grpc() } else { None };
         let addr = grpc.unwrap_or(node.addr());
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(self.settings.connect_timeout);
-        peer.options.idle_timeout = Some(self.settings.pool_idle_timeout);
+        let settings = self.routes.settings();
+        peer.options.connection_timeout = Some(settings.connect_timeout);
+        peer.options.idle_timeout = Some(settings.pool_idle_timeout);
         if grpc.is_some() {
             // gRPC nodes speak h2 in clear text (prior knowledge).
             peer.options.set_http_version(2, 2);
@@ -356,40 +174,20 @@ impl ProxyHttp for KanmonProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if self.connect_failed(ctx, &e) {
+        if self
+            .routes
+            .connect_failed(&mut ctx.guard, &mut ctx.retried, &e)
+        {
             e.set_retry(true);
         }
         e
     }
 
-    async fn response_filter(
-        &self,
-        session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        if resp.status.as_u16() == 101 {
-            ctx.websocket = true;
-            // Upgraded: the request read timeout no longer applies; the WebSocket idle policy does.
-            session.set_read_timeout(Some(self.settings.websocket_idle_timeout));
-            self.metrics
-                .websockets
-                .with_label_values(
-                    &ctx.guard
-                        .as_ref()
-                        .map_or(["unknown"; 3], |g| self.ws_labels(g)),
-                )
-                .inc();
-        }
-        Ok(())
-    }
-
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = match (ctx.relayed, session.response_written(), ctx.refused) {
-            (Some(s), ..) => s,
-            (None, Some(r), _) => r.status.as_u16(),
-            (None, None, Some(r)) => r.status(),
-            (None, None, None) => match e.map(|e| e.etype()) {
+        let status = match (session.response_written(), ctx.refused) {
+            (Some(r), _) => r.status.as_u16(),
+            (None, Some(r)) => r.status(),
+            (None, None) => match e.map(|e| e.etype()) {
                 Some(pingora::ErrorType::HTTPStatus(code)) => *code,
                 Some(_) => 502,
                 None => 0,
@@ -397,22 +195,12 @@ impl ProxyHttp for KanmonProxy {
         };
         let (instance, zone) = self.labels(ctx);
         let status_label = status_label(status);
-        self.metrics
+        let metrics = self.routes.metrics();
+        metrics
             .requests
             .with_label_values(&[instance, zone, status_label])
             .inc();
-        self.metrics
-            .observe(instance, zone, ctx.start.elapsed().as_secs_f64());
-        if ctx.websocket {
-            self.metrics
-                .websockets
-                .with_label_values(
-                    &ctx.guard
-                        .as_ref()
-                        .map_or(["unknown"; 3], |g| self.ws_labels(g)),
-                )
-                .dec();
-        }
+        metrics.observe(instance, zone, ctx.start.elapsed().as_secs_f64());
         match e {
             // A node failing a request is the operator's business.
             Some(e) if e.esource() == &pingora::ErrorSource::Upstream => {

@@ -247,6 +247,11 @@ pub struct Upstream {
     /// How long an idle pooled keep-alive connection to a node is kept.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// How long a node may take to start an HTTP/1.1 response (and between two reads of its
+    /// body) before the client gets 504: a hung node must not hold client connections
+    /// forever. (gRPC streams over h2 are left to their own deadlines.)
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
 }
 
 impl Default for Upstream {
@@ -255,6 +260,7 @@ impl Default for Upstream {
             connect_timeout: Duration::from_secs(2),
             eject_for: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -265,12 +271,17 @@ impl Default for Upstream {
 pub struct Server {
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Whether idle worker threads take tasks queued on busy ones (tokio's multi-thread
+    /// scheduler). Off, each thread runs its own single-threaded runtime and a connection
+    /// stays on the thread that accepted it.
+    pub work_stealing: bool,
 }
 
 impl Default for Server {
     fn default() -> Self {
         Self {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            work_stealing: true,
         }
     }
 }
@@ -313,6 +324,18 @@ impl ProxyConfig {
         }
         if cfg.shutdown.grace_period.is_zero() {
             return Err(rule("shutdown.grace_period", "must be more than 0s"));
+        }
+        for (key, value) in [
+            (
+                "limits.request_read_timeout",
+                cfg.limits.request_read_timeout,
+            ),
+            ("upstream.connect_timeout", cfg.upstream.connect_timeout),
+            ("upstream.response_timeout", cfg.upstream.response_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(rule(key, "must be more than 0s"));
+            }
         }
         Ok(cfg)
     }

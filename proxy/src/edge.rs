@@ -2,8 +2,9 @@
 //! debug level (a client that sends garbage or an unknown SNI is routine, not an error), and
 //! so the handshake timeout is ours rather than pingora's fixed 60 s.
 //!
-//! After the handshake the connection goes to the HTTP application (HTTP/1.1 or h2 by ALPN);
-//! keep-alive reuse loops here, so a reused connection is never handshaken twice.
+//! After the handshake the connection goes by ALPN: h2 to pingora's HTTP application
+//! (keep-alive reuse loops here, so a reused connection is never handshaken twice), HTTP/1.1
+//! or no ALPN to kanmon's own HTTP/1.1 lane (`h1`).
 
 use std::{cell::Cell, sync::Arc, time::Duration};
 
@@ -11,11 +12,11 @@ use async_trait::async_trait;
 use pingora::{
     apps::ServerApp,
     listeners::tls::Acceptor,
-    protocols::{l4::stream::Stream as L4Stream, Stream},
+    protocols::{l4::stream::Stream as L4Stream, Stream, ALPN},
     server::ShutdownWatch,
 };
 
-use crate::{inflight::Inflight, metrics::Metrics};
+use crate::{h1::Lane, inflight::Inflight, metrics::Metrics};
 
 tokio::task_local! {
     /// Set by the certificate resolver when it refused the handshake (and counted why), so
@@ -34,17 +35,20 @@ pub(crate) fn mark_refused() {
 pub struct EdgeApp<A> {
     acceptor: Acceptor,
     inner: Arc<A>,
+    lane: Arc<Lane>,
     handshake_timeout: Duration,
     metrics: Metrics,
     connections: Inflight,
 }
 
 impl<A> EdgeApp<A> {
-    /// Terminates TLS with `acceptor`, then hands connections to `inner`; every connection
-    /// is counted in `connections` from accept to close (graceful shutdown waits on it).
+    /// Terminates TLS with `acceptor`, then hands h2 connections to `inner` and HTTP/1.1 ones
+    /// to `lane`; every connection is counted in `connections` from accept to close
+    /// (graceful shutdown waits on it).
     pub fn new(
         acceptor: Acceptor,
         inner: Arc<A>,
+        lane: Arc<Lane>,
         handshake_timeout: Duration,
         metrics: Metrics,
         connections: Inflight,
@@ -52,6 +56,7 @@ impl<A> EdgeApp<A> {
         Self {
             acceptor,
             inner,
+            lane,
             handshake_timeout,
             metrics,
             connections,
@@ -100,6 +105,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 return None;
             }
         };
+        if !matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
+            self.lane.serve(tls, shutdown).await;
+            return None;
+        }
         let mut next = self.inner.process_new(tls, shutdown).await;
         while let Some(reused) = next {
             next = self.inner.process_new(reused, shutdown).await;

@@ -19,6 +19,10 @@ pub enum Refusal {
     AtCapacity,
     /// No node could be reached, or it broke the exchange.
     BadGateway,
+    /// The node did not answer within `upstream.response_timeout`.
+    GatewayTimeout,
+    /// The request head (or chunked body) is malformed.
+    BadRequest,
 }
 
 impl Refusal {
@@ -30,6 +34,8 @@ impl Refusal {
             Self::HeadersTooLarge => 431,
             Self::NoReadyNode | Self::AtCapacity => 503,
             Self::BadGateway => 502,
+            Self::GatewayTimeout => 504,
+            Self::BadRequest => 400,
         }
     }
 
@@ -42,6 +48,8 @@ impl Refusal {
             Self::NoReadyNode => "no_ready_node",
             Self::AtCapacity => "at_capacity",
             Self::BadGateway => "bad_gateway",
+            Self::GatewayTimeout => "gateway_timeout",
+            Self::BadRequest => "bad_request",
         }
     }
 
@@ -53,7 +61,43 @@ impl Refusal {
             Self::NoReadyNode => "no node available, retry shortly\n",
             Self::AtCapacity => "deployment at its connection limit, retry shortly\n",
             Self::BadGateway => "node unreachable\n",
+            Self::GatewayTimeout => "node did not answer in time\n",
+            Self::BadRequest => "malformed request\n",
         }
+    }
+
+    /// Whether the connection must close after this answer: the client's byte stream can no
+    /// longer be trusted (431, 400) or it is talking to the wrong deployment (421).
+    pub fn closes(self) -> bool {
+        matches!(
+            self,
+            Self::HeadersTooLarge | Self::Misdirected | Self::BadRequest
+        )
+    }
+
+    /// Appends the whole HTTP/1.1 response to `out`; `close` adds `connection: close`
+    /// (always there when [`Refusal::closes`]).
+    pub fn write_h1(self, close: bool, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let body = self.body();
+        let _infallible = write!(
+            out,
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
+            self.status(),
+            http::StatusCode::from_u16(self.status())
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+            body.len()
+        );
+        if self.status() == 503 {
+            out.extend_from_slice(b"retry-after: 1\r\n");
+        }
+        if close || self.closes() {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
     }
 
     /// Writes the response and ends it.
@@ -66,7 +110,7 @@ impl Refusal {
         if self.status() == 503 {
             resp.insert_header("retry-after", "1")?;
         }
-        if self == Self::HeadersTooLarge || self == Self::Misdirected {
+        if self.closes() {
             resp.insert_header("connection", "close")?;
             session.set_keepalive(None);
         }

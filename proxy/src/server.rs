@@ -26,8 +26,10 @@ use crate::{
     config::{DiscoveryKind, ProxyConfig},
     discovery::{file::FileSource, kubernetes::KubernetesSource, DiscoverySource, Publisher},
     edge::EdgeApp,
+    h1::Lane,
     inflight::Inflight,
     metrics::Metrics,
+    routing::Routes,
     settings::Settings,
     tls::{CertStore, SniCallbacks},
 };
@@ -132,6 +134,7 @@ impl Proxy {
 
         let conf = ServerConf {
             threads: cfg.server.threads,
+            work_stealing: cfg.server.work_stealing,
             upgrade_sock: cfg.shutdown.upgrade_sock.to_string_lossy().into_owned(),
             // pingora sleeps this long unconditionally; we exit earlier ourselves once the
             // last request has ended (see `exit_when_idle`).
@@ -178,13 +181,9 @@ impl Proxy {
         ));
 
         let (going_away_tx, going_away) = tokio::sync::watch::channel(false);
-        let app = KanmonProxy::new(
-            table.clone(),
-            metrics.clone(),
-            settings.clone(),
-            inflight.clone(),
-            going_away,
-        );
+        let routes = Routes::new(table.clone(), metrics.clone(), settings.clone());
+        let lane = Arc::new(Lane::new(routes.clone(), inflight.clone(), going_away));
+        let app = KanmonProxy::new(routes);
         let proxy = pingora::proxy::http_proxy(&server.configuration, app);
         let mut tls =
             TlsSettings::with_callbacks(Box::new(SniCallbacks::new(&settings.base_domain)))?;
@@ -201,6 +200,7 @@ impl Proxy {
         let edge = EdgeApp::new(
             acceptor,
             http,
+            lane,
             cfg.limits.handshake_timeout,
             metrics.clone(),
             inflight.clone(),

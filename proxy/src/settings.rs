@@ -22,6 +22,8 @@ pub struct Settings {
     pub eject_for_ms: u64,
     /// Idle time of pooled upstream connections.
     pub pool_idle_timeout: Duration,
+    /// Time a node has to start its response, and between reads of its body.
+    pub response_timeout: Duration,
 }
 
 impl From<&ProxyConfig> for Settings {
@@ -38,6 +40,7 @@ impl From<&ProxyConfig> for Settings {
             connect_timeout: c.upstream.connect_timeout,
             eject_for_ms: c.upstream.eject_for.as_millis() as u64,
             pool_idle_timeout: c.upstream.pool_idle_timeout,
+            response_timeout: c.upstream.response_timeout,
         }
     }
 }

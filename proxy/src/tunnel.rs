@@ -1,22 +1,17 @@
-//! WebSocket (HTTP/1.1 upgrade) tunnels, taken over from pingora.
+//! WebSocket (HTTP/1.1 upgrade) tunnels.
 //!
 //! pingora 0.9.1 can tear an upgraded connection down right after the `101` when the node
 //! answers before pingora has consumed the upgrade request's empty body (upstream issue
 //! #946: the client sees `101` then EOF). Game clients live on WebSockets, so kanmon proxies
-//! upgrades itself: it connects to the picked node, forwards the request head, relays the
-//! node's response head, then takes the client's TLS stream out of the pingora session and
-//! copies bytes both ways with small buffers until either side closes or the idle limit
-//! passes. This also keeps an idle proxied WebSocket small (two 4 KiB buffers instead of
-//! pingora's two 64 KiB body buffers) and puts the idle policy in our hands.
+//! upgrades itself (the HTTP/1.1 lane, `h1`, hands them here): connect to the picked node,
+//! forward the request head, relay the node's response head, then copy bytes both ways with
+//! small buffers until either side closes or the idle limit passes. This also keeps an idle
+//! proxied WebSocket small (a 512-byte buffer, instead of pingora's two 64 KiB body buffers)
+//! and puts the idle policy in our hands.
 
 use std::{net::SocketAddr, time::Duration};
 
 use crate::wsframe::{FrameBoundary, CLOSE_GOING_AWAY};
-use pingora::{
-    http::RequestHeader,
-    protocols::{http::ServerSession, l4::stream::Stream as L4Stream, Stream},
-    proxy::Session,
-};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -53,21 +48,6 @@ pub enum TunnelError {
         /// What happened.
         reason: String,
     },
-    /// The pingora session was not an HTTP/1 session.
-    #[error("not an HTTP/1.1 session")]
-    NotH1,
-    /// The placeholder stream left in the pingora session could not be made.
-    #[error("placeholder stream: {0}")]
-    Placeholder(#[source] std::io::Error),
-}
-
-/// Whether `req` asks for a WebSocket over HTTP/1.1.
-pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11
-        && req
-            .headers
-            .get(http::header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Connects to a node within `limit`.
@@ -79,31 +59,6 @@ pub async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Tun
         .map_err(|e| fail(e.to_string()))?;
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
     Ok(stream)
-}
-
-/// The request head sent to the node: the client's request line and headers, plus
-/// `X-Forwarded-For`/`X-Forwarded-Proto` so the node knows who the client is.
-pub fn request_head(req: &RequestHeader, client: Option<SocketAddr>) -> Vec<u8> {
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers.iter() {
-        if name == "x-forwarded-for" || name == "x-forwarded-proto" {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(ip) = client.map(|c| c.ip()) {
-        out.extend_from_slice(format!("x-forwarded-for: {ip}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"x-forwarded-proto: https\r\n\r\n");
-    out
 }
 
 /// A node's response head: its status, and every byte read so far (head plus whatever
@@ -167,27 +122,6 @@ pub async fn read_response_head(
         head_len,
         content_length,
     })
-}
-
-/// Takes the client's stream out of the pingora session, leaving a closed placeholder that
-/// pingora can finish without touching the client.
-pub fn take_downstream(session: &mut Session) -> Result<Stream, TunnelError> {
-    let (placeholder, _peer) =
-        std::os::unix::net::UnixStream::pair().map_err(TunnelError::Placeholder)?;
-    placeholder
-        .set_nonblocking(true)
-        .map_err(TunnelError::Placeholder)?;
-    let placeholder =
-        tokio::net::UnixStream::from_std(placeholder).map_err(TunnelError::Placeholder)?;
-    let dummy = ServerSession::new_http1(Box::new(L4Stream::from(placeholder)));
-    match std::mem::replace(&mut *session.downstream_session, dummy) {
-        ServerSession::H1(h1) => Ok(h1.into_inner()),
-        other => {
-            // Put an h2 or other session back untouched.
-            *session.downstream_session = other;
-            Err(TunnelError::NotH1)
-        }
-    }
 }
 
 /// How a tunnel ended.
@@ -459,29 +393,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_head_keeps_target_and_headers() {
-        let mut req = RequestHeader::build("GET", b"/ws?token=abc&x=1", None).unwrap();
-        req.insert_header("host", "alpha.us-east1.kanmon.test")
-            .unwrap();
-        req.insert_header("upgrade", "websocket").unwrap();
-        req.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
-        assert!(is_websocket_upgrade(&req));
-        let head =
-            String::from_utf8(request_head(&req, Some("127.0.0.9:5000".parse().unwrap()))).unwrap();
-        assert!(
-            head.starts_with("GET /ws?token=abc&x=1 HTTP/1.1\r\n"),
-            "{head}"
-        );
-        assert!(head.contains("upgrade: websocket\r\n"));
-        assert!(head.contains("x-forwarded-for: 127.0.0.9\r\n"));
-        assert!(
-            !head.contains("6.6.6.6"),
-            "a client-sent X-Forwarded-For is replaced"
-        );
-        assert!(head.ends_with("\r\n\r\n"));
-    }
 
     /// A connected loopback TCP pair.
     async fn tcp_pair() -> (TcpStream, TcpStream) {

@@ -1,0 +1,595 @@
+//! The HTTP/1.1 connection loop: requests in, through the router to a node over a pooled
+//! keep-alive connection, responses out; WebSocket upgrades handed to the tunnel.
+//!
+//! Per request this does what a proxy must and nothing more: the head is parsed in place,
+//! the head for the node is written into a buffer the connection keeps, bodies are forwarded
+//! as they arrive with their framing followed (never re-encoded), and the response head plus
+//! the first body bytes leave in one write. No allocation per request once the connection's
+//! buffers exist, no task spawned per request, no lock taken for the upstream pool.
+
+use std::{net::IpAddr, sync::Arc, time::Instant};
+
+use kanmon_router::ConnectionGuard;
+use pingora::{protocols::Stream, server::ShutdownWatch};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+    time::timeout,
+};
+
+use super::{
+    body::Body,
+    head::{self, Framing, HeadError, RequestHead, ResponseHead},
+    pool,
+};
+use crate::{
+    inflight::Inflight,
+    responses::Refusal,
+    routing::{status_label, Routes},
+    tls::SniTarget,
+    tunnel,
+    wsframe::FrameBoundary,
+};
+
+/// Client read buffer of a connection (a request head fits; it grows up to
+/// `max_header_bytes` for larger ones).
+const READ_BUF: usize = 4096;
+/// Node read buffer of a connection (kept across its requests).
+const NODE_BUF: usize = 16 * 1024;
+/// Largest response head accepted from a node.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Status counted when the client went away before any response: nginx's convention.
+const CLIENT_CLOSED: u16 = 499;
+
+/// The HTTP/1.1 side of the proxy.
+pub struct Lane {
+    routes: Routes,
+    connections: Inflight,
+    going_away: watch::Receiver<bool>,
+}
+
+/// Buffers a connection keeps across its requests.
+#[derive(Default)]
+struct Buffers {
+    /// Bytes read from the client not yet forwarded (a head, body bytes, a pipelined head).
+    client: Vec<u8>,
+    /// Bytes read from the node.
+    node: Vec<u8>,
+    /// The head (and first body bytes) being written.
+    out: Vec<u8>,
+}
+
+/// What the connection does after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// How waiting for a node's response head ended badly.
+enum NodeFailure {
+    /// Closed or reset before sending a byte (a reused connection may be retried).
+    Closed,
+    /// Nothing within `upstream.response_timeout`.
+    Timeout,
+    /// Something that is not a usable response.
+    Broken,
+}
+
+impl Lane {
+    /// The lane over `routes`; tunnels count themselves in `connections` and watch
+    /// `going_away` for the end of a graceful shutdown.
+    pub fn new(routes: Routes, connections: Inflight, going_away: watch::Receiver<bool>) -> Self {
+        Self {
+            routes,
+            connections,
+            going_away,
+        }
+    }
+
+    /// Serves one client connection (TLS already terminated) until it closes.
+    pub async fn serve(&self, mut client: Stream, shutdown: &ShutdownWatch) {
+        let digest = client.get_ssl_digest();
+        let sni = digest.as_ref().and_then(|d| d.extension.get::<SniTarget>());
+        let client_ip = client
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut bufs = Buffers {
+            client: Vec::with_capacity(READ_BUF),
+            ..Buffers::default()
+        };
+        let mut shutdown = shutdown.clone();
+        loop {
+            let head = match self
+                .read_head(&mut client, &mut bufs.client, &mut shutdown)
+                .await
+            {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad request head");
+                    let refusal = match e {
+                        HeadError::TooLarge => Refusal::HeadersTooLarge,
+                        HeadError::Malformed(_) => Refusal::BadRequest,
+                    };
+                    self.refuse(&mut client, refusal, true, &mut bufs.out).await;
+                    break;
+                }
+            };
+            let host = head
+                .host
+                .clone()
+                .and_then(|r| std::str::from_utf8(&bufs.client[r]).ok());
+            let guard = match self.routes.route(sni, host, head.header_bytes) {
+                Ok(guard) => guard,
+                Err(refusal) => {
+                    // A refused request's body is not read: the connection cannot go on.
+                    let close = !head.keep_alive || head.body != Framing::Empty;
+                    let sent = self
+                        .refuse(&mut client, refusal, close, &mut bufs.out)
+                        .await;
+                    if !sent || close || refusal.closes() {
+                        break;
+                    }
+                    bufs.client.drain(..head.len);
+                    continue;
+                }
+            };
+            if head.websocket {
+                self.websocket(client, bufs, &head, guard, client_ip).await;
+                return;
+            }
+            let start = Instant::now();
+            let dep = Arc::clone(guard.deployment());
+            let closing = *shutdown.borrow();
+            let (status, next) = self
+                .exchange(&mut client, &mut bufs, &head, guard, client_ip, closing)
+                .await;
+            let (instance, zone) = (dep.instance().as_str(), dep.zone().as_str());
+            let metrics = self.routes.metrics();
+            metrics
+                .requests
+                .with_label_values(&[instance, zone, status_label(status)])
+                .inc();
+            metrics.observe(instance, zone, start.elapsed().as_secs_f64());
+            if next == Next::Close {
+                break;
+            }
+        }
+        let _closing_anyway = AsyncWriteExt::shutdown(&mut client).await;
+    }
+
+    /// Reads until `buf` starts with a whole request head. `Ok(None)`: the client closed,
+    /// stalled past the read timeout, or the proxy is shutting down while it was idle.
+    async fn read_head(
+        &self,
+        client: &mut Stream,
+        buf: &mut Vec<u8>,
+        shutdown: &mut ShutdownWatch,
+    ) -> Result<Option<RequestHead>, HeadError> {
+        let settings = self.routes.settings();
+        loop {
+            if !buf.is_empty() {
+                if let Some(head) = head::parse_request(buf, settings.max_header_bytes)? {
+                    return Ok(Some(head));
+                }
+            }
+            let idle = buf.is_empty();
+            if idle && *shutdown.borrow() {
+                return Ok(None);
+            }
+            if buf.capacity() - buf.len() < READ_BUF / 4 {
+                buf.reserve(READ_BUF);
+            }
+            let read = timeout(settings.request_read_timeout, client.read_buf(buf));
+            let read = if idle {
+                // Between requests a graceful shutdown closes the connection right away.
+                tokio::select! {
+                    r = read => r,
+                    () = shutdown_begins(shutdown) => return Ok(None),
+                }
+            } else {
+                read.await
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, reset or stalled: nothing to answer (a half head is not a request).
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Writes a refusal; returns whether it went out. Counted under `instance="unknown"`
+    /// like every request that never reached a deployment.
+    async fn refuse(
+        &self,
+        client: &mut Stream,
+        refusal: Refusal,
+        close: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.routes.refused(refusal);
+        self.count_unrouted(refusal.status());
+        out.clear();
+        refusal.write_h1(close, out);
+        client.write_all(out).await.is_ok() && client.flush().await.is_ok()
+    }
+
+    fn count_unrouted(&self, status: u16) {
+        let metrics = self.routes.metrics();
+        metrics
+            .requests
+            .with_label_values(&["unknown", "unknown", status_label(status)])
+            .inc();
+        metrics.observe("unknown", "unknown", 0.0);
+    }
+
+    /// One request and its response. Returns the status the client got and what next.
+    async fn exchange(
+        &self,
+        client: &mut Stream,
+        bufs: &mut Buffers,
+        head: &RequestHead,
+        guard: ConnectionGuard,
+        client_ip: Option<IpAddr>,
+        shutting_down: bool,
+    ) -> (u16, Next) {
+        let settings = self.routes.settings();
+        // The request as the node gets it: the head plus the body bytes already read.
+        bufs.out.clear();
+        head::write_upstream_request(&bufs.client, head, client_ip, &mut bufs.out);
+        let mut body = Body::new(head.body);
+        let Ok(got) = body.take(&bufs.client[head.len..]) else {
+            return self.fail(client, Refusal::BadRequest, &mut bufs.out).await;
+        };
+        bufs.out
+            .extend_from_slice(&bufs.client[head.len..head.len + got]);
+        bufs.client.drain(..head.len + got);
+        // Whole request in hand: a kept-alive connection the node had closed can be retried.
+        let whole = body.is_done();
+        if head.expect_continue && !whole {
+            // Answered here, so the client sends its body while the node is picked.
+            if client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+                || client.flush().await.is_err()
+            {
+                return (CLIENT_CLOSED, Next::Close);
+            }
+        }
+
+        let mut guard = Some(guard);
+        let mut retried = false;
+        let mut fresh_only = false;
+        let (mut node, addr, response) = loop {
+            let Some(addr) = guard.as_ref().map(ConnectionGuard::addr) else {
+                return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+            };
+            let pooled = if fresh_only {
+                None
+            } else {
+                pool::take(addr, settings.pool_idle_timeout)
+            };
+            let reused = pooled.is_some();
+            let mut node = match pooled {
+                Some(node) => node,
+                None => match tunnel::connect(addr, settings.connect_timeout).await {
+                    Ok(node) => node,
+                    Err(e) => {
+                        if self.routes.connect_failed(&mut guard, &mut retried, &e) {
+                            continue;
+                        }
+                        return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+                    }
+                },
+            };
+            if let Err(e) = node.write_all(&bufs.out).await {
+                if reused && whole {
+                    fresh_only = true;
+                    continue;
+                }
+                tracing::warn!(error = %e, "sending a request to the node failed");
+                return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+            }
+            if !body.is_done() {
+                match self
+                    .forward_body(client, &mut node, &mut bufs.client, &mut body)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(BodySide::Client) => return (CLIENT_CLOSED, Next::Close),
+                    Err(BodySide::Malformed) => {
+                        return self.fail(client, Refusal::BadRequest, &mut bufs.out).await
+                    }
+                    Err(BodySide::Node) => {
+                        return self.fail(client, Refusal::BadGateway, &mut bufs.out).await
+                    }
+                }
+            }
+            match self
+                .response_head(client, &mut node, &mut bufs.node, head)
+                .await
+            {
+                Ok(response) => break (node, addr, response),
+                Err(NodeFailure::Closed) if reused && whole => fresh_only = true,
+                Err(NodeFailure::Timeout) => {
+                    tracing::warn!(node = %addr, "node did not answer in time");
+                    return self
+                        .fail(client, Refusal::GatewayTimeout, &mut bufs.out)
+                        .await;
+                }
+                Err(_) => {
+                    tracing::warn!(node = %addr, "node broke the exchange before its response");
+                    return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+                }
+            }
+        };
+
+        // The response: head and the body bytes already read leave in one write.
+        let close = !head.keep_alive || shutting_down || response.body == Framing::UntilClose;
+        let mut rbody = Body::new(response.body);
+        let (out, node_buf) = (&mut bufs.out, &mut bufs.node);
+        out.clear();
+        head::write_client_response(node_buf, &response, close, out);
+        let after_head = &node_buf[response.len..];
+        let Ok(used) = rbody.take(after_head) else {
+            return self.fail(client, Refusal::BadGateway, out).await;
+        };
+        let mut in_step = used == after_head.len();
+        out.extend_from_slice(&after_head[..used]);
+        if client.write_all(out).await.is_err() || client.flush().await.is_err() {
+            return (response.status, Next::Close);
+        }
+        while !rbody.is_done() {
+            node_buf.clear();
+            node_buf.reserve(NODE_BUF);
+            let n = match timeout(settings.response_timeout, node.read_buf(node_buf)).await {
+                Ok(Ok(n)) => n,
+                // The head is out: all that is left is to cut the connection.
+                _ => return (response.status, Next::Close),
+            };
+            if n == 0 {
+                return (response.status, Next::Close);
+            }
+            let Ok(used) = rbody.take(node_buf) else {
+                return (response.status, Next::Close);
+            };
+            in_step = used == node_buf.len();
+            if client.write_all(&node_buf[..used]).await.is_err() || client.flush().await.is_err() {
+                return (response.status, Next::Close);
+            }
+        }
+        if response.keep_alive && in_step {
+            pool::put(addr, node, settings.pool_idle_timeout);
+        }
+        // The router's count for this node ends with the exchange.
+        drop(guard);
+        (
+            response.status,
+            if close { Next::Close } else { Next::KeepAlive },
+        )
+    }
+
+    /// Answers with `refusal` and closes (used once the exchange broke).
+    async fn fail(&self, client: &mut Stream, refusal: Refusal, out: &mut Vec<u8>) -> (u16, Next) {
+        self.routes.refused(refusal);
+        out.clear();
+        refusal.write_h1(true, out);
+        let _client_may_be_gone =
+            client.write_all(out).await.is_ok() && client.flush().await.is_ok();
+        (refusal.status(), Next::Close)
+    }
+
+    /// Forwards the rest of a request body as it arrives.
+    async fn forward_body(
+        &self,
+        client: &mut Stream,
+        node: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        body: &mut Body,
+    ) -> Result<(), BodySide> {
+        let limit = self.routes.settings().request_read_timeout;
+        while !body.is_done() {
+            if buf.capacity() - buf.len() < READ_BUF / 4 {
+                buf.reserve(READ_BUF);
+            }
+            match timeout(limit, client.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(BodySide::Client),
+            }
+            let used = body.take(buf).map_err(|_| BodySide::Malformed)?;
+            node.write_all(&buf[..used])
+                .await
+                .map_err(|_| BodySide::Node)?;
+            buf.drain(..used);
+        }
+        Ok(())
+    }
+
+    /// Reads the node's final response head into `buf`, passing interim (1xx) responses on.
+    async fn response_head(
+        &self,
+        client: &mut Stream,
+        node: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        req: &RequestHead,
+    ) -> Result<ResponseHead, NodeFailure> {
+        let limit = self.routes.settings().response_timeout;
+        buf.clear();
+        let mut any = false;
+        loop {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(NODE_BUF);
+            }
+            match timeout(limit, node.read_buf(buf)).await {
+                Err(_) => return Err(NodeFailure::Timeout),
+                Ok(Ok(0)) | Ok(Err(_)) if !any && buf.is_empty() => {
+                    return Err(NodeFailure::Closed)
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(NodeFailure::Broken),
+                Ok(Ok(_)) => any = true,
+            }
+            loop {
+                let response = match head::parse_response(buf, req.is_head, MAX_RESPONSE_HEAD) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad response head");
+                        return Err(NodeFailure::Broken);
+                    }
+                };
+                match response.status {
+                    101 => return Err(NodeFailure::Broken),
+                    100..=199 => {
+                        // 100 Continue was already sent by the proxy when the client asked.
+                        if !(response.status == 100 && req.expect_continue)
+                            && (client.write_all(&buf[..response.len]).await.is_err()
+                                || client.flush().await.is_err())
+                        {
+                            return Err(NodeFailure::Broken);
+                        }
+                        buf.drain(..response.len);
+                    }
+                    _ => return Ok(response),
+                }
+            }
+        }
+    }
+
+    /// Proxies a WebSocket upgrade: the head to the node, its answer back, then the tunnel.
+    async fn websocket(
+        &self,
+        mut client: Stream,
+        mut bufs: Buffers,
+        head: &RequestHead,
+        guard: ConnectionGuard,
+        client_ip: Option<IpAddr>,
+    ) {
+        let start = Instant::now();
+        let settings = self.routes.settings();
+        bufs.out.clear();
+        head::write_upstream_request(&bufs.client, head, client_ip, &mut bufs.out);
+        // Anything the client sent after its request (early frames) follows the head.
+        bufs.out.extend_from_slice(&bufs.client[head.len..]);
+        drop(std::mem::take(&mut bufs.client));
+        let mut guard = Some(guard);
+        let mut retried = false;
+        let dep = guard.as_ref().map(|g| Arc::clone(g.deployment()));
+        let count = |status: u16| {
+            let metrics = self.routes.metrics();
+            let (instance, zone) = dep.as_ref().map_or(("unknown", "unknown"), |d| {
+                (d.instance().as_str(), d.zone().as_str())
+            });
+            metrics
+                .requests
+                .with_label_values(&[instance, zone, status_label(status)])
+                .inc();
+            metrics.observe(instance, zone, start.elapsed().as_secs_f64());
+        };
+        let (mut node, addr) = loop {
+            let Some(addr) = guard.as_ref().map(ConnectionGuard::addr) else {
+                count(
+                    self.fail(&mut client, Refusal::BadGateway, &mut bufs.out)
+                        .await
+                        .0,
+                );
+                return;
+            };
+            match tunnel::connect(addr, settings.connect_timeout).await {
+                Ok(node) => break (node, addr),
+                Err(e) => {
+                    if !self.routes.connect_failed(&mut guard, &mut retried, &e) {
+                        count(
+                            self.fail(&mut client, Refusal::BadGateway, &mut bufs.out)
+                                .await
+                                .0,
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        let answer = async {
+            node.write_all(&bufs.out)
+                .await
+                .map_err(|e| tunnel::TunnelError::Upstream {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+            tunnel::read_response_head(&mut node, addr, settings.response_timeout).await
+        };
+        let response = match answer.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(error = %e, "websocket upgrade failed at the node");
+                count(
+                    self.fail(&mut client, Refusal::BadGateway, &mut bufs.out)
+                        .await
+                        .0,
+                );
+                return;
+            }
+        };
+        drop(bufs);
+        count(response.status);
+        if response.status != 101 {
+            if let Err(e) =
+                tunnel::relay_refusal(&mut client, &mut node, &response, settings.response_timeout)
+                    .await
+            {
+                tracing::debug!(error = %e, "client left during a refused upgrade");
+            }
+            return;
+        }
+        if client.write_all(&response.bytes).await.is_err() || client.flush().await.is_err() {
+            return;
+        }
+        let Some(guard) = guard.take() else {
+            return;
+        };
+        let node_label = guard.node().id();
+        let gauge = self.routes.metrics().websockets.with_label_values(&[
+            guard.deployment().instance().as_str(),
+            guard.deployment().zone().as_str(),
+            node_label,
+        ]);
+        // Bytes after the node's response head are already WebSocket frames.
+        let mut frames = FrameBoundary::default();
+        frames.feed(&response.bytes[response.head_len..]);
+        drop(response);
+        let idle = settings.websocket_idle_timeout;
+        let going_away = self.going_away.clone();
+        let connection = self.connections.enter();
+        // The tunnel runs as a task of its own holding only the two streams, its small
+        // buffers, the router's guard and a connection count: the connection task and its
+        // buffers end now instead of living as long as the WebSocket.
+        tokio::spawn(async move {
+            gauge.inc();
+            let end = tunnel::relay(client, node, idle, frames, going_away).await;
+            gauge.dec();
+            tracing::debug!(?end, node = guard.node().id(), "websocket ended");
+            drop((guard, connection));
+        });
+    }
+}
+
+/// Which side broke a request body in flight.
+enum BodySide {
+    Client,
+    Node,
+    Malformed,
+}
+
+/// Resolves once a graceful shutdown has begun (never, if nobody can signal one any more).
+async fn shutdown_begins(shutdown: &mut ShutdownWatch) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! kanmon's own HTTP/1.1 path.
+//!
+//! HTTP/1.1 is what game clients speak for their API calls and WebSocket upgrades, so it is
+//! the hot path. pingora's HTTP/1 proxy spends most of a small request on machinery we do not
+//! need here (a header map per message, a task per pooled upstream connection, filters), and
+//! its upgrade path can drop a WebSocket right after the `101` (pingora #946). After the TLS
+//! handshake, connections that chose HTTP/1.1 (or no ALPN) are served by this module; those
+//! that chose h2 (gRPC among them) go to pingora.
+//!
+//! The parsing and framing logic (`head`, `chunked`, `body`) is sans-io and tested on its
+//! own; `lane` is the I/O loop; `pool` keeps connections to nodes.
+
+pub mod body;
+pub mod chunked;
+pub mod head;
+pub mod lane;
+pub mod pool;
+
+pub use lane::Lane;

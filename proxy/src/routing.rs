@@ -1,0 +1,128 @@
+//! Where a request goes, shared by both HTTP paths (kanmon's HTTP/1.1 lane and pingora's
+//! HTTP/2 service): `Host` against the connection's SNI (421), the deployment (404), a ready
+//! node from the router (503), and what happens when a node refuses the connection (count,
+//! eject for a while, move the request once to another ready node).
+
+use std::sync::Arc;
+
+use kanmon_router::{split_host, ConnectionGuard, HealthTable, PickError};
+
+use crate::{
+    clock::Clock, metrics::Metrics, responses::Refusal, settings::Settings, tls::SniTarget,
+};
+
+/// Routing decisions over the live health table.
+#[derive(Clone)]
+pub struct Routes {
+    table: Arc<HealthTable>,
+    metrics: Metrics,
+    settings: Arc<Settings>,
+    clock: Clock,
+}
+
+impl Routes {
+    /// Decisions over `table`.
+    pub fn new(table: Arc<HealthTable>, metrics: Metrics, settings: Arc<Settings>) -> Self {
+        Self {
+            table,
+            metrics,
+            settings,
+            clock: Clock::new(),
+        }
+    }
+
+    /// The settings requests are served with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Decides where a request goes, or why it is refused. `host` is the request's host
+    /// (port stripped), `header_bytes` the size of its header block.
+    pub fn route(
+        &self,
+        sni: Option<&SniTarget>,
+        host: Option<&str>,
+        header_bytes: usize,
+    ) -> Result<ConnectionGuard, Refusal> {
+        if header_bytes > self.settings.max_header_bytes {
+            return Err(Refusal::HeadersTooLarge);
+        }
+        let target = sni.ok_or(Refusal::UnknownHost)?;
+        if let Some(host) = host {
+            let same = split_host(host, &self.settings.base_domain).is_some_and(|(i, z)| {
+                i.eq_ignore_ascii_case(&target.instance) && z.eq_ignore_ascii_case(&target.zone)
+            });
+            if !same {
+                return Err(Refusal::Misdirected);
+            }
+        }
+        self.pick(&target.instance, &target.zone, None)
+            .map_err(|e| match e {
+                PickError::UnknownDeployment => Refusal::UnknownHost,
+                PickError::NoReadyNode => Refusal::NoReadyNode,
+                PickError::AtCapacity => Refusal::AtCapacity,
+            })
+    }
+
+    /// Counts a refusal (metric + debug log: refusals are routine, never errors).
+    pub fn refused(&self, r: Refusal) {
+        self.metrics.rejected.with_label_values(&[r.reason()]).inc();
+        tracing::debug!(status = r.status(), reason = r.reason(), "request refused");
+    }
+
+    /// Counts a failed connect to the picked node and ejects it for a while; on the first
+    /// failure (`retried` false) moves `guard` to another ready node. Returns whether to retry.
+    pub fn connect_failed(
+        &self,
+        guard: &mut Option<ConnectionGuard>,
+        retried: &mut bool,
+        error: &dyn std::fmt::Display,
+    ) -> bool {
+        let Some(current) = guard.as_ref() else {
+            return false;
+        };
+        let node = current.node();
+        let dep = current.deployment();
+        self.metrics
+            .upstream_failures
+            .with_label_values(&[dep.instance().as_str(), dep.zone().as_str(), node.id()])
+            .inc();
+        current.eject(self.clock.now_ms(), self.settings.eject_for_ms);
+        tracing::info!(node = node.id(), error = %error, "upstream connect failed; node ejected for a while");
+        if *retried {
+            return false;
+        }
+        *retried = true;
+        let failed = node.id().to_string();
+        let dep = Arc::clone(dep);
+        match self.pick(dep.instance().as_str(), dep.zone().as_str(), Some(&failed)) {
+            Ok(next) if next.node().id() != failed => {
+                *guard = Some(next);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn pick(
+        &self,
+        instance: &str,
+        zone: &str,
+        exclude: Option<&str>,
+    ) -> Result<ConnectionGuard, PickError> {
+        self.table
+            .pick_excluding(instance, zone, self.clock.now_ms(), exclude)
+    }
+}
+
+/// Status codes as label strings, formatted once: no allocation per request.
+pub fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..600).map(|c| c.to_string()).collect());
+    LABELS.get(status as usize).map_or("0", String::as_str)
+}
