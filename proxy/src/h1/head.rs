@@ -194,7 +194,11 @@ pub fn write_upstream_request(
     });
     let mut wrote_host = false;
     for h in req.headers.iter() {
-        if is_hop_by_hop(h.name, head.websocket)
+        // `TE: trailers` says the client takes trailers; chunked bodies pass through verbatim,
+        // so the node may send them (hyper, for one, only does when asked).
+        let te_trailers = h.name.eq_ignore_ascii_case("te")
+            && h.value.trim_ascii().eq_ignore_ascii_case(b"trailers");
+        if (is_hop_by_hop(h.name, head.websocket) && !te_trailers)
             || h.name.eq_ignore_ascii_case("x-forwarded-for")
             || h.name.eq_ignore_ascii_case("x-forwarded-proto")
             || h.name.eq_ignore_ascii_case("expect")
@@ -513,7 +517,7 @@ mod tests {
 
     #[test]
     fn the_upstream_head_drops_hop_by_hop_and_forwarded_headers() {
-        let raw = "GET http://a.z.kanmon.test/p?q=1 HTTP/1.1\r\nHost: a.z.kanmon.test\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 6.6.6.6\r\nExpect: 100-continue\r\nUpgrade: h2c\r\nAccept: */*\r\n\r\n";
+        let raw = "GET http://a.z.kanmon.test/p?q=1 HTTP/1.1\r\nHost: a.z.kanmon.test\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nTE: gzip\r\nX-Forwarded-For: 6.6.6.6\r\nExpect: 100-continue\r\nUpgrade: h2c\r\nAccept: */*\r\n\r\n";
         let head = req(raw);
         let mut out = Vec::new();
         write_upstream_request(

@@ -287,6 +287,7 @@ impl Lane {
             };
             if let Err(e) = node.write_all(&bufs.out).await {
                 if reused && whole {
+                    tracing::debug!(node = %addr, error = %e, "kept-alive connection closed by the node; retrying on a fresh one");
                     fresh_only = true;
                     continue;
                 }
@@ -313,7 +314,10 @@ impl Lane {
                 .await
             {
                 Ok(response) => break (node, addr, response),
-                Err(NodeFailure::Closed) if reused && whole => fresh_only = true,
+                Err(NodeFailure::Closed) if reused && whole => {
+                    tracing::debug!(node = %addr, "kept-alive connection closed by the node; retrying on a fresh one");
+                    fresh_only = true;
+                }
                 Err(NodeFailure::Timeout) => {
                     tracing::warn!(node = %addr, "node did not answer in time");
                     return self
