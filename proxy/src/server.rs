@@ -17,7 +17,6 @@ use pingora::{
     },
     services::{background::background_service, listening::Service},
 };
-use rustls::ServerConfig;
 
 use crate::{
     admin::AdminApp,
@@ -31,7 +30,7 @@ use crate::{
     metrics::Metrics,
     routing::Routes,
     settings::Settings,
-    tls::{CertStore, SniCallbacks},
+    tls::{config::server_config, CertStore, SniCallbacks},
 };
 
 /// Why the proxy could not be assembled.
@@ -43,6 +42,9 @@ pub enum BuildError {
     /// Metric registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// rustls refused the TLS configuration.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// Puts the header read timeout on each new HTTP session before pingora reads its header, so
@@ -194,8 +196,13 @@ impl Proxy {
             timeout: cfg.limits.request_read_timeout,
         });
         let mut acceptor = tls.build();
-        let mut rustls_config = ServerConfig::clone(acceptor.acceptor.config());
-        rustls_config.send_tls13_tickets = cfg.tls.session_tickets;
+        // pingora's acceptor keeps our callbacks; its rustls configuration is replaced by
+        // ours (cipher order, tickets), with the same resolver and ALPN.
+        let rustls_config = server_config(
+            certs.clone(),
+            acceptor.acceptor.config().alpn_protocols.clone(),
+            cfg.tls.session_tickets,
+        )?;
         acceptor.acceptor = pingora::tls::TlsAcceptor::from(Arc::new(rustls_config));
         let edge = EdgeApp::new(
             acceptor,

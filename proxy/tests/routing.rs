@@ -267,3 +267,47 @@ async fn slow_headers_are_cut_and_the_connection_limit_gives_503() {
     }
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_picks_aes128_even_when_the_client_prefers_aes256() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        ..Opts::default()
+    })
+    .await;
+    // rustls clients (like OpenSSL's) list AES-256-GCM first.
+    let tls = proxy.tls(ALPHA, &[b"http/1.1"]).await.unwrap();
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    // A client that offers only AES-256 still gets it.
+    let provider = rustls::crypto::ring::default_provider();
+    let only_256 = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384],
+        ..provider
+    };
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&proxy.ca.cert_path).unwrap();
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    };
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(only_256))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(proxy.tls_addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(ALPHA.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+}

@@ -1,6 +1,7 @@
 //! TLS: per-hostname certificates chosen by SNI, hot reloaded from a directory.
 
 pub mod callbacks;
+pub mod config;
 pub mod store;
 
 pub use callbacks::{SniCallbacks, SniTarget};
