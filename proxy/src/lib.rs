@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bufpool;
 pub mod certwatch;
 pub mod clock;
 pub mod config;

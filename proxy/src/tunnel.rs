@@ -11,7 +11,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::wsframe::{FrameBoundary, CLOSE_GOING_AWAY};
+use std::future::Future;
+
+use crate::{
+    bufpool::Lent,
+    wsframe::{FrameBoundary, CLOSE_GOING_AWAY},
+};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -22,8 +27,6 @@ use tokio::{
 /// Client → node read buffer, kept for the tunnel's life (game input is small; 512 rather
 /// than 1024 bytes brought an idle proxied WebSocket from 16.4 to 15.8 KiB).
 const CLIENT_BUF: usize = 512;
-/// Node → client read size, borrowed only while bytes are in flight.
-const NODE_BUF: usize = 16 * 1024;
 /// Largest response head accepted from a node.
 const MAX_HEAD: usize = 16 * 1024;
 /// After one side closed, how long the other may still flush.
@@ -204,8 +207,8 @@ where
                 if r.is_err() {
                     return TunnelEnd::Error;
                 }
-                let mut buf = NodeBuf::take();
-                match read_ready(&mut nr, buf.as_mut()).await {
+                let mut buf = Lent::take();
+                match read_ready(&mut nr, &mut buf).await {
                     Ok(Some(0)) => {
                         node_open = false;
                         if cw.shutdown().await.is_err() { return TunnelEnd::Error; }
@@ -214,7 +217,7 @@ where
                     Ok(Some(n)) => {
                         // The client stream is buffered (pingora's L4 writer, then TLS): flush
                         // every chunk, or small WebSocket frames would sit in the buffer.
-                        let bytes = &buf.as_mut()[..n];
+                        let bytes = &buf[..n];
                         if cw.write_all(bytes).await.is_err() || cw.flush().await.is_err() {
                             return TunnelEnd::Error;
                         }
@@ -248,13 +251,13 @@ where
 /// the next wait costs no `recv` that can only answer EAGAIN — one syscall fewer per message.
 async fn read_ready(
     node: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<Option<usize>> {
     std::future::poll_fn(|cx| {
-        let mut rb = tokio::io::ReadBuf::new(buf);
-        match std::pin::Pin::new(&mut *node).poll_read(cx, &mut rb) {
-            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(Some(rb.filled().len()))),
-            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+        let read = node.read_buf(&mut *buf);
+        tokio::pin!(read);
+        match read.poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(r.map(Some)),
             std::task::Poll::Pending => std::task::Poll::Ready(Ok(None)),
         }
     })
@@ -316,48 +319,6 @@ impl IdleClock {
             self.quiet_ticks += 1;
         }
         self.quiet_ticks >= QUIET_TICKS
-    }
-}
-
-/// Node → client read buffers, pooled per thread: a busy tunnel would otherwise allocate and
-/// free 16 KiB per message, and an idle one must not keep its own.
-struct NodeBuf(Option<Box<[u8; NODE_BUF]>>);
-
-/// Buffers kept per thread for reuse (enough for every tunnel a thread moves bytes for at once
-/// in practice; more are allocated and freed as needed).
-const NODE_BUF_POOL: usize = 64;
-
-thread_local! {
-    static NODE_BUFS: std::cell::RefCell<Vec<Box<[u8; NODE_BUF]>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl NodeBuf {
-    fn take() -> Self {
-        let pooled = NODE_BUFS.try_with(|p| p.borrow_mut().pop()).ok().flatten();
-        Self(Some(pooled.unwrap_or_else(|| Box::new([0u8; NODE_BUF]))))
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        match &mut self.0 {
-            Some(b) => &mut b[..],
-            None => &mut [],
-        }
-    }
-}
-
-impl Drop for NodeBuf {
-    fn drop(&mut self) {
-        if let Some(buf) = self.0.take() {
-            // The task may have moved threads meanwhile: the buffer joins that thread's pool.
-            // (During thread teardown the pool is gone and the buffer is simply freed.)
-            let _pooled_or_freed = NODE_BUFS.try_with(|p| {
-                let mut pool = p.borrow_mut();
-                if pool.len() < NODE_BUF_POOL {
-                    pool.push(buf);
-                }
-            });
-        }
     }
 }
 

@@ -18,6 +18,8 @@ use tokio::{
     time::timeout,
 };
 
+use crate::bufpool::{self, Lent};
+
 use super::{
     body::Body,
     head::{self, Framing, HeadError, RequestHead, ResponseHead},
@@ -35,8 +37,7 @@ use crate::{
 /// Client read buffer of a connection (a request head fits; it grows up to
 /// `max_header_bytes` for larger ones).
 const READ_BUF: usize = 4096;
-/// Node read buffer of a connection (kept across its requests).
-const NODE_BUF: usize = 16 * 1024;
+
 /// Largest response head accepted from a node.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Status counted when the client went away before any response: nginx's convention.
@@ -47,17 +48,6 @@ pub struct Lane {
     routes: Routes,
     connections: Inflight,
     going_away: watch::Receiver<bool>,
-}
-
-/// Buffers a connection keeps across its requests.
-#[derive(Default)]
-struct Buffers {
-    /// Bytes read from the client not yet forwarded (a head, body bytes, a pipelined head).
-    client: Vec<u8>,
-    /// Bytes read from the node.
-    node: Vec<u8>,
-    /// The head (and first body bytes) being written.
-    out: Vec<u8>,
 }
 
 /// What the connection does after an exchange.
@@ -95,16 +85,13 @@ impl Lane {
         let client_ip = client
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut bufs = Buffers {
-            client: Vec::with_capacity(READ_BUF),
-            ..Buffers::default()
-        };
+        // Bytes read from the client not yet forwarded: a head, body bytes, a pipelined head.
+        // The only buffer a kept-alive connection holds between requests; the others are
+        // lent per exchange (`bufpool`).
+        let mut buf = Vec::with_capacity(READ_BUF);
         let mut shutdown = shutdown.clone();
         loop {
-            let head = match self
-                .read_head(&mut client, &mut bufs.client, &mut shutdown)
-                .await
-            {
+            let head = match self.read_head(&mut client, &mut buf, &mut shutdown).await {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
@@ -113,38 +100,36 @@ impl Lane {
                         HeadError::TooLarge => Refusal::HeadersTooLarge,
                         HeadError::Malformed(_) => Refusal::BadRequest,
                     };
-                    self.refuse(&mut client, refusal, true, &mut bufs.out).await;
+                    self.refuse(&mut client, refusal, true).await;
                     break;
                 }
             };
             let host = head
                 .host
                 .clone()
-                .and_then(|r| std::str::from_utf8(&bufs.client[r]).ok());
+                .and_then(|r| std::str::from_utf8(&buf[r]).ok());
             let guard = match self.routes.route(sni, host, head.header_bytes) {
                 Ok(guard) => guard,
                 Err(refusal) => {
                     // A refused request's body is not read: the connection cannot go on.
                     let close = !head.keep_alive || head.body != Framing::Empty;
-                    let sent = self
-                        .refuse(&mut client, refusal, close, &mut bufs.out)
-                        .await;
+                    let sent = self.refuse(&mut client, refusal, close).await;
                     if !sent || close || refusal.closes() {
                         break;
                     }
-                    bufs.client.drain(..head.len);
+                    buf.drain(..head.len);
                     continue;
                 }
             };
             if head.websocket {
-                self.websocket(client, bufs, &head, guard, client_ip).await;
+                self.websocket(client, buf, &head, guard, client_ip).await;
                 return;
             }
             let start = Instant::now();
             let dep = Arc::clone(guard.deployment());
             let closing = *shutdown.borrow();
             let (status, next) = self
-                .exchange(&mut client, &mut bufs, &head, guard, client_ip, closing)
+                .exchange(&mut client, &mut buf, &head, guard, client_ip, closing)
                 .await;
             let (instance, zone) = (dep.instance().as_str(), dep.zone().as_str());
             let metrics = self.routes.metrics();
@@ -155,6 +140,10 @@ impl Lane {
             metrics.observe(instance, zone, start.elapsed().as_secs_f64());
             if next == Next::Close {
                 break;
+            }
+            if buf.is_empty() && buf.capacity() > READ_BUF {
+                // A large head or body grew it: idle connections go back to the small size.
+                buf = Vec::with_capacity(READ_BUF);
             }
         }
         let _closing_anyway = AsyncWriteExt::shutdown(&mut client).await;
@@ -202,18 +191,12 @@ impl Lane {
 
     /// Writes a refusal; returns whether it went out. Counted under `instance="unknown"`
     /// like every request that never reached a deployment.
-    async fn refuse(
-        &self,
-        client: &mut Stream,
-        refusal: Refusal,
-        close: bool,
-        out: &mut Vec<u8>,
-    ) -> bool {
+    async fn refuse(&self, client: &mut Stream, refusal: Refusal, close: bool) -> bool {
         self.routes.refused(refusal);
         self.count_unrouted(refusal.status());
-        out.clear();
-        refusal.write_h1(close, out);
-        client.write_all(out).await.is_ok() && client.flush().await.is_ok()
+        let mut out = Lent::take();
+        refusal.write_h1(close, &mut out);
+        client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
     }
 
     fn count_unrouted(&self, status: u16) {
@@ -229,23 +212,23 @@ impl Lane {
     async fn exchange(
         &self,
         client: &mut Stream,
-        bufs: &mut Buffers,
+        buf: &mut Vec<u8>,
         head: &RequestHead,
         guard: ConnectionGuard,
         client_ip: Option<IpAddr>,
         shutting_down: bool,
     ) -> (u16, Next) {
         let settings = self.routes.settings();
+        // Lent for this exchange only (see `bufpool`).
+        let (mut out, mut node_buf) = (Lent::take(), Lent::take());
         // The request as the node gets it: the head plus the body bytes already read.
-        bufs.out.clear();
-        head::write_upstream_request(&bufs.client, head, client_ip, &mut bufs.out);
+        head::write_upstream_request(buf, head, client_ip, &mut out);
         let mut body = Body::new(head.body);
-        let Ok(got) = body.take(&bufs.client[head.len..]) else {
-            return self.fail(client, Refusal::BadRequest, &mut bufs.out).await;
+        let Ok(got) = body.take(&buf[head.len..]) else {
+            return self.fail(client, Refusal::BadRequest).await;
         };
-        bufs.out
-            .extend_from_slice(&bufs.client[head.len..head.len + got]);
-        bufs.client.drain(..head.len + got);
+        out.extend_from_slice(&buf[head.len..head.len + got]);
+        buf.drain(..head.len + got);
         // Whole request in hand: a kept-alive connection the node had closed can be retried.
         let whole = body.is_done();
         if head.expect_continue && !whole {
@@ -265,7 +248,7 @@ impl Lane {
         let mut fresh_only = false;
         let (mut node, addr, response) = loop {
             let Some(addr) = guard.as_ref().map(ConnectionGuard::addr) else {
-                return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+                return self.fail(client, Refusal::BadGateway).await;
             };
             let pooled = if fresh_only {
                 None
@@ -281,36 +264,31 @@ impl Lane {
                         if self.routes.connect_failed(&mut guard, &mut retried, &e) {
                             continue;
                         }
-                        return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+                        return self.fail(client, Refusal::BadGateway).await;
                     }
                 },
             };
-            if let Err(e) = node.write_all(&bufs.out).await {
+            if let Err(e) = node.write_all(&out).await {
                 if reused && whole {
                     tracing::debug!(node = %addr, error = %e, "kept-alive connection closed by the node; retrying on a fresh one");
                     fresh_only = true;
                     continue;
                 }
                 tracing::warn!(error = %e, "sending a request to the node failed");
-                return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+                return self.fail(client, Refusal::BadGateway).await;
             }
             if !body.is_done() {
-                match self
-                    .forward_body(client, &mut node, &mut bufs.client, &mut body)
-                    .await
-                {
+                match self.forward_body(client, &mut node, buf, &mut body).await {
                     Ok(()) => {}
                     Err(BodySide::Client) => return (CLIENT_CLOSED, Next::Close),
                     Err(BodySide::Malformed) => {
-                        return self.fail(client, Refusal::BadRequest, &mut bufs.out).await
+                        return self.fail(client, Refusal::BadRequest).await
                     }
-                    Err(BodySide::Node) => {
-                        return self.fail(client, Refusal::BadGateway, &mut bufs.out).await
-                    }
+                    Err(BodySide::Node) => return self.fail(client, Refusal::BadGateway).await,
                 }
             }
             match self
-                .response_head(client, &mut node, &mut bufs.node, head)
+                .response_head(client, &mut node, &mut node_buf, head)
                 .await
             {
                 Ok(response) => break (node, addr, response),
@@ -320,13 +298,11 @@ impl Lane {
                 }
                 Err(NodeFailure::Timeout) => {
                     tracing::warn!(node = %addr, "node did not answer in time");
-                    return self
-                        .fail(client, Refusal::GatewayTimeout, &mut bufs.out)
-                        .await;
+                    return self.fail(client, Refusal::GatewayTimeout).await;
                 }
                 Err(_) => {
                     tracing::warn!(node = %addr, "node broke the exchange before its response");
-                    return self.fail(client, Refusal::BadGateway, &mut bufs.out).await;
+                    return self.fail(client, Refusal::BadGateway).await;
                 }
             }
         };
@@ -334,22 +310,20 @@ impl Lane {
         // The response: head and the body bytes already read leave in one write.
         let close = !head.keep_alive || shutting_down || response.body == Framing::UntilClose;
         let mut rbody = Body::new(response.body);
-        let (out, node_buf) = (&mut bufs.out, &mut bufs.node);
         out.clear();
-        head::write_client_response(node_buf, &response, close, out);
+        head::write_client_response(&node_buf, &response, close, &mut out);
         let after_head = &node_buf[response.len..];
         let Ok(used) = rbody.take(after_head) else {
-            return self.fail(client, Refusal::BadGateway, out).await;
+            return self.fail(client, Refusal::BadGateway).await;
         };
         let mut in_step = used == after_head.len();
         out.extend_from_slice(&after_head[..used]);
-        if client.write_all(out).await.is_err() || client.flush().await.is_err() {
+        if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
             return (response.status, Next::Close);
         }
         while !rbody.is_done() {
             node_buf.clear();
-            node_buf.reserve(NODE_BUF);
-            let n = match timeout(settings.response_timeout, node.read_buf(node_buf)).await {
+            let n = match timeout(settings.response_timeout, node.read_buf(&mut *node_buf)).await {
                 Ok(Ok(n)) => n,
                 // The head is out: all that is left is to cut the connection.
                 _ => return (response.status, Next::Close),
@@ -357,7 +331,7 @@ impl Lane {
             if n == 0 {
                 return (response.status, Next::Close);
             }
-            let Ok(used) = rbody.take(node_buf) else {
+            let Ok(used) = rbody.take(&node_buf) else {
                 return (response.status, Next::Close);
             };
             in_step = used == node_buf.len();
@@ -377,12 +351,12 @@ impl Lane {
     }
 
     /// Answers with `refusal` and closes (used once the exchange broke).
-    async fn fail(&self, client: &mut Stream, refusal: Refusal, out: &mut Vec<u8>) -> (u16, Next) {
+    async fn fail(&self, client: &mut Stream, refusal: Refusal) -> (u16, Next) {
         self.routes.refused(refusal);
-        out.clear();
-        refusal.write_h1(true, out);
+        let mut out = Lent::take();
+        refusal.write_h1(true, &mut out);
         let _client_may_be_gone =
-            client.write_all(out).await.is_ok() && client.flush().await.is_ok();
+            client.write_all(&out).await.is_ok() && client.flush().await.is_ok();
         (refusal.status(), Next::Close)
     }
 
@@ -425,7 +399,7 @@ impl Lane {
         let mut any = false;
         loop {
             if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(NODE_BUF);
+                buf.reserve(bufpool::SIZE);
             }
             match timeout(limit, node.read_buf(buf)).await {
                 Err(_) => return Err(NodeFailure::Timeout),
@@ -466,18 +440,18 @@ impl Lane {
     async fn websocket(
         &self,
         mut client: Stream,
-        mut bufs: Buffers,
+        buf: Vec<u8>,
         head: &RequestHead,
         guard: ConnectionGuard,
         client_ip: Option<IpAddr>,
     ) {
         let start = Instant::now();
         let settings = self.routes.settings();
-        bufs.out.clear();
-        head::write_upstream_request(&bufs.client, head, client_ip, &mut bufs.out);
+        let mut out = Lent::take();
+        head::write_upstream_request(&buf, head, client_ip, &mut out);
         // Anything the client sent after its request (early frames) follows the head.
-        bufs.out.extend_from_slice(&bufs.client[head.len..]);
-        drop(std::mem::take(&mut bufs.client));
+        out.extend_from_slice(&buf[head.len..]);
+        drop(buf);
         let mut guard = Some(guard);
         let mut retried = false;
         let dep = guard.as_ref().map(|g| Arc::clone(g.deployment()));
@@ -494,29 +468,21 @@ impl Lane {
         };
         let (mut node, addr) = loop {
             let Some(addr) = guard.as_ref().map(ConnectionGuard::addr) else {
-                count(
-                    self.fail(&mut client, Refusal::BadGateway, &mut bufs.out)
-                        .await
-                        .0,
-                );
+                count(self.fail(&mut client, Refusal::BadGateway).await.0);
                 return;
             };
             match tunnel::connect(addr, settings.connect_timeout).await {
                 Ok(node) => break (node, addr),
                 Err(e) => {
                     if !self.routes.connect_failed(&mut guard, &mut retried, &e) {
-                        count(
-                            self.fail(&mut client, Refusal::BadGateway, &mut bufs.out)
-                                .await
-                                .0,
-                        );
+                        count(self.fail(&mut client, Refusal::BadGateway).await.0);
                         return;
                     }
                 }
             }
         };
         let answer = async {
-            node.write_all(&bufs.out)
+            node.write_all(&out)
                 .await
                 .map_err(|e| tunnel::TunnelError::Upstream {
                     addr,
@@ -528,15 +494,11 @@ impl Lane {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(error = %e, "websocket upgrade failed at the node");
-                count(
-                    self.fail(&mut client, Refusal::BadGateway, &mut bufs.out)
-                        .await
-                        .0,
-                );
+                count(self.fail(&mut client, Refusal::BadGateway).await.0);
                 return;
             }
         };
-        drop(bufs);
+        drop(out);
         count(response.status);
         if response.status != 101 {
             if let Err(e) =
