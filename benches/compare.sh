@@ -4,7 +4,8 @@
 #
 # Usage: benches/compare.sh            (all targets)
 #        TARGETS="direct nginx" benches/compare.sh
-# Knobs (environment): TARGETS, LOADS ("idle connect echo http"), CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
+# Knobs (environment): TARGETS, LOADS ("idle connect echo http"), ROUNDS (1; with more, the
+# targets run in turn ROUNDS times and each cell is the median), CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
 # ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
 # HTTP_DURATION (5s), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
 # CARGO_TARGET_DIR (where kanmon-bench is built).
@@ -16,6 +17,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
 LOADS="${LOADS:-idle connect echo http}"
+ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
 CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-64}"
 ECHO_CONNS="${ECHO_CONNS:-100}"
@@ -55,7 +57,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   if [[ -n "${RESULTS_DIR:-}" && -d "$WORK/results" ]]; then
-    mkdir -p "$RESULTS_DIR" && cp "$WORK"/results/*.json "$RESULTS_DIR"/ 2>/dev/null || true
+    mkdir -p "$RESULTS_DIR" && cp -r "$WORK"/results/. "$RESULTS_DIR"/ 2>/dev/null || true
   fi
   rm -rf "$WORK"
 }
@@ -71,6 +73,14 @@ stop() {
     if [[ "$p" != "$pid" ]]; then keep+=("$p"); fi
   done
   PIDS=("${keep[@]}")
+}
+
+# Fails when something already listens on a port (a stale proxy would be measured instead).
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    log "port $1 is already in use: stop what listens there first"
+    return 1
+  fi
 }
 
 # Waits (bounded) until a TCP port accepts connections.
@@ -147,6 +157,8 @@ log "nodes: alpha-0 $NODE0 (grpc $GRPC0), alpha-1 $NODE1 (grpc $GRPC1)"
 # ---------------------------------------------------------------- the four loads
 run_loads() {
   local name="$1" port="$2" pid="$3"
+  local out="$WORK/results/r$ROUND"
+  mkdir -p "$out"
   local common=(--connect "127.0.0.1:$port" --ca "$CA" --timeout "$LOAD_TIMEOUT")
   local ws="wss://$HOST:$port/ws"
   # Other work on the machine skews every number: say how busy it was.
@@ -155,22 +167,22 @@ run_loads() {
   if want idle; then
   log "[$name] ws-idle $IDLE_CONNS held $IDLE_HOLD (pid $pid)"
   "$BENCH" ws-idle --url "$ws" "${common[@]}" -n "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$pid" \
-    --out "$WORK/results/$name.ws-idle.json" >&2 || log "[$name] ws-idle failed"
+    --out "$out/$name.ws-idle.json" >&2 || log "[$name] ws-idle failed"
   fi
   if want connect; then
   log "[$name] ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight"
   "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" -c "$CONNECT_CONCURRENCY" \
-    --out "$WORK/results/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
+    --out "$out/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
   fi
   if want echo; then
   log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
   "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" -b "$ECHO_SIZE" \
-    --out "$WORK/results/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
+    --out "$out/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
   fi
   if want http; then
   log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
   "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" -c "$HTTP_CONNS" \
-    -d "$HTTP_DURATION" --out "$WORK/results/$name.http.json" >&2 || log "[$name] http failed"
+    -d "$HTTP_DURATION" --out "$out/$name.http.json" >&2 || log "[$name] http failed"
   fi
 }
 
@@ -225,6 +237,7 @@ upgrade_sock = "$dir/upgrade.sock"
 threads = ${KANMON_THREADS:-2}
 ${KANMON_SERVER_EXTRA:-}
 EOF
+  port_free "$PORT_KANMON" && port_free "$PORT_KANMON_ADMIN" || exit 1
   "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
@@ -282,6 +295,7 @@ http {
   }
 }
 EOF
+  port_free "$PORT_NGINX" || exit 1
   nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/logs/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
@@ -323,6 +337,7 @@ backend nodes
   server alpha-0 $NODE0
   server alpha-1 $NODE1
 EOF
+  port_free "$PORT_HAPROXY" || exit 1
   haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
@@ -335,11 +350,14 @@ EOF
 }
 
 STARTED=$SECONDS
-for t in $TARGETS; do
-  case "$t" in
-    direct | kanmon | nginx | haproxy) "target_$t" ;;
-    *) log "unknown target $t (direct, kanmon, nginx, haproxy)"; exit 2 ;;
-  esac
+for ROUND in $(seq 1 "$ROUNDS"); do
+  (( ROUNDS > 1 )) && log "round $ROUND of $ROUNDS"
+  for t in $TARGETS; do
+    case "$t" in
+      direct | kanmon | nginx | haproxy) "target_$t" ;;
+      *) log "unknown target $t (direct, kanmon, nginx, haproxy)"; exit 2 ;;
+    esac
+  done
 done
 
 echo

@@ -1,5 +1,9 @@
 //! The side-by-side table of `benches/compare.sh`: one row per headline metric, one column per
 //! target, each cell with its ratio to the baseline (NGINX), as PERFORMANCE.md states targets.
+//!
+//! With several rounds (`ROUNDS=3`: subdirectories `r1`, `r2`, … of results) each cell is the
+//! median over the rounds: on a shared 2-core machine one run can be off by a third, and the
+//! median of interleaved rounds is what a claim can rest on.
 
 use std::path::Path;
 
@@ -76,6 +80,43 @@ pub fn load_report(dir: &Path, target: &str, load: &str) -> Option<Report> {
     serde_json::from_str(&text).ok()
 }
 
+/// The result directories of each round under `dir` (`r1`, `r2`, …), or `dir` itself.
+fn rounds(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.strip_prefix('r')?.parse().ok()?;
+            e.path().is_dir().then(|| (n, e.path()))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        vec![dir.to_path_buf()]
+    } else {
+        found.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+/// The median of a row's value for `target` over the rounds that have it.
+fn median_value(rounds: &[std::path::PathBuf], target: &str, row: &Row) -> Option<f64> {
+    let mut values: Vec<f64> = rounds
+        .iter()
+        .filter_map(|d| value(load_report(d, target, row.load).as_ref(), row))
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
 fn value(report: Option<&Report>, row: &Row) -> Option<f64> {
     let r = report?;
     match row.metric {
@@ -84,16 +125,22 @@ fn value(report: Option<&Report>, row: &Row) -> Option<f64> {
     }
 }
 
-/// A Markdown table of the headline metrics of every target, with ratios to `baseline`.
+/// A Markdown table of the headline metrics of every target, with ratios to `baseline`
+/// (medians when `dir` holds several rounds).
 pub fn table(dir: &Path, targets: &[String], baseline: &str) -> String {
-    let mut out = format!("| metric | {} |\n", targets.join(" | "));
+    let rounds = rounds(dir);
+    let mut out = String::new();
+    if rounds.len() > 1 {
+        out.push_str(&format!("median of {} rounds\n\n", rounds.len()));
+    }
+    out.push_str(&format!("| metric | {} |\n", targets.join(" | ")));
     out.push_str(&format!("|---|{}\n", "---:|".repeat(targets.len())));
     for row in ROWS {
-        let base = value(load_report(dir, baseline, row.load).as_ref(), row);
+        let base = median_value(&rounds, baseline, row);
         let cells: Vec<String> = targets
             .iter()
             .map(|t| {
-                let v = value(load_report(dir, t, row.load).as_ref(), row);
+                let v = median_value(&rounds, t, row);
                 match (v, base) {
                     (None, _) => "—".to_owned(),
                     (Some(v), _) if row.metric.is_none() => format_value(v),
@@ -155,6 +202,30 @@ mod tests {
             row,
             "| TLS WebSocket connects/s | 3,000 (1.50×) | 2,000 | — |"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn several_rounds_give_medians() {
+        let dir = std::env::temp_dir().join(format!("kanmon-rounds-{}", std::process::id()));
+        for (round, kanmon, nginx) in [
+            (1, 3000.0, 2000.0),
+            (2, 9000.0, 1000.0),
+            (3, 2500.0, 2500.0),
+        ] {
+            let d = dir.join(format!("r{round}"));
+            std::fs::create_dir_all(&d).unwrap();
+            write(&d, "nginx", "ws-connect", &[("conn_per_s", nginx)]);
+            write(&d, "kanmon", "ws-connect", &[("conn_per_s", kanmon)]);
+        }
+        let targets = vec!["kanmon".to_owned(), "nginx".to_owned()];
+        let t = table(&dir, &targets, "nginx");
+        assert!(t.starts_with("median of 3 rounds"), "{t}");
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("| TLS WebSocket connects/s"))
+            .unwrap();
+        assert_eq!(row, "| TLS WebSocket connects/s | 3,000 (1.50×) | 2,000 |");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
