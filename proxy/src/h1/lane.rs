@@ -149,8 +149,9 @@ impl Lane {
         let _closing_anyway = AsyncWriteExt::shutdown(&mut client).await;
     }
 
-    /// Reads until `buf` starts with a whole request head. `Ok(None)`: the client closed,
-    /// stalled past the read timeout, or the proxy is shutting down while it was idle.
+    /// Reads until `buf` starts with a whole request head, within `request_read_timeout`.
+    /// `Ok(None)`: the client closed, did not send a whole head in time, or the proxy is
+    /// shutting down while it was idle.
     async fn read_head(
         &self,
         client: &mut Stream,
@@ -158,6 +159,9 @@ impl Lane {
         shutdown: &mut ShutdownWatch,
     ) -> Result<Option<RequestHead>, HeadError> {
         let settings = self.routes.settings();
+        // One deadline for the whole head, not one per read: a client trickling a byte at a
+        // time cannot stretch it.
+        let deadline = tokio::time::Instant::now() + settings.request_read_timeout;
         loop {
             if !buf.is_empty() {
                 if let Some(head) = head::parse_request(buf, settings.max_header_bytes)? {
@@ -171,7 +175,7 @@ impl Lane {
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
             }
-            let read = timeout(settings.request_read_timeout, client.read_buf(buf));
+            let read = tokio::time::timeout_at(deadline, client.read_buf(buf));
             let read = if idle {
                 // Between requests a graceful shutdown closes the connection right away.
                 tokio::select! {
