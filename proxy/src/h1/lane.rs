@@ -9,8 +9,9 @@
 
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
-use kanmon_router::ConnectionGuard;
+use kanmon_router::{ConnectionGuard, Deployment};
 use pingora::{protocols::Stream, server::ShutdownWatch};
+use prometheus::{Histogram, IntCounter};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -27,6 +28,7 @@ use super::{
 };
 use crate::{
     inflight::Inflight,
+    metrics::Metrics,
     responses::Refusal,
     routing::{status_label, Routes},
     tls::SniTarget,
@@ -90,6 +92,7 @@ impl Lane {
         // lent per exchange (`bufpool`).
         let mut buf = Vec::with_capacity(READ_BUF);
         let mut shutdown = shutdown.clone();
+        let mut counted = Counted::default();
         loop {
             let head = match self.read_head(&mut client, &mut buf, &mut shutdown).await {
                 Ok(Some(head)) => head,
@@ -131,13 +134,12 @@ impl Lane {
             let (status, next) = self
                 .exchange(&mut client, &mut buf, &head, guard, client_ip, closing)
                 .await;
-            let (instance, zone) = (dep.instance().as_str(), dep.zone().as_str());
-            let metrics = self.routes.metrics();
-            metrics
-                .requests
-                .with_label_values(&[instance, zone, status_label(status)])
-                .inc();
-            metrics.observe(instance, zone, start.elapsed().as_secs_f64());
+            counted.record(
+                self.routes.metrics(),
+                &dep,
+                status,
+                start.elapsed().as_secs_f64(),
+            );
             if next == Next::Close {
                 break;
             }
@@ -542,6 +544,42 @@ impl Lane {
             tracing::debug!(?end, node = guard.node().id(), "websocket ended");
             drop((guard, connection));
         });
+    }
+}
+
+/// The metric handles of a connection's requests. Every request on a connection goes to the
+/// deployment its SNI names, and most get the same status, so the labelled lookups (which hash
+/// every label under a lock) happen once per connection and status, not per request.
+#[derive(Default)]
+struct Counted {
+    deployment: Option<(Arc<Deployment>, Histogram)>,
+    status: Option<(u16, IntCounter)>,
+}
+
+impl Counted {
+    fn record(&mut self, metrics: &Metrics, dep: &Arc<Deployment>, status: u16, seconds: f64) {
+        let same = |d: &Arc<Deployment>| {
+            Arc::ptr_eq(d, dep) || (d.instance() == dep.instance() && d.zone() == dep.zone())
+        };
+        if self.deployment.as_ref().is_none_or(|(d, _)| !same(d)) {
+            let labels = [dep.instance().as_str(), dep.zone().as_str()];
+            self.deployment = Some((Arc::clone(dep), metrics.duration.with_label_values(&labels)));
+            self.status = None;
+        }
+        if self.status.as_ref().is_none_or(|(s, _)| *s != status) {
+            let labels = [
+                dep.instance().as_str(),
+                dep.zone().as_str(),
+                status_label(status),
+            ];
+            self.status = Some((status, metrics.requests.with_label_values(&labels)));
+        }
+        if let Some((_, counter)) = &self.status {
+            counter.inc();
+        }
+        if let Some((_, histogram)) = &self.deployment {
+            histogram.observe(seconds);
+        }
     }
 }
 
