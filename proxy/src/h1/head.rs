@@ -426,6 +426,56 @@ fn range_of(buf: &[u8], part: &str) -> std::ops::Range<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic either parser, and offsets stay inside the input.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(Some(head)) = parse_request(&bytes, 16 * 1024) {
+                prop_assert!(head.len <= bytes.len());
+                if let Some(h) = head.host {
+                    prop_assert!(h.end <= bytes.len());
+                }
+            }
+            let _ = parse_response(&bytes, false, 16 * 1024);
+        }
+
+        /// A well-formed request, rewritten for the node, parses again with the same framing
+        /// and target, whatever its headers.
+        #[test]
+        fn rewritten_requests_keep_their_meaning(
+            method in prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]),
+            path in "/[a-z0-9/._-]{0,30}(\\?[a-z0-9=&]{0,20})?",
+            extra in proptest::collection::vec(("x-[a-z]{1,10}", "[ -~]{0,20}"), 0..6),
+            body in prop::sample::select(vec![None, Some("content-length: 5"), Some("transfer-encoding: chunked")]),
+            close in any::<bool>(),
+        ) {
+            let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: a.z.kanmon.test\r\n");
+            for (k, v) in &extra {
+                raw.push_str(&format!("{k}: {}\r\n", v.trim()));
+            }
+            if let Some(b) = body {
+                raw.push_str(b);
+                raw.push_str("\r\n");
+            }
+            if close {
+                raw.push_str("connection: close\r\n");
+            }
+            raw.push_str("\r\n");
+            let head = parse_request(raw.as_bytes(), 16 * 1024).unwrap().unwrap();
+            prop_assert_eq!(head.len, raw.len());
+            prop_assert_eq!(head.keep_alive, !close);
+            let mut out = Vec::new();
+            write_upstream_request(raw.as_bytes(), &head, None, &mut out);
+            let again = parse_request(&out, 16 * 1024).unwrap().unwrap();
+            prop_assert_eq!(again.body, head.body);
+            prop_assert!(again.keep_alive, "the node connection is always kept alive");
+            let text = String::from_utf8(out).unwrap();
+            let expected_start = format!("{method} {path} HTTP/1.1\r\n");
+            prop_assert!(text.starts_with(&expected_start), "{}", text);
+        }
+    }
 
     fn req(raw: &str) -> RequestHead {
         parse_request(raw.as_bytes(), 8192).unwrap().unwrap()
