@@ -47,12 +47,16 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<BoxBody> {
     match req.uri().path() {
         "/echo" => {
             let fwd = req.headers().get("x-forwarded-proto").cloned();
+            let fwd_for = req.headers().get("x-forwarded-for").cloned();
             let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
             let mut resp = http::Response::new(full(body.clone()));
             resp.headers_mut()
                 .insert("x-got", body.len().to_string().parse().unwrap());
             if let Some(v) = fwd {
                 resp.headers_mut().insert("x-saw-proto", v);
+            }
+            if let Some(v) = fwd_for {
+                resp.headers_mut().insert("x-saw-for", v);
             }
             resp
         }
@@ -177,6 +181,7 @@ async fn bodies_in_every_framing_pass_through_intact() {
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-saw-proto"], "https");
+    assert_eq!(resp.headers()["x-saw-for"], "127.0.0.1");
     assert_eq!(
         resp.into_body()
             .collect()

@@ -9,8 +9,12 @@
 
 use std::net::IpAddr;
 
-/// Most header lines accepted in one head (more is answered 431).
+/// Most header lines parsed in one head.
 pub const MAX_HEADERS: usize = 100;
+/// Most header lines accepted from a client (more is answered 431): the proxy adds up to three
+/// of its own (`host`, `x-forwarded-for`, `x-forwarded-proto`), and what it forwards must stay
+/// within what it would itself accept.
+pub const MAX_REQUEST_HEADERS: usize = MAX_HEADERS - 3;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +82,9 @@ pub fn parse_request(
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Malformed("not an HTTP/1.x request head")),
     };
+    if req.headers.len() > MAX_REQUEST_HEADERS {
+        return Err(HeadError::TooLarge);
+    }
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let http10 = req.version == Some(0);
@@ -329,14 +336,19 @@ pub fn write_client_response(buf: &[u8], head: &ResponseHead, close: bool, out: 
     ) {
         return;
     }
-    // The status line as the node sent it (with its reason phrase), minus its line end.
-    let line_end = buf[..head.len]
+    // The status line as the node sent it (with its reason phrase), minus its line end and
+    // any empty lines before it (which parsers tolerate, RFC 9112 §2.2).
+    let head_bytes = &buf[..head.len];
+    let start = head_bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let line_end = head_bytes[start..]
         .iter()
         .position(|&b| b == b'\n')
-        .unwrap_or(0);
-    let line = buf[..line_end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&buf[..line_end]);
+        .map_or(start, |i| start + i);
+    let line = &head_bytes[start..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.starts_with(b"HTTP/1.0") {
         // Speak HTTP/1.1 to the client whatever the node spoke.
         out.extend_from_slice(b"HTTP/1.1");
@@ -504,14 +516,20 @@ mod tests {
 
     #[test]
     fn too_many_or_too_large_headers_are_431() {
-        let many: String = (0..MAX_HEADERS + 1)
-            .map(|i| format!("x-{i}: v\r\n"))
-            .collect();
-        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert_eq!(
-            parse_request(raw.as_bytes(), 1 << 20),
-            Err(HeadError::TooLarge)
+        let lines = |n: usize| -> String { (0..n).map(|i| format!("x-{i}: v\r\n")).collect() };
+        // Host plus MAX_REQUEST_HEADERS - 1 more is the most accepted.
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            lines(MAX_REQUEST_HEADERS - 1)
         );
+        assert!(parse_request(raw.as_bytes(), 1 << 20).is_ok());
+        for n in [MAX_REQUEST_HEADERS, MAX_HEADERS + 1] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", lines(n));
+            assert_eq!(
+                parse_request(raw.as_bytes(), 1 << 20),
+                Err(HeadError::TooLarge)
+            );
+        }
         let raw = format!(
             "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
             "a".repeat(300)
@@ -647,6 +665,20 @@ mod tests {
             Ok(None)
         );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nX: aaaa", false, 8).is_err());
+    }
+
+    #[test]
+    fn empty_lines_before_a_status_line_are_not_passed_on() {
+        let raw = "\r\n\r\nHTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n";
+        let head = parse_response(raw.as_bytes(), false, 8192)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        write_client_response(raw.as_bytes(), &head, false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n"
+        );
     }
 
     #[test]
