@@ -11,6 +11,7 @@ use kanmon_router::Catalog;
 pub use super::intents::{Event, Intent, Timings};
 pub use super::rules::{export, validate};
 use super::{
+    crashloop::backoff,
     deployment::{Deployment, NodeRunState, Spec},
     ops::{OpId, OpKind, OpStatus, Operation, Progress},
     rolling::{plan, Outcome, Rollout},
@@ -32,6 +33,18 @@ pub struct Controller {
     queue: VecDeque<Operation>,
     active: Option<Active>,
     timings: Timings,
+    /// Serving nodes that died outside any rollout, waiting out their restart delay (in
+    /// memory only: a control-plane restart starts every node anyway, see `recover`).
+    restarts: std::collections::BTreeMap<u32, Restart>,
+}
+
+/// A pending restart of a node that died while serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Restart {
+    /// When to start it again.
+    at: Timestamp,
+    /// Deaths in a row without becoming healthy in between (sets the delay).
+    deaths: u32,
 }
 
 impl Controller {
@@ -42,6 +55,7 @@ impl Controller {
             queue: unfinished.into(),
             active: None,
             timings,
+            restarts: std::collections::BTreeMap::new(),
         }
     }
 
@@ -196,7 +210,7 @@ impl Controller {
                 }
             }
             _ => {
-                self.outside_rollout(&ev, &node, &mut out);
+                self.outside_rollout(&ev, &node, now, &mut out);
                 Outcome::Running
             }
         };
@@ -208,28 +222,87 @@ impl Controller {
         out
     }
 
-    /// Events about nodes no rollout step is working on (recovered nodes coming up, or a
-    /// serving node that died): keep the recorded state true.
-    fn outside_rollout(&mut self, ev: &Event, node: &str, out: &mut Vec<Intent>) {
+    /// Events about nodes no rollout step is working on (recovered or restarted nodes coming
+    /// up, or a serving node that died): keep the recorded state true, and start a node that
+    /// died again after a CrashLoopBackOff delay (10 s, doubling to 5 min while it keeps dying
+    /// before it is healthy), as Kubernetes would restart its container.
+    fn outside_rollout(&mut self, ev: &Event, node: &str, now: Timestamp, out: &mut Vec<Intent>) {
+        let deleted = self.deployment.deleted;
         let Some(n) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
             return;
         };
         match ev {
             Event::NodeHealthy { .. } if n.state == NodeRunState::Starting => {
                 n.state = NodeRunState::Ready;
+                self.restarts.remove(&n.slot);
                 out.push(Intent::MarkReady { node: n.id.clone() });
             }
-            Event::NodeExited { .. } if n.state != NodeRunState::Stopped => {
-                n.state = NodeRunState::Stopped;
+            Event::NodeExited { .. }
+                if n.state != NodeRunState::Stopped
+                    && n.state != NodeRunState::CrashLoopBackOff =>
+            {
                 out.push(Intent::Forget { node: n.id.clone() });
+                if deleted {
+                    n.state = NodeRunState::Stopped;
+                    return;
+                }
+                n.state = NodeRunState::CrashLoopBackOff;
+                let deaths = self.restarts.get(&n.slot).map_or(0, |r| r.deaths) + 1;
+                let t = &self.timings;
+                let at = now.after(backoff(deaths, t.backoff_base, t.backoff_cap));
+                self.restarts.insert(n.slot, Restart { at, deaths });
+                out.push(Intent::ArmTimer { at });
             }
             _ => {}
+        }
+    }
+
+    /// Starts the nodes whose restart delay is over (unless a rollout has taken them over,
+    /// or they are gone), and arms the timer for the next one.
+    fn run_restarts(&mut self, now: Timestamp, out: &mut Vec<Intent>) {
+        let due: Vec<u32> = self
+            .restarts
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in due {
+            let dep = &mut self.deployment;
+            let rollout = self.active.as_ref().and_then(|a| a.rollout.as_ref());
+            let id = super::deployment::node_id(&dep.instance, slot);
+            let waiting = dep
+                .node_mut(slot)
+                .is_some_and(|n| n.state == NodeRunState::CrashLoopBackOff);
+            if dep.deleted || !waiting || rollout.is_some_and(|r| r.is_current(dep, &id)) {
+                // Gone, started by someone else, or in a rollout's hands now.
+                self.restarts.remove(&slot);
+                continue;
+            }
+            // A node already replaced by the rollout in flight runs its new spec.
+            let applied = dep.generation;
+            let generation = dep.node_mut(slot).map_or(applied, |n| n.generation);
+            let spec = match rollout {
+                Some(r) if r.generation == generation => r.spec.clone(),
+                _ => dep.spec.clone(),
+            };
+            let launch = dep.launch(slot, &spec, generation);
+            if let Some(n) = dep.node_mut(slot) {
+                n.state = NodeRunState::Starting;
+                n.incarnation = launch.incarnation;
+                n.addr = None;
+                n.grpc = None;
+            }
+            out.push(Intent::StartNode { spec: launch });
+        }
+        if let Some(next) = self.restarts.values().map(|r| r.at).min() {
+            out.push(Intent::ArmTimer { at: next });
         }
     }
 
     /// Time passed.
     pub fn handle_timeout(&mut self, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
         let mut out = Vec::new();
+        self.run_restarts(now, &mut out);
         let Some(mut rollout) = self.active.as_mut().and_then(|a| a.rollout.take()) else {
             return out;
         };

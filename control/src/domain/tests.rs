@@ -462,3 +462,112 @@ fn recover_fails_the_interrupted_op_and_restarts_nodes() {
     assert_eq!(restarted.ctl.deployment.spec.version, v("3.35.0"));
     assert_eq!(restarted.nodes_down(), 0);
 }
+
+/// The process of a serving node dies (not during any operation).
+fn kill(sim: &mut Sim, slot: usize) {
+    let n = sim.ctl.deployment.nodes[slot].clone();
+    let out = sim.ctl.handle_event(
+        Event::NodeExited {
+            node: n.id.clone(),
+            incarnation: n.incarnation,
+        },
+        &sim.catalog,
+        sim.now,
+    );
+    assert!(out.contains(&Intent::Forget { node: n.id }), "{out:?}");
+    sim.apply(out);
+}
+
+/// Fires timers (stale ones from earlier rollouts included) until node `slot` is started
+/// again; returns when that happened.
+fn fire_until_started(sim: &mut Sim, slot: usize) -> Timestamp {
+    let before = sim.ctl.deployment.nodes[slot].incarnation;
+    for _ in 0..10 {
+        assert!(sim.fire_timer(), "no timer armed");
+        if sim.ctl.deployment.nodes[slot].incarnation == before + 1 {
+            return sim.now;
+        }
+    }
+    panic!("node {slot} was not started again");
+}
+
+#[test]
+fn a_serving_node_that_dies_is_restarted_with_growing_delays() {
+    let mut sim = running(DeploymentType::Production, 2);
+    let incarnation = |sim: &Sim| sim.ctl.deployment.nodes[0].incarnation;
+    let state = |sim: &Sim| sim.ctl.deployment.nodes[0].state;
+    let first = incarnation(&sim);
+    let died = sim.now;
+    kill(&mut sim, 0);
+    assert_eq!(state(&sim), NodeRunState::CrashLoopBackOff);
+    assert_eq!(
+        sim.ctl.deployment.nodes[1].state,
+        NodeRunState::Ready,
+        "the other node is untouched"
+    );
+    // It keeps dying on start: restarted after 10 s, then 20 s, then 40 s.
+    sim.behaviour = NodeBehaviour::CrashOnStart;
+    let mut started_at = Vec::new();
+    for _ in 0..3 {
+        started_at.push(fire_until_started(&mut sim, 0));
+        while sim.deliver(0) {}
+        assert_eq!(state(&sim), NodeRunState::CrashLoopBackOff);
+    }
+    let secs = |a: Timestamp, b: Timestamp| (b.0 - a.0) / 1000;
+    assert_eq!(
+        [
+            secs(died, started_at[0]),
+            secs(started_at[0], started_at[1]),
+            secs(started_at[1], started_at[2])
+        ],
+        [10, 20, 40]
+    );
+    // Then it comes up healthy: ready again, and the proxy is told.
+    sim.behaviour = NodeBehaviour::Healthy;
+    let healthy_start = fire_until_started(&mut sim, 0);
+    assert_eq!(secs(started_at[2], healthy_start), 80);
+    while sim.deliver(0) {}
+    assert_eq!(state(&sim), NodeRunState::Ready);
+    assert_eq!(incarnation(&sim), first + 4);
+    // Healthy resets the delay: the next death is restarted after 10 s again.
+    let died = sim.now;
+    kill(&mut sim, 0);
+    assert_eq!(secs(died, fire_until_started(&mut sim, 0)), 10);
+    sim.settle();
+    assert_eq!(state(&sim), NodeRunState::Ready);
+}
+
+#[test]
+fn a_rollout_takes_over_a_node_waiting_to_restart() {
+    let mut sim = running(DeploymentType::Production, 2);
+    kill(&mut sim, 1);
+    // An operation arrives before the restart delay is over: the rollout replaces the dead
+    // node first, and the pending restart does not start it a second time.
+    let id = sim.submit(OpKind::Reboot).unwrap();
+    sim.settle();
+    assert_eq!(sim.status(id), OpStatus::Completed);
+    assert!(sim
+        .ctl
+        .deployment
+        .nodes
+        .iter()
+        .all(|n| n.state == NodeRunState::Ready));
+    assert!(sim.pending.is_empty() && sim.timers.is_empty());
+}
+
+#[test]
+fn nodes_of_a_deleted_deployment_are_not_restarted() {
+    let mut sim = running(DeploymentType::Production, 2);
+    kill(&mut sim, 0);
+    sim.ctl
+        .deployment
+        .edit(&DeploymentEdit {
+            delete_protection: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+    let id = sim.submit(OpKind::Delete).unwrap();
+    sim.settle();
+    assert_eq!(sim.status(id), OpStatus::Completed);
+    assert!(sim.ctl.deployment.nodes.is_empty());
+}

@@ -140,12 +140,16 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_serving_node_that_dies_is_unpublished_and_the_next_reboot_heals_it() {
+async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
     let table = Arc::new(HealthTable::new());
     let driver = Arc::new(LoopbackDriver::new());
+    let mut slow_restart = settings();
+    // Long enough to see the node unpublished while it waits.
+    slow_restart.timings.backoff_base = Duration::from_secs(1);
+    slow_restart.timings.backoff_cap = Duration::from_secs(1);
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
-        settings(),
+        slow_restart,
         driver.clone(),
         Arc::new(HealthTablePublisher::new(table.clone())),
     )
@@ -154,17 +158,41 @@ async fn a_serving_node_that_dies_is_unpublished_and_the_next_reboot_heals_it() 
         .create(request(DeploymentType::Production, 2), "ann")
         .unwrap();
     assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    let before = rt.deployment("alpha").unwrap().nodes[1].incarnation;
     assert!(driver.crash("alpha", "alpha-1"));
     for _ in 0..500 {
-        if rt.deployment("alpha").unwrap().nodes[1].state == NodeRunState::Stopped {
+        if rt.deployment("alpha").unwrap().nodes[1].state == NodeRunState::CrashLoopBackOff {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(
+        rt.deployment("alpha").unwrap().nodes[1].state,
+        NodeRunState::CrashLoopBackOff
+    );
     let snap = table.load();
     let published = snap.find("alpha", "us-east1").unwrap();
     assert_eq!(published.count(NodeState::Ready), 1);
     assert_eq!(published.count(NodeState::Unhealthy), 1);
+    // After the restart delay it is started again, without any operation, and published.
+    let mut restarted = false;
+    for _ in 0..500 {
+        let n = rt.deployment("alpha").unwrap().nodes[1].clone();
+        if n.state == NodeRunState::Ready && n.incarnation > before {
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(restarted, "the dead node was not restarted");
+    let snap = table.load();
+    assert_eq!(
+        snap.find("alpha", "us-east1")
+            .unwrap()
+            .count(NodeState::Ready),
+        2
+    );
+    // Operations still run as before.
     let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
     assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
     let dep = rt.deployment("alpha").unwrap();
