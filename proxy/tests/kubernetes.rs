@@ -105,10 +105,20 @@ async fn initial_list_routes_traffic() {
         ),
         "{requests:?}"
     );
+    // Slices are selected by the game labels their Service's slices carry, not cluster-wide.
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.contains("/endpointslices?"))
+            .all(|r| r.contains("kanmon.dev%2Finstance")),
+        "{requests:?}"
+    );
     // A quiet cluster with bookmarks publishes nothing new.
     let generation = proxy.metric("kanmon_table_generation").await;
     api.bookmark();
     api.put_service(NS, "alpha", "alpha"); // MODIFIED with no routing change
+                                           // The slice of a Service that is no game deployment never reaches the proxy.
+    api.put_foreign_slice(NS, "metrics-server", "127.0.0.1:9".parse().unwrap());
     let landed = landings(&proxy, 2).await;
     assert_eq!(landed.values().sum::<usize>(), 2);
     assert_eq!(proxy.metric("kanmon_table_generation").await, generation);

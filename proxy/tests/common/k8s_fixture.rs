@@ -269,13 +269,28 @@ impl ApiFixture {
     /// Adds or replaces the one-endpoint slice of a node (one slice per node, as each demo
     /// node listens on its own port: slices group endpoints by port).
     pub fn put_node(&self, ns: &str, service: &str, node: &str, addr: SocketAddr, c: Cond) {
-        self.upsert(
-            Kind::Slice,
-            ns,
-            &format!("{service}-{node}"),
-            slice_json(service, node, ns, addr, c),
-            true,
-        );
+        let slice = self.mirrored(ns, service, slice_json(service, node, ns, addr, c));
+        self.upsert(Kind::Slice, ns, &format!("{service}-{node}"), slice, true);
+    }
+
+    /// Copies the Service's labels onto its slice, as the EndpointSlice controller does
+    /// (Kubernetes ≥ 1.20).
+    fn mirrored(&self, ns: &str, service: &str, mut slice: Value) -> Value {
+        let st = self.state.lock().unwrap();
+        let key = (Kind::Service, ns.to_string(), service.to_string());
+        if let Some(Value::Object(labels)) = st.objects.get(&key).map(|s| &s["metadata"]["labels"])
+        {
+            for (k, v) in labels {
+                slice["metadata"]["labels"][k] = v.clone();
+            }
+        }
+        slice
+    }
+
+    /// Adds the slice of a Service that is no game deployment (no kanmon labels to mirror).
+    pub fn put_foreign_slice(&self, ns: &str, service: &str, addr: SocketAddr) {
+        let slice = slice_json(service, "other-pod", ns, addr, READY);
+        self.upsert(Kind::Slice, ns, &format!("{service}-other"), slice, true);
     }
 
     fn remove(&self, kind: Kind, ns: &str, name: &str, broadcast: bool) {
@@ -311,13 +326,8 @@ impl ApiFixture {
         addr: SocketAddr,
         c: Cond,
     ) {
-        self.upsert(
-            Kind::Slice,
-            ns,
-            &format!("{service}-{node}"),
-            slice_json(service, node, ns, addr, c),
-            false,
-        );
+        let slice = self.mirrored(ns, service, slice_json(service, node, ns, addr, c));
+        self.upsert(Kind::Slice, ns, &format!("{service}-{node}"), slice, false);
     }
 
     /// Deletes a node's slice without any watch event.

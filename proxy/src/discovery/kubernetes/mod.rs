@@ -164,8 +164,11 @@ impl KubernetesSource {
                 }
                 Kind::Slices => {
                     let api: Api<EndpointSlice> = api(client, &stream);
+                    // The EndpointSlice controller copies a Service's labels onto its slices
+                    // (Kubernetes ≥ 1.20), so only game deployments' slices are listed and
+                    // watched, not every slice in the cluster.
                     let config = watcher::Config::default()
-                        .labels(SERVICE_NAME_LABEL)
+                        .labels(&format!("{SERVICE_NAME_LABEL},{INSTANCE_LABEL}"))
                         .timeout(WATCH_TIMEOUT_SECS);
                     tasks.spawn(watch::run(api, config, stream, slice_object, tx));
                 }
