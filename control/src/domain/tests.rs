@@ -378,13 +378,8 @@ fn new_deploy_supersedes_a_crash_loop() {
     assert_eq!(sim.ctl.deployment.spec.image, None);
 }
 
-#[test]
-fn delete_protection_and_delete() {
-    let mut sim = running(DeploymentType::Production, 2);
-    assert_eq!(
-        sim.submit(OpKind::Delete),
-        Err(DomainError::DeleteProtected)
-    );
+/// Turns delete protection off (production deployments start with it on).
+fn unprotect(sim: &mut Sim) {
     sim.ctl
         .deployment
         .edit(&DeploymentEdit {
@@ -392,6 +387,16 @@ fn delete_protection_and_delete() {
             ..Default::default()
         })
         .unwrap();
+}
+
+#[test]
+fn delete_protection_and_delete() {
+    let mut sim = running(DeploymentType::Production, 2);
+    assert_eq!(
+        sim.submit(OpKind::Delete),
+        Err(DomainError::DeleteProtected)
+    );
+    unprotect(&mut sim);
     let id = sim.submit(OpKind::Delete).unwrap();
     assert_eq!(sim.submit(OpKind::Reboot), Err(DomainError::Deleted));
     sim.settle();
@@ -559,13 +564,7 @@ fn a_rollout_takes_over_a_node_waiting_to_restart() {
 fn nodes_of_a_deleted_deployment_are_not_restarted() {
     let mut sim = running(DeploymentType::Production, 2);
     kill(&mut sim, 0);
-    sim.ctl
-        .deployment
-        .edit(&DeploymentEdit {
-            delete_protection: Some(false),
-            ..Default::default()
-        })
-        .unwrap();
+    unprotect(&mut sim);
     let id = sim.submit(OpKind::Delete).unwrap();
     sim.settle();
     assert_eq!(sim.status(id), OpStatus::Completed);
