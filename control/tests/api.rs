@@ -327,3 +327,244 @@ async fn cli_talks_to_the_server() {
     let out = kanmon(&["keys", "alpha"], &token_file);
     assert!(String::from_utf8_lossy(&out.stdout).contains("server_key"));
 }
+
+/// The ids of `user`'s grants, as an admin sees them.
+async fn grant_ids(s: &Server, user: &str) -> Vec<u64> {
+    let (status, body) = s.get(&format!("/v1/users/{user}/grants"), &s.admin).await;
+    assert_eq!(status, 200, "{body}");
+    body["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_revoked_grant_stops_giving_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("k.db"), &["--grace", "1s"]);
+    s.create("alpha", "development", 1).await;
+    let view_alpha = json!({ "level": "deployment", "instance": "alpha" });
+    let bob = s.user("bob", &[(view_alpha.clone(), &["view"])]).await;
+    let carol = s.user("carol", &[]).await;
+
+    // Listing: admins see anyone's grants, users their own; ids come with them.
+    let (status, body) = s.get("/v1/users/bob/grants", &bob).await;
+    assert_eq!(status, 200, "{body}");
+    let grants = body["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0]["user"], "bob");
+    assert_eq!(grants[0]["scope"], view_alpha);
+    assert_eq!(grants[0]["permissions"], json!(["view"]));
+    let id = grants[0]["id"].as_u64().unwrap();
+    assert_eq!(grant_ids(&s, "bob").await, vec![id]);
+    assert!(grant_ids(&s, "carol").await.is_empty());
+    let (status, body) = s.get("/v1/users/admin/grants", &bob).await;
+    assert_eq!(
+        (status, body["missing_permission"].as_str()),
+        (403, Some("admin"))
+    );
+    // A non-admin gets 403 for an unknown user too: no probing for names.
+    let (status, _) = s.get("/v1/users/nobody/grants", &bob).await;
+    assert_eq!(status, 403);
+    let (status, _) = s.get("/v1/users/nobody/grants", &s.admin).await;
+    assert_eq!(status, 404);
+
+    let (status, _) = s.get("/v1/deployments/alpha", &bob).await;
+    assert_eq!(status, 200);
+
+    // Only admins revoke, their own grants included.
+    let revoke = |token: &str| {
+        let token = token.to_string();
+        let s = &s;
+        async move {
+            s.call(
+                Method::DELETE,
+                &format!("/v1/grants/{id}"),
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    for token in [&bob, &carol] {
+        let (status, body) = revoke(token).await;
+        assert_eq!(
+            (status, body["missing_permission"].as_str()),
+            (403, Some("admin"))
+        );
+    }
+    let (status, _) = s.get("/v1/deployments/alpha", &bob).await;
+    assert_eq!(status, 200, "a refused revoke changed nothing");
+
+    let (status, body) = revoke(&s.admin).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(body, serde_json::Value::Null, "204 has no body");
+    let (status, body) = s.get("/v1/deployments/alpha", &bob).await;
+    assert_eq!(
+        (status, body["missing_permission"].as_str()),
+        (403, Some("view"))
+    );
+    assert!(grant_ids(&s, "bob").await.is_empty());
+    let (status, _) = revoke(&s.admin).await;
+    assert_eq!(status, 404, "already revoked");
+
+    let (_, all) = s.get("/v1/audit?limit=500", &s.admin).await;
+    let entries = all["audit"].as_array().unwrap();
+    let find = |who: &str, action: &str, outcome: &str| {
+        entries
+            .iter()
+            .any(|e| e["who"] == who && e["action"] == action && e["outcome"] == outcome)
+    };
+    assert!(find("bob", "grants.revoke", "denied"));
+    assert!(find("bob", "grants.list", "allowed"));
+    assert!(find("admin", "grants.revoke", "error"));
+    let detail = format!("grant {id}");
+    assert!(entries.iter().any(|e| e["action"] == "grants.revoke"
+        && e["outcome"] == "allowed"
+        && e["detail"] == detail.as_str()));
+
+    // The routes are in the OpenAPI document.
+    let (_, doc) = s.call(Method::GET, "/openapi.json", None, None).await;
+    assert!(doc["paths"]["/v1/users/{name}/grants"]["get"].is_object());
+    assert!(doc["paths"]["/v1/grants/{id}"]["delete"]["responses"]["204"].is_object());
+    assert!(doc["paths"]["/v1/users/{name}/token"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn a_rotated_token_replaces_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("k.db"), &[]);
+    let bob = s.user("bob", &[]).await;
+    let carol = s.user("carol", &[]).await;
+
+    // An admin rotates bob's (leaked) token: the old one is dead at once.
+    let (status, body) = s.post("/v1/users/bob/token", &s.admin, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], "bob");
+    let bob2 = body["token"].as_str().unwrap().to_string();
+    assert!(bob2.starts_with("kmn_") && bob2 != bob, "{bob2}");
+    let (status, _) = s.get("/v1/whoami", &bob).await;
+    assert_eq!(status, 401);
+    let (status, me) = s.get("/v1/whoami", &bob2).await;
+    assert_eq!((status, me["user"]["name"].as_str()), (200, Some("bob")));
+
+    // A user rotates their own token, not anyone else's.
+    let (status, body) = s.post("/v1/users/carol/token", &bob2, json!({})).await;
+    assert_eq!(
+        (status, body["missing_permission"].as_str()),
+        (403, Some("admin"))
+    );
+    let (status, _) = s.get("/v1/whoami", &carol).await;
+    assert_eq!(status, 200, "a refused rotation changed nothing");
+    let (status, body) = s.post("/v1/users/bob/token", &bob2, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let bob3 = body["token"].as_str().unwrap().to_string();
+    let (status, _) = s.get("/v1/whoami", &bob2).await;
+    assert_eq!(status, 401);
+    let (status, _) = s.get("/v1/whoami", &bob3).await;
+    assert_eq!(status, 200);
+    // A non-admin gets 403 for an unknown name too: no probing for names.
+    let (status, _) = s.post("/v1/users/nobody/token", &bob3, json!({})).await;
+    assert_eq!(status, 403);
+    let (status, _) = s.post("/v1/users/nobody/token", &s.admin, json!({})).await;
+    assert_eq!(status, 404);
+
+    // Audited with whose token it was, never the token itself.
+    let (_, all) = s.get("/v1/audit?limit=500", &s.admin).await;
+    let text = all.to_string();
+    for token in [&bob, &bob2, &bob3, &carol] {
+        assert!(!text.contains(token.as_str()));
+    }
+    let entries = all["audit"].as_array().unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e["who"] == "bob" && e["action"] == "tokens.rotate" && e["outcome"] == "denied"));
+    assert!(entries.iter().any(|e| e["who"] == "admin"
+        && e["action"] == "tokens.rotate"
+        && e["outcome"] == "allowed"
+        && e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("user bob;"))));
+}
+
+#[tokio::test]
+async fn cli_lists_and_revokes_grants_and_rotates_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let s = Server::start(&db, &[]);
+    let admin_file = format!("{}.admin-token", db.display());
+    let kanmon = |args: &[&str], token_file: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kanmon"))
+            .args(args)
+            .env("KANMON_SERVER", &s.url)
+            .env("KANMON_TOKEN_FILE", token_file)
+            .env_remove("KANMON_TOKEN")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    // A name with a slash and a space must stay one path segment.
+    let name = "ci/bot x";
+    let token = s
+        .user(
+            name,
+            &[
+                (json!({ "level": "organization", "org": "acme" }), &["view"]),
+                (
+                    json!({ "level": "title", "org": "acme", "title": "rpg" }),
+                    &["view", "deploy"],
+                ),
+            ],
+        )
+        .await;
+    let token_file = dir.path().join("bot-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let bot_file = token_file.to_str().unwrap();
+
+    let (ok, out, err) = kanmon(&["grants", "list", name], &admin_file);
+    assert!(ok, "{err}");
+    assert!(out.contains("ID  LEVEL"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("title") && l.ends_with("acme/rpg  view,deploy")),
+        "{out}"
+    );
+    let (ok, out, err) = kanmon(&["grants", "list", name, "--json"], bot_file);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = listed["grants"][1]["id"].as_u64().unwrap().to_string();
+
+    let (ok, _, err) = kanmon(&["grants", "revoke", &id], bot_file);
+    assert!(!ok);
+    assert!(err.contains("missing permission: admin"), "{err}");
+    let (ok, out, err) = kanmon(&["grants", "revoke", &id], &admin_file);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("revoked grant {id}"));
+    let (_, out, _) = kanmon(&["grants", "list", name, "--json"], &admin_file);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["grants"].as_array().unwrap().len(), 1);
+
+    // Rotating one's own token via the CLI; the old token file is then useless.
+    let (ok, out, err) = kanmon(&["users", "rotate-token", name, "--json"], bot_file);
+    assert!(ok, "{err}");
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rotated["user"], name);
+    let (ok, _, err) = kanmon(&["whoami"], bot_file);
+    assert!(!ok && err.contains("401"), "{err}");
+    std::fs::write(&token_file, rotated["token"].as_str().unwrap()).unwrap();
+    let (ok, out, err) = kanmon(&["users", "rotate-token", name], bot_file);
+    assert!(ok, "{err}");
+    let (_, new_token) = out.trim().rsplit_once(": ").unwrap();
+    assert!(new_token.starts_with("kmn_"), "{out}");
+    std::fs::write(&token_file, new_token).unwrap();
+    let (ok, _, err) = kanmon(&["users", "rotate-token", "admin"], bot_file);
+    assert!(!ok && err.contains("403"), "{err}");
+
+    let (ok, out, _) = kanmon(&["grants", "--help"], &admin_file);
+    assert!(ok && out.contains("List and revoke grants"), "{out}");
+    let (ok, out, _) = kanmon(&["users", "rotate-token", "--help"], &admin_file);
+    assert!(ok && out.contains("leaked token"), "{out}");
+}

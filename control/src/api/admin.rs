@@ -1,7 +1,7 @@
 //! Platform routes: identity, catalogs, users, grants, the global audit log.
 
 use axum::{
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     Json,
 };
@@ -96,7 +96,7 @@ pub(super) async fn create_user(
             created_at: now(),
         };
         cx.app.rt.store().create_user(&user)?;
-        let token = format!("kmn_{}", random_secret());
+        let token = new_token();
         cx.app
             .rt
             .store()
@@ -136,6 +136,65 @@ pub(super) async fn create_grant(
         };
         cx.app.rt.store().add_grant(&grant)?;
         Ok((StatusCode::CREATED, Json(json!(grant))))
+    })
+}
+
+/// A fresh bearer token: what the caller gets once; the store keeps only its hash.
+fn new_token() -> String {
+    format!("kmn_{}", random_secret())
+}
+
+/// `GET /v1/users/{name}/grants`: the ids are what `DELETE /v1/grants/{id}` needs.
+pub(super) async fn list_grants(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.handle(&headers, "grants.list", None, |cx| {
+        // Permission before existence, so non-admins cannot probe which users exist.
+        cx.require_admin_or_self(&name)?;
+        let store = cx.app.rt.store();
+        if !store.user_exists(&name)? {
+            return Err(ApiError::not_found(format!("user {name:?} not found")));
+        }
+        cx.note(format!("user {name}"));
+        Ok(Json(json!({ "grants": store.grants_with_ids(&name)? })))
+    })
+}
+
+/// `DELETE /v1/grants/{id}`.
+pub(super) async fn revoke_grant(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    app.handle(&headers, "grants.revoke", None, |cx| {
+        cx.require_admin()?;
+        if !cx.app.rt.store().revoke_grant(id)? {
+            return Err(ApiError::not_found(format!("grant {id} not found")));
+        }
+        cx.note(format!("grant {id}"));
+        Ok(StatusCode::NO_CONTENT)
+    })
+}
+
+/// `POST /v1/users/{name}/token`: replaces every token of the user with a new one, the way
+/// out when a token leaked. Rotating one's own token ends the session that asked.
+pub(super) async fn rotate_token(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.handle(&headers, "tokens.rotate", None, |cx| {
+        cx.require_admin_or_self(&name)?;
+        let token = new_token();
+        let removed = cx
+            .app
+            .rt
+            .store()
+            .rotate_tokens(&name, &hash_token(&token))?;
+        cx.note(format!("user {name}; {removed} old token(s) revoked"));
+        Ok(Json(json!({ "user": name, "token": token })))
     })
 }
 

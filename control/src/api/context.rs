@@ -5,6 +5,8 @@
 //! (401/403) or failed. That makes "every user action is audited" a property of the routing
 //! code instead of something each handler has to remember.
 
+use std::cell::RefCell;
+
 use axum::http::{header::AUTHORIZATION, HeaderMap, StatusCode};
 
 use super::{error::ApiError, App};
@@ -24,6 +26,7 @@ pub struct Cx<'a> {
     /// Who is calling.
     pub user: User,
     grants: Vec<Grant>,
+    note: RefCell<String>,
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -66,10 +69,11 @@ impl App {
             app: self,
             user,
             grants,
+            note: RefCell::new(String::new()),
         };
         let result = body(&cx);
         let (outcome, detail) = match &result {
-            Ok(_) => (Outcome::Allowed, String::new()),
+            Ok(_) => (Outcome::Allowed, cx.note.take()),
             Err(e) if e.status == StatusCode::FORBIDDEN => (Outcome::Denied, e.message.clone()),
             Err(e) => (Outcome::Error, e.message.clone()),
         };
@@ -139,6 +143,22 @@ impl Cx<'_> {
         } else {
             Err(ApiError::forbidden("admin", "the platform"))
         }
+    }
+
+    /// Refuses with 403 unless the caller is an administrator or is `user` itself: people
+    /// may look after their own grants and tokens without an admin, but not anyone else's.
+    pub fn require_admin_or_self(&self, user: &str) -> Result<(), ApiError> {
+        if self.user.admin || self.user.name == user {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("admin", &format!("user {user}")))
+        }
+    }
+
+    /// Sets the audit detail of a successful request, for actions whose subject is not a
+    /// deployment (which grant was revoked, whose token was rotated). Never pass secrets.
+    pub fn note(&self, detail: impl Into<String>) {
+        *self.note.borrow_mut() = detail.into();
     }
 
     /// The deployment `instance`, or 404.

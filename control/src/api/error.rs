@@ -89,6 +89,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match e {
             StoreError::InstanceTaken(_) | StoreError::UserExists(_) => StatusCode::CONFLICT,
+            StoreError::UnknownUser(_) => StatusCode::NOT_FOUND,
             _ => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR

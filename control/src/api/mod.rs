@@ -11,7 +11,7 @@ mod operations;
 mod views;
 
 use axum::{
-    routing::{get, post},
+    routing::{delete, get, post},
     Router,
 };
 
@@ -35,7 +35,10 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/versions", get(admin::versions))
         .route("/v1/zones", get(admin::zones))
         .route("/v1/users", post(admin::create_user))
+        .route("/v1/users/{name}/grants", get(admin::list_grants))
+        .route("/v1/users/{name}/token", post(admin::rotate_token))
         .route("/v1/grants", post(admin::create_grant))
+        .route("/v1/grants/{id}", delete(admin::revoke_grant))
         .route("/v1/audit", get(admin::audit_all))
         .route(
             "/v1/deployments",

@@ -5,12 +5,18 @@ use axum::Json;
 use serde_json::{json, Value};
 
 fn op(summary: &str, permission: &str, body: Option<&str>, ok: &str) -> Value {
+    // A 204 has no body to describe.
+    let success = if ok == "204" {
+        json!({ "description": "Success" })
+    } else {
+        json!({ "description": "Success", "content": { "application/json": {} } })
+    };
     let mut v = json!({
         "summary": summary,
         "description": format!("Requires permission: {permission}."),
         "security": [{ "bearer": [] }],
         "responses": {
-            ok: { "description": "Success", "content": { "application/json": {} } },
+            ok: success,
             "401": { "$ref": "#/components/responses/Unauthorized" },
             "403": { "$ref": "#/components/responses/Forbidden" },
         },
@@ -24,8 +30,19 @@ fn op(summary: &str, permission: &str, body: Option<&str>, ok: &str) -> Value {
     v
 }
 
+/// `op` for routes that answer 404 when the user or grant in the path does not exist.
+fn op_404(summary: &str, permission: &str, ok: &str) -> Value {
+    let mut v = op(summary, permission, None, ok);
+    v["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
+    v
+}
+
+fn path_param(name: &str, ty: &str) -> Value {
+    json!([{ "name": name, "in": "path", "required": true, "schema": { "type": ty } }])
+}
+
 fn instance_param() -> Value {
-    json!([{ "name": "instance", "in": "path", "required": true, "schema": { "type": "string" } }])
+    path_param("instance", "string")
 }
 
 fn kv() -> Value {
@@ -42,7 +59,19 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/versions": { "get": op("Released versions with support status", "any valid token", None, "200") },
             "/v1/zones": { "get": op("Zone catalog", "any valid token", None, "200") },
             "/v1/users": { "post": op("Create a user or service user; returns its token once", "admin", Some("NewUser"), "201") },
+            "/v1/users/{name}/grants": {
+                "parameters": path_param("name", "string"),
+                "get": op_404("The user's grants with their ids: {grants: [{id, user, scope, permissions}]}", "admin, or the user itself", "200"),
+            },
+            "/v1/users/{name}/token": {
+                "parameters": path_param("name", "string"),
+                "post": op_404("Rotate: replace every token of the user with a new one, returned once as {user, token}; the old tokens stop working at once", "admin, or the user itself", "200"),
+            },
             "/v1/grants": { "post": op("Grant permissions at organization, title or deployment level", "admin", Some("Grant"), "201") },
+            "/v1/grants/{id}": {
+                "parameters": path_param("id", "integer"),
+                "delete": op_404("Revoke a grant (ids from GET /v1/users/{name}/grants); takes effect on the user's next request", "admin", "204"),
+            },
             "/v1/audit": { "get": op("Platform audit log, newest first", "admin", None, "200") },
             "/v1/deployments": {
                 "get": op("Deployments the caller may view", "view (per deployment)", None, "200"),
@@ -62,11 +91,11 @@ pub(super) async fn document() -> Json<Value> {
                 "post": op("Queue an operation", "deploy (deploy, reboot), scale, edit (set-vars, set-config; plus secrets for secret_config), export, delete", Some("Operation"), "202"),
             },
             "/v1/operations/{id}": {
-                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "parameters": path_param("id", "integer"),
                 "get": op("One operation with status and progress", "view", None, "200"),
             },
             "/v1/downloads/{token}": {
-                "parameters": [{ "name": "token", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "parameters": path_param("token", "string"),
                 "get": {
                     "summary": "A database dump from an export (result.database.download); the random token is the credential and expires (15 minutes)",
                     "security": [],
@@ -79,6 +108,7 @@ pub(super) async fn document() -> Json<Value> {
             "responses": {
                 "Unauthorized": { "description": "Missing or unknown token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "Forbidden": { "description": "Missing permission (named in missing_permission)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "NotFound": { "description": "No such user or grant", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
             },
             "schemas": {
                 "Error": { "type": "object", "required": ["error"], "properties": {

@@ -151,11 +151,14 @@ pub enum Command {
     Zones,
     /// Show who the token belongs to and its grants.
     Whoami,
-    /// Create users and service users (admin).
+    /// Create users and service users, rotate their tokens.
     #[command(subcommand)]
     Users(UsersCmd),
     /// Grant permissions (admin).
     Grant(GrantArgs),
+    /// List and revoke grants (`kanmon grant` adds them).
+    #[command(subcommand)]
+    Grants(GrantsCmd),
     /// A minimal node for the local driver's tests: prints `listening on ADDR`, answers every
     /// HTTP request with 200, stops on SIGTERM.
     #[command(hide = true)]
@@ -268,6 +271,35 @@ pub enum UsersCmd {
         /// May manage users and grants.
         #[arg(long)]
         admin: bool,
+    },
+    /// Replace every token of a user with a new one and print it (shown once).
+    ///
+    /// For a leaked token: the user's old tokens stop working at once. Admins may rotate
+    /// anyone's token, other users only their own (after which the token they called with no
+    /// longer works either: keep the new one).
+    #[command(after_help = "Example:\n  kanmon users rotate-token ci-bot --json > ci-bot.json")]
+    RotateToken {
+        /// User name.
+        name: String,
+    },
+}
+
+/// `kanmon grants ...`
+#[derive(Debug, Subcommand)]
+pub enum GrantsCmd {
+    /// List a user's grants with their ids (admins: anyone's; others: their own).
+    List {
+        /// User name.
+        user: String,
+    },
+    /// Revoke a grant by id (admin). Takes effect on the user's next request.
+    #[command(
+        after_help = "Example:\n  kanmon grants list bob     # find the id\n  \
+        kanmon grants revoke 7"
+    )]
+    Revoke {
+        /// Grant id, from `kanmon grants list`.
+        id: u64,
     },
 }
 
@@ -384,5 +416,22 @@ mod tests {
     #[test]
     fn arguments_are_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// `--help` is the CLI's manual: every command and argument must say something.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id();
+                assert!(arg.get_help().is_some(), "{path} {id} has no help text");
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                assert!(sub.get_about().is_some(), "{path} has no help text");
+                check(sub, &path);
+            }
+        }
+        check(&super::Cli::command(), "kanmon");
     }
 }

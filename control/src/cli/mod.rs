@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 pub use args::{Cli, Command, Connection, ServeArgs};
 pub use client::{Client, ClientError};
 
-use args::{DeploymentsCmd, GrantArgs, Kind, UsersCmd, Wait};
-use table::{cell, deployment_row, op_row, table, time, DEPLOYMENT_HEADERS, OP_HEADERS};
+use args::{DeploymentsCmd, GrantArgs, GrantsCmd, Kind, UsersCmd, Wait};
+use table::{cell, deployment_row, grant_row, op_row, table, time, DEPLOYMENT_HEADERS, OP_HEADERS};
 
 /// How often `--wait` polls an operation.
 const POLL: Duration = Duration::from_millis(500);
@@ -26,6 +26,19 @@ pub fn token(conn: &Connection) -> Result<String, ClientError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ClientError::Usage(format!("reading {}: {e}", path.display())))?;
     Ok(text.trim().to_string())
+}
+
+/// `s` percent-encoded as one URL path segment. User names may hold `/`, `?`, `#` or spaces,
+/// which would otherwise change the route the request reaches.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn pairs(items: &[String]) -> Result<Value, ClientError> {
@@ -246,7 +259,50 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
                 cell(&v["token"])
             ))
         }
+        Command::Users(UsersCmd::RotateToken { name }) => rotate_token(&c, &name, json_out).await,
         Command::Grant(g) => grant(&c, g, json_out).await,
+        Command::Grants(cmd) => grants(&c, cmd, json_out).await,
+    }
+}
+
+async fn rotate_token(c: &Client, name: &str, json_out: bool) -> Result<String, ClientError> {
+    let v = c
+        .post(&format!("/v1/users/{}/token", segment(name)), &json!({}))
+        .await?;
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    Ok(format!(
+        "rotated the token of {name}; old tokens no longer work; new token (shown once): {}",
+        cell(&v["token"])
+    ))
+}
+
+async fn grants(c: &Client, cmd: GrantsCmd, json_out: bool) -> Result<String, ClientError> {
+    match cmd {
+        GrantsCmd::List { user } => {
+            let v = c
+                .get(&format!("/v1/users/{}/grants", segment(&user)))
+                .await?;
+            if json_out {
+                return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            let rows: Vec<Vec<String>> = v["grants"]
+                .as_array()
+                .map(|a| a.iter().map(grant_row).collect())
+                .unwrap_or_default();
+            Ok(table(&["id", "level", "scope", "permissions"], &rows))
+        }
+        GrantsCmd::Revoke { id } => {
+            c.call(reqwest::Method::DELETE, &format!("/v1/grants/{id}"), None)
+                .await?;
+            // The API answers 204 without a body; give scripts something to parse.
+            Ok(if json_out {
+                serde_json::to_string_pretty(&json!({ "revoked": id })).unwrap_or_default()
+            } else {
+                format!("revoked grant {id}")
+            })
+        }
     }
 }
 
@@ -454,4 +510,16 @@ async fn follow(c: &Client, op: &Value, wait: &Wait, quiet: bool) -> Result<Valu
         }
     }
     Err(ClientError::WaitTimeout(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn user_names_stay_one_path_segment() {
+        assert_eq!(segment("ci-bot_2.x~"), "ci-bot_2.x~");
+        assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
+        assert_eq!(segment("ü"), "%C3%BC");
+    }
 }

@@ -95,6 +95,27 @@ pub(super) fn deployment_row(d: &Value) -> Vec<String> {
 pub(super) const DEPLOYMENT_HEADERS: [&str; 6] =
     ["instance", "zone", "type", "version", "ready", "hostname"];
 
+/// One row per grant: its id, level, where it applies (`org/title`, `instance`) and what it
+/// allows, for `kanmon grants list`.
+pub(super) fn grant_row(g: &Value) -> Vec<String> {
+    let scope = &g["scope"];
+    let place = match scope["level"].as_str() {
+        Some("title") => format!("{}/{}", cell(&scope["org"]), cell(&scope["title"])),
+        Some("deployment") => cell(&scope["instance"]),
+        _ => cell(&scope["org"]),
+    };
+    let permissions: Vec<String> = g["permissions"]
+        .as_array()
+        .map(|a| a.iter().map(cell).collect())
+        .unwrap_or_default();
+    vec![
+        cell(&g["id"]),
+        cell(&scope["level"]),
+        place,
+        permissions.join(","),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +124,19 @@ mod tests {
     fn pads_columns() {
         let t = table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn grant_rows_name_the_scope() {
+        let g = serde_json::json!({
+            "id": 7, "user": "bob",
+            "scope": { "level": "title", "org": "acme", "title": "rpg" },
+            "permissions": ["view", "deploy"],
+        });
+        assert_eq!(grant_row(&g), ["7", "title", "acme/rpg", "view,deploy"]);
+        let g = serde_json::json!({
+            "id": 8, "scope": { "level": "organization", "org": "*" }, "permissions": [],
+        });
+        assert_eq!(grant_row(&g), ["8", "organization", "*", ""]);
     }
 }

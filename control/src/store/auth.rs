@@ -20,6 +20,17 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
+/// A grant as stored, with the id an operator needs to revoke it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGrant {
+    /// Row id: stable for the grant's lifetime and never reused (`AUTOINCREMENT`), so a
+    /// revoke by id cannot hit a grant created after the operator listed them.
+    pub id: u64,
+    /// The grant itself; flattened so the API shows `{id, user, scope, permissions}`.
+    #[serde(flatten)]
+    pub grant: Grant,
+}
+
 /// The stored form of a token: its SHA-256. Tokens are 256 random bits, so a plain hash is
 /// enough (no salt or slow hash needed), and a stolen database holds no usable token.
 pub fn hash_token(token: &str) -> String {
@@ -95,5 +106,57 @@ impl Store {
         let mut stmt = conn.prepare("SELECT body FROM grants WHERE user = ?1 ORDER BY id")?;
         let rows = stmt.query_map([user], |r| r.get::<_, String>(0))?;
         rows.map(|r| decode("grant", &r?)).collect()
+    }
+
+    /// All grants of `user` with their ids, oldest first.
+    pub fn grants_with_ids(&self, user: &str) -> Result<Vec<StoredGrant>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, body FROM grants WHERE user = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([user], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|r| {
+            let (id, body) = r?;
+            Ok(StoredGrant {
+                id: id as u64,
+                grant: decode("grant", &body)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Removes grant `id`; `false` when there was no such grant. Requests load grants afresh
+    /// each time, so the revoke takes effect on the user's next request.
+    pub fn revoke_grant(&self, id: u64) -> Result<bool, StoreError> {
+        // Ids above i64::MAX cannot exist in SQLite; do not let them wrap to a real row.
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(false);
+        };
+        let n = self
+            .conn()
+            .execute("DELETE FROM grants WHERE id = ?1", [id])?;
+        Ok(n > 0)
+    }
+
+    /// Replaces every token of `user` with `new_hash` in one transaction, so a leaked token
+    /// stops working at the same instant the new one starts, and a failure leaves the old
+    /// tokens in place rather than locking the user out. Returns how many tokens it removed.
+    pub fn rotate_tokens(&self, user: &str, new_hash: &str) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists = tx
+            .query_row("SELECT 1 FROM users WHERE name = ?1", [user], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::UnknownUser(user.to_string()));
+        }
+        let removed = tx.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
+        tx.execute(
+            "INSERT INTO tokens (hash, user) VALUES (?1, ?2)",
+            params![new_hash, user],
+        )?;
+        tx.commit()?;
+        Ok(removed)
     }
 }

@@ -14,7 +14,7 @@ use std::{path::Path, sync::Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub use audit::{AuditEntry, Outcome};
-pub use auth::{hash_token, User};
+pub use auth::{hash_token, StoredGrant, User};
 
 use crate::domain::{Deployment, OpId, OpStatus, Operation};
 
@@ -40,6 +40,9 @@ pub enum StoreError {
     /// A user by that name exists.
     #[error("user {0:?} already exists")]
     UserExists(String),
+    /// No user by that name.
+    #[error("user {0:?} not found")]
+    UnknownUser(String),
 }
 
 /// The database.
