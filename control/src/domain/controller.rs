@@ -38,13 +38,16 @@ pub struct Controller {
     restarts: std::collections::BTreeMap<u32, Restart>,
 }
 
-/// A pending restart of a node that died while serving.
+/// A restart of a node that died while serving: waiting out its delay, or started and
+/// waiting to become healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Restart {
-    /// When to start it again.
+    /// When to start it again or, once started, when it must be healthy.
     at: Timestamp,
     /// Deaths in a row without becoming healthy in between (sets the delay).
     deaths: u32,
+    /// The incarnation started, once it was.
+    started: Option<u64>,
 }
 
 impl Controller {
@@ -250,32 +253,63 @@ impl Controller {
                 let deaths = self.restarts.get(&n.slot).map_or(0, |r| r.deaths) + 1;
                 let t = &self.timings;
                 let at = now.after(backoff(deaths, t.backoff_base, t.backoff_cap));
-                self.restarts.insert(n.slot, Restart { at, deaths });
+                self.restarts.insert(
+                    n.slot,
+                    Restart {
+                        at,
+                        deaths,
+                        started: None,
+                    },
+                );
                 out.push(Intent::ArmTimer { at });
             }
             _ => {}
         }
     }
 
-    /// Starts the nodes whose restart delay is over (unless a rollout has taken them over,
-    /// or they are gone), and arms the timer for the next one.
+    /// Starts the nodes whose restart delay is over and stops those that did not become
+    /// healthy within `health_timeout` (a hang counts as a death), unless a rollout has taken
+    /// them over or they are gone; arms the timer for the next one.
     fn run_restarts(&mut self, now: Timestamp, out: &mut Vec<Intent>) {
-        let due: Vec<u32> = self
+        let due: Vec<(u32, Restart)> = self
             .restarts
             .iter()
             .filter(|(_, r)| r.at <= now)
-            .map(|(slot, _)| *slot)
+            .map(|(slot, r)| (*slot, *r))
             .collect();
-        for slot in due {
+        for (slot, restart) in due {
             let dep = &mut self.deployment;
             let rollout = self.active.as_ref().and_then(|a| a.rollout.as_ref());
             let id = super::deployment::node_id(&dep.instance, slot);
-            let waiting = dep
-                .node_mut(slot)
-                .is_some_and(|n| n.state == NodeRunState::CrashLoopBackOff);
-            if dep.deleted || !waiting || rollout.is_some_and(|r| r.is_current(dep, &id)) {
-                // Gone, started by someone else, or in a rollout's hands now.
+            let ours = dep.node_mut(slot).is_some_and(|n| match restart.started {
+                None => n.state == NodeRunState::CrashLoopBackOff,
+                Some(i) => n.state == NodeRunState::Starting && n.incarnation == i,
+            });
+            if dep.deleted || !ours || rollout.is_some_and(|r| r.is_current(dep, &id)) {
+                // Gone, moved on, or in a rollout's hands now.
                 self.restarts.remove(&slot);
+                continue;
+            }
+            if let Some(incarnation) = restart.started {
+                // Started but never healthy: stop it and wait again, longer.
+                out.push(Intent::StopNode {
+                    node: id,
+                    incarnation,
+                });
+                if let Some(n) = dep.node_mut(slot) {
+                    n.state = NodeRunState::CrashLoopBackOff;
+                }
+                let deaths = restart.deaths + 1;
+                let t = &self.timings;
+                let at = now.after(backoff(deaths, t.backoff_base, t.backoff_cap));
+                self.restarts.insert(
+                    slot,
+                    Restart {
+                        at,
+                        deaths,
+                        started: None,
+                    },
+                );
                 continue;
             }
             // A node already replaced by the rollout in flight runs its new spec.
@@ -292,7 +326,16 @@ impl Controller {
                 n.addr = None;
                 n.grpc = None;
             }
+            let started = Some(launch.incarnation);
             out.push(Intent::StartNode { spec: launch });
+            self.restarts.insert(
+                slot,
+                Restart {
+                    at: now.after(self.timings.health_timeout),
+                    deaths: restart.deaths,
+                    started,
+                },
+            );
         }
         if let Some(next) = self.restarts.values().map(|r| r.at).min() {
             out.push(Intent::ArmTimer { at: next });

@@ -54,6 +54,8 @@ pub(crate) fn create(kind: DeploymentType, node_cpus: u32) -> CreateDeployment {
 pub(crate) enum NodeBehaviour {
     Healthy,
     CrashOnStart,
+    /// Starts but never passes its health check.
+    Hang,
 }
 
 /// The simulation: a controller plus the events the world owes it.
@@ -117,16 +119,17 @@ impl Sim {
                         addr: format!("127.0.0.1:{}", 7000 + spec.slot),
                         grpc: None,
                     });
-                    self.pending.push(match self.behaviour {
-                        NodeBehaviour::Healthy => Event::NodeHealthy {
+                    match self.behaviour {
+                        NodeBehaviour::Healthy => self.pending.push(Event::NodeHealthy {
                             node: spec.id,
                             incarnation,
-                        },
-                        NodeBehaviour::CrashOnStart => Event::NodeExited {
+                        }),
+                        NodeBehaviour::CrashOnStart => self.pending.push(Event::NodeExited {
                             node: spec.id,
                             incarnation,
-                        },
-                    });
+                        }),
+                        NodeBehaviour::Hang => {}
+                    }
                 }
                 Intent::StopNode { node, incarnation } => {
                     self.pending.push(Event::NodeExited { node, incarnation })

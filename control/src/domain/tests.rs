@@ -570,3 +570,22 @@ fn nodes_of_a_deleted_deployment_are_not_restarted() {
     assert_eq!(sim.status(id), OpStatus::Completed);
     assert!(sim.ctl.deployment.nodes.is_empty());
 }
+
+#[test]
+fn a_restarted_node_that_never_becomes_healthy_is_stopped_and_tried_again() {
+    let mut sim = running(DeploymentType::Production, 2);
+    kill(&mut sim, 0);
+    sim.behaviour = NodeBehaviour::Hang;
+    let started = fire_until_started(&mut sim, 0);
+    while sim.deliver(0) {}
+    let hung = sim.ctl.deployment.nodes[0].clone();
+    assert_eq!(hung.state, NodeRunState::Starting);
+    // After health_timeout (60 s here) it is stopped and counts as a second death (20 s).
+    sim.behaviour = NodeBehaviour::Healthy;
+    let again = fire_until_started(&mut sim, 0);
+    assert_eq!((again.0 - started.0) / 1000, 60 + 20);
+    sim.settle();
+    let n = &sim.ctl.deployment.nodes[0];
+    assert_eq!(n.state, NodeRunState::Ready);
+    assert_eq!(n.incarnation, hung.incarnation + 1);
+}
