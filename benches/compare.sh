@@ -171,19 +171,44 @@ run_loads() {
   fi
   if want connect; then
   log "[$name] ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight"
-  "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" -c "$CONNECT_CONCURRENCY" \
-    --out "$out/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
+  measured ws-connect "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" \
+    -c "$CONNECT_CONCURRENCY" --out "$out/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
   fi
   if want echo; then
   log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
-  "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" -b "$ECHO_SIZE" \
-    --out "$out/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
+  measured ws-echo "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" \
+    -b "$ECHO_SIZE" --out "$out/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
   fi
   if want http; then
   log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
-  "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" -c "$HTTP_CONNS" \
-    -d "$HTTP_DURATION" --out "$out/$name.http.json" >&2 || log "[$name] http failed"
+  measured http "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" \
+    -c "$HTTP_CONNS" -d "$HTTP_DURATION" --out "$out/$name.http.json" >&2 || log "[$name] http failed"
   fi
+}
+
+# CPU seconds (user + system) used so far by process $1 and its children (NGINX's workers are
+# children of its master; kanmon and HAProxy are one process with threads).
+cpu_seconds() {
+  local pid="$1" ticks=0 p
+  for p in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+    if [[ -r "/proc/$p/stat" ]]; then
+      # Fields 14 and 15 (utime, stime), counted after the ")" that ends the command name.
+      ticks=$(( ticks + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
+    fi
+  done
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
+}
+
+# Runs a load (the rest of the arguments) and writes the CPU the proxy spent meanwhile to
+# $out/$name.$load.cpu, so the table can show CPU per unit of work next to the rates.
+measured() {
+  local load="$1"; shift
+  local before after rc=0
+  before="$(cpu_seconds "$pid")"
+  "$@" || rc=$?
+  after="$(cpu_seconds "$pid")"
+  awk -v a="$after" -v b="$before" 'BEGIN { printf "%.3f\n", a - b }' >"$out/$name.$load.cpu"
+  return "$rc"
 }
 
 # True when LOADS names this load.

@@ -12,8 +12,12 @@ use crate::report::{format_value, Report};
 /// One headline row: which load's report, which metric, how to label it.
 struct Row {
     load: &'static str,
+    /// The metric shown; `None`: the error count.
     metric: Option<&'static str>,
     label: &'static str,
+    /// Instead of `metric`: the proxy's CPU during the load (`<target>.<load>.cpu`, seconds,
+    /// written by compare.sh) divided by this count metric, in µs per unit.
+    cpu_per: Option<&'static str>,
 }
 
 const ROWS: &[Row] = &[
@@ -21,56 +25,85 @@ const ROWS: &[Row] = &[
         load: "ws-connect",
         metric: Some("conn_per_s"),
         label: "TLS WebSocket connects/s",
+        cpu_per: None,
     },
     Row {
         load: "ws-connect",
         metric: Some("connect_p99_ms"),
         label: "connect p99 (ms)",
+        cpu_per: None,
     },
     Row {
         load: "ws-connect",
         metric: None,
         label: "connect errors",
+        cpu_per: None,
+    },
+    Row {
+        load: "ws-connect",
+        metric: None,
+        label: "proxy CPU per connect (µs)",
+        cpu_per: Some("connections_ok"),
     },
     Row {
         load: "ws-echo",
         metric: Some("msgs_per_s"),
         label: "WebSocket echo msgs/s",
+        cpu_per: None,
     },
     Row {
         load: "ws-echo",
         metric: Some("rtt_p99_ms"),
         label: "echo RTT p99 (ms)",
+        cpu_per: None,
     },
     Row {
         load: "ws-echo",
         metric: None,
         label: "echo errors",
+        cpu_per: None,
+    },
+    Row {
+        load: "ws-echo",
+        metric: None,
+        label: "proxy CPU per echo message (µs)",
+        cpu_per: Some("messages_ok"),
     },
     Row {
         load: "ws-idle",
         metric: Some("kib_per_conn"),
         label: "KiB per idle WebSocket",
+        cpu_per: None,
     },
     Row {
         load: "ws-idle",
         metric: Some("connections_held"),
         label: "idle connections held",
+        cpu_per: None,
     },
     Row {
         load: "http",
         metric: Some("req_per_s"),
         label: "HTTPS keep-alive req/s",
+        cpu_per: None,
     },
     Row {
         load: "http",
         metric: Some("latency_p99_ms"),
         label: "HTTPS p99 (ms)",
+        cpu_per: None,
     },
     Row {
         load: "http",
         metric: None,
         label: "http errors",
+        cpu_per: None,
+    },
+    Row {
+        load: "http",
+        metric: None,
+        label: "proxy CPU per HTTPS request (µs)",
+        cpu_per: Some("requests_ok"),
     },
 ];
 
@@ -99,11 +132,32 @@ fn rounds(dir: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
+/// The proxy's CPU seconds during a load, as compare.sh wrote them.
+fn cpu_seconds(dir: &Path, target: &str, load: &str) -> Option<f64> {
+    std::fs::read_to_string(dir.join(format!("{target}.{load}.cpu")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A row's value for `target` in one round's results.
+fn round_value(dir: &Path, target: &str, row: &Row) -> Option<f64> {
+    let report = load_report(dir, target, row.load);
+    match row.cpu_per {
+        Some(count) => {
+            let units = report.as_ref()?.metric(count)?;
+            (units > 0.0).then(|| cpu_seconds(dir, target, row.load).map(|s| s * 1e6 / units))?
+        }
+        None => value(report.as_ref(), row),
+    }
+}
+
 /// The median of a row's value for `target` over the rounds that have it.
 fn median_value(rounds: &[std::path::PathBuf], target: &str, row: &Row) -> Option<f64> {
     let mut values: Vec<f64> = rounds
         .iter()
-        .filter_map(|d| value(load_report(d, target, row.load).as_ref(), row))
+        .filter_map(|d| round_value(d, target, row))
         .collect();
     if values.is_empty() {
         return None;
@@ -143,7 +197,9 @@ pub fn table(dir: &Path, targets: &[String], baseline: &str) -> String {
                 let v = median_value(&rounds, t, row);
                 match (v, base) {
                     (None, _) => "—".to_owned(),
-                    (Some(v), _) if row.metric.is_none() => format_value(v),
+                    (Some(v), _) if row.metric.is_none() && row.cpu_per.is_none() => {
+                        format_value(v)
+                    }
                     (Some(v), Some(b)) if t != baseline && b > 0.0 => {
                         format!("{} ({:.2}×)", format_value(v), v / b)
                     }
@@ -201,6 +257,27 @@ mod tests {
         assert_eq!(
             row,
             "| TLS WebSocket connects/s | 3,000 (1.50×) | 2,000 | — |"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn proxy_cpu_is_shown_per_unit_of_work() {
+        let dir = std::env::temp_dir().join(format!("kanmon-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, "nginx", "http", &[("requests_ok", 200_000.0)]);
+        write(&dir, "kanmon", "http", &[("requests_ok", 250_000.0)]);
+        std::fs::write(dir.join("nginx.http.cpu"), "4.000\n").unwrap();
+        std::fs::write(dir.join("kanmon.http.cpu"), "3.750\n").unwrap();
+        let targets = vec!["kanmon".to_owned(), "nginx".to_owned()];
+        let t = table(&dir, &targets, "nginx");
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("| proxy CPU per HTTPS request"))
+            .unwrap();
+        assert_eq!(
+            row,
+            "| proxy CPU per HTTPS request (µs) | 15 (0.75×) | 20 |"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
