@@ -272,8 +272,11 @@ pub struct Server {
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Whether idle worker threads take tasks queued on busy ones (tokio's multi-thread
-    /// scheduler). Off, each thread runs its own single-threaded runtime and a connection
-    /// stays on the thread that accepted it.
+    /// scheduler). Off (the default), each thread runs its own single-threaded runtime and a
+    /// connection stays on the thread it was given, like an NGINX worker: no cross-thread
+    /// wake-ups, and the per-thread upstream pool and buffer pool always hit. Measured on the
+    /// comparison harness (README): off was as good or better in every paired run, up to
+    /// 1.4× the requests/s on a busy machine.
     pub work_stealing: bool,
 }
 
@@ -281,7 +284,7 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            work_stealing: true,
+            work_stealing: false,
         }
     }
 }
