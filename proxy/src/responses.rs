@@ -75,46 +75,87 @@ impl Refusal {
         )
     }
 
-    /// Appends the whole HTTP/1.1 response to `out`; `close` adds `connection: close`
-    /// (always there when [`Refusal::closes`]).
+    /// The headers of the answer besides `content-length`; `close` adds `connection: close`
+    /// (always there when [`Refusal::closes`]). One list for both HTTP paths.
+    fn headers(self, close: bool) -> impl Iterator<Item = (&'static str, &'static str)> {
+        [
+            Some(("content-type", "text/plain; charset=utf-8")),
+            Some(("cache-control", "no-store")),
+            (self.status() == 503).then_some(("retry-after", "1")),
+            (close || self.closes()).then_some(("connection", "close")),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Appends the whole HTTP/1.1 response to `out` (for kanmon's HTTP/1.1 lane).
     pub fn write_h1(self, close: bool, out: &mut Vec<u8>) {
         use std::io::Write;
         let body = self.body();
-        let _infallible = write!(
-            out,
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
-            self.status(),
-            http::StatusCode::from_u16(self.status())
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or(""),
-            body.len()
-        );
-        if self.status() == 503 {
-            out.extend_from_slice(b"retry-after: 1\r\n");
+        let reason = http::StatusCode::from_u16(self.status())
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let _infallible = write!(out, "HTTP/1.1 {} {reason}\r\n", self.status());
+        for (name, value) in self.headers(close) {
+            let _infallible = write!(out, "{name}: {value}\r\n");
         }
-        if close || self.closes() {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body.as_bytes());
+        let _infallible = write!(out, "content-length: {}\r\n\r\n{body}", body.len());
     }
 
-    /// Writes the response and ends it.
+    /// Writes the response and ends it (for pingora's h2 sessions).
     pub async fn send(self, session: &mut Session) -> Result<()> {
         let body = Bytes::from_static(self.body().as_bytes());
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
-        resp.insert_header("content-type", "text/plain; charset=utf-8")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("cache-control", "no-store")?;
-        if self.status() == 503 {
-            resp.insert_header("retry-after", "1")?;
+        for (name, value) in self.headers(false) {
+            resp.insert_header(name, value)?;
         }
+        resp.insert_header("content-length", body.len().to_string())?;
         if self.closes() {
-            resp.insert_header("connection", "close")?;
             session.set_keepalive(None);
         }
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h1_answers_carry_their_headers_and_close_when_they_must() {
+        let text = |r: Refusal, close: bool| {
+            let mut out = Vec::new();
+            r.write_h1(close, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let busy = text(Refusal::NoReadyNode, false);
+        assert!(
+            busy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{busy}"
+        );
+        assert!(busy.contains("\r\nretry-after: 1\r\n"), "{busy}");
+        assert!(!busy.contains("connection: close"), "{busy}");
+        assert!(
+            busy.ends_with("\r\n\r\nno node available, retry shortly\n"),
+            "{busy}"
+        );
+        let body_len = "no node available, retry shortly\n".len();
+        assert!(
+            busy.contains(&format!("content-length: {body_len}\r\n")),
+            "{busy}"
+        );
+        assert!(text(Refusal::NoReadyNode, true).contains("connection: close\r\n"));
+        let wrong = text(Refusal::Misdirected, false);
+        assert!(
+            wrong.starts_with("HTTP/1.1 421 Misdirected Request\r\n"),
+            "{wrong}"
+        );
+        assert!(
+            wrong.contains("connection: close\r\n"),
+            "421 always closes: {wrong}"
+        );
+        assert!(!wrong.contains("retry-after"), "{wrong}");
     }
 }

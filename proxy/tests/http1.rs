@@ -257,7 +257,10 @@ async fn bodies_in_every_framing_pass_through_intact() {
     assert_eq!(send.send_request(req).await.unwrap().status(), 200);
     assert_eq!(
         proxy
-            .metric(r#"kanmon_http_requests_total{instance="alpha",status="200",zone="us-east1"}"#)
+            .metric_reaches(
+                r#"kanmon_http_requests_total{instance="alpha",status="200",zone="us-east1"}"#,
+                6.0
+            )
             .await,
         6.0
     );
@@ -390,7 +393,10 @@ async fn a_hung_node_gives_504_and_a_garbage_node_502() {
     assert!(body.contains("in time"), "{body}");
     assert_eq!(
         proxy
-            .metric(r#"kanmon_http_requests_total{instance="alpha",status="504",zone="us-east1"}"#)
+            .metric_reaches(
+                r#"kanmon_http_requests_total{instance="alpha",status="504",zone="us-east1"}"#,
+                1.0
+            )
             .await,
         1.0
     );
@@ -401,7 +407,10 @@ async fn a_hung_node_gives_504_and_a_garbage_node_502() {
     assert_eq!(status, 502);
     assert_eq!(
         proxy
-            .metric(r#"kanmon_http_requests_total{instance="alpha",status="502",zone="us-east1"}"#)
+            .metric_reaches(
+                r#"kanmon_http_requests_total{instance="alpha",status="502",zone="us-east1"}"#,
+                1.0
+            )
             .await,
         1.0
     );

@@ -7,7 +7,11 @@
 //! the first body bytes leave in one write. No allocation per request once the connection's
 //! buffers exist, no task spawned per request, no lock taken for the upstream pool.
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use kanmon_router::{ConnectionGuard, Deployment};
 use pingora::{protocols::Stream, server::ShutdownWatch};
@@ -253,26 +257,18 @@ impl Lane {
         let mut retried = false;
         let mut fresh_only = false;
         let (mut node, addr, response) = loop {
-            let Some(addr) = guard.as_ref().map(ConnectionGuard::addr) else {
-                return self.fail(client, Refusal::BadGateway).await;
-            };
-            let pooled = if fresh_only {
-                None
-            } else {
-                pool::take(addr, settings.pool_idle_timeout)
-            };
+            let pooled = guard
+                .as_ref()
+                .map(ConnectionGuard::addr)
+                .filter(|_| !fresh_only)
+                .and_then(|addr| pool::take(addr, settings.pool_idle_timeout).map(|n| (n, addr)));
             let reused = pooled.is_some();
-            let mut node = match pooled {
-                Some(node) => node,
-                None => match tunnel::connect(addr, settings.connect_timeout).await {
-                    Ok(node) => node,
-                    Err(e) => {
-                        if self.routes.connect_failed(&mut guard, &mut retried, &e) {
-                            continue;
-                        }
-                        return self.fail(client, Refusal::BadGateway).await;
-                    }
-                },
+            let picked = match pooled {
+                Some(pooled) => Some(pooled),
+                None => self.connect_picked(&mut guard, &mut retried).await,
+            };
+            let Some((mut node, addr)) = picked else {
+                return self.fail(client, Refusal::BadGateway).await;
             };
             if let Err(e) = node.write_all(&out).await {
                 if reused && whole {
@@ -354,6 +350,28 @@ impl Lane {
             response.status,
             if close { Next::Close } else { Next::KeepAlive },
         )
+    }
+
+    /// Connects to the picked node; when that fails, counts it, ejects the node and (once per
+    /// request) moves `guard` to another ready node and tries that one. `None`: no node could
+    /// be reached.
+    async fn connect_picked(
+        &self,
+        guard: &mut Option<ConnectionGuard>,
+        retried: &mut bool,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        let limit = self.routes.settings().connect_timeout;
+        loop {
+            let addr = guard.as_ref().map(ConnectionGuard::addr)?;
+            match tunnel::connect(addr, limit).await {
+                Ok(node) => return Some((node, addr)),
+                Err(e) => {
+                    if !self.routes.connect_failed(guard, retried, &e) {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     /// Answers with `refusal` and closes (used once the exchange broke).
@@ -472,20 +490,9 @@ impl Lane {
                 .inc();
             metrics.observe(instance, zone, start.elapsed().as_secs_f64());
         };
-        let (mut node, addr) = loop {
-            let Some(addr) = guard.as_ref().map(ConnectionGuard::addr) else {
-                count(self.fail(&mut client, Refusal::BadGateway).await.0);
-                return;
-            };
-            match tunnel::connect(addr, settings.connect_timeout).await {
-                Ok(node) => break (node, addr),
-                Err(e) => {
-                    if !self.routes.connect_failed(&mut guard, &mut retried, &e) {
-                        count(self.fail(&mut client, Refusal::BadGateway).await.0);
-                        return;
-                    }
-                }
-            }
+        let Some((mut node, addr)) = self.connect_picked(&mut guard, &mut retried).await else {
+            count(self.fail(&mut client, Refusal::BadGateway).await.0);
+            return;
         };
         let answer = async {
             node.write_all(&out)

@@ -204,6 +204,20 @@ threads = 2
         metric_value(&self.metrics().await, series)
     }
 
+    /// Waits (bounded, 2 s) until `series` reaches `value` and returns what it last read: a
+    /// request is counted once its response is out, so a client can be a moment ahead.
+    pub async fn metric_reaches(&self, series: &str, value: f64) -> f64 {
+        let mut last = self.metric(series).await;
+        for _ in 0..100 {
+            if last == value {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            last = self.metric(series).await;
+        }
+        last
+    }
+
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = ClientConfig::builder_with_provider(provider)
