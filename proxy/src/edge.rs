@@ -16,7 +16,7 @@ use pingora::{
     server::ShutdownWatch,
 };
 
-use crate::{h1::Lane, inflight::Inflight, metrics::Metrics};
+use crate::{h1::Lane, inflight::Inflight, metrics::Metrics, rehome};
 
 tokio::task_local! {
     /// Set by the certificate resolver when it refused the handshake (and counted why), so
@@ -39,6 +39,8 @@ pub struct EdgeApp<A> {
     handshake_timeout: Duration,
     metrics: Metrics,
     connections: Inflight,
+    /// Re-register each connection with the serving thread's I/O driver (per-thread runtimes).
+    rehome: bool,
 }
 
 impl<A> EdgeApp<A> {
@@ -52,6 +54,7 @@ impl<A> EdgeApp<A> {
         handshake_timeout: Duration,
         metrics: Metrics,
         connections: Inflight,
+        rehome: bool,
     ) -> Self {
         Self {
             acceptor,
@@ -60,6 +63,7 @@ impl<A> EdgeApp<A> {
             handshake_timeout,
             metrics,
             connections,
+            rehome,
         }
     }
 
@@ -85,6 +89,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 tracing::warn!("edge listener got a non-TCP stream; closing it");
                 return None;
             }
+        };
+        let l4 = if self.rehome {
+            match rehome::onto_current_runtime(l4) {
+                Ok(moved) => moved,
+                Err(rehome::Rehome::Kept { stream, error }) => {
+                    tracing::debug!(%error, "connection kept on the accepting thread's driver");
+                    *stream
+                }
+                Err(rehome::Rehome::Lost(error)) => {
+                    tracing::warn!(%error, "connection lost while moving it to its thread");
+                    return None;
+                }
+            }
+        } else {
+            l4
         };
         let handshake = REFUSED_BY_RESOLVER.scope(Cell::new(false), async {
             let result = self.acceptor.tls_handshake(l4).await;

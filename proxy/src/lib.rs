@@ -20,6 +20,7 @@ pub mod h1;
 pub mod inflight;
 pub mod metrics;
 pub mod nodes_file;
+pub mod rehome;
 pub mod responses;
 pub mod routing;
 pub mod server;

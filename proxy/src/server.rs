@@ -211,6 +211,7 @@ impl Proxy {
             cfg.limits.handshake_timeout,
             metrics.clone(),
             inflight.clone(),
+            !cfg.server.work_stealing,
         );
         let mut service = Service::new("kanmon-proxy".to_string(), edge);
         // No L4 read buffer under TLS: rustls buffers records itself, and pingora's default
