@@ -82,13 +82,7 @@ fn request_host(session: &Session) -> Option<&str> {
         Some(a) => a.host(),
         None => req.headers.get(http::header::HOST)?.to_str().ok()?,
     };
-    if raw.starts_with('[') {
-        return Some(raw); // An IPv6 literal never names a deployment.
-    }
-    Some(match raw.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw,
-    })
+    Some(crate::h1::head::strip_port(raw))
 }
 
 fn header_bytes(session: &Session) -> usize {

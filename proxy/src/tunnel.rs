@@ -15,6 +15,7 @@ use std::future::Future;
 
 use crate::{
     bufpool::Lent,
+    h1::head::{self, Framing},
     wsframe::{FrameBoundary, CLOSE_GOING_AWAY},
 };
 use tokio::{
@@ -73,7 +74,8 @@ pub struct ResponseHead {
     pub bytes: Vec<u8>,
     /// Where the body (or tunnel data) starts in `bytes`.
     pub head_len: usize,
-    /// `Content-Length`, when the response has one.
+    /// How many body bytes follow the head, when its framing says (`None`: until the node
+    /// closes).
     pub content_length: Option<usize>,
 }
 
@@ -96,23 +98,18 @@ pub async fn read_response_head(
                 return Err(fail("closed before a response".into()));
             }
             bytes.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&bytes) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let status = resp.code.unwrap_or(502);
-                    let content_length = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
-                    return Ok((status, head_len, content_length));
+            // The same parser and framing rules as every other response (`h1::head`).
+            match head::parse_response(&bytes, false, MAX_HEAD) {
+                Ok(Some(h)) => {
+                    let content_length = match h.body {
+                        Framing::Empty => Some(0),
+                        Framing::Length(n) => usize::try_from(n).ok(),
+                        Framing::Chunked | Framing::UntilClose => None,
+                    };
+                    return Ok((h.status, h.len, content_length));
                 }
-                Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => continue,
-                Ok(httparse::Status::Partial) => {
-                    return Err(fail("response head too large".into()))
-                }
-                Err(e) => return Err(fail(format!("bad response head: {e}"))),
+                Ok(None) => continue,
+                Err(e) => return Err(fail(e.to_string())),
             }
         }
     };

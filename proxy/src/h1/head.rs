@@ -417,8 +417,9 @@ fn origin_form(target: &str) -> &str {
     }
 }
 
-/// `host:port` → `host` (IPv6 literals are left whole: they never name a deployment).
-fn strip_port(host: &str) -> &str {
+/// `host:port` → `host` (IPv6 literals are left whole: they never name a deployment). Also
+/// used for h2's `:authority`/`Host` in `app`.
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host;
     }

@@ -202,8 +202,13 @@ impl Lane {
     /// Writes a refusal; returns whether it went out. Counted under `instance="unknown"`
     /// like every request that never reached a deployment.
     async fn refuse(&self, client: &mut Stream, refusal: Refusal, close: bool) -> bool {
-        self.routes.refused(refusal);
         self.count_unrouted(refusal.status());
+        self.send_refusal(client, refusal, close).await
+    }
+
+    /// Counts and writes a refusal; returns whether it went out.
+    async fn send_refusal(&self, client: &mut Stream, refusal: Refusal, close: bool) -> bool {
+        self.routes.refused(refusal);
         let mut out = Lent::take();
         refusal.write_h1(close, &mut out);
         client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
@@ -376,11 +381,8 @@ impl Lane {
 
     /// Answers with `refusal` and closes (used once the exchange broke).
     async fn fail(&self, client: &mut Stream, refusal: Refusal) -> (u16, Next) {
-        self.routes.refused(refusal);
-        let mut out = Lent::take();
-        refusal.write_h1(true, &mut out);
-        let _client_may_be_gone =
-            client.write_all(&out).await.is_ok() && client.flush().await.is_ok();
+        // The client may be gone already; the exchange ends either way.
+        let _sent = self.send_refusal(client, refusal, true).await;
         (refusal.status(), Next::Close)
     }
 
