@@ -498,6 +498,9 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
     if !watching {
         let body = {
             let mut st = state.lock().unwrap();
+            if st.down {
+                return; // accepted just before going down: dies unanswered
+            }
             st.requests.push(format!("LIST {path}?{q}"));
             let items: Vec<Value> = st
                 .objects
@@ -525,6 +528,11 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     {
         let mut st = state.lock().unwrap();
+        if st.down {
+            // Accepted just before going down: checked under the same lock as
+            // `set_down` clears the watches, so no watch outlives the outage.
+            return;
+        }
         st.requests.push(format!("WATCH {path}?{q}"));
         if from < st.compacted {
             let _ = tx.send(Frame::Line(event("ERROR", &status_410(from, st.compacted))));
