@@ -21,7 +21,7 @@ ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
 CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-64}"
 ECHO_CONNS="${ECHO_CONNS:-100}"
-ECHO_MSGS="${ECHO_MSGS:-200}"
+ECHO_MSGS="${ECHO_MSGS:-1000}"
 ECHO_SIZE="${ECHO_SIZE:-64}"
 IDLE_CONNS="${IDLE_CONNS:-9000}"
 IDLE_HOLD="${IDLE_HOLD:-5s}"
@@ -148,8 +148,10 @@ start_node() {
 
 start_node alpha-0 --grpc-listen 127.0.0.1:0
 NODE0="$NODE_ADDR"
+NODE0_PID="$NODE_PID"
 start_node alpha-1 --grpc-listen 127.0.0.1:0
 NODE1="$NODE_ADDR"
+NODE1_PID="$NODE_PID"
 GRPC0="$(sed -n 's/^grpc listening on //p' "$WORK/alpha-0.out")"
 GRPC1="$(sed -n 's/^grpc listening on //p' "$WORK/alpha-1.out")"
 log "nodes: alpha-0 $NODE0 (grpc $GRPC0), alpha-1 $NODE1 (grpc $GRPC1)"
@@ -186,28 +188,46 @@ run_loads() {
   fi
 }
 
-# CPU seconds (user + system) used so far by process $1 and its children (NGINX's workers are
-# children of its master; kanmon and HAProxy are one process with threads).
+# CPU seconds used so far by process $1 and its children (NGINX's workers are children of its
+# master; kanmon and HAProxy are one process with threads): user + system, or with $2 = sys
+# the system (kernel) part alone.
 cpu_seconds() {
-  local pid="$1" ticks=0 p
+  local pid="$1" part="${2:-all}" ticks=0 p
   for p in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
     if [[ -r "/proc/$p/stat" ]]; then
       # Fields 14 and 15 (utime, stime), counted after the ")" that ends the command name.
-      ticks=$(( ticks + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
+      ticks=$(( ticks + $(sed 's/.*) //' "/proc/$p/stat" | awk -v part="$part" \
+        '{ print (part == "sys") ? $13 : $12 + $13 }') ))
     fi
   done
   awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
 }
 
-# Runs a load (the rest of the arguments) and writes the CPU the proxy spent meanwhile to
-# $out/$name.$load.cpu, so the table can show CPU per unit of work next to the rates.
+# CPU seconds of the finished children of shell $1 (the load generators run in the foreground
+# and are waited for, so their user + system time lands in fields 16 and 17 of its stat) plus
+# what the two nodes have used so far.
+others_cpu_seconds() {
+  local ticks
+  ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{ print $14 + $15 }')
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n0="$(cpu_seconds "$NODE0_PID")" \
+    -v n1="$(cpu_seconds "$NODE1_PID")" 'BEGIN { printf "%.3f\n", t / hz + n0 + n1 }'
+}
+
+# Runs a load (the rest of the arguments) and writes the CPU spent meanwhile, so the table can
+# show CPU per unit of work next to the rates: the proxy's to $out/$name.$load.cpu, its kernel
+# part to .syscpu, and the load generator's and the nodes' together to .othercpu (on a shared
+# machine their share bounds what a cheaper proxy can do to any rate).
 measured() {
   local load="$1"; shift
-  local before after rc=0
+  local before sys_before others_before rc=0 shell="$BASHPID"
   before="$(cpu_seconds "$pid")"
+  sys_before="$(cpu_seconds "$pid" sys)"
+  others_before="$(others_cpu_seconds "$shell")"
   "$@" || rc=$?
-  after="$(cpu_seconds "$pid")"
-  awk -v a="$after" -v b="$before" 'BEGIN { printf "%.3f\n", a - b }' >"$out/$name.$load.cpu"
+  delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a - b }'; }
+  delta "$(cpu_seconds "$pid")" "$before" >"$out/$name.$load.cpu"
+  delta "$(cpu_seconds "$pid" sys)" "$sys_before" >"$out/$name.$load.syscpu"
+  delta "$(others_cpu_seconds "$shell")" "$others_before" >"$out/$name.$load.othercpu"
   return "$rc"
 }
 

@@ -15,9 +15,31 @@ struct Row {
     /// The metric shown; `None`: the error count.
     metric: Option<&'static str>,
     label: &'static str,
-    /// Instead of `metric`: the proxy's CPU during the load (`<target>.<load>.cpu`, seconds,
-    /// written by compare.sh) divided by this count metric, in µs per unit.
-    cpu_per: Option<&'static str>,
+    /// Instead of `metric`: CPU seconds spent during the load (written by compare.sh as
+    /// `<target>.<load>.<file>`) divided by this count metric, in µs per unit.
+    cpu_per: Option<(Cpu, &'static str)>,
+}
+
+/// Whose CPU a row shows. The load client and the nodes share the machine with the proxy, so
+/// their share bounds what any proxy's own savings can do to a rate: a reader needs all three.
+#[derive(Clone, Copy)]
+enum Cpu {
+    /// The proxy, user + kernel (`.cpu`).
+    Proxy,
+    /// The proxy's kernel time alone (`.syscpu`): socket work any proxy pays the same.
+    ProxyKernel,
+    /// The load generator and the two nodes together (`.othercpu`).
+    Others,
+}
+
+impl Cpu {
+    fn file(self) -> &'static str {
+        match self {
+            Cpu::Proxy => "cpu",
+            Cpu::ProxyKernel => "syscpu",
+            Cpu::Others => "othercpu",
+        }
+    }
 }
 
 const ROWS: &[Row] = &[
@@ -43,7 +65,19 @@ const ROWS: &[Row] = &[
         load: "ws-connect",
         metric: None,
         label: "proxy CPU per connect (µs)",
-        cpu_per: Some("connections_ok"),
+        cpu_per: Some((Cpu::Proxy, "connections_ok")),
+    },
+    Row {
+        load: "ws-connect",
+        metric: None,
+        label: "… of it in the kernel (µs)",
+        cpu_per: Some((Cpu::ProxyKernel, "connections_ok")),
+    },
+    Row {
+        load: "ws-connect",
+        metric: None,
+        label: "load client + nodes CPU per connect (µs)",
+        cpu_per: Some((Cpu::Others, "connections_ok")),
     },
     Row {
         load: "ws-echo",
@@ -67,7 +101,19 @@ const ROWS: &[Row] = &[
         load: "ws-echo",
         metric: None,
         label: "proxy CPU per echo message (µs)",
-        cpu_per: Some("messages_ok"),
+        cpu_per: Some((Cpu::Proxy, "messages_ok")),
+    },
+    Row {
+        load: "ws-echo",
+        metric: None,
+        label: "… of it in the kernel (µs)",
+        cpu_per: Some((Cpu::ProxyKernel, "messages_ok")),
+    },
+    Row {
+        load: "ws-echo",
+        metric: None,
+        label: "load client + nodes CPU per echo message (µs)",
+        cpu_per: Some((Cpu::Others, "messages_ok")),
     },
     Row {
         load: "ws-idle",
@@ -103,7 +149,19 @@ const ROWS: &[Row] = &[
         load: "http",
         metric: None,
         label: "proxy CPU per HTTPS request (µs)",
-        cpu_per: Some("requests_ok"),
+        cpu_per: Some((Cpu::Proxy, "requests_ok")),
+    },
+    Row {
+        load: "http",
+        metric: None,
+        label: "… of it in the kernel (µs)",
+        cpu_per: Some((Cpu::ProxyKernel, "requests_ok")),
+    },
+    Row {
+        load: "http",
+        metric: None,
+        label: "load client + nodes CPU per HTTPS request (µs)",
+        cpu_per: Some((Cpu::Others, "requests_ok")),
     },
 ];
 
@@ -132,9 +190,9 @@ fn rounds(dir: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
-/// The proxy's CPU seconds during a load, as compare.sh wrote them.
-fn cpu_seconds(dir: &Path, target: &str, load: &str) -> Option<f64> {
-    std::fs::read_to_string(dir.join(format!("{target}.{load}.cpu")))
+/// CPU seconds spent during a load, as compare.sh wrote them.
+fn cpu_seconds(dir: &Path, target: &str, load: &str, cpu: Cpu) -> Option<f64> {
+    std::fs::read_to_string(dir.join(format!("{target}.{load}.{}", cpu.file())))
         .ok()?
         .trim()
         .parse()
@@ -145,9 +203,10 @@ fn cpu_seconds(dir: &Path, target: &str, load: &str) -> Option<f64> {
 fn round_value(dir: &Path, target: &str, row: &Row) -> Option<f64> {
     let report = load_report(dir, target, row.load);
     match row.cpu_per {
-        Some(count) => {
+        Some((cpu, count)) => {
             let units = report.as_ref()?.metric(count)?;
-            (units > 0.0).then(|| cpu_seconds(dir, target, row.load).map(|s| s * 1e6 / units))?
+            (units > 0.0)
+                .then(|| cpu_seconds(dir, target, row.load, cpu).map(|s| s * 1e6 / units))?
         }
         None => value(report.as_ref(), row),
     }
@@ -208,6 +267,35 @@ pub fn table(dir: &Path, targets: &[String], baseline: &str) -> String {
             })
             .collect();
         out.push_str(&format!("| {} | {} |\n", row.label, cells.join(" | ")));
+    }
+    if rounds.len() > 1 {
+        out.push_str(&per_round(&rounds, targets, baseline));
+    }
+    out
+}
+
+/// Each round's ratio to `baseline` for the rates, one line per target: how far one round
+/// strays from the median is what tells a reader how much a single run can be trusted.
+fn per_round(rounds: &[std::path::PathBuf], targets: &[String], baseline: &str) -> String {
+    let mut out = format!("\nper round, ratio to {baseline}:\n");
+    for target in targets.iter().filter(|t| *t != baseline) {
+        let rates: Vec<String> = ROWS
+            .iter()
+            .filter(|r| r.metric.is_some_and(|m| m.ends_with("_per_s")))
+            .map(|row| {
+                let ratios: Vec<String> = rounds
+                    .iter()
+                    .map(
+                        |d| match (round_value(d, target, row), round_value(d, baseline, row)) {
+                            (Some(v), Some(b)) if b > 0.0 => format!("{:.2}", v / b),
+                            _ => "—".to_owned(),
+                        },
+                    )
+                    .collect();
+                format!("{} {}", row.label, ratios.join(" / "))
+            })
+            .collect();
+        out.push_str(&format!("- {target}: {}\n", rates.join("; ")));
     }
     out
 }
@@ -279,6 +367,24 @@ mod tests {
             row,
             "| proxy CPU per HTTPS request (µs) | 15 (0.75×) | 20 |"
         );
+        // The kernel share and the others' CPU come from their own files, per unit the same way;
+        // a target without the file shows a dash rather than a zero.
+        std::fs::write(dir.join("nginx.http.syscpu"), "3.000\n").unwrap();
+        std::fs::write(dir.join("kanmon.http.syscpu"), "3.000\n").unwrap();
+        std::fs::write(dir.join("kanmon.http.othercpu"), "5.000\n").unwrap();
+        let t = table(&dir, &targets, "nginx");
+        let rows: Vec<&str> = t
+            .lines()
+            .filter(|l| l.contains("request (µs)") || l.contains("kernel"))
+            .collect();
+        assert!(
+            rows.contains(&"| … of it in the kernel (µs) | 12 (0.80×) | 15 |"),
+            "{t}"
+        );
+        assert!(
+            rows.contains(&"| load client + nodes CPU per HTTPS request (µs) | 20 | — |"),
+            "{t}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -303,6 +409,11 @@ mod tests {
             .find(|l| l.starts_with("| TLS WebSocket connects/s"))
             .unwrap();
         assert_eq!(row, "| TLS WebSocket connects/s | 3,000 (1.50×) | 2,000 |");
+        // Each round's own ratio follows the table, so the spread behind a median shows.
+        assert!(
+            t.contains("- kanmon: TLS WebSocket connects/s 1.50 / 9.00 / 1.00;"),
+            "{t}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
