@@ -4,7 +4,7 @@
 #
 # Usage: benches/compare.sh            (all targets)
 #        TARGETS="direct nginx" benches/compare.sh
-# Knobs (environment): TARGETS, LOADS ("idle connect echo http"), ROUNDS (1; with more, the
+# Knobs (environment): TARGETS, LOADS ("idle connect reconnect echo http"), ROUNDS (1; with more, the
 # targets run in turn ROUNDS times and each cell is the median), CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
 # ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
 # HTTP_DURATION (5s), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
@@ -16,12 +16,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
-LOADS="${LOADS:-idle connect echo http}"
+LOADS="${LOADS:-idle connect reconnect echo http}"
 ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
 CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-64}"
 ECHO_CONNS="${ECHO_CONNS:-100}"
-ECHO_MSGS="${ECHO_MSGS:-1000}"
+ECHO_MSGS="${ECHO_MSGS:-200}"
 ECHO_SIZE="${ECHO_SIZE:-64}"
 IDLE_CONNS="${IDLE_CONNS:-9000}"
 IDLE_HOLD="${IDLE_HOLD:-5s}"
@@ -176,6 +176,13 @@ run_loads() {
   measured ws-connect "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" \
     -c "$CONNECT_CONCURRENCY" --out "$out/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
   fi
+  if want reconnect; then
+  # The same crowd coming back: each in-flight slot is one client that keeps its TLS session,
+  # so all but its first connection resume with the ticket the proxy sent.
+  log "[$name] ws-connect --resume $CONNECTS x $CONNECT_CONCURRENCY in flight"
+  measured ws-reconnect "$BENCH" ws-connect --resume --url "$ws" "${common[@]}" -n "$CONNECTS" \
+    -c "$CONNECT_CONCURRENCY" --out "$out/$name.ws-reconnect.json" >&2 || log "[$name] ws-connect --resume failed"
+  fi
   if want echo; then
   log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
   measured ws-echo "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" \
@@ -327,7 +334,6 @@ http {
     ssl_certificate $CERT;
     ssl_certificate_key $KEY;
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_tickets off;
     location / {
       proxy_pass http://nodes;
       proxy_http_version 1.1;
@@ -406,7 +412,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "kanmon comparison, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, loopback, TLS 1.3 ECDSA P-256, no resumption"
+echo "kanmon comparison, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, loopback, TLS 1.3 ECDSA P-256, full handshakes (reconnects: resumed)"
 echo "ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight; ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B;" \
   "ws-idle $IDLE_CONNS held $IDLE_HOLD; http $HTTP_CONNS keep-alive connections for $HTTP_DURATION"
 echo

@@ -80,6 +80,30 @@ const ROWS: &[Row] = &[
         cpu_per: Some((Cpu::Others, "connections_ok")),
     },
     Row {
+        load: "ws-reconnect",
+        metric: Some("conn_per_s"),
+        label: "TLS WebSocket reconnects/s (resumed)",
+        cpu_per: None,
+    },
+    Row {
+        load: "ws-reconnect",
+        metric: Some("resumed"),
+        label: "reconnects that resumed",
+        cpu_per: None,
+    },
+    Row {
+        load: "ws-reconnect",
+        metric: None,
+        label: "reconnect errors",
+        cpu_per: None,
+    },
+    Row {
+        load: "ws-reconnect",
+        metric: None,
+        label: "proxy CPU per reconnect (µs)",
+        cpu_per: Some((Cpu::Proxy, "connections_ok")),
+    },
+    Row {
         load: "ws-echo",
         metric: Some("msgs_per_s"),
         label: "WebSocket echo msgs/s",

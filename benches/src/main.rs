@@ -95,6 +95,11 @@ struct WsConnectArgs {
     /// Bytes of the one echoed message.
     #[arg(long, default_value_t = 16)]
     size: usize,
+    /// Reconnecting clients: each of the -c workers keeps its own TLS session cache, so its
+    /// connections after the first resume with the server's session tickets (the report
+    /// counts how many did). Without it every connection is a full handshake.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -219,6 +224,7 @@ fn main() -> anyhow::Result<()> {
                     connections: a.connections,
                     concurrency: a.concurrency,
                     message_size: a.size,
+                    resume: a.resume,
                     limits: a.common.limits(),
                 },
             )

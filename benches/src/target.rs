@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, HandshakeKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -138,6 +140,20 @@ impl Target {
         self.tls.is_some()
     }
 
+    /// The same target seen by one client that keeps its TLS sessions: its connections after
+    /// the first resume with the session tickets the server sent (a game client reconnecting).
+    /// Each client gets its own cache, as each device has its own: a shared one would hand one
+    /// client's single-use tickets to the next.
+    pub fn with_own_sessions(&self) -> Self {
+        let mut own = self.clone();
+        if let Some((connector, name)) = &self.tls {
+            let mut config = ClientConfig::clone(connector.config());
+            config.resumption = Resumption::in_memory_sessions(4);
+            own.tls = Some((TlsConnector::from(Arc::new(config)), name.clone()));
+        }
+        own
+    }
+
     /// One TCP connection to the loopback address, with TLS (SNI = URL host) when secure.
     pub async fn dial(&self) -> Result<Stream, DialError> {
         let tcp = TcpStream::connect(self.connect)
@@ -189,6 +205,16 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over TCP (`wss://`, `https://`).
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether the TLS handshake resumed an earlier session (plain streams: no).
+    pub fn resumed(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed),
+        }
+    }
 }
 
 impl AsyncRead for Stream {

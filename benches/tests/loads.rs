@@ -62,13 +62,26 @@ async fn ws_connect_completes_its_count() -> anyhow::Result<()> {
         connections: 40,
         concurrency: 8,
         message_size: 16,
+        resume: false,
         limits: LIMITS,
     };
-    let r = connect::run(t, p).await;
+    let r = connect::run(t.clone(), p).await;
     assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
     assert_eq!(r.metric("connections_ok"), Some(40.0));
     assert!(r.metric("conn_per_s").is_some_and(|v| v > 0.0));
+    assert_eq!(
+        r.metric("resumed"),
+        Some(0.0),
+        "every connection a full handshake"
+    );
     assert_eq!(f.node.stats().ws_connections(), 40);
+
+    // Reconnecting clients: each worker's first connection is a full handshake, the rest
+    // resume with the tickets the node sent (a worker that got no connection has no first).
+    let r = connect::run(t, connect::ConnectParams { resume: true, ..p }).await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    let resumed = r.metric("resumed").unwrap();
+    assert!((32.0..40.0).contains(&resumed), "resumed {resumed} of 40");
     f.node.shutdown().await?;
     Ok(())
 }

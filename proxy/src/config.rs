@@ -93,10 +93,10 @@ impl Default for Listen {
 pub struct Tls {
     /// Directory of `<hostname>.crt` / `<hostname>.key` pairs, watched and hot reloaded.
     pub cert_dir: PathBuf,
-    /// TLS 1.3 session tickets sent after each full handshake (rustls sends 2 by default).
-    /// 0 by default: the tickets resume only against this process's small in-memory session
-    /// cache (not across proxy replicas, nor for thousands of clients), yet every full
-    /// handshake pays for issuing them — 5–15% of connects/s in `ws-connect`.
+    /// Stateless TLS 1.3 session tickets sent after each handshake; 0 turns resumption off.
+    /// One by default: a reconnecting client needs one (TLS 1.3 tickets are single-use and
+    /// every resumed handshake brings a fresh one), and each extra ticket costs every
+    /// handshake a seal and a record.
     pub session_tickets: usize,
 }
 
@@ -104,7 +104,7 @@ impl Default for Tls {
     fn default() -> Self {
         Self {
             cert_dir: PathBuf::from("certs"),
-            session_tickets: 0,
+            session_tickets: 1,
         }
     }
 }

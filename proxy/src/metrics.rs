@@ -34,6 +34,8 @@ pub mod names {
     pub const CERT_RELOAD_ERRORS: &str = "kanmon_tls_certificate_errors_total";
     /// Hostnames with a loaded certificate.
     pub const CERTIFICATES: &str = "kanmon_tls_certificates";
+    /// TLS session tickets issued, accepted (resumed handshakes) and rejected.
+    pub const SESSION_TICKETS: &str = "kanmon_tls_session_tickets_total";
     /// Requests refused for bad input or limits, by reason.
     pub const REJECTED_REQUESTS: &str = "kanmon_rejected_requests_total";
     /// Generation of the node health table in force.
@@ -66,6 +68,8 @@ pub struct Metrics {
     pub cert_errors: IntCounter,
     /// `kanmon_tls_certificates`
     pub certificates: IntGauge,
+    /// `kanmon_tls_session_tickets_total{event}`
+    pub session_tickets: IntCounterVec,
     /// `kanmon_rejected_requests_total{reason}`
     pub rejected: IntCounterVec,
     /// `kanmon_table_generation`
@@ -124,6 +128,10 @@ impl Metrics {
                 "Certificate files that failed to load; the previous certificate for the hostname stays in use.",
             ))?,
             certificates: IntGauge::with_opts(opts(names::CERTIFICATES, "Hostnames with a loaded certificate."))?,
+            session_tickets: IntCounterVec::new(
+                opts(names::SESSION_TICKETS, "TLS session tickets: issued after a handshake, accepted (the handshake resumed) or rejected (expired key, another process's ticket)."),
+                &["event"],
+            )?,
             rejected: IntCounterVec::new(
                 opts(names::REJECTED_REQUESTS, "Requests refused for bad input or limits, by reason."),
                 &["reason"],
@@ -143,13 +151,27 @@ impl Metrics {
         r.register(Box::new(m.discovery_last_success.clone()))?;
         r.register(Box::new(m.cert_errors.clone()))?;
         r.register(Box::new(m.certificates.clone()))?;
+        r.register(Box::new(m.session_tickets.clone()))?;
         r.register(Box::new(m.rejected.clone()))?;
         r.register(Box::new(m.generation.clone()))?;
         // Pre-create the handshake failure reasons so dashboards see zeros, not gaps.
         for reason in ["unknown_sni", "no_sni", "protocol", "timeout"] {
             m.tls_failures.with_label_values(&[reason]);
         }
+        for event in ["issued", "accepted", "rejected"] {
+            m.session_tickets.with_label_values(&[event]);
+        }
         Ok(m)
+    }
+
+    /// The session-ticket counters, for the ticketer.
+    pub fn ticket_counts(&self) -> crate::tls::tickets::TicketCounts {
+        let event = |e: &str| self.session_tickets.with_label_values(&[e]);
+        crate::tls::tickets::TicketCounts {
+            issued: event("issued"),
+            accepted: event("accepted"),
+            rejected: event("rejected"),
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -202,6 +202,7 @@ impl Proxy {
             certs.clone(),
             acceptor.acceptor.config().alpn_protocols.clone(),
             cfg.tls.session_tickets,
+            metrics.ticket_counts(),
         )?;
         acceptor.acceptor = pingora::tls::TlsAcceptor::from(Arc::new(rustls_config));
         let edge = EdgeApp::new(

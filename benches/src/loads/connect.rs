@@ -20,6 +20,9 @@ pub struct ConnectParams {
     pub concurrency: usize,
     /// Size of the one echoed text message.
     pub message_size: usize,
+    /// Each worker is one client keeping its TLS sessions, so its connections after the
+    /// first resume (reconnecting clients) instead of each paying a full handshake.
+    pub resume: bool,
     /// Time bounds.
     pub limits: Limits,
 }
@@ -36,12 +39,18 @@ pub async fn run(target: SharedTarget, p: ConnectParams) -> Report {
     let deadline = p.limits.deadline(start);
     let next = Arc::new(AtomicU64::new(0));
     let counters = Arc::new(Counters::default());
+    let resumed = Arc::new(AtomicU64::new(0));
     let _progress = Progress::start("ws-connect", counters.clone());
     let msg = Message::text("x".repeat(p.message_size.max(1)));
     let mut tasks = Vec::with_capacity(p.concurrency);
     for _ in 0..p.concurrency.max(1) {
-        let (target, next, counters, msg) =
-            (target.clone(), next.clone(), counters.clone(), msg.clone());
+        let (next, counters, msg, resumed) =
+            (next.clone(), counters.clone(), msg.clone(), resumed.clone());
+        let target = if p.resume {
+            Arc::new(target.with_own_sessions())
+        } else {
+            target.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let mut r = WorkerResult {
                 connect: Latency::new(),
@@ -51,7 +60,10 @@ pub async fn run(target: SharedTarget, p: ConnectParams) -> Report {
             while next.fetch_add(1, Ordering::Relaxed) < p.connections && Instant::now() < deadline
             {
                 match one(&target, msg.clone(), p.limits.op_timeout, &mut r.connect).await {
-                    Ok(total) => {
+                    Ok((total, was_resumed)) => {
+                        if was_resumed {
+                            resumed.fetch_add(1, Ordering::Relaxed);
+                        }
                         r.total.record(total);
                         counters.done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -83,23 +95,26 @@ pub async fn run(target: SharedTarget, p: ConnectParams) -> Report {
     report.timed_out = ok + report.errors.total() < p.connections;
     report.push("conn_per_s", rate(ok, elapsed), "/s");
     report.push("connections_ok", ok as f64, "");
+    // A resumed load that resumed nothing measured full handshakes: the count says which.
+    report.push("resumed", resumed.load(Ordering::Relaxed) as f64, "");
     report.push_latency("connect", &connect, false);
     report.push_latency("total", &total, false);
     report
 }
 
 /// One connection's life; records the connect latency (TCP + TLS + upgrade) and returns the
-/// whole duration including the echo and the close.
+/// whole duration including the echo and the close, and whether TLS resumed a session.
 async fn one(
     target: &crate::target::Target,
     msg: Message,
     op_timeout: Duration,
     connect: &mut Latency,
-) -> Result<Duration, super::Failure> {
+) -> Result<(Duration, bool), super::Failure> {
     let t0 = Instant::now();
     let mut ws = open_ws(target, op_timeout).await?;
     connect.record(t0.elapsed());
+    let resumed = ws.get_ref().resumed();
     echo_once(&mut ws, msg, op_timeout).await?;
     close_ws(ws, op_timeout).await?;
-    Ok(t0.elapsed())
+    Ok((t0.elapsed(), resumed))
 }

@@ -15,12 +15,17 @@ use rustls::{
     SupportedCipherSuite,
 };
 
-/// Builds the edge's rustls configuration over `resolver`, offering `alpn` (wire order),
-/// sending TLS 1.3 session tickets only when `tickets` > 0.
+use super::tickets::{CountedTickets, TicketCounts};
+
+/// Builds the edge's rustls configuration over `resolver`, offering `alpn` (wire order).
+/// With `tickets` > 0 it sends that many stateless TLS 1.3 session tickets after each
+/// handshake (TLS 1.2 clients get one too) and resumes sessions from them, counted in
+/// `counts`; with 0 it neither issues nor accepts tickets.
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     alpn: Vec<Vec<u8>>,
     tickets: usize,
+    counts: TicketCounts,
 ) -> Result<ServerConfig, rustls::Error> {
     let ring = rustls::crypto::ring::default_provider();
     let provider = CryptoProvider {
@@ -34,6 +39,9 @@ pub fn server_config(
     config.alpn_protocols = alpn;
     config.ignore_client_order = true;
     config.send_tls13_tickets = tickets;
+    if tickets > 0 {
+        config.ticketer = Arc::new(CountedTickets::new(counts)?);
+    }
     Ok(config)
 }
 

@@ -3,6 +3,7 @@
 pub mod callbacks;
 pub mod config;
 pub mod store;
+pub mod tickets;
 
 pub use callbacks::{SniCallbacks, SniTarget};
 pub use store::{CertStore, LoadReport};

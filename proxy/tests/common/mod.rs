@@ -51,6 +51,8 @@ pub struct Opts {
     pub max_connections: u64,
     /// A whole `[discovery]` table replacing the default file discovery (Kubernetes tests).
     pub discovery: Option<String>,
+    /// Extra lines for the `[tls]` table.
+    pub tls_extra: String,
 }
 
 impl Default for Opts {
@@ -62,6 +64,7 @@ impl Default for Opts {
             read_timeout: "15s",
             max_connections: 20_000,
             discovery: None,
+            tls_extra: String::new(),
         }
     }
 }
@@ -108,6 +111,7 @@ tls = "{tls_addr}"
 admin = "{admin_addr}"
 [tls]
 cert_dir = "certs"
+{tls_extra}
 [routing]
 base_domain = "{BASE}"
 {discovery}
@@ -126,6 +130,7 @@ threads = 2
             max = opts.max_connections,
             sock = dir.path().join("upgrade.sock").display(),
             extra = opts.extra,
+            tls_extra = opts.tls_extra,
             discovery = opts
                 .discovery
                 .clone()
