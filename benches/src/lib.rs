@@ -10,6 +10,7 @@ pub mod certs;
 pub mod compare;
 pub mod loads;
 pub mod node;
+pub mod ports;
 pub mod report;
 pub mod target;
 pub mod tls;

@@ -25,6 +25,7 @@ pub mod responses;
 pub mod routing;
 pub mod server;
 pub mod settings;
+pub mod shutdown;
 pub mod tls;
 pub mod tunnel;
 pub mod wsframe;

@@ -13,7 +13,7 @@ use pingora::{
     proxy::HttpProxy,
     server::{
         configuration::{Opt, ServerConf},
-        ExecutionPhase, RunArgs, Server, ShutdownWatch,
+        RunArgs, Server, ShutdownWatch,
     },
     services::{background::background_service, listening::Service},
 };
@@ -30,6 +30,7 @@ use crate::{
     metrics::Metrics,
     routing::Routes,
     settings::Settings,
+    shutdown::exit_when_idle,
     tls::{config::server_config, CertStore, SniCallbacks},
 };
 
@@ -275,51 +276,4 @@ impl Proxy {
             shutdown_signal: signal,
         });
     }
-}
-
-/// Watches the server's phase; once shutdown has begun (SIGTERM, or the end of an upgrade's
-/// hand-over), exits the process as soon as no client connection is open (pingora itself would
-/// sleep the whole grace period).
-fn exit_when_idle(
-    server: &Server,
-    inflight: Inflight,
-    going_away: tokio::sync::watch::Sender<bool>,
-    grace: Duration,
-) {
-    // WebSockets still open this close to pingora's deadline are told to go away (a 1001
-    // Close frame at the next frame boundary), leaving a second for the close handshake.
-    let goodbye_at = grace.saturating_sub(Duration::from_secs(1)).max(grace / 2);
-    let mut phases = server.watch_execution_phase();
-    std::thread::spawn(move || {
-        let mut graceful = false;
-        loop {
-            match phases.blocking_recv() {
-                Ok(
-                    ExecutionPhase::GracefulTerminate
-                    | ExecutionPhase::GracefulUpgradeTransferringFds
-                    | ExecutionPhase::GracefulUpgradeCloseTimeout,
-                ) => graceful = true,
-                // Listeners are closed from here on (after SIGTERM, or after an upgrade handed
-                // its sockets over), so the count can only go down. A fast shutdown (SIGINT, or
-                // an embedding's signal) is left to pingora, so `run_with` returns normally.
-                Ok(ExecutionPhase::ShutdownStarted) if graceful => {
-                    let started = std::time::Instant::now();
-                    while inflight.get() > 0 {
-                        if started.elapsed() >= goodbye_at && !*going_away.borrow() {
-                            tracing::info!(
-                                open = inflight.get(),
-                                "grace period ending: closing WebSockets with 1001"
-                            );
-                            going_away.send_replace(true);
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    tracing::info!("graceful shutdown: no client connection left, exiting");
-                    std::process::exit(0);
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
 }

@@ -59,10 +59,10 @@ pub fn node_program() -> PathBuf {
     workspace_bin("kanmon-bench")
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for a process that binds by number, chosen where other tests'
+/// port-0 binds never go (see `kanmon_bench::ports`).
 pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    l.local_addr().expect("local addr")
+    kanmon_bench::ports::free_loopback_port()
 }
 
 /// How to start a [`Platform`].

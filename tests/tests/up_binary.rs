@@ -14,11 +14,14 @@ use tokio::net::TcpStream;
 
 const HOST: &str = "demo.us-east1.kanmon.test";
 
-/// `kanmon up`, stopped (SIGINT, then SIGKILL after a bounded wait) when dropped.
-struct Up(Child);
+/// `kanmon up`, stopped (SIGINT, then SIGKILL after a bounded wait) when dropped; its output
+/// goes to a log file beside the state directory, shown when a check fails.
+struct Up(Child, std::path::PathBuf);
 
 impl Up {
     fn start(dir: &std::path::Path, tls: SocketAddr, admin: SocketAddr, api: SocketAddr) -> Self {
+        let log_path = dir.with_extension(format!("{}.log", tls.port()));
+        let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(workspace_bin("kanmon"))
             .arg("up")
             .arg("--dir")
@@ -28,10 +31,15 @@ impl Up {
             .args(["--admin", &admin.to_string()])
             .args(["--api", &api.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("kanmon up");
-        Self(child)
+        Self(child, log_path)
+    }
+
+    /// What `kanmon up` printed so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
     }
 
     /// SIGINT, then waits (bounded) for the exit; whether it exited.
@@ -116,7 +124,11 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     let addrs = node_addrs(&dep);
     assert_eq!(addrs.len(), 2, "{dep}");
 
-    assert!(up.interrupt().await, "kanmon up did not exit after SIGINT");
+    assert!(
+        up.interrupt().await,
+        "kanmon up did not exit after SIGINT; its log:\n{}",
+        up.log()
+    );
     for addr in &addrs {
         let mut gone = false;
         for _ in 0..100 {
@@ -153,6 +165,7 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     );
     assert!(
         again.interrupt().await,
-        "kanmon up did not exit after SIGINT"
+        "kanmon up did not exit after SIGINT; its log:\n{}",
+        again.log()
     );
 }

@@ -147,6 +147,9 @@ fn run(cmd: &mut Command) -> Result<Output, DbError> {
     }
 }
 
+/// Tries to start a database server before giving up (each on a newly chosen port).
+const START_ATTEMPTS: u32 = 3;
+
 fn free_port() -> Result<u16, DbError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
     l.local_addr()
@@ -220,13 +223,34 @@ impl Databases {
         if !data.join("PG_VERSION").is_file() {
             self.initdb(instance, &data, &password)?;
         }
-        let port = free_port()?;
         let log = data.join("server.log");
-        let opts = format!("-p {port}");
         if self.is_running(instance) {
             // Left running by a killed `kanmon up`: restart it on a port we know.
             self.stop(instance)?;
         }
+        // The port is free when chosen, but a node binding port 0 meanwhile can take it before
+        // the server binds: then the start fails and another port is tried (bounded).
+        let mut attempt = 1;
+        let port = loop {
+            let port = free_port()?;
+            match self.start_server(&data, &log, port) {
+                Ok(()) => break port,
+                Err(e) if attempt < START_ATTEMPTS => {
+                    tracing::warn!(instance, port, attempt, error = %e, "database did not start; trying another port");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let r = Running { port, password };
+        tracing::info!(instance, port, "database started");
+        self.running().insert(instance.to_string(), r.clone());
+        Ok(url(&r))
+    }
+
+    /// `pg_ctl start` on `port`, waiting until it accepts connections.
+    fn start_server(&self, data: &Path, log: &Path, port: u16) -> Result<(), DbError> {
+        let opts = format!("-p {port}");
         // Own process group, so a Ctrl-C at the terminal does not stop the server before
         // `kanmon up` stops it itself.
         run(
@@ -235,15 +259,12 @@ impl Databases {
                 .arg("-w")
                 .args(["-t", "60"])
                 .arg("-D")
-                .arg(&data)
+                .arg(data)
                 .arg("-l")
-                .arg(&log)
+                .arg(log)
                 .args(["-o", &opts]),
-        )?;
-        let r = Running { port, password };
-        tracing::info!(instance, port, "database started");
-        self.running().insert(instance.to_string(), r.clone());
-        Ok(url(&r))
+        )
+        .map(|_| ())
     }
 
     fn password(&self, instance: &str) -> Result<String, DbError> {

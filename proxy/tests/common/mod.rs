@@ -27,9 +27,9 @@ pub const BETA: &str = "beta.us-east1.kanmon.test";
 pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 /// A free loopback port (bound then released; the OS does not hand it out again at once).
+/// A port for a proxy to bind by number, chosen where parallel tests' port-0 binds never go.
 pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    kanmon_bench::ports::free_loopback_port()
 }
 
 pub struct TestProxy {
