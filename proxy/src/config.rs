@@ -98,6 +98,10 @@ pub struct Tls {
     /// every resumed handshake brings a fresh one), and each extra ticket costs every
     /// handshake a seal and a record.
     pub session_tickets: usize,
+    /// Session-ticket keys shared by every replica (one 64-hex-digit key per line, the first
+    /// seals; re-read on change). Without it each process seals with its own in-memory keys,
+    /// so a ticket resumes only on the process that issued it.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 impl Default for Tls {
@@ -105,6 +109,7 @@ impl Default for Tls {
         Self {
             cert_dir: PathBuf::from("certs"),
             session_tickets: 1,
+            ticket_key_file: None,
         }
     }
 }
@@ -300,6 +305,7 @@ impl ProxyConfig {
         let mut cfg = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls.cert_dir = base.join(&cfg.tls.cert_dir);
+        cfg.tls.ticket_key_file = cfg.tls.ticket_key_file.map(|p| base.join(p));
         cfg.discovery.path = base.join(&cfg.discovery.path);
         cfg.discovery.kubeconfig = cfg.discovery.kubeconfig.map(|p| base.join(p));
         Ok(cfg)

@@ -43,6 +43,10 @@ enum Command {
     },
     /// Check a configuration file and exit.
     Check,
+    /// Print a fresh session-ticket key (32 random bytes, hex) for `tls.ticket_key_file`:
+    /// put it on the first line to start sealing with it, keep the previous key below it
+    /// until that key's tickets have expired (12 hours).
+    TicketKey,
 }
 
 /// pingora's proxy layer logs client-caused failures (a client closing while its request header
@@ -71,8 +75,18 @@ fn main() -> anyhow::Result<()> {
             println!("trust this CA: {}", ca.cert_path.display());
             Ok(())
         }
+        Command::TicketKey => {
+            let line = kanmon_proxy::tls::ticket_keys::new_key_line()
+                .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+            println!("{line}");
+            Ok(())
+        }
         Command::Check => {
-            ProxyConfig::load(&cli.config)?;
+            let cfg = ProxyConfig::load(&cli.config)?;
+            if let Some(path) = &cfg.tls.ticket_key_file {
+                let unused = prometheus::IntCounter::new("unused", "unused")?;
+                kanmon_proxy::tls::ticket_keys::TicketKeys::load(path, unused)?;
+            }
             println!("{}: ok", cli.config.display());
             Ok(())
         }

@@ -36,6 +36,8 @@ pub mod names {
     pub const CERTIFICATES: &str = "kanmon_tls_certificates";
     /// TLS session tickets issued, accepted (resumed handshakes) and rejected.
     pub const SESSION_TICKETS: &str = "kanmon_tls_session_tickets_total";
+    /// Session-ticket key files that failed to load (the keys in use stay).
+    pub const TICKET_KEY_ERRORS: &str = "kanmon_tls_ticket_key_errors_total";
     /// Requests refused for bad input or limits, by reason.
     pub const REJECTED_REQUESTS: &str = "kanmon_rejected_requests_total";
     /// Generation of the node health table in force.
@@ -70,6 +72,8 @@ pub struct Metrics {
     pub certificates: IntGauge,
     /// `kanmon_tls_session_tickets_total{event}`
     pub session_tickets: IntCounterVec,
+    /// `kanmon_tls_ticket_key_errors_total`
+    pub ticket_key_errors: IntCounter,
     /// `kanmon_rejected_requests_total{reason}`
     pub rejected: IntCounterVec,
     /// `kanmon_table_generation`
@@ -132,6 +136,10 @@ impl Metrics {
                 opts(names::SESSION_TICKETS, "TLS session tickets: issued after a handshake, accepted (the handshake resumed) or rejected (expired key, another process's ticket)."),
                 &["event"],
             )?,
+            ticket_key_errors: IntCounter::with_opts(opts(
+                names::TICKET_KEY_ERRORS,
+                "Session-ticket key files that failed to load; the keys in use stay.",
+            ))?,
             rejected: IntCounterVec::new(
                 opts(names::REJECTED_REQUESTS, "Requests refused for bad input or limits, by reason."),
                 &["reason"],
@@ -152,6 +160,7 @@ impl Metrics {
         r.register(Box::new(m.cert_errors.clone()))?;
         r.register(Box::new(m.certificates.clone()))?;
         r.register(Box::new(m.session_tickets.clone()))?;
+        r.register(Box::new(m.ticket_key_errors.clone()))?;
         r.register(Box::new(m.rejected.clone()))?;
         r.register(Box::new(m.generation.clone()))?;
         // Pre-create the handshake failure reasons so dashboards see zeros, not gaps.

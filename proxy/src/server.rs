@@ -21,7 +21,7 @@ use pingora::{
 use crate::{
     admin::AdminApp,
     app::KanmonProxy,
-    certwatch::CertWatcher,
+    certwatch::{CertWatcher, TicketKeyWatcher},
     config::{DiscoveryKind, ProxyConfig},
     discovery::{file::FileSource, kubernetes::KubernetesSource, DiscoverySource, Publisher},
     edge::EdgeApp,
@@ -31,7 +31,7 @@ use crate::{
     routing::Routes,
     settings::Settings,
     shutdown::exit_when_idle,
-    tls::{config::server_config, CertStore, SniCallbacks},
+    tls::{config::server_config, ticket_keys::TicketKeys, CertStore, SniCallbacks},
 };
 
 /// Why the proxy could not be assembled.
@@ -46,6 +46,9 @@ pub enum BuildError {
     /// rustls refused the TLS configuration.
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    /// The session-ticket key file is unusable.
+    #[error("session-ticket keys: {0}")]
+    TicketKeys(#[from] crate::tls::ticket_keys::KeyFileError),
 }
 
 /// Puts the header read timeout on each new HTTP session before pingora reads its header, so
@@ -182,6 +185,17 @@ impl Proxy {
             "cert-watcher",
             CertWatcher::new(certs.clone()),
         ));
+        let ticket_keys = match &cfg.tls.ticket_key_file {
+            Some(path) if cfg.tls.session_tickets > 0 => {
+                let keys = Arc::new(TicketKeys::load(path, metrics.ticket_key_errors.clone())?);
+                server.add_service(background_service(
+                    "ticket-key-watcher",
+                    TicketKeyWatcher::new(keys.clone()),
+                ));
+                Some(keys)
+            }
+            _ => None,
+        };
 
         let (going_away_tx, going_away) = tokio::sync::watch::channel(false);
         let routes = Routes::new(table.clone(), metrics.clone(), settings.clone());
@@ -203,6 +217,7 @@ impl Proxy {
             certs.clone(),
             acceptor.acceptor.config().alpn_protocols.clone(),
             cfg.tls.session_tickets,
+            ticket_keys,
             metrics.ticket_counts(),
         )?;
         acceptor.acceptor = pingora::tls::TlsAcceptor::from(Arc::new(rustls_config));

@@ -120,3 +120,40 @@ async fn with_tickets_off_every_handshake_is_full() {
     assert_eq!(proxy.metric(&tickets("issued")).await, 0.0);
     assert_eq!(proxy.metric(&tickets("accepted")).await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_key_file_resume_each_others_sessions() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("ticket.keys");
+    std::fs::write(
+        &file,
+        format!("# shared by the replicas\n{}\n", "3c".repeat(32)),
+    )
+    .unwrap();
+    let extra = format!("ticket_key_file = \"{}\"", file.display());
+    let a = proxy_with(n0.addr(), &extra).await;
+    let b = proxy_with(n0.addr(), &extra).await;
+    let client = client_trusting(&[&a, &b]);
+
+    assert_eq!(request(&a, &client).await.0, HandshakeKind::Full);
+    // The ticket from replica a opens on replica b.
+    let (kind, status) = request(&b, &client).await;
+    assert_eq!(kind, HandshakeKind::Resumed);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(b.metric(&tickets("accepted")).await, 1.0);
+
+    // A broken key file on replica b's next read: the keys in use stay, the error is counted.
+    std::fs::write(&file, "not a key\n").unwrap();
+    let errors = r#"kanmon_tls_ticket_key_errors_total"#;
+    let mut counted = false;
+    for _ in 0..200 {
+        if b.metric(errors).await >= 1.0 && a.metric(errors).await >= 1.0 {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(counted, "broken key file not noticed; log:\n{}", b.log());
+    assert_eq!(request(&a, &client).await.0, HandshakeKind::Resumed);
+}

@@ -15,16 +15,21 @@ use rustls::{
     SupportedCipherSuite,
 };
 
-use super::tickets::{CountedTickets, TicketCounts};
+use super::{
+    ticket_keys::TicketKeys,
+    tickets::{CountedTickets, TicketCounts},
+};
 
 /// Builds the edge's rustls configuration over `resolver`, offering `alpn` (wire order).
 /// With `tickets` > 0 it sends that many stateless TLS 1.3 session tickets after each
 /// handshake (TLS 1.2 clients get one too) and resumes sessions from them, counted in
-/// `counts`; with 0 it neither issues nor accepts tickets.
+/// `counts`: sealed with `keys` (a key file shared by replicas) or else with in-memory keys
+/// rotated by rustls. With 0 it neither issues nor accepts tickets.
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     alpn: Vec<Vec<u8>>,
     tickets: usize,
+    keys: Option<Arc<TicketKeys>>,
     counts: TicketCounts,
 ) -> Result<ServerConfig, rustls::Error> {
     let ring = rustls::crypto::ring::default_provider();
@@ -40,7 +45,10 @@ pub fn server_config(
     config.ignore_client_order = true;
     config.send_tls13_tickets = tickets;
     if tickets > 0 {
-        config.ticketer = Arc::new(CountedTickets::new(counts)?);
+        config.ticketer = Arc::new(match keys {
+            Some(keys) => CountedTickets::over(keys, counts),
+            None => CountedTickets::new(counts)?,
+        });
     }
     Ok(config)
 }

@@ -3,6 +3,7 @@
 pub mod callbacks;
 pub mod config;
 pub mod store;
+pub mod ticket_keys;
 pub mod tickets;
 
 pub use callbacks::{SniCallbacks, SniTarget};

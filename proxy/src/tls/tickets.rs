@@ -40,7 +40,8 @@ impl CountedTickets {
         Ok(Self::over(rustls::crypto::ring::Ticketer::new()?, counts))
     }
 
-    fn over(inner: Arc<dyn ProducesTickets>, counts: TicketCounts) -> Self {
+    /// `inner` (e.g. keys from a file), counted.
+    pub fn over(inner: Arc<dyn ProducesTickets>, counts: TicketCounts) -> Self {
         Self { inner, counts }
     }
 }
