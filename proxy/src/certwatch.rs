@@ -46,29 +46,52 @@ fn fingerprint(dir: &Path) -> Vec<(std::ffi::OsString, u64, Option<SystemTime>)>
 #[async_trait]
 impl BackgroundService for CertWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut watch = watch_dir(self.store.dir(), None);
-        let rx = &mut watch.changes;
-        let mut last = fingerprint(self.store.dir());
-        let mut poll = tokio::time::interval(POLL);
-        loop {
-            let notified = tokio::select! {
-                _ = shutdown.changed() => return,
-                Some(()) = rx.recv() => {
-                    tokio::time::sleep(SETTLE).await;
-                    while rx.try_recv().is_ok() {}
-                    true
-                }
-                _ = poll.tick() => false,
-            };
-            // One directory scan per wake-up: the poll reloads only on a changed fingerprint.
-            let current = fingerprint(self.store.dir());
-            if !notified && current == last {
-                continue;
+        let dir = self.store.dir();
+        on_changes(
+            dir,
+            None,
+            || fingerprint(dir),
+            || {
+                let report = self.store.reload();
+                tracing::info!(%report, "certificates reloaded");
+            },
+            &mut shutdown,
+        )
+        .await;
+    }
+}
+
+/// Calls `reload` whenever `dir` (only the file `only` in it, if given) changes: on a change
+/// notice (after a short settle, a burst folded into one), or when a slow poll finds that
+/// `fingerprint` moved. Returns at shutdown.
+async fn on_changes<F: PartialEq>(
+    dir: &Path,
+    only: Option<std::ffi::OsString>,
+    fingerprint: impl Fn() -> F,
+    mut reload: impl FnMut(),
+    shutdown: &mut ShutdownWatch,
+) {
+    let mut watch = watch_dir(dir, only);
+    let rx = &mut watch.changes;
+    let mut last = fingerprint();
+    let mut poll = tokio::time::interval(POLL);
+    loop {
+        let notified = tokio::select! {
+            _ = shutdown.changed() => return,
+            Some(()) = rx.recv() => {
+                tokio::time::sleep(SETTLE).await;
+                while rx.try_recv().is_ok() {}
+                true
             }
-            last = current;
-            let report = self.store.reload();
-            tracing::info!(%report, "certificates reloaded");
+            _ = poll.tick() => false,
+        };
+        // One look per wake-up: the poll reloads only on a changed fingerprint.
+        let current = fingerprint();
+        if !notified && current == last {
+            continue;
         }
+        last = current;
+        reload();
     }
 }
 
@@ -95,27 +118,16 @@ impl BackgroundService for TicketKeyWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let path = self.keys.path();
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        let mut watch = watch_dir(dir, path.file_name().map(|n| n.to_owned()));
-        let rx = &mut watch.changes;
-        let mut last = file_fingerprint(path);
-        let mut poll = tokio::time::interval(POLL);
-        loop {
-            let notified = tokio::select! {
-                _ = shutdown.changed() => return,
-                Some(()) = rx.recv() => {
-                    tokio::time::sleep(SETTLE).await;
-                    while rx.try_recv().is_ok() {}
-                    true
-                }
-                _ = poll.tick() => false,
-            };
-            let current = file_fingerprint(path);
-            if !notified && current == last {
-                continue;
-            }
-            last = current;
-            // Logged and counted inside; a failure keeps the keys in use.
-            let _ = self.keys.reload();
-        }
+        on_changes(
+            dir,
+            path.file_name().map(|n| n.to_owned()),
+            || file_fingerprint(path),
+            || {
+                // Logged and counted inside; a failure keeps the keys in use.
+                let _ = self.keys.reload();
+            },
+            &mut shutdown,
+        )
+        .await;
     }
 }
