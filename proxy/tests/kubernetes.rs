@@ -315,6 +315,11 @@ fn configmap_proxy_config_parses() {
         kanmon_proxy::config::DiscoveryKind::Kubernetes
     );
     assert_eq!(cfg.discovery.stale_after, Duration::from_secs(30));
+    assert_eq!(
+        cfg.tls.ticket_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/kanmon/ticket-keys/keys")),
+        "the replicas share their ticket keys (mounted by 30-deployment.yaml)"
+    );
     assert!(
         cfg.listen.admin.ip().is_unspecified(),
         "probes reach the pod IP"

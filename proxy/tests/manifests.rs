@@ -104,4 +104,23 @@ fn proxy_deployment_probes_the_admin_endpoints() {
     };
     assert_eq!(path(&proxy.readiness_probe).as_deref(), Some("/readyz"));
     assert_eq!(path(&proxy.liveness_probe).as_deref(), Some("/healthz"));
+    // What the ConfigMap's proxy.toml reads is mounted, from the Secrets the README names.
+    let mounts = proxy.volume_mounts.clone().unwrap_or_default();
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    for (dir, secret) in [
+        ("/etc/kanmon/certs", "kanmon-proxy-certs"),
+        ("/etc/kanmon/ticket-keys", "kanmon-ticket-keys"),
+    ] {
+        let mount = mounts
+            .iter()
+            .find(|m| m.mount_path == dir)
+            .unwrap_or_else(|| panic!("{dir} not mounted"));
+        assert_eq!(mount.read_only, Some(true), "{dir}");
+        let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+        let from = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref());
+        assert_eq!(from, Some(secret), "{dir}");
+    }
 }
