@@ -28,6 +28,8 @@ struct Conn {
     node: String,
     from: Instant,
     to: Instant,
+    /// The TLS handshake resumed an earlier session (the clients share one session cache).
+    resumed: bool,
 }
 
 #[derive(Default)]
@@ -58,6 +60,8 @@ async fn client(id: usize, platform: Arc<Platform>, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let resumed =
+            ws.get_ref().get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         if ws.send(Message::text("whoami")).await.is_err() {
             continue;
         }
@@ -75,6 +79,7 @@ async fn client(id: usize, platform: Arc<Platform>, shared: Arc<Shared>) {
             node,
             from,
             to,
+            resumed,
         });
         shared.connected.fetch_add(1, Ordering::SeqCst);
         // Hold until the connection drops (the node closes it with 1001 when it stops), the
@@ -179,6 +184,16 @@ async fn rolling_reboot_never_routes_to_a_draining_node() {
     assert!(
         during_drains > CLIENTS,
         "only {during_drains} connections were made while the reboot ran"
+    );
+    // Clients coming back resume their TLS sessions with the tickets the proxy sent (one
+    // per handshake; the 200 clients share one cache, so not every reconnect finds one).
+    let resumed = conns[before..]
+        .iter()
+        .filter(|c| c.from >= reboot_started && c.resumed)
+        .count();
+    assert!(
+        resumed > 0,
+        "none of {during_drains} reconnects resumed a TLS session"
     );
     for node in ["demo/demo-0", "demo/demo-1"] {
         assert!(
