@@ -42,10 +42,7 @@ async fn request(proxy: &TestProxy, config: &Arc<ClientConfig>) -> (HandshakeKin
 fn client_trusting(proxies: &[&TestProxy]) -> Arc<ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for proxy in proxies {
-        let pem = std::fs::read(&proxy.ca.cert_path).unwrap();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
+        roots.roots.extend(proxy.roots().roots);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)

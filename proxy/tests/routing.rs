@@ -318,14 +318,7 @@ async fn the_server_picks_aes128_even_when_the_client_prefers_aes256() {
         cipher_suites: vec![rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384],
         ..provider
     };
-    let roots = {
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(&proxy.ca.cert_path).unwrap();
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        roots
-    };
+    let roots = proxy.roots();
     let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(only_256))
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -223,6 +223,11 @@ threads = 2
         last
     }
 
+    /// The trust anchors of this proxy's test CA (for clients built by hand).
+    pub fn roots(&self) -> RootCertStore {
+        (*self.roots).clone()
+    }
+
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = ClientConfig::builder_with_provider(provider)
