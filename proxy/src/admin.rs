@@ -1,6 +1,12 @@
 //! The admin listener: `/metrics`, `/healthz` (the process runs) and `/readyz` (certificates
-//! and a first node table are loaded, so a load balancer may send traffic; `stale` once the
-//! discovery source has been out of contact for longer than `discovery.stale_after`).
+//! and a first node table are loaded: this replica can serve, so a load balancer may send it
+//! traffic).
+//!
+//! A stale discovery source does not make a replica unready: every replica watches the same
+//! API, so an API outage would turn them all unready at once and the cloud load balancer would
+//! drop the whole edge, while the last good table still routes. Staleness is a metric
+//! (`kanmon_discovery_last_success_timestamp_seconds`) and an alert, and `/readyz` says it in
+//! its body.
 
 use std::sync::Arc;
 
@@ -27,19 +33,18 @@ impl AdminApp {
         }
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    /// `Ok` with the body of a ready answer, `Err` with why the replica cannot serve.
+    fn readiness(&self) -> Result<String, String> {
         if self.certs.is_empty() {
             return Err("not ready: no certificate loaded".into());
         }
         if !self.publisher.loaded() {
             return Err("not ready: no node table loaded yet".into());
         }
-        // A stale table still routes (it is the last good one), but a load balancer should
-        // prefer a proxy that can see the cluster.
-        if let Some(stale) = self.publisher.stale() {
-            return Err(format!("stale: {stale}"));
-        }
-        Ok(())
+        Ok(match self.publisher.stale() {
+            Some(stale) => format!("ready (stale: {stale})"),
+            None => "ready".into(),
+        })
     }
 }
 
@@ -59,7 +64,7 @@ impl ServeHttp for AdminApp {
             "/metrics" => text(200, "text/plain; version=0.0.4", self.metrics.render()),
             "/healthz" => text(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => match self.readiness() {
-                Ok(()) => text(200, "text/plain", b"ready\n".to_vec()),
+                Ok(body) => text(200, "text/plain", format!("{body}\n").into_bytes()),
                 Err(why) => text(503, "text/plain", format!("{why}\n").into_bytes()),
             },
             _ => text(404, "text/plain", b"not found\n".to_vec()),

@@ -16,8 +16,9 @@ use pingora::{
 };
 
 use crate::{
+    accounting::{labels, RequestAccount},
     responses::Refusal,
-    routing::{status_label, Routes},
+    routing::Routes,
     tls::SniTarget,
 };
 
@@ -43,14 +44,6 @@ impl KanmonProxy {
         Self { routes }
     }
 
-    /// Labels for a request: known deployments by name, everything else as "unknown".
-    fn labels<'a>(&self, ctx: &'a RequestCtx) -> (&'a str, &'a str) {
-        match &ctx.deployment {
-            Some(d) => (d.instance().as_str(), d.zone().as_str()),
-            None => ("unknown", "unknown"),
-        }
-    }
-
     async fn refuse(
         &self,
         session: &mut Session,
@@ -58,6 +51,8 @@ impl KanmonProxy {
         r: Refusal,
     ) -> Result<bool> {
         ctx.refused = Some(r);
+        // Counted under the deployment the SNI names, if it is one (see `accounting`).
+        ctx.deployment = self.routes.named_deployment(sni_target(session));
         self.routes.refused(r);
         r.send(session).await?;
         Ok(true)
@@ -187,18 +182,17 @@ impl ProxyHttp for KanmonProxy {
                 None => 0,
             },
         };
-        let (instance, zone) = self.labels(ctx);
-        let status_label = status_label(status);
-        let metrics = self.routes.metrics();
-        metrics
-            .requests
-            .with_label_values(&[instance, zone, status_label])
-            .inc();
-        metrics.observe(instance, zone, ctx.start.elapsed().as_secs_f64());
+        RequestAccount::default().record(
+            self.routes.metrics(),
+            ctx.deployment.as_ref(),
+            status,
+            ctx.start.elapsed().as_secs_f64(),
+        );
         match e {
             // A node failing a request is the operator's business.
             Some(e) if e.esource() == &pingora::ErrorSource::Upstream => {
-                tracing::warn!(instance, zone, status, error = %e, "request failed at the node");
+                let (deployment, zone) = labels(ctx.deployment.as_deref());
+                tracing::warn!(deployment, zone, status, error = %e, "request failed at the node");
             }
             // Client-caused ends (resets, timeouts) are routine for game clients.
             Some(e) => tracing::debug!(status, error = %e, "request ended with error"),

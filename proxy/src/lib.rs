@@ -6,6 +6,7 @@
 //! HTTP/1.1, HTTP/2, gRPC and WebSockets, and exports Prometheus metrics on an admin listener.
 #![warn(missing_docs)]
 
+pub mod accounting;
 pub mod admin;
 pub mod app;
 pub mod bufpool;
@@ -19,6 +20,7 @@ pub mod edge;
 pub mod h1;
 pub mod inflight;
 pub mod metrics;
+pub mod node_series;
 pub mod nodes_file;
 pub mod rehome;
 pub mod responses;

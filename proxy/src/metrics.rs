@@ -3,11 +3,11 @@
 //! Handles are created once, registered in the proxy's own registry and passed around, so
 //! tests can read a counter and two proxies in one process never collide. Label values come
 //! only from known deployments, nodes and status codes: a hostname that is no deployment is
-//! counted as `instance="unknown"`, so a client can never grow the metric set.
+//! counted as `deployment="unknown"`, so a client can never grow the metric set.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Metric names: the contract other tools (dashboards, alerts) rely on.
@@ -48,17 +48,17 @@ pub mod names {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `kanmon_http_requests_total{instance,zone,status}`
+    /// `kanmon_http_requests_total{deployment,zone,status}`
     pub requests: IntCounterVec,
-    /// `kanmon_http_request_duration_seconds{instance,zone}`
+    /// `kanmon_http_request_duration_seconds{deployment,zone}`
     pub duration: HistogramVec,
-    /// `kanmon_websocket_connections{instance,zone,node}`
+    /// `kanmon_websocket_connections{deployment,zone,node}`
     pub websockets: IntGaugeVec,
     /// `kanmon_tls_handshake_failures_total{reason}`
     pub tls_failures: IntCounterVec,
-    /// `kanmon_upstream_connect_failures_total{instance,zone,node}`
+    /// `kanmon_upstream_connect_failures_total{deployment,zone,node}`
     pub upstream_failures: IntCounterVec,
-    /// `kanmon_nodes{instance,zone,state}`
+    /// `kanmon_nodes{deployment,zone,state}`
     pub nodes: IntGaugeVec,
     /// `kanmon_discovery_updates_total{source}`
     pub discovery_updates: IntCounterVec,
@@ -88,11 +88,11 @@ impl Metrics {
     /// Creates and registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let deployment = &["instance", "zone"];
+        let deployment = &["deployment", "zone"];
         let m = Self {
             requests: IntCounterVec::new(
                 opts(names::HTTP_REQUESTS, "Requests by the status code sent to the client; 101 counts WebSocket upgrades."),
-                &["instance", "zone", "status"],
+                &["deployment", "zone", "status"],
             )?,
             duration: HistogramVec::new(
                 HistogramOpts::new(names::HTTP_REQUEST_DURATION, "Time from request to the end of the response (for WebSockets, until the upgrade is answered).")
@@ -101,7 +101,7 @@ impl Metrics {
             )?,
             websockets: IntGaugeVec::new(
                 opts(names::WEBSOCKET_CONNECTIONS, "Active proxied WebSocket connections."),
-                &["instance", "zone", "node"],
+                &["deployment", "zone", "node"],
             )?,
             tls_failures: IntCounterVec::new(
                 opts(names::TLS_HANDSHAKE_FAILURES, "TLS handshakes refused or failed, by reason."),
@@ -109,11 +109,11 @@ impl Metrics {
             )?,
             upstream_failures: IntCounterVec::new(
                 opts(names::UPSTREAM_CONNECT_FAILURES, "Failed connection attempts to nodes."),
-                &["instance", "zone", "node"],
+                &["deployment", "zone", "node"],
             )?,
             nodes: IntGaugeVec::new(
                 opts(names::NODES, "Nodes in the health table, by state."),
-                &["instance", "zone", "state"],
+                &["deployment", "zone", "state"],
             )?,
             discovery_updates: IntCounterVec::new(
                 opts(names::DISCOVERY_UPDATES, "Health table updates published, by discovery source."),
@@ -190,11 +190,5 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
-    }
-
-    /// Observes a duration for a deployment.
-    pub fn observe(&self, instance: &str, zone: &str, seconds: f64) {
-        let h: Histogram = self.duration.with_label_values(&[instance, zone]);
-        h.observe(seconds);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kanmon_router::{split_host, ConnectionGuard, HealthTable, PickError};
+use kanmon_router::{split_host, ConnectionGuard, Deployment, HealthTable, PickError};
 
 use crate::{
     clock::Clock, metrics::Metrics, responses::Refusal, settings::Settings, tls::SniTarget,
@@ -34,6 +34,11 @@ impl Routes {
     /// The settings requests are served with.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The live health table.
+    pub fn table(&self) -> &HealthTable {
+        &self.table
     }
 
     /// The proxy's metrics.
@@ -67,6 +72,16 @@ impl Routes {
                 PickError::NoReadyNode => Refusal::NoReadyNode,
                 PickError::AtCapacity => Refusal::AtCapacity,
             })
+    }
+
+    /// The deployment the connection's SNI names, if it is one in the table now: requests
+    /// refused before a node was picked are counted under it (see [`crate::accounting`]).
+    pub fn named_deployment(&self, sni: Option<&SniTarget>) -> Option<Arc<Deployment>> {
+        let target = sni?;
+        self.table
+            .load()
+            .find(&target.instance, &target.zone)
+            .map(Arc::clone)
     }
 
     /// Counts a refusal (metric + debug log: refusals are routine, never errors).

@@ -100,6 +100,7 @@ struct DiscoveryService {
 #[async_trait]
 impl pingora::services::background::BackgroundService for DiscoveryService {
     async fn start(&self, shutdown: ShutdownWatch) {
+        self.publisher.announce(self.source.name());
         self.source.run(self.publisher.clone(), shutdown).await;
     }
 }

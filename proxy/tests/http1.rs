@@ -258,7 +258,7 @@ async fn bodies_in_every_framing_pass_through_intact() {
     assert_eq!(
         proxy
             .metric_reaches(
-                r#"kanmon_http_requests_total{instance="alpha",status="200",zone="us-east1"}"#,
+                r#"kanmon_http_requests_total{deployment="alpha",status="200",zone="us-east1"}"#,
                 6.0
             )
             .await,
@@ -394,7 +394,7 @@ async fn a_hung_node_gives_504_and_a_garbage_node_502() {
     assert_eq!(
         proxy
             .metric_reaches(
-                r#"kanmon_http_requests_total{instance="alpha",status="504",zone="us-east1"}"#,
+                r#"kanmon_http_requests_total{deployment="alpha",status="504",zone="us-east1"}"#,
                 1.0
             )
             .await,
@@ -408,7 +408,7 @@ async fn a_hung_node_gives_504_and_a_garbage_node_502() {
     assert_eq!(
         proxy
             .metric_reaches(
-                r#"kanmon_http_requests_total{instance="alpha",status="502",zone="us-east1"}"#,
+                r#"kanmon_http_requests_total{deployment="alpha",status="502",zone="us-east1"}"#,
                 1.0
             )
             .await,

@@ -132,7 +132,7 @@ async fn connect_failure_is_retried_on_another_node_and_ejects_the_first() {
     }
     // The dead node was tried at most a couple of times before ejection kept picks away.
     let failures = proxy
-        .metric(r#"kanmon_upstream_connect_failures_total{instance="alpha",node="alpha-dead",zone="us-east1"}"#)
+        .metric(r#"kanmon_upstream_connect_failures_total{deployment="alpha",node="alpha-dead",zone="us-east1"}"#)
         .await;
     assert!((1.0..=3.0).contains(&failures), "failures: {failures}");
 }

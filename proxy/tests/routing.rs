@@ -7,6 +7,23 @@ use common::*;
 use kanmon_bench::node::spawn_node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One GET over a fresh h2 connection (ALPN checked) to `host`.
+async fn h2_get(proxy: &TestProxy, host: &str) -> http::Response<hyper::body::Incoming> {
+    let tls = proxy.tls(host, &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{host}/h2"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    send.send_request(req).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_sni_and_refuses_what_it_must() {
     let n0 = spawn_node("alpha-0").await.unwrap();
@@ -65,28 +82,33 @@ async fn routes_by_sni_and_refuses_what_it_must() {
     assert_eq!(send.send_request(req).await.unwrap().status().as_u16(), 431);
 
     // HTTP/2 through ALPN.
-    let tls = proxy.tls(ALPHA, &[b"h2"]).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(format!("https://{ALPHA}/h2"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let resp = h2_get(&proxy, ALPHA).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
+    // The h2 path refuses beta (no ready node) and counts it under beta too: one
+    // accounting for both HTTP paths.
+    assert_eq!(h2_get(&proxy, BETA).await.status().as_u16(), 503);
 
-    // Per-status counts equal what was sent.
+    // Per-status counts equal what was sent; refusals of a deployment the SNI names (421,
+    // 431, 503) count under it, only the name that is no deployment under "unknown".
+    proxy
+        .metric_reaches(
+            r#"kanmon_http_requests_total{deployment="beta",status="503",zone="us-east1"}"#,
+            2.0,
+        )
+        .await;
     let m = proxy.metrics().await;
+    let unknown: Vec<&str> = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("kanmon_http_requests_total{") && l.contains(r#"deployment="unknown""#)
+        })
+        .collect();
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
     assert_eq!(
         metric_value(
             &m,
-            r#"kanmon_http_requests_total{instance="alpha",status="200",zone="us-east1"}"#
+            r#"kanmon_http_requests_total{deployment="alpha",status="200",zone="us-east1"}"#
         ),
         3.0,
         "{m}"
@@ -94,7 +116,7 @@ async fn routes_by_sni_and_refuses_what_it_must() {
     assert_eq!(
         metric_value(
             &m,
-            r#"kanmon_http_requests_total{instance="unknown",status="421",zone="unknown"}"#
+            r#"kanmon_http_requests_total{deployment="alpha",status="421",zone="us-east1"}"#
         ),
         1.0,
         "{m}"
@@ -102,7 +124,15 @@ async fn routes_by_sni_and_refuses_what_it_must() {
     assert_eq!(
         metric_value(
             &m,
-            r#"kanmon_http_requests_total{instance="unknown",status="503",zone="unknown"}"#
+            r#"kanmon_http_requests_total{deployment="beta",status="503",zone="us-east1"}"#
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"kanmon_http_requests_total{deployment="unknown",status="404",zone="unknown"}"#
         ),
         1.0,
         "{m}"
@@ -110,15 +140,7 @@ async fn routes_by_sni_and_refuses_what_it_must() {
     assert_eq!(
         metric_value(
             &m,
-            r#"kanmon_http_requests_total{instance="unknown",status="404",zone="unknown"}"#
-        ),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric_value(
-            &m,
-            r#"kanmon_http_requests_total{instance="unknown",status="431",zone="unknown"}"#
+            r#"kanmon_http_requests_total{deployment="alpha",status="431",zone="us-east1"}"#
         ),
         1.0,
         "{m}"
@@ -134,7 +156,7 @@ async fn routes_by_sni_and_refuses_what_it_must() {
     assert_eq!(
         metric_value(
             &m,
-            r#"kanmon_nodes{instance="beta",state="draining",zone="us-east1"}"#
+            r#"kanmon_nodes{deployment="beta",state="draining",zone="us-east1"}"#
         ),
         1.0,
         "{m}"
@@ -221,6 +243,18 @@ async fn metrics_pass_promtool_and_readyz_reports() {
         out.status.success(),
         "promtool rules: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    // Each alert fires where it should and stays quiet beside it (alerts_test.yml).
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(rules.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

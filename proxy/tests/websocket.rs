@@ -39,7 +39,8 @@ async fn draining_node_gets_no_new_connections_and_keeps_open_ones() {
         open.iter().any(|(id, _)| id == "alpha-1"),
         "p2c never picked alpha-1"
     );
-    let gauge = r#"kanmon_websocket_connections{instance="alpha",node="alpha-1",zone="us-east1"}"#;
+    let gauge =
+        r#"kanmon_websocket_connections{deployment="alpha",node="alpha-1",zone="us-east1"}"#;
     let on_1 = open.iter().filter(|(id, _)| id == "alpha-1").count() as f64;
     assert_eq!(proxy.metric(gauge).await, on_1);
 
@@ -97,7 +98,7 @@ async fn draining_node_gets_no_new_connections_and_keeps_open_ones() {
     }
     assert_eq!(proxy.metric(gauge).await, 0.0);
     let upgrades = proxy
-        .metric(r#"kanmon_http_requests_total{instance="alpha",status="101",zone="us-east1"}"#)
+        .metric(r#"kanmon_http_requests_total{deployment="alpha",status="101",zone="us-east1"}"#)
         .await;
     assert_eq!(upgrades, 530.0);
 }
@@ -116,4 +117,66 @@ async fn idle_websocket_outlives_the_request_read_timeout() {
     // Idle for longer than the request read timeout (real time: the timeout is the proxy's).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     echo(&mut ws, "after the read timeout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_leaves_the_gauge_after_its_last_websocket() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let n1 = spawn_node("alpha-1").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment(
+            "alpha",
+            &[
+                ("alpha-0", n0.addr(), None, "ready"),
+                ("alpha-1", n1.addr(), None, "ready"),
+            ],
+        ),
+        ..Opts::default()
+    })
+    .await;
+    let mut on_1 = None;
+    let mut others = Vec::new();
+    for _ in 0..40 {
+        let mut ws = proxy.ws(ALPHA).await.unwrap();
+        if whoami(&mut ws).await == "alpha-1" {
+            on_1 = Some(ws);
+            break;
+        }
+        others.push(ws);
+    }
+    let mut ws = on_1.expect("p2c never picked alpha-1");
+    let series =
+        r#"kanmon_websocket_connections{deployment="alpha",node="alpha-1",zone="us-east1"}"#;
+    let present = |text: &str| text.lines().any(|l| l.starts_with(series));
+
+    // alpha-1 leaves the table (a rollout replaced it) while its WebSocket is open: the
+    // gauge still counts that connection.
+    proxy.write_nodes(&deployment(
+        "alpha",
+        &[("alpha-0", n0.addr(), None, "ready")],
+    ));
+    proxy.wait_generation(2).await;
+    let m = proxy.metrics().await;
+    assert!(present(&m), "{m}");
+    assert_eq!(metric_value(&m, series), 1.0);
+    echo(&mut ws, "still open after the node left").await;
+
+    // Its last connection ends: the series leaves.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    let mut gone = false;
+    for _ in 0..250 {
+        if !present(&proxy.metrics().await) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "{}", proxy.metrics().await);
+    // alpha-0's series stays (its node is in the table).
+    assert!(
+        proxy.metrics().await.contains(
+            r#"kanmon_websocket_connections{deployment="alpha",node="alpha-0",zone="us-east1"}"#
+        ) || others.is_empty()
+    );
 }

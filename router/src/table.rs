@@ -230,6 +230,11 @@ impl Snapshot {
         dep.zone.as_str().eq_ignore_ascii_case(zone).then_some(dep)
     }
 
+    /// The deployment `instance` (lower-case, the table's key) in whatever zone it is.
+    pub fn by_instance(&self, instance: &str) -> Option<&Arc<Deployment>> {
+        self.shards[shard_of(instance)].get(instance)
+    }
+
     /// Every deployment, in no particular order.
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
         self.shards.iter().flat_map(|s| s.values())

@@ -28,6 +28,7 @@ impl std::fmt::Debug for ProxyPublisher {
 impl ProxyPublisher {
     /// Publishes through `publisher` (from `kanmon_proxy::Proxy::publisher`).
     pub fn new(publisher: Publisher) -> Self {
+        publisher.announce(SOURCE);
         Self { publisher }
     }
 }

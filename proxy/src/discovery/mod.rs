@@ -19,7 +19,7 @@ use std::{
 use kanmon_router::{DeploymentSpec, HealthTable, NodeState};
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, node_series};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -146,9 +146,11 @@ impl Publisher {
     /// Replaces the whole table.
     pub fn publish_all(&self, source: &'static str, specs: Vec<DeploymentSpec>) -> u64 {
         let deployments = specs.len();
+        let before = self.table.load_full();
         let generation = self.table.publish_all(specs);
         self.after_publish(source, generation);
         self.refresh_node_gauges();
+        node_series::prune_departed(&self.metrics, &before, &self.table.load(), None);
         tracing::info!(source, generation, deployments, "node table published");
         generation
     }
@@ -157,19 +159,32 @@ impl Publisher {
     pub fn publish_deployment(&self, source: &'static str, spec: DeploymentSpec) -> u64 {
         let instance = spec.instance.to_string();
         let zone = spec.zone.to_string();
+        let before = self.table.load_full();
         let generation = self.table.publish_deployment(spec);
         self.after_publish(source, generation);
         self.update_node_gauges(&instance, Some(&zone));
+        let after = self.table.load();
+        node_series::prune_departed(&self.metrics, &before, &after, Some(&instance));
         tracing::debug!(source, generation, instance, "deployment published");
         generation
     }
 
     /// Removes one deployment.
     pub fn remove_deployment(&self, source: &'static str, instance: &str) -> u64 {
+        let before = self.table.load_full();
         let generation = self.table.remove_deployment(instance);
         self.after_publish(source, generation);
         self.update_node_gauges(instance, None);
+        node_series::prune_departed(&self.metrics, &before, &self.table.load(), Some(instance));
         generation
+    }
+
+    /// Creates `source`'s counters at 0 when the source starts, so that `increase()` and
+    /// `rate()` see its first update and its first error (Prometheus' guidance: a labelled
+    /// series that appears only at its first increment loses that increment).
+    pub fn announce(&self, source: &'static str) {
+        self.metrics.discovery_updates.with_label_values(&[source]);
+        self.metrics.discovery_errors.with_label_values(&[source]);
     }
 
     /// Reports a failure; the table is left as it is.

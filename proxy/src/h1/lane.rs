@@ -13,9 +13,8 @@ use std::{
     time::Instant,
 };
 
-use kanmon_router::{ConnectionGuard, Deployment};
+use kanmon_router::ConnectionGuard;
 use pingora::{protocols::Stream, server::ShutdownWatch};
-use prometheus::{Histogram, IntCounter};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -31,13 +30,8 @@ use super::{
     pool,
 };
 use crate::{
-    inflight::Inflight,
-    metrics::Metrics,
-    responses::Refusal,
-    routing::{status_label, Routes},
-    tls::SniTarget,
-    tunnel,
-    wsframe::FrameBoundary,
+    accounting::RequestAccount, inflight::Inflight, node_series, responses::Refusal,
+    routing::Routes, tls::SniTarget, tunnel, wsframe::FrameBoundary,
 };
 
 /// Client read buffer of a connection (a request head fits; it grows up to
@@ -96,7 +90,7 @@ impl Lane {
         // lent per exchange (`bufpool`).
         let mut buf = Vec::with_capacity(READ_BUF);
         let mut shutdown = shutdown.clone();
-        let mut counted = Counted::default();
+        let mut counted = RequestAccount::default();
         loop {
             let head = match self.read_head(&mut client, &mut buf, &mut shutdown).await {
                 Ok(Some(head)) => head,
@@ -107,7 +101,9 @@ impl Lane {
                         HeadError::TooLarge => Refusal::HeadersTooLarge,
                         HeadError::Malformed(_) => Refusal::BadRequest,
                     };
-                    self.refuse(&mut client, refusal, true).await;
+                    let dep = self.routes.named_deployment(sni);
+                    counted.record(self.routes.metrics(), dep.as_ref(), refusal.status(), 0.0);
+                    self.send_refusal(&mut client, refusal, true).await;
                     break;
                 }
             };
@@ -120,7 +116,9 @@ impl Lane {
                 Err(refusal) => {
                     // A refused request's body is not read: the connection cannot go on.
                     let close = !head.keep_alive || head.body != Framing::Empty;
-                    let sent = self.refuse(&mut client, refusal, close).await;
+                    let dep = self.routes.named_deployment(sni);
+                    counted.record(self.routes.metrics(), dep.as_ref(), refusal.status(), 0.0);
+                    let sent = self.send_refusal(&mut client, refusal, close).await;
                     if !sent || close || refusal.closes() {
                         break;
                     }
@@ -140,7 +138,7 @@ impl Lane {
                 .await;
             counted.record(
                 self.routes.metrics(),
-                &dep,
+                Some(&dep),
                 status,
                 start.elapsed().as_secs_f64(),
             );
@@ -199,28 +197,12 @@ impl Lane {
         }
     }
 
-    /// Writes a refusal; returns whether it went out. Counted under `instance="unknown"`
-    /// like every request that never reached a deployment.
-    async fn refuse(&self, client: &mut Stream, refusal: Refusal, close: bool) -> bool {
-        self.count_unrouted(refusal.status());
-        self.send_refusal(client, refusal, close).await
-    }
-
     /// Counts and writes a refusal; returns whether it went out.
     async fn send_refusal(&self, client: &mut Stream, refusal: Refusal, close: bool) -> bool {
         self.routes.refused(refusal);
         let mut out = Lent::take();
         refusal.write_h1(close, &mut out);
         client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
-    }
-
-    fn count_unrouted(&self, status: u16) {
-        let metrics = self.routes.metrics();
-        metrics
-            .requests
-            .with_label_values(&["unknown", "unknown", status_label(status)])
-            .inc();
-        metrics.observe("unknown", "unknown", 0.0);
     }
 
     /// One request and its response. Returns the status the client got and what next.
@@ -482,15 +464,12 @@ impl Lane {
         let mut retried = false;
         let dep = guard.as_ref().map(|g| Arc::clone(g.deployment()));
         let count = |status: u16| {
-            let metrics = self.routes.metrics();
-            let (instance, zone) = dep.as_ref().map_or(("unknown", "unknown"), |d| {
-                (d.instance().as_str(), d.zone().as_str())
-            });
-            metrics
-                .requests
-                .with_label_values(&[instance, zone, status_label(status)])
-                .inc();
-            metrics.observe(instance, zone, start.elapsed().as_secs_f64());
+            RequestAccount::default().record(
+                self.routes.metrics(),
+                dep.as_ref(),
+                status,
+                start.elapsed().as_secs_f64(),
+            );
         };
         let Some((mut node, addr)) = self.connect_picked(&mut guard, &mut retried).await else {
             count(self.fail(&mut client, Refusal::BadGateway).await.0);
@@ -543,6 +522,7 @@ impl Lane {
         let idle = settings.websocket_idle_timeout;
         let going_away = self.going_away.clone();
         let connection = self.connections.enter();
+        let routes = self.routes.clone();
         // The tunnel runs as a task of its own holding only the two streams, its small
         // buffers, the router's guard and a connection count: the connection task and its
         // buffers end now instead of living as long as the WebSocket.
@@ -550,45 +530,16 @@ impl Lane {
             gauge.inc();
             let end = tunnel::relay(client, node, idle, frames, going_away).await;
             gauge.dec();
+            node_series::websocket_closed(
+                routes.metrics(),
+                routes.table(),
+                guard.deployment(),
+                guard.node().id(),
+                &gauge,
+            );
             tracing::debug!(?end, node = guard.node().id(), "websocket ended");
             drop((guard, connection));
         });
-    }
-}
-
-/// The metric handles of a connection's requests. Every request on a connection goes to the
-/// deployment its SNI names, and most get the same status, so the labelled lookups (which hash
-/// every label under a lock) happen once per connection and status, not per request.
-#[derive(Default)]
-struct Counted {
-    deployment: Option<(Arc<Deployment>, Histogram)>,
-    status: Option<(u16, IntCounter)>,
-}
-
-impl Counted {
-    fn record(&mut self, metrics: &Metrics, dep: &Arc<Deployment>, status: u16, seconds: f64) {
-        let same = |d: &Arc<Deployment>| {
-            Arc::ptr_eq(d, dep) || (d.instance() == dep.instance() && d.zone() == dep.zone())
-        };
-        if self.deployment.as_ref().is_none_or(|(d, _)| !same(d)) {
-            let labels = [dep.instance().as_str(), dep.zone().as_str()];
-            self.deployment = Some((Arc::clone(dep), metrics.duration.with_label_values(&labels)));
-            self.status = None;
-        }
-        if self.status.as_ref().is_none_or(|(s, _)| *s != status) {
-            let labels = [
-                dep.instance().as_str(),
-                dep.zone().as_str(),
-                status_label(status),
-            ];
-            self.status = Some((status, metrics.requests.with_label_values(&labels)));
-        }
-        if let Some((_, counter)) = &self.status {
-            counter.inc();
-        }
-        if let Some((_, histogram)) = &self.deployment {
-            histogram.observe(seconds);
-        }
     }
 }
 

@@ -96,11 +96,11 @@ mod publisher {
         p.publish_deployment("kubernetes", spec("us-east1", &[Ready, Draining, Ready]));
         let text = rendered(&metrics);
         assert!(
-            text.contains(r#"kanmon_nodes{instance="alpha",state="ready",zone="us-east1"} 2"#),
+            text.contains(r#"kanmon_nodes{deployment="alpha",state="ready",zone="us-east1"} 2"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"kanmon_nodes{instance="alpha",state="draining",zone="us-east1"} 1"#),
+            text.contains(r#"kanmon_nodes{deployment="alpha",state="draining",zone="us-east1"} 1"#),
             "{text}"
         );
         // Moving zone drops the old series.
@@ -108,7 +108,9 @@ mod publisher {
         let text = rendered(&metrics);
         assert!(!text.contains(r#"zone="us-east1""#), "{text}");
         assert!(
-            text.contains(r#"kanmon_nodes{instance="alpha",state="unhealthy",zone="eu-west1"} 1"#),
+            text.contains(
+                r#"kanmon_nodes{deployment="alpha",state="unhealthy",zone="eu-west1"} 1"#
+            ),
             "{text}"
         );
         p.remove_deployment("kubernetes", "alpha");
@@ -116,6 +118,6 @@ mod publisher {
         // A full publish rebuilds them.
         p.publish_all("kubernetes", vec![spec("us-east1", &[Ready])]);
         assert!(rendered(&metrics)
-            .contains(r#"kanmon_nodes{instance="alpha",state="ready",zone="us-east1"} 1"#));
+            .contains(r#"kanmon_nodes{deployment="alpha",state="ready",zone="us-east1"} 1"#));
     }
 }
