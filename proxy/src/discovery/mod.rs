@@ -181,6 +181,38 @@ impl Publisher {
         tracing::warn!(source, error = %error, "discovery failed; keeping the last good node table");
     }
 
+    /// Creates the source's counters at zero (with these `reason`s of
+    /// `kanmon_discovery_rejected_total`), before anything happens to count.
+    pub fn register(&self, source: &'static str, reasons: &[&str]) {
+        self.metrics.init_discovery_source(source, reasons);
+    }
+
+    /// Reports something the source's policy refused to route: counted and logged at warning
+    /// (someone published it; an operator should know it is not being served).
+    pub fn rejected(
+        &self,
+        source: &'static str,
+        reason: &'static str,
+        object: &dyn std::fmt::Display,
+        detail: &str,
+    ) {
+        self.metrics
+            .discovery_checks
+            .rejected
+            .with_label_values(&[source, reason])
+            .inc();
+        tracing::warn!(source, reason, object = %object, detail, "discovery refused an object; it is not routed");
+    }
+
+    /// Sets whether the cluster lacks a feature routing relies on (see the Kubernetes
+    /// source's requirements).
+    pub fn conditions_missing(&self, missing: bool) {
+        self.metrics
+            .discovery_checks
+            .conditions_missing
+            .set(i64::from(missing));
+    }
+
     fn after_publish(&self, source: &'static str, generation: u64) {
         self.loaded.store(true, Ordering::Release);
         self.metrics
