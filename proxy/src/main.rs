@@ -59,11 +59,13 @@ const DEFAULT_LOG_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off";
 /// its h2 client losing a race with its own idle-pool watcher (a fresh connection is used, the
 /// response is fine). kube-client warns when a watch stream ends on an EOF or a read timeout
 /// (an API server's clean shutdown, the timeout that notices a partition) and when a body
-/// fails to decode: the watcher resumes, and the discovery source counts and logs real
-/// failures itself.
+/// fails to decode, and logs every failed request as an ERROR: the watcher resumes, and the
+/// discovery source counts and logs the failures that matter itself, at warning.
 fn is_routine(meta: &tracing::Metadata<'_>) -> bool {
-    (meta.target() == "pingora_core::connectors" && *meta.level() == tracing::Level::ERROR)
-        || (meta.target() == "kube_client::client" && *meta.level() == tracing::Level::WARN)
+    let (target, level) = (meta.target(), *meta.level());
+    (target == "pingora_core::connectors" && level == tracing::Level::ERROR)
+        || (target == "kube_client::client" && level == tracing::Level::WARN)
+        || (target == "kube_client::client::builder" && level == tracing::Level::ERROR)
 }
 
 fn main() -> anyhow::Result<()> {

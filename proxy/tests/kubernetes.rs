@@ -225,6 +225,16 @@ async fn api_down_keeps_the_table_goes_stale_then_resyncs() {
         .metric(r#"kanmon_discovery_last_success_timestamp_seconds{source="kubernetes"}"#)
         .await;
     assert!(last_success > 1.0e9, "last-success gauge: {last_success}");
+    // The outage is reported once per failure at warning by the source, and nothing says
+    // ERROR (kube-client logs each failed request as an error, a duplicate of that report).
+    let log = proxy.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("discovery failed")),
+        "{log}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     drop(nodes);
 }
 
