@@ -5,6 +5,7 @@
 //! relative paths are taken relative to the config file so a config works from any directory.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -158,7 +159,28 @@ pub struct Discovery {
     /// A kubeconfig file for running outside the cluster; unset means the in-cluster service
     /// account, else `KUBECONFIG` / `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace that owns an instance, `{instance}` standing for its name: a Service
+    /// claiming the instance from any other namespace is refused, so whoever can create a
+    /// Service somewhere cannot take another tenant's traffic. Without `{instance}`, that one
+    /// namespace owns every instance.
+    pub instance_namespace: String,
+    /// Instances owned by a namespace other than `instance_namespace`'s (instance → namespace).
+    pub owners: BTreeMap<String, String>,
+    /// Endpoint addresses may only route into these networks (the cluster's pod ranges), so a
+    /// slice cannot turn the proxy into a relay onto any host. Loopback and link-local
+    /// addresses also need an entry inside those ranges: `0.0.0.0/0` does not admit them.
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
 }
+
+/// Where pod networks are allocated unless a cluster says otherwise: RFC 1918, the shared
+/// address space (RFC 6598, used by some CNIs) and IPv6 unique-local addresses.
+pub const DEFAULT_POD_CIDRS: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
 
 impl Default for Discovery {
     fn default() -> Self {
@@ -168,6 +190,12 @@ impl Default for Discovery {
             namespaces: Vec::new(),
             stale_after: Duration::from_secs(30),
             kubeconfig: None,
+            instance_namespace: "kanmon-{instance}".into(),
+            owners: BTreeMap::new(),
+            allowed_cidrs: DEFAULT_POD_CIDRS
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
         }
     }
 }
@@ -324,6 +352,14 @@ impl ProxyConfig {
         };
         if cfg.routing.base_domain.trim_matches('.').is_empty() {
             return Err(rule("routing.base_domain", "must not be empty"));
+        }
+        if cfg.discovery.instance_namespace.is_empty()
+            || cfg.discovery.owners.values().any(String::is_empty)
+        {
+            return Err(rule(
+                "discovery.instance_namespace",
+                "an owning namespace must not be empty",
+            ));
         }
         if cfg.server.threads == 0 {
             return Err(rule("server.threads", "must be at least 1"));

@@ -54,14 +54,32 @@ enum Command {
 /// ends at debug), so pingora_proxy is silent unless RUST_LOG asks for it.
 const DEFAULT_LOG_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off";
 
+/// Warnings and errors of dependencies that are routine events, not faults (operators page on
+/// ERROR), whatever `RUST_LOG` says. pingora 0.9.1's "failed to acquire reusable stream" is
+/// its h2 client losing a race with its own idle-pool watcher (a fresh connection is used, the
+/// response is fine). kube-client warns when a watch stream ends on an EOF or a read timeout
+/// (an API server's clean shutdown, the timeout that notices a partition) and when a body
+/// fails to decode, and logs every failed request as an ERROR: the watcher resumes, and the
+/// discovery source counts and logs the failures that matter itself, at warning.
+fn is_routine(meta: &tracing::Metadata<'_>) -> bool {
+    let (target, level) = (meta.target(), *meta.level());
+    (target == "pingora_core::connectors" && level == tracing::Level::ERROR)
+        || (target == "kube_client::client" && level == tracing::Level::WARN)
+        || (target == "kube_client::client::builder" && level == tracing::Level::ERROR)
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_filter(env)
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| !is_routine(m))),
         )
-        .with_target(false)
-        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     raise_open_files_limit();

@@ -42,6 +42,37 @@ pub mod names {
     pub const REJECTED_REQUESTS: &str = "kanmon_rejected_requests_total";
     /// Generation of the node health table in force.
     pub const TABLE_GENERATION: &str = "kanmon_table_generation";
+    /// Discovery objects (or endpoints) refused by the tenant policy, by source and reason.
+    pub const DISCOVERY_REJECTED: &str = "kanmon_discovery_rejected_total";
+    /// 1 while the cluster's EndpointSlices lack the `serving`/`terminating` conditions.
+    pub const DISCOVERY_CONDITIONS_MISSING: &str = "kanmon_discovery_kubernetes_conditions_missing";
+}
+
+/// Discovery hardening: refusals and cluster requirements (kept apart so it merges cleanly).
+#[derive(Clone)]
+pub struct DiscoveryChecks {
+    /// `kanmon_discovery_rejected_total{source,reason}`
+    pub rejected: IntCounterVec,
+    /// `kanmon_discovery_kubernetes_conditions_missing`
+    pub conditions_missing: IntGauge,
+}
+
+impl DiscoveryChecks {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let checks = Self {
+            rejected: IntCounterVec::new(
+                opts(names::DISCOVERY_REJECTED, "Services, slices or endpoints refused by the discovery policy (namespace ownership, allowed networks, address type), by reason."),
+                &["source", "reason"],
+            )?,
+            conditions_missing: IntGauge::with_opts(opts(
+                names::DISCOVERY_CONDITIONS_MISSING,
+                "1 when the cluster's EndpointSlices carry no serving/terminating conditions (Kubernetes < 1.22): pods that terminate are unhealthy, not draining.",
+            ))?,
+        };
+        registry.register(Box::new(checks.rejected.clone()))?;
+        registry.register(Box::new(checks.conditions_missing.clone()))?;
+        Ok(checks)
+    }
 }
 
 /// All metric handles of one proxy.
@@ -78,6 +109,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// `kanmon_table_generation`
     pub generation: IntGauge,
+    /// Discovery refusals and requirement checks.
+    pub discovery_checks: DiscoveryChecks,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -145,6 +178,7 @@ impl Metrics {
                 &["reason"],
             )?,
             generation: IntGauge::with_opts(opts(names::TABLE_GENERATION, "Generation of the node health table in force."))?,
+            discovery_checks: DiscoveryChecks::new(&registry)?,
             registry,
         };
         let r = &m.registry;
@@ -171,6 +205,18 @@ impl Metrics {
             m.session_tickets.with_label_values(&[event]);
         }
         Ok(m)
+    }
+
+    /// Creates a discovery source's counters at zero, so `increase()` sees its first
+    /// update and error (a series that appears at 1 is invisible to it).
+    pub fn init_discovery_source(&self, source: &str, reasons: &[&str]) {
+        self.discovery_updates.with_label_values(&[source]);
+        self.discovery_errors.with_label_values(&[source]);
+        for reason in reasons {
+            self.discovery_checks
+                .rejected
+                .with_label_values(&[source, reason]);
+        }
     }
 
     /// The session-ticket counters, for the ticketer.

@@ -18,6 +18,8 @@ use kanmon_bench::node::{spawn_node, NodeHandle};
 
 const NS: &str = "games";
 const ERRORS: &str = r#"kanmon_discovery_errors_total{source="kubernetes"}"#;
+/// The tests' deployments live in `games` and their nodes on loopback: both must be allowed.
+const POLICY: &str = "instance_namespace = \"games\"\nallowed_cidrs = [\"127.0.0.0/8\"]\n";
 
 fn nodes_metric(state: &str) -> String {
     format!(r#"kanmon_nodes{{deployment="alpha",state="{state}",zone="us-east1"}}"#)
@@ -51,7 +53,7 @@ struct Setup {
 
 /// A Service `alpha` with `n` ready nodes, and a proxy watching it.
 async fn setup(n: usize, stale_after: &str) -> Setup {
-    let api = ApiFixture::start().await;
+    let api = ApiFixture::start_with(LOOPBACK).await;
     api.put_service(NS, "alpha", "alpha");
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -60,7 +62,7 @@ async fn setup(n: usize, stale_after: &str) -> Setup {
         nodes.push(node);
     }
     let proxy = TestProxy::start(Opts {
-        discovery: Some(api.discovery_toml(stale_after)),
+        discovery: Some(api.discovery_toml(stale_after) + POLICY),
         ..Opts::default()
     })
     .await;
@@ -101,16 +103,21 @@ async fn initial_list_routes_traffic() {
         requests.iter().any(
             |r| r.starts_with("WATCH /apis/discovery.k8s.io/v1/endpointslices?")
                 && r.contains("allowWatchBookmarks=true")
-                && r.contains("timeoutSeconds=50")
+                && r.split(['?', '&']).any(|p| p == "timeoutSeconds=5")
         ),
         "{requests:?}"
     );
-    // Slices are selected by the game labels their Service's slices carry, not cluster-wide.
+    // Slices are selected by their Service (mirrored labels are not relied upon), and
+    // every request carried the token.
     assert!(
         requests
             .iter()
             .filter(|r| r.contains("/endpointslices?"))
-            .all(|r| r.contains("kanmon.dev%2Finstance")),
+            .all(|r| r.contains("kubernetes.io%2Fservice-name")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r == "UNAUTHORIZED"),
         "{requests:?}"
     );
     // A quiet cluster with bookmarks publishes nothing new.
@@ -218,6 +225,16 @@ async fn api_down_keeps_the_table_goes_stale_then_resyncs() {
         .metric(r#"kanmon_discovery_last_success_timestamp_seconds{source="kubernetes"}"#)
         .await;
     assert!(last_success > 1.0e9, "last-success gauge: {last_success}");
+    // The outage is reported once per failure at warning by the source, and nothing says
+    // ERROR (kube-client logs each failed request as an error, a duplicate of that report).
+    let log = proxy.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("discovery failed")),
+        "{log}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     drop(nodes);
 }
 
@@ -315,6 +332,9 @@ fn configmap_proxy_config_parses() {
         kanmon_proxy::config::DiscoveryKind::Kubernetes
     );
     assert_eq!(cfg.discovery.stale_after, Duration::from_secs(30));
+    // Tenancy is spelled out: owner namespaces of the control plane's driver, pod networks.
+    assert_eq!(cfg.discovery.instance_namespace, "kanmon-{instance}");
+    assert!(!cfg.discovery.allowed_cidrs.is_empty());
     assert_eq!(
         cfg.tls.ticket_key_file.as_deref(),
         Some(std::path::Path::new("/etc/kanmon/ticket-keys/keys")),
@@ -342,7 +362,7 @@ async fn watch_event_reaches_the_table_quickly() {
 
     const ROUNDS: usize = 300;
     const OTHERS: usize = 2_000;
-    let api = ApiFixture::start().await;
+    let api = ApiFixture::start_with(LOOPBACK).await;
     api.put_service(NS, "alpha", "alpha");
     let addr0: std::net::SocketAddr = "127.0.0.1:7350".parse().unwrap();
     let addr1: std::net::SocketAddr = "127.0.0.1:7351".parse().unwrap();
@@ -358,6 +378,8 @@ async fn watch_event_reaches_the_table_quickly() {
     let publisher = Publisher::new(table.clone(), Metrics::new().unwrap());
     let cfg = Discovery {
         kubeconfig: Some(api.kubeconfig()),
+        instance_namespace: NS.into(),
+        allowed_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
         ..Discovery::default()
     };
     let source = KubernetesSource::new(&cfg, None);
@@ -412,7 +434,7 @@ async fn configured_namespaces_only_and_service_deletion() {
     };
     use kanmon_router::HealthTable;
 
-    let api = ApiFixture::start().await;
+    let api = ApiFixture::start_with(LOOPBACK).await;
     let addr: std::net::SocketAddr = "127.0.0.1:7350".parse().unwrap();
     for (ns, name) in [("games", "alpha"), ("dev", "gamma"), ("other", "beta")] {
         api.put_service(ns, name, name);
@@ -423,6 +445,9 @@ async fn configured_namespaces_only_and_service_deletion() {
     let cfg = Discovery {
         kubeconfig: Some(api.kubeconfig()),
         namespaces: vec!["games".into(), "dev".into()],
+        instance_namespace: "games".into(),
+        owners: [("gamma".to_string(), "dev".to_string())].into(),
+        allowed_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
         ..Discovery::default()
     };
     let source = KubernetesSource::new(&cfg, None);

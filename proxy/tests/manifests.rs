@@ -9,13 +9,20 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Namespace, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde::Deserialize;
 
 /// Every document of every manifest, as (file, kind, raw value).
 fn documents() -> Vec<(String, String, serde_json::Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/kubernetes");
+    documents_in("")
+}
+
+/// The documents of `configs/kubernetes/<sub>` (not recursive, as `kubectl apply -f`).
+fn documents_in(sub: &str) -> Vec<(String, String, serde_json::Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/kubernetes")
+        .join(sub);
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -54,11 +61,29 @@ fn every_manifest_is_a_valid_typed_object() {
             "ServiceAccount" => drop(typed::<ServiceAccount>(file, v)),
             "ClusterRole" => drop(typed::<ClusterRole>(file, v)),
             "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(file, v)),
+            "Role" => drop(typed::<Role>(file, v)),
+            "RoleBinding" => drop(typed::<RoleBinding>(file, v)),
             "ConfigMap" => drop(typed::<ConfigMap>(file, v)),
             "Deployment" => drop(typed::<Deployment>(file, v)),
             "Service" => drop(typed::<Service>(file, v)),
             "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(file, v)),
             other => panic!("{file}: unexpected kind {other:?}"),
+        }
+    }
+}
+
+/// Only `list` and `watch` (kube's watcher never `get`s), only on the two resources.
+fn assert_list_watch_only(file: &str, rules: Vec<PolicyRule>) {
+    assert_eq!(rules.len(), 2, "{file}");
+    for rule in rules {
+        let mut verbs = rule.verbs.clone();
+        verbs.sort();
+        assert_eq!(verbs, ["list", "watch"], "{file}: verbs {:?}", rule.verbs);
+        for resource in rule.resources.unwrap_or_default() {
+            assert!(
+                ["services", "endpointslices"].contains(&resource.as_str()),
+                "{file}: {resource}"
+            );
         }
     }
 }
@@ -70,21 +95,52 @@ fn rbac_grants_only_read_access_to_services_and_endpointslices() {
         .find(|(_, k, _)| k == "ClusterRole")
         .unwrap();
     let role: ClusterRole = typed(&file, &v);
-    for rule in role.rules.unwrap_or_default() {
-        let mut verbs = rule.verbs.clone();
-        verbs.sort();
-        assert_eq!(
-            verbs,
-            ["get", "list", "watch"],
-            "{file}: verbs {:?}",
-            rule.verbs
-        );
-        for resource in rule.resources.unwrap_or_default() {
-            assert!(
-                ["services", "endpointslices"].contains(&resource.as_str()),
-                "{file}: {resource}"
-            );
+    assert_list_watch_only(&file, role.rules.unwrap_or_default());
+}
+
+/// The variant for `discovery.namespaces`: a Role and its binding in a game namespace, for the
+/// same ServiceAccount, and no cluster-wide grant at all.
+#[test]
+fn namespaced_rbac_variant_is_a_role_with_list_and_watch() {
+    let docs = documents_in("rbac-namespaced");
+    assert!(
+        !docs.iter().any(|(_, k, _)| k.starts_with("Cluster")),
+        "{docs:?}"
+    );
+    let (file, _, v) = docs.iter().find(|(_, k, _)| k == "Role").unwrap();
+    let role: Role = typed(file, v);
+    let ns = role.metadata.namespace.clone().unwrap();
+    assert_list_watch_only(file, role.rules.unwrap_or_default());
+    let (file, _, v) = docs.iter().find(|(_, k, _)| k == "RoleBinding").unwrap();
+    let binding: RoleBinding = typed(file, v);
+    assert_eq!(binding.metadata.namespace.as_deref(), Some(ns.as_str()));
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("kanmon-proxy", Some("kanmon-system"))
+    );
+    for (file, kind, v) in &docs {
+        if kind == "ServiceAccount" {
+            drop(typed::<ServiceAccount>(file, v));
         }
+    }
+}
+
+/// The example game deployment lives in the namespace the default owner rule gives it.
+#[test]
+fn example_game_is_in_its_owning_namespace() {
+    let default = kanmon_proxy::config::Discovery::default();
+    for (file, kind, v) in documents() {
+        if kind != "Service" || v["metadata"]["labels"]["kanmon.dev/instance"].is_null() {
+            continue;
+        }
+        let instance = v["metadata"]["labels"]["kanmon.dev/instance"]
+            .as_str()
+            .unwrap();
+        let owner = default.instance_namespace.replace("{instance}", instance);
+        assert_eq!(v["metadata"]["namespace"], owner.as_str(), "{file}");
     }
 }
 

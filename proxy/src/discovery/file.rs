@@ -71,6 +71,7 @@ impl DiscoverySource for FileSource {
             .unwrap_or_else(|| PathBuf::from("."));
         let mut watch = watch_dir(&dir, self.path.file_name().map(|n| n.to_os_string()));
         let rx = &mut watch.changes;
+        publisher.register(self.name(), &[]);
         let mut last = None;
         self.reload(&publisher, &mut last).await;
         let mut poll = tokio::time::interval(POLL);

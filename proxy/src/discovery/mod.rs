@@ -183,8 +183,7 @@ impl Publisher {
     /// `rate()` see its first update and its first error (Prometheus' guidance: a labelled
     /// series that appears only at its first increment loses that increment).
     pub fn announce(&self, source: &'static str) {
-        self.metrics.discovery_updates.with_label_values(&[source]);
-        self.metrics.discovery_errors.with_label_values(&[source]);
+        self.metrics.init_discovery_source(source, &[]);
     }
 
     /// Reports a failure; the table is left as it is.
@@ -194,6 +193,38 @@ impl Publisher {
             .with_label_values(&[source])
             .inc();
         tracing::warn!(source, error = %error, "discovery failed; keeping the last good node table");
+    }
+
+    /// Creates the source's counters at zero (with these `reason`s of
+    /// `kanmon_discovery_rejected_total`), before anything happens to count.
+    pub fn register(&self, source: &'static str, reasons: &[&str]) {
+        self.metrics.init_discovery_source(source, reasons);
+    }
+
+    /// Reports something the source's policy refused to route: counted and logged at warning
+    /// (someone published it; an operator should know it is not being served).
+    pub fn rejected(
+        &self,
+        source: &'static str,
+        reason: &'static str,
+        object: &dyn std::fmt::Display,
+        detail: &str,
+    ) {
+        self.metrics
+            .discovery_checks
+            .rejected
+            .with_label_values(&[source, reason])
+            .inc();
+        tracing::warn!(source, reason, object = %object, detail, "discovery refused an object; it is not routed");
+    }
+
+    /// Sets whether the cluster lacks a feature routing relies on (see the Kubernetes
+    /// source's requirements).
+    pub fn conditions_missing(&self, missing: bool) {
+        self.metrics
+            .discovery_checks
+            .conditions_missing
+            .set(i64::from(missing));
     }
 
     fn after_publish(&self, source: &'static str, generation: u64) {

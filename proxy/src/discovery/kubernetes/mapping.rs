@@ -48,16 +48,6 @@ pub enum MappingError {
         /// `namespace/name` of the Service.
         service: String,
     },
-    /// Two Services claim the same instance; the first by namespace/name wins.
-    #[error("instance {instance} is claimed by services {winner} and {loser}; using {winner}")]
-    Conflict {
-        /// The contested instance.
-        instance: String,
-        /// The Service used.
-        winner: String,
-        /// A Service ignored.
-        loser: String,
-    },
 }
 
 /// Identity of an object: namespace and name.
@@ -122,6 +112,36 @@ pub struct EndpointView {
     pub conditions: Conditions,
 }
 
+/// The `addressType` of a slice: what its addresses are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressType {
+    /// `IPv4`.
+    V4,
+    /// `IPv6`.
+    V6,
+    /// `FQDN` (or any type this proxy does not know): names, not routable addresses, even
+    /// where they happen to parse as IPs.
+    Other,
+}
+
+impl AddressType {
+    fn parse(s: &str) -> Self {
+        match s {
+            "IPv4" => Self::V4,
+            "IPv6" => Self::V6,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether `ip` is of this type.
+    pub fn fits(self, ip: IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (Self::V4, IpAddr::V4(_)) | (Self::V6, IpAddr::V6(_))
+        )
+    }
+}
+
 /// What the proxy needs of an EndpointSlice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceView {
@@ -129,6 +149,11 @@ pub struct SliceView {
     pub key: ObjectKey,
     /// The Service it belongs to (same namespace).
     pub service: String,
+    /// Its `addressType`.
+    pub address_type: AddressType,
+    /// Whether it carries `kanmon.dev/instance` (mirrored from the Service by the
+    /// EndpointSlice controller; a slice written by another controller lacks it).
+    pub labelled: bool,
     /// The pod port behind the Service's `http` port.
     pub http_port: Option<u16>,
     /// The pod port behind the Service's `grpc` port.
@@ -198,7 +223,9 @@ pub fn service_view(svc: &Service) -> Option<ServiceView> {
 /// The view of an EndpointSlice; `None` when it names no Service.
 pub fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
     let meta = &slice.metadata;
-    let service = meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+    let labels = meta.labels.as_ref()?;
+    let service = labels.get(SERVICE_NAME_LABEL)?.clone();
+    let labelled = labels.contains_key(INSTANCE_LABEL);
     let port = |name: &str| {
         slice
             .ports
@@ -241,6 +268,8 @@ pub fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
             meta.name.clone()?,
         ),
         service,
+        address_type: AddressType::parse(&slice.address_type),
+        labelled,
         http_port: port(HTTP_PORT),
         grpc_port: port(GRPC_PORT),
         endpoints,

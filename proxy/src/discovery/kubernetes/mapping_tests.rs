@@ -135,6 +135,8 @@ fn slice(name: &str, http: Option<u16>, endpoints: Vec<EndpointView>) -> SliceVi
     SliceView {
         key: ObjectKey::new("games", name),
         service: "alpha".into(),
+        address_type: AddressType::V4,
+        labelled: true,
         http_port: http,
         grpc_port: Some(7349),
         endpoints,

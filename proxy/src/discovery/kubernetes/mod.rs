@@ -10,8 +10,21 @@
 //! change it: they are counted, the watch starts over with backoff and a fresh list, and after
 //! `stale_after` without contact `/readyz` says "stale" while the last good table keeps
 //! routing.
+//!
+//! Tenancy ([`policy`]): an instance is routed only from the namespace that owns it and only to
+//! addresses in `allowed_cidrs`; refusals are counted in `kanmon_discovery_rejected_total`.
+//!
+//! Liveness: a silent API server (a partition: no reset, no close) is noticed within
+//! [`DEAD_API_WITHIN`]. Each watch asks the server to end it after [`WATCH_TIMEOUT_SECS`] (a
+//! resume from the last resourceVersion, cheap), so a healthy socket is never silent for
+//! longer than that; a read silent for [`READ_TIMEOUT`] ends the stream, and the resume that
+//! follows fails after another read timeout (or [`CONNECT_TIMEOUT`] when SYNs are lost).
+//! While every watch is in step, the last-success gauge advances every [`IN_SYNC_TICK`]
+//! (kube's watcher consumes the bookmarks it asks for, to resume from a fresh version, and
+//! reports nothing for them).
 
 pub mod mapping;
+pub mod policy;
 pub mod state;
 mod watch;
 
@@ -30,6 +43,7 @@ use tokio::{
 
 use self::{
     mapping::{INSTANCE_LABEL, SERVICE_NAME_LABEL, ZONE_LABEL},
+    policy::{Policy, Rejection},
     state::{Change, Flush, Kind, Object, Store, StreamId},
     watch::Signal,
 };
@@ -43,13 +57,18 @@ const MAX_BATCH: usize = 1024;
 /// Delay before retrying to build a client (bad kubeconfig, no service account yet).
 const CLIENT_RETRY: Duration = Duration::from_secs(5);
 /// The API server ends each watch after this long and the watcher resumes it from the last
-/// resourceVersion (cheap: served from the watch cache). Short, so that a socket never sits
-/// silent for longer than [`READ_TIMEOUT`] on a healthy connection.
-const WATCH_TIMEOUT_SECS: u32 = 50;
+/// resourceVersion (cheap: served from the watch cache). Shorter than [`READ_TIMEOUT`], so a
+/// healthy quiet watch ends cleanly before the read timeout could fire on it.
+pub const WATCH_TIMEOUT_SECS: u32 = 5;
 /// A request whose socket stays silent this long fails. Without it a partitioned API server
-/// (no reset, no close) would hang a list or watch for as long as TCP retransmits (minutes),
-/// and the source would never notice it had lost contact.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// (no reset, no close) would hang a list or watch for as long as TCP retransmits (minutes).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(7);
+/// TCP + TLS connect to the API server (kube's default is 30 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How soon a dead API is counted as an error: the stream's read timeout, then the resume's.
+pub const DEAD_API_WITHIN: Duration = Duration::from_secs(2 * READ_TIMEOUT.as_secs());
+/// How often the last-success gauge advances while every watch is in step.
+const IN_SYNC_TICK: Duration = Duration::from_secs(5);
 
 /// Why a Kubernetes client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +107,7 @@ pub struct KubernetesSource {
     namespaces: Vec<String>,
     stale_after: Duration,
     max_connections: Option<u64>,
+    policy: Policy,
 }
 
 impl KubernetesSource {
@@ -101,6 +121,7 @@ impl KubernetesSource {
             namespaces: cfg.namespaces.clone(),
             stale_after: cfg.stale_after,
             max_connections,
+            policy: Policy::from_config(cfg),
         }
     }
 
@@ -127,6 +148,7 @@ impl KubernetesSource {
                     .map_err(err)?
             }
         };
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(READ_TIMEOUT);
         // Time a pooled connection sat idle must not count against the next request.
         config.reset_reader_on_write = true;
@@ -164,11 +186,11 @@ impl KubernetesSource {
                 }
                 Kind::Slices => {
                     let api: Api<EndpointSlice> = api(client, &stream);
-                    // The EndpointSlice controller copies a Service's labels onto its slices
-                    // (Kubernetes ≥ 1.20), so only game deployments' slices are listed and
-                    // watched, not every slice in the cluster.
+                    // Every Service's slices, not only those carrying `kanmon.dev/instance`:
+                    // only the EndpointSlice controller mirrors the Service's labels, and a
+                    // slice written by another controller must be seen to be reported.
                     let config = watcher::Config::default()
-                        .labels(&format!("{SERVICE_NAME_LABEL},{INSTANCE_LABEL}"))
+                        .labels(SERVICE_NAME_LABEL)
                         .timeout(WATCH_TIMEOUT_SECS);
                     tasks.spawn(watch::run(api, config, stream, slice_object, tx));
                 }
@@ -245,10 +267,34 @@ impl Health {
     }
 }
 
+/// The start-up check that the cluster reports `serving`/`terminating` (draining needs them).
+#[derive(Debug, Default)]
+struct ConditionsCheck {
+    warned: bool,
+}
+
+impl ConditionsCheck {
+    fn check(&mut self, store: &Store, publisher: &Publisher) {
+        let seen = store.conditions();
+        let missing = seen.endpoints && !seen.serving_terminating;
+        publisher.conditions_missing(missing);
+        if missing && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                source = SOURCE,
+                "EndpointSlices carry no serving/terminating conditions (Kubernetes < 1.22 without the EndpointSliceTerminatingCondition gate): terminating pods are treated as unhealthy, not draining"
+            );
+        }
+    }
+}
+
 /// Carries a flush out on the table.
 fn publish(flush: Flush, store: &Store, publisher: &Publisher) {
     for error in &flush.errors {
         publisher.error(SOURCE, error);
+    }
+    for r in &flush.rejections {
+        publisher.rejected(SOURCE, r.reason.as_str(), &r.object, &r.detail);
     }
     if flush.initial {
         publisher.publish_all(SOURCE, store.published().values().cloned().collect());
@@ -276,6 +322,7 @@ impl DiscoverySource for KubernetesSource {
 
     async fn run(&self, publisher: Publisher, mut shutdown: signal::Receiver<bool>) {
         publisher.set_stale_after(self.stale_after);
+        publisher.register(SOURCE, &Rejection::ALL.map(Rejection::as_str));
         let client = loop {
             match self.client().await {
                 Ok(c) => break c,
@@ -292,11 +339,20 @@ impl DiscoverySource for KubernetesSource {
         drop(tx);
         tracing::info!(source = SOURCE, namespaces = ?self.namespaces, "watching services and endpointslices");
 
-        let mut store = Store::new(self.streams(), self.max_connections);
+        let mut store = Store::new(self.streams(), self.max_connections, self.policy.clone());
         let mut health = Health::default();
+        let mut tick = tokio::time::interval(IN_SYNC_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conditions = ConditionsCheck::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    if publisher.loaded() && health.failing.is_empty() {
+                        publisher.in_sync(SOURCE);
+                    }
+                    continue;
+                }
                 s = rx.recv() => s,
             };
             let Some(first) = first else { break };
@@ -309,6 +365,7 @@ impl DiscoverySource for KubernetesSource {
                 }
             }
             publish(store.flush(), &store, &publisher);
+            conditions.check(&store, &publisher);
         }
         tasks.shutdown().await;
     }

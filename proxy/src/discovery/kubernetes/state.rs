@@ -7,12 +7,20 @@
 //! resourceVersion bump, a new annotation) publishes nothing. A deployment is only removed when
 //! the API says its Service is gone; a Service that stops mapping (a bad label, no `http` port)
 //! keeps its last good spec and is reported.
+//!
+//! The [`Policy`] is applied here, at the one place every object passes: a Service outside the
+//! namespace that owns its instance never claims it, a second claimant in that namespace never
+//! wins, and endpoints outside the allowed networks or of the wrong address type never reach a
+//! spec. Each refusal is reported once (in [`Flush::rejections`]), not on every recomputation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kanmon_router::DeploymentSpec;
 
-use super::mapping::{deployment, MappingError, ObjectKey, ServiceView, SliceView};
+use super::{
+    mapping::{deployment, AddressType, MappingError, ObjectKey, ServiceView, SliceView},
+    policy::{Policy, Rejection},
+};
 
 /// The two resources the source watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +96,28 @@ pub enum Change {
     Remove(String),
 }
 
+/// Something the policy refused, reported once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Why.
+    pub reason: Rejection,
+    /// The Service or slice concerned.
+    pub object: ObjectKey,
+    /// What exactly (an address, the instance claimed); never secret.
+    pub detail: String,
+}
+
+/// Whether the slices of game deployments carry the `serving`/`terminating` conditions
+/// (Kubernetes ≥ 1.22, or 1.21 with the `EndpointSliceTerminatingCondition` gate); without them
+/// a terminating pod shows only `ready: false` and is unhealthy, never draining.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConditionsSeen {
+    /// Some endpoint of a game deployment was seen.
+    pub endpoints: bool,
+    /// Some such endpoint carried `serving` or `terminating`.
+    pub serving_terminating: bool,
+}
+
 /// The result of a flush.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Flush {
@@ -97,12 +127,15 @@ pub struct Flush {
     pub changes: Vec<Change>,
     /// Services that could not be mapped (their last good spec stays).
     pub errors: Vec<MappingError>,
+    /// What the policy refused since the last flush (each refusal once).
+    pub rejections: Vec<Rejected>,
 }
 
 /// The cluster as the watches have reported it.
 #[derive(Debug)]
 pub struct Store {
     max_connections: Option<u64>,
+    policy: Policy,
     pending: BTreeSet<StreamId>,
     initialized: bool,
     services: HashMap<ObjectKey, ServiceView>,
@@ -113,6 +146,14 @@ pub struct Store {
     claims: HashMap<String, BTreeSet<ObjectKey>>,
     dirty: BTreeSet<String>,
     published: BTreeMap<String, DeploymentSpec>,
+    /// Services refused for their namespace, as last seen (so a relist does not report again).
+    refused: HashMap<ObjectKey, ServiceView>,
+    /// Services reported as losing a conflict, until they change or go.
+    losers: BTreeSet<ObjectKey>,
+    /// Per slice, the refusals already reported (address or "" for the whole slice).
+    slice_refusals: HashMap<ObjectKey, BTreeSet<(Rejection, String)>>,
+    rejections: Vec<Rejected>,
+    conditions: ConditionsSeen,
 }
 
 fn claim_key(view: &ServiceView) -> String {
@@ -120,10 +161,15 @@ fn claim_key(view: &ServiceView) -> String {
 }
 
 impl Store {
-    /// A store that publishes once every one of `streams` has listed.
-    pub fn new(streams: impl IntoIterator<Item = StreamId>, max_connections: Option<u64>) -> Self {
+    /// A store that publishes once every one of `streams` has listed, under `policy`.
+    pub fn new(
+        streams: impl IntoIterator<Item = StreamId>,
+        max_connections: Option<u64>,
+        policy: Policy,
+    ) -> Self {
         Self {
             max_connections,
+            policy,
             pending: streams.into_iter().collect(),
             initialized: false,
             services: HashMap::new(),
@@ -132,7 +178,17 @@ impl Store {
             claims: HashMap::new(),
             dirty: BTreeSet::new(),
             published: BTreeMap::new(),
+            refused: HashMap::new(),
+            losers: BTreeSet::new(),
+            slice_refusals: HashMap::new(),
+            rejections: Vec::new(),
+            conditions: ConditionsSeen::default(),
         }
+    }
+
+    /// Whether game deployments' endpoints carry the newer conditions, as seen so far.
+    pub fn conditions(&self) -> ConditionsSeen {
+        self.conditions
     }
 
     /// The deployments last handed out by [`Store::flush`], by instance.
@@ -147,7 +203,10 @@ impl Store {
             Input::Apply(Object::Service(view)) => self.put_service(view),
             Input::Apply(Object::Slice(view)) => self.put_slice(view),
             Input::Delete(Kind::Services, key) => self.delete_service(&key),
-            Input::Delete(Kind::Slices, key) => self.delete_slice(&key),
+            Input::Delete(Kind::Slices, key) => {
+                self.slice_refusals.remove(&key);
+                self.delete_slice(&key);
+            }
         }
     }
 
@@ -161,7 +220,13 @@ impl Store {
             .collect();
         let keep = |k: &&ObjectKey| stream.covers(k) && !listed.contains(*k);
         let gone: Vec<ObjectKey> = match stream.kind {
-            Kind::Services => self.services.keys().filter(keep).cloned().collect(),
+            Kind::Services => self
+                .services
+                .keys()
+                .chain(self.refused.keys())
+                .filter(keep)
+                .cloned()
+                .collect(),
             Kind::Slices => self.slices.keys().filter(keep).cloned().collect(),
         };
         for key in gone {
@@ -179,11 +244,23 @@ impl Store {
 
     fn put_service(&mut self, view: ServiceView) {
         let key = view.key.clone();
-        if self.services.get(&key) == Some(&view) {
+        if self.services.get(&key) == Some(&view) || self.refused.get(&key) == Some(&view) {
             return;
         }
         self.delete_service(&key);
         let instance = claim_key(&view);
+        if !self.policy.owns(&key.namespace, &instance) {
+            self.rejections.push(Rejected {
+                reason: Rejection::ForeignNamespace,
+                object: key.clone(),
+                detail: format!(
+                    "claims instance {instance}, owned by namespace {}",
+                    self.policy.owner_of(&instance)
+                ),
+            });
+            self.refused.insert(key, view);
+            return;
+        }
         self.claims
             .entry(instance.clone())
             .or_default()
@@ -193,6 +270,8 @@ impl Store {
     }
 
     fn delete_service(&mut self, key: &ObjectKey) {
+        self.refused.remove(key);
+        self.losers.remove(key);
         let Some(old) = self.services.remove(key) else {
             return;
         };
@@ -254,7 +333,74 @@ impl Store {
         for instance in std::mem::take(&mut self.dirty) {
             self.flush_one(instance, &mut flush);
         }
+        flush.rejections = std::mem::take(&mut self.rejections);
         flush
+    }
+
+    /// The slice as routing may use it, and what the policy refused of it.
+    fn admit(&self, slice: &SliceView) -> (SliceView, BTreeSet<(Rejection, String)>) {
+        let mut refused = BTreeSet::new();
+        if !slice.labelled {
+            refused.insert((Rejection::UnlabelledSlice, String::new()));
+        }
+        let mut admitted = slice.clone();
+        if slice.address_type == AddressType::Other {
+            if !slice.endpoints.is_empty() {
+                refused.insert((
+                    Rejection::AddressType,
+                    "addressType is not IPv4/IPv6".into(),
+                ));
+            }
+            admitted.endpoints.clear();
+            return (admitted, refused);
+        }
+        admitted.endpoints.retain(|ep| {
+            let reason = if !slice.address_type.fits(ep.address) {
+                Rejection::AddressType
+            } else if !self.policy.admits(ep.address) {
+                Rejection::AddressNotAllowed
+            } else {
+                return true;
+            };
+            refused.insert((reason, ep.address.to_string()));
+            false
+        });
+        (admitted, refused)
+    }
+
+    /// The winner's slices, admitted, with each new refusal reported once.
+    fn admitted_slices(&mut self, service: &ObjectKey) -> Vec<SliceView> {
+        let keys: Vec<ObjectKey> = self
+            .slices_of
+            .get(service)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(slice) = self.slices.get(&key) else {
+                continue;
+            };
+            let (admitted, refused) = self.admit(slice);
+            for ep in &slice.endpoints {
+                self.conditions.endpoints = true;
+                let c = ep.conditions;
+                self.conditions.serving_terminating |=
+                    c.serving.is_some() || c.terminating.is_some();
+            }
+            let reported = self.slice_refusals.entry(key.clone()).or_default();
+            for (reason, detail) in refused.difference(reported) {
+                self.rejections.push(Rejected {
+                    reason: *reason,
+                    object: key.clone(),
+                    detail: detail.clone(),
+                });
+            }
+            *reported = refused;
+            out.push(admitted);
+        }
+        out
     }
 
     fn flush_one(&mut self, instance: String, flush: &mut Flush) {
@@ -265,23 +411,23 @@ impl Store {
             }
             return;
         };
-        for loser in owners.into_iter().flatten().skip(1) {
-            flush.errors.push(MappingError::Conflict {
-                instance: instance.clone(),
-                winner: winner.to_string(),
-                loser: loser.to_string(),
-            });
+        let winner = winner.clone();
+        let losers: Vec<ObjectKey> = owners.into_iter().flatten().skip(1).cloned().collect();
+        for loser in losers {
+            if self.losers.insert(loser.clone()) {
+                self.rejections.push(Rejected {
+                    reason: Rejection::Conflict,
+                    object: loser,
+                    detail: format!("claims instance {instance}, already served by {winner}"),
+                });
+            }
         }
-        let Some(service) = self.services.get(winner) else {
+        self.losers.remove(&winner);
+        let slices = self.admitted_slices(&winner);
+        let Some(service) = self.services.get(&winner) else {
             return;
         };
-        let slices = self
-            .slices_of
-            .get(winner)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.slices.get(k));
-        match deployment(service, slices, self.max_connections) {
+        match deployment(service, &slices, self.max_connections) {
             Ok(spec) => {
                 if self.published.get(&instance) != Some(&spec) {
                     self.published.insert(instance, spec.clone());

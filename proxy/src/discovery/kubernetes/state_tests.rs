@@ -4,7 +4,10 @@ use kanmon_router::NodeState;
 use proptest::prelude::*;
 
 use super::*;
-use crate::discovery::kubernetes::mapping::{Conditions, EndpointView};
+use crate::discovery::kubernetes::{
+    mapping::{AddressType, Conditions, EndpointView},
+    policy::{Policy, Rejection},
+};
 
 fn all(kind: Kind) -> StreamId {
     StreamId {
@@ -27,6 +30,8 @@ fn slice(name: &str, service: &str, eps: &[(&str, u8, bool)]) -> SliceView {
     SliceView {
         key: ObjectKey::new("games", name),
         service: service.into(),
+        address_type: AddressType::V4,
+        labelled: true,
         http_port: Some(7350),
         grpc_port: None,
         endpoints: eps
@@ -44,8 +49,17 @@ fn slice(name: &str, service: &str, eps: &[(&str, u8, bool)]) -> SliceView {
     }
 }
 
+/// Every instance owned by `games`, pod networks the defaults.
+fn games() -> Policy {
+    Policy::new(
+        "games",
+        Default::default(),
+        crate::config::Discovery::default().allowed_cidrs,
+    )
+}
+
 fn synced() -> Store {
-    let mut s = Store::new([all(Kind::Services), all(Kind::Slices)], None);
+    let mut s = Store::new([all(Kind::Services), all(Kind::Slices)], None, games());
     s.apply(Input::Replace(
         all(Kind::Services),
         vec![Object::Service(svc("alpha", "alpha"))],
@@ -63,7 +77,7 @@ fn synced() -> Store {
 
 #[test]
 fn nothing_is_published_until_every_stream_listed() {
-    let mut s = Store::new([all(Kind::Services), all(Kind::Slices)], None);
+    let mut s = Store::new([all(Kind::Services), all(Kind::Slices)], None, games());
     s.apply(Input::Replace(
         all(Kind::Services),
         vec![Object::Service(svc("alpha", "alpha"))],
@@ -157,7 +171,18 @@ fn conflicts_and_bad_services_keep_the_last_good_spec() {
     s.apply(Input::Apply(Object::Service(svc("zzz", "alpha"))));
     let f = s.flush();
     assert!(f.changes.is_empty(), "{f:?}");
-    assert!(matches!(f.errors[..], [MappingError::Conflict { .. }]));
+    assert!(f.errors.is_empty(), "{f:?}");
+    assert!(
+        matches!(&f.rejections[..], [Rejected { reason: Rejection::Conflict, object, .. }] if object.name == "zzz"),
+        "{f:?}"
+    );
+    // Reported once, not on every recomputation of the instance.
+    s.apply(Input::Apply(Object::Slice(slice(
+        "alpha-1",
+        "alpha",
+        &[("alpha-0", 1, true), ("alpha-1", 2, false)],
+    ))));
+    assert!(s.flush().rejections.is_empty());
     let mut bad = svc("alpha", "alpha");
     bad.has_http = false;
     s.apply(Input::Delete(
@@ -275,4 +300,159 @@ proptest! {
         prop_assert_eq!(&table, &desired(&services, &slices));
         prop_assert_eq!(&table, store.published());
     }
+}
+
+fn svc_in(ns: &str, name: &str, instance: &str) -> ServiceView {
+    ServiceView {
+        key: ObjectKey::new(ns, name),
+        ..svc(name, instance)
+    }
+}
+
+fn slice_in(ns: &str, name: &str, service: &str, octet: u8) -> SliceView {
+    let mut s = slice(name, service, &[(name, octet, false)]);
+    s.key.namespace = ns.into();
+    s
+}
+
+/// The owner rule of the control plane's driver: instance `x` lives in `kanmon-x`.
+fn owned() -> Policy {
+    Policy::new(
+        "kanmon-{instance}",
+        Default::default(),
+        vec!["10.0.0.0/8".parse().unwrap()],
+    )
+}
+
+#[test]
+fn an_earlier_sorting_namespace_cannot_take_an_instance() {
+    let mut s = Store::new([all(Kind::Services), all(Kind::Slices)], None, owned());
+    let services = vec![
+        Object::Service(svc_in("aaa", "alpha", "alpha")),
+        Object::Service(svc_in("kanmon-alpha", "alpha", "alpha")),
+    ];
+    let slices = vec![
+        Object::Slice(slice_in("aaa", "thief", "alpha", 66)),
+        Object::Slice(slice_in("kanmon-alpha", "alpha-0", "alpha", 1)),
+    ];
+    s.apply(Input::Replace(all(Kind::Services), services.clone()));
+    s.apply(Input::Replace(all(Kind::Slices), slices.clone()));
+    let f = s.flush();
+    let [Change::Publish(spec)] = &f.changes[..] else {
+        panic!("{f:?}")
+    };
+    let addrs: Vec<String> = spec.nodes.iter().map(|n| n.addr.to_string()).collect();
+    assert_eq!(addrs, ["10.0.0.1:7350"], "{f:?}");
+    assert!(
+        matches!(&f.rejections[..], [Rejected { reason: Rejection::ForeignNamespace, object, .. }] if object.namespace == "aaa"),
+        "{f:?}"
+    );
+    // Even alone, the foreign Service never claims it, and a relist reports nothing new.
+    s.apply(Input::Delete(
+        Kind::Services,
+        ObjectKey::new("kanmon-alpha", "alpha"),
+    ));
+    s.apply(Input::Replace(
+        all(Kind::Services),
+        vec![services[0].clone()],
+    ));
+    let f = s.flush();
+    assert_eq!(f.changes, [Change::Remove("alpha".into())]);
+    assert!(f.rejections.is_empty(), "{f:?}");
+    assert!(s.published().is_empty());
+}
+
+#[test]
+fn endpoints_outside_the_allowed_networks_or_of_another_type_are_dropped_once() {
+    let mut s = Store::new([all(Kind::Services), all(Kind::Slices)], None, owned());
+    let mut mixed = slice_in("kanmon-alpha", "alpha-0", "alpha", 1);
+    let mut outside = mixed.endpoints[0].clone();
+    outside.id = "outside".into();
+    outside.address = "127.0.0.1".parse().unwrap();
+    let mut v6 = mixed.endpoints[0].clone();
+    v6.id = "v6".into();
+    v6.address = "::1".parse().unwrap();
+    mixed.endpoints.extend([outside, v6]);
+    let mut fqdn = slice_in("kanmon-alpha", "alpha-fqdn", "alpha", 2);
+    fqdn.address_type = AddressType::Other;
+    let mut unlabelled = slice_in("kanmon-alpha", "alpha-other", "alpha", 3);
+    unlabelled.labelled = false;
+    // A slice of a Service that is no game deployment is nobody's business.
+    let mut foreign = slice_in("kanmon-alpha", "metrics", "metrics-server", 4);
+    foreign.labelled = false;
+    foreign.endpoints[0].address = "127.0.0.1".parse().unwrap();
+    s.apply(Input::Replace(
+        all(Kind::Services),
+        vec![Object::Service(svc_in("kanmon-alpha", "alpha", "alpha"))],
+    ));
+    s.apply(Input::Replace(
+        all(Kind::Slices),
+        [mixed.clone(), fqdn, unlabelled, foreign]
+            .into_iter()
+            .map(Object::Slice)
+            .collect(),
+    ));
+    let f = s.flush();
+    let [Change::Publish(spec)] = &f.changes[..] else {
+        panic!("{f:?}")
+    };
+    let ids: Vec<&str> = spec.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["alpha-0", "alpha-other"], "{f:?}");
+    let mut reasons: Vec<(Rejection, String)> = f
+        .rejections
+        .iter()
+        .map(|r| (r.reason, r.detail.clone()))
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            (Rejection::AddressNotAllowed, "127.0.0.1".to_string()),
+            (Rejection::AddressType, "::1".to_string()),
+            (
+                Rejection::AddressType,
+                "addressType is not IPv4/IPv6".to_string()
+            ),
+            (Rejection::UnlabelledSlice, String::new()),
+        ]
+    );
+    // A condition change on the same slice reports nothing already reported.
+    mixed.endpoints[0].conditions.terminating = Some(true);
+    s.apply(Input::Apply(Object::Slice(mixed)));
+    let f = s.flush();
+    assert_eq!(f.changes.len(), 1);
+    assert!(f.rejections.is_empty(), "{f:?}");
+}
+
+#[test]
+fn conditions_seen_tell_whether_the_cluster_reports_terminating() {
+    let mut s = synced();
+    s.flush();
+    assert_eq!(
+        s.conditions(),
+        ConditionsSeen {
+            endpoints: true,
+            serving_terminating: true
+        }
+    );
+    let mut old = Store::new([all(Kind::Services), all(Kind::Slices)], None, games());
+    let mut sl = slice("alpha-1", "alpha", &[("alpha-0", 1, false)]);
+    sl.endpoints[0].conditions = Conditions {
+        ready: Some(true),
+        serving: None,
+        terminating: None,
+    };
+    old.apply(Input::Replace(
+        all(Kind::Services),
+        vec![Object::Service(svc("alpha", "alpha"))],
+    ));
+    old.apply(Input::Replace(all(Kind::Slices), vec![Object::Slice(sl)]));
+    old.flush();
+    assert_eq!(
+        old.conditions(),
+        ConditionsSeen {
+            endpoints: true,
+            serving_terminating: false
+        }
+    );
 }

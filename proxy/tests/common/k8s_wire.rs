@@ -1,0 +1,257 @@
+//! The fixture's wire side: parsing requests (paths, queries, label selectors), answering
+//! lists, streaming watches as chunked JSON events, refusing requests without the token.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, watch},
+};
+
+use super::{Frame, Kind, State, Watch, TOKEN};
+
+pub(super) fn labels_match(labels: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let get = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+        if let Some((k, v)) = term.split_once("!=") {
+            get(k) != Some(v.trim())
+        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            get(k) == Some(v.trim())
+        } else if let Some(k) = term.strip_prefix('!') {
+            get(k).is_none()
+        } else {
+            get(term).is_some()
+        }
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+pub(super) fn event(kind: &str, object: &Value) -> String {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    s
+}
+
+pub(super) fn status_410(rv: u64, compacted: u64) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {rv} ({compacted})"),
+        "reason": "Expired", "code": 410})
+}
+
+fn chunk(data: &str) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Where a path points: (kind, namespace).
+fn route(path: &str) -> Option<(Kind, Option<String>)> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", "v1", "services"] => Some((Kind::Service, None)),
+        ["api", "v1", "namespaces", ns, "services"] => Some((Kind::Service, Some(ns.to_string()))),
+        ["apis", "discovery.k8s.io", "v1", "endpointslices"] => Some((Kind::Slice, None)),
+        ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"] => {
+            Some((Kind::Slice, Some(ns.to_string())))
+        }
+        _ => None,
+    }
+}
+
+async fn respond<S: AsyncWrite + Unpin>(sock: &mut S, status: &str, body: &Value) {
+    let body = body.to_string();
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(body.as_bytes()).await;
+    let _ = sock.shutdown().await;
+}
+
+pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    state: Arc<Mutex<State>>,
+    mut silent: watch::Receiver<bool>,
+) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    // Bounded: a request head is small.
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > 64 * 1024 {
+            return;
+        }
+        match sock.read(&mut tmp).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(&buf), Ok(httparse::Status::Complete(_))) {
+        return;
+    }
+    let authorized = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("authorization")
+            && h.value == format!("Bearer {TOKEN}").as_bytes()
+    });
+    if !authorized {
+        state.lock().unwrap().requests.push("UNAUTHORIZED".into());
+        let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Unauthorized", "code": 401, "message": "Unauthorized"});
+        return respond(&mut sock, "401 Unauthorized", &body).await;
+    }
+    let target = req.path.unwrap_or("/").to_string();
+    let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+    let params = query(q);
+    let Some((kind, namespace)) = route(path) else {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+        return respond(&mut sock, "404 Not Found", &body).await;
+    };
+    let selector = params.get("labelSelector").cloned().unwrap_or_default();
+    let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
+    let matches = |k: Kind, ns: &str, o: &Value| {
+        k == kind
+            && namespace.as_deref().is_none_or(|n| n == ns)
+            && labels_match(&o["metadata"]["labels"], &selector)
+    };
+    if !watching {
+        let body = {
+            let mut st = state.lock().unwrap();
+            if st.down {
+                return; // accepted just before going down: dies unanswered
+            }
+            st.requests.push(format!("LIST {path}?{q}"));
+            let items: Vec<Value> = st
+                .objects
+                .iter()
+                .filter(|((k, ns, _), o)| matches(*k, ns, o))
+                .map(|(_, o)| o.clone())
+                .collect();
+            json!({"kind": kind.list_kind(), "apiVersion": kind.api_version(),
+                "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+        };
+        return respond(&mut sock, "200 OK", &body).await;
+    }
+
+    let from: u64 = params
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(290), Duration::from_secs);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut st = state.lock().unwrap();
+        if st.down {
+            // Accepted just before going down: checked under the same lock as
+            // `set_down` clears the watches, so no watch outlives the outage.
+            return;
+        }
+        st.requests.push(format!("WATCH {path}?{q}"));
+        if from < st.compacted {
+            let _ = tx.send(Frame::Line(event("ERROR", &status_410(from, st.compacted))));
+            let _ = tx.send(Frame::End);
+        } else {
+            for (rv, k, ty, o) in &st.history {
+                let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+                if *rv > from && matches(*k, ns, o) {
+                    let _ = tx.send(Frame::Line(event(ty, o)));
+                }
+            }
+            if bookmarks {
+                let obj = json!({"kind": kind.kind(), "apiVersion": kind.api_version(),
+                    "metadata": {"resourceVersion": st.rv.to_string()}});
+                let _ = tx.send(Frame::Line(event("BOOKMARK", &obj)));
+            }
+            st.watches.push(Watch {
+                kind,
+                namespace,
+                selector,
+                tx,
+            });
+        }
+    }
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    if sock.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.recv()) => Some(r),
+            _ = silent.wait_for(|s| *s) => None,
+        };
+        let Some(next) = next else {
+            // Partitioned: not another byte, no close, until healed (then it is dropped).
+            let _healed = silent.wait_for(|s| !*s).await;
+            return;
+        };
+        match next {
+            Ok(Some(Frame::Line(line))) => {
+                if sock.write_all(&chunk(&line)).await.is_err() {
+                    return;
+                }
+            }
+            // Server-side end of a watch (timeoutSeconds, or after a 410).
+            Ok(Some(Frame::End)) | Err(_) => {
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+                let _ = sock.shutdown().await;
+                return;
+            }
+            // Down: cut mid-stream, no terminating chunk.
+            Ok(None) => return,
+        }
+    }
+}
