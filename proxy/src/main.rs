@@ -68,19 +68,26 @@ fn is_routine(meta: &tracing::Metadata<'_>) -> bool {
         || (target == "kube_client::client::builder" && level == tracing::Level::ERROR)
 }
 
+/// The log subscriber: `filter` (`RUST_LOG` or the default), minus the routine events.
+fn subscriber<W>(filter: tracing_subscriber::EnvFilter, writer: W) -> impl tracing::Subscriber
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::{layer::SubscriberExt, Layer};
+    tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| !is_routine(m))),
+    )
+}
+
 fn main() -> anyhow::Result<()> {
-    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    use tracing_subscriber::util::SubscriberInitExt;
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_writer(std::io::stderr)
-                .with_filter(env)
-                .with_filter(tracing_subscriber::filter::filter_fn(|m| !is_routine(m))),
-        )
-        .init();
+    subscriber(env, std::io::stderr).init();
     let cli = Cli::parse();
     raise_open_files_limit();
     match cli.command.unwrap_or(Command::Run) {
@@ -131,5 +138,47 @@ fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn routine_dependency_events_are_dropped_whatever_rust_log_says() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = super::subscriber("debug".into(), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+            tracing::warn!(target: "kube_client::client", "eof in poll: UnexpectedEof");
+            tracing::error!(target: "kube_client::client::builder", "failed with error client error (Connect)");
+            // The same crates' other events, and ours, still show.
+            tracing::warn!(target: "pingora_core::connectors", "Unexpected data read in idle connection");
+            tracing::warn!(target: "kube_client::client::tls", "failed to reload CA bundle");
+            tracing::warn!(target: "kanmon_proxy::discovery", "discovery failed");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        for routine in ["reusable stream", "eof in poll", "failed with error"] {
+            assert!(!text.contains(routine), "{routine}: {text}");
+        }
+        for kept in ["Unexpected data", "CA bundle", "discovery failed"] {
+            assert!(text.contains(kept), "{kept}: {text}");
+        }
     }
 }

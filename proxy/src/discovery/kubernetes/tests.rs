@@ -18,6 +18,33 @@ fn discovery_config_defaults_and_fields() {
     assert_eq!(cfg.discovery.stale_after, Duration::from_secs(65));
     let source = KubernetesSource::new(&cfg.discovery, None);
     assert_eq!(source.streams().len(), 4);
+    // The tenancy keys: defaults, explicit values, and errors that name the key.
+    let cfg = ProxyConfig::parse("", Path::new("x.toml")).unwrap();
+    assert_eq!(cfg.discovery.instance_namespace, "kanmon-{instance}");
+    assert_eq!(cfg.discovery.allowed_cidrs.len(), 5);
+    let cfg = ProxyConfig::parse(
+        "[discovery]\ninstance_namespace = \"games\"\nowners = { alpha = \"team-a\" }\nallowed_cidrs = [\"10.244.0.0/16\", \"fd00::/64\"]\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    let policy = policy::Policy::from_config(&cfg.discovery);
+    assert!(policy.owns("team-a", "alpha") && policy.owns("games", "beta"));
+    assert!(policy.admits("10.244.3.4".parse().unwrap()));
+    assert!(!policy.admits("10.0.0.1".parse().unwrap()));
+    let err = ProxyConfig::parse(
+        "[discovery]\nallowed_cidrs = [\"10.0.0.0/33\"]\n",
+        Path::new("x.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("allowed_cidrs"), "{err}");
+    let err = ProxyConfig::parse(
+        "[discovery]\ninstance_namespace = \"\"\n",
+        Path::new("x.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("instance_namespace"), "{err}");
     let err = ProxyConfig::parse("[discovery]\nnamespace = \"x\"\n", Path::new("x.toml"))
         .unwrap_err()
         .to_string();
