@@ -42,6 +42,11 @@ pub mod names {
     pub const REJECTED_REQUESTS: &str = "kanmon_rejected_requests_total";
     /// Generation of the node health table in force.
     pub const TABLE_GENERATION: &str = "kanmon_table_generation";
+    /// Connections refused before the TLS handshake by a per-client limit, by reason.
+    pub const CONNECTIONS_REFUSED: &str = "kanmon_connections_refused_total";
+    /// Connections cut because a peer was too slow (a write past `write_timeout`, a body
+    /// under `min_body_rate`), by reason.
+    pub const CONNECTIONS_CUT: &str = "kanmon_connections_cut_total";
 }
 
 /// All metric handles of one proxy.
@@ -78,6 +83,11 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// `kanmon_table_generation`
     pub generation: IntGauge,
+    /// `kanmon_connections_refused_total{reason}` (`client_connections`, `client_handshakes`)
+    pub refused_connections: IntCounterVec,
+    /// `kanmon_connections_cut_total{reason}` (`client_write_timeout`, `node_write_timeout`,
+    /// `slow_body`)
+    pub cut_connections: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -145,6 +155,14 @@ impl Metrics {
                 &["reason"],
             )?,
             generation: IntGauge::with_opts(opts(names::TABLE_GENERATION, "Generation of the node health table in force."))?,
+            refused_connections: IntCounterVec::new(
+                opts(names::CONNECTIONS_REFUSED, "Connections refused before the TLS handshake by a per-client-address limit, by reason."),
+                &["reason"],
+            )?,
+            cut_connections: IntCounterVec::new(
+                opts(names::CONNECTIONS_CUT, "Connections cut because a peer was too slow: a write past limits.write_timeout, a request body under limits.min_body_rate."),
+                &["reason"],
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -163,6 +181,14 @@ impl Metrics {
         r.register(Box::new(m.ticket_key_errors.clone()))?;
         r.register(Box::new(m.rejected.clone()))?;
         r.register(Box::new(m.generation.clone()))?;
+        r.register(Box::new(m.refused_connections.clone()))?;
+        r.register(Box::new(m.cut_connections.clone()))?;
+        for reason in ["client_connections", "client_handshakes"] {
+            m.refused_connections.with_label_values(&[reason]);
+        }
+        for reason in ["client_write_timeout", "node_write_timeout", "slow_body"] {
+            m.cut_connections.with_label_values(&[reason]);
+        }
         // Pre-create the handshake failure reasons so dashboards see zeros, not gaps.
         for reason in ["unknown_sni", "no_sni", "protocol", "timeout"] {
             m.tls_failures.with_label_values(&[reason]);
