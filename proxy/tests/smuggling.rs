@@ -352,3 +352,66 @@ async fn an_absolute_form_target_gives_the_node_its_own_host() {
     assert_eq!(seen[0].target, "/p");
     assert_eq!(seen[0].host.as_deref(), Some(ALPHA));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_forwarding_headers_never_reach_the_node_over_either_http_version() {
+    let node = LenientNode::start().await;
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", node.addr, None, "ready")]),
+        ..Opts::default()
+    })
+    .await;
+    let forged = [
+        ("forwarded", "for=6.6.6.6;proto=http"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "beta.us-east1.kanmon.test"),
+        ("x-forwarded-proto", "http"),
+        ("x-secret", "hop"),
+    ];
+    // HTTP/1.1, with `x-secret` named in `Connection` (hop-by-hop by declaration).
+    let mut raw = format!("GET /legit-h1 HTTP/1.1\r\nHost: {ALPHA}\r\nConnection: x-secret\r\n");
+    for (k, v) in forged {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let answer = exchange(&proxy, raw.as_bytes()).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // h2 (pingora's path).
+    let tls = proxy.tls(ALPHA, &[b"h2"]).await.unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut req = http::Request::get(format!("https://{ALPHA}/legit-h2"));
+    for (k, v) in &forged[..5] {
+        req = req.header(*k, *v);
+    }
+    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+
+    let seen = node.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for request in &seen {
+        let got = |name: &str| -> Vec<&str> {
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        for name in ["forwarded", "x-real-ip", "x-forwarded-host", "x-secret"] {
+            assert!(
+                got(name).is_empty(),
+                "{}: {name} reached the node",
+                request.target
+            );
+        }
+        assert_eq!(got("x-forwarded-for"), ["127.0.0.1"], "{}", request.target);
+        assert_eq!(got("x-forwarded-proto"), ["https"], "{}", request.target);
+    }
+}

@@ -305,8 +305,9 @@ pub fn write_upstream_request(
 }
 
 /// Headers through which a client could pass itself off as the edge (its address, scheme or
-/// host as the proxy saw them): never forwarded, the proxy sets its own.
-fn is_client_forwarding(name: &str) -> bool {
+/// host as the proxy saw them): never forwarded, the proxy sets its own. Also the h2 path's
+/// rule (`app`).
+pub(crate) fn is_client_forwarding(name: &str) -> bool {
     name.eq_ignore_ascii_case("forwarded")
         || name.eq_ignore_ascii_case("x-real-ip")
         || name

@@ -29,6 +29,8 @@ pub struct Seen {
     pub method: String,
     pub target: String,
     pub host: Option<String>,
+    /// Every header line (name lower-cased, value trimmed).
+    pub headers: Vec<(String, String)>,
 }
 
 pub struct LenientNode {
@@ -184,6 +186,7 @@ async fn request(conn: &mut Conn, seen: &Mutex<Vec<Seen>>) -> Option<bool> {
         method: method.to_string(),
         target: target.to_string(),
         host,
+        headers: headers.clone(),
     });
     let chunked = header("transfer-encoding").is_some_and(|te| {
         te.rsplit(',')
