@@ -409,6 +409,8 @@ mod tests {
         for name in ["dev.toml", "prod.toml"] {
             let cfg = ProxyConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!cfg.routing.base_domain.is_empty(), "{name}");
+            let sock_dir = cfg.shutdown.upgrade_sock.parent().unwrap();
+            assert_ne!(sock_dir, Path::new("/tmp"), "{name}: a shared directory");
         }
     }
 
