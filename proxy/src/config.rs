@@ -204,8 +204,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most concurrent connections and in-flight requests per deployment; past it, 503.
     pub max_connections_per_deployment: u64,
-    /// How long a request may take to arrive (and its body to be read) before the
-    /// connection is closed: slow clients cannot hold connections open for free.
+    /// How long a request head may take to arrive before the connection is closed, and the
+    /// grace a body has before `min_body_rate` applies: slow clients cannot hold connections
+    /// open for free.
     #[serde(with = "humantime_serde")]
     pub request_read_timeout: Duration,
     /// How long a TLS handshake may take before the connection is dropped.

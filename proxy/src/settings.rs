@@ -12,7 +12,7 @@ pub struct Settings {
     pub base_domain: String,
     /// Header block limit (431 past it).
     pub max_header_bytes: usize,
-    /// Time allowed for a request header (fresh connection) and body.
+    /// Time allowed for a request head, and a body's grace before `min_body_rate`.
     pub request_read_timeout: Duration,
     /// Idle limit of an upgraded WebSocket.
     pub websocket_idle_timeout: Duration,

@@ -260,6 +260,20 @@ fn cases() -> Vec<(&'static str, Vec<u8>, u16)> {
         format!("GET {BETA}/smuggled HTTP/1.1\r\nHost: {ALPHA}\r\n\r\n").into_bytes(),
         400,
     );
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // The node (which does not upgrade) answers the upgrade itself; the bytes after it were
+    // meant for a tunnel that never opened.
+    add(
+        "early bytes after a refused upgrade",
+        format!("GET /legit-ws HTTP/1.1\r\nHost: {ALPHA}\r\n{ws}\r\n{s}").into_bytes(),
+        200,
+    );
+    add(
+        "an upgrade with a body",
+        format!("GET /legit-ws HTTP/1.1\r\nHost: {ALPHA}\r\n{ws}Content-Length: 61\r\n\r\n{s}")
+            .into_bytes(),
+        400,
+    );
     v
 }
 

@@ -188,6 +188,12 @@ pub fn parse_request(
     if !http10 && host.is_none() {
         return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
     }
+    let websocket = !http10 && upgrade_ws && conn_upgrade;
+    // An upgrade has no body (RFC 6455 §4.1): bytes after its head are the tunnel's, so one
+    // that declares a body could hide a request from the edge.
+    if websocket && (chunked || length.is_some_and(|n| n > 0)) {
+        return Err(HeadError::Malformed("WebSocket upgrade with a body"));
+    }
     let body = match (chunked, length) {
         (true, _) => Framing::Chunked,
         (false, Some(0) | None) => Framing::Empty,
@@ -200,7 +206,7 @@ pub fn parse_request(
         http10,
         host,
         body,
-        websocket: !http10 && upgrade_ws && conn_upgrade,
+        websocket,
         expect_continue,
         keep_alive: if http10 {
             conn_keep && !conn_close
@@ -586,6 +592,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close, Transfer-Encoding\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\n",
             // TE.TE obfuscations.
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",

@@ -545,9 +545,10 @@ impl Lane {
         let settings = self.routes.settings();
         let mut out = Lent::take();
         head::write_upstream_request(&buf, head, client_ip, &mut out);
-        // Anything the client sent after its request (early frames) follows the head.
-        out.extend_from_slice(&buf[head.len..]);
-        drop(buf);
+        // Anything the client sent after its request (early frames) waits for the node's 101:
+        // a node that refuses the upgrade would parse those bytes as further requests, which
+        // the edge never checked.
+        let early = &buf[head.len..];
         let mut guard = Some(guard);
         let mut retried = false;
         let dep = guard.as_ref().map(|g| Arc::clone(g.deployment()));
@@ -597,6 +598,13 @@ impl Lane {
         if !self.to_client(&mut client, &response.bytes).await {
             return;
         }
+        if !early.is_empty() {
+            if let Err(e) = write_within(&mut node, early, settings.write_timeout).await {
+                tracing::debug!(error = %e, "node left right after its 101");
+                return;
+            }
+        }
+        drop(buf);
         let Some(guard) = guard.take() else {
             return;
         };
