@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Instant};
 use async_trait::async_trait;
 use kanmon_router::{ConnectionGuard, Deployment};
 use pingora::{
+    http::RequestHeader,
     prelude::HttpPeer,
     proxy::{ProxyHttp, Session},
     Error, Result,
@@ -154,6 +155,34 @@ impl ProxyHttp for KanmonProxy {
             peer.options.set_http_version(2, 2);
         }
         Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // The HTTP/1.1 lane's rule: a client's forwarding headers never reach the node as if
+        // the edge had set them; the edge sets its own.
+        let theirs: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|name| crate::h1::head::is_client_forwarding(name.as_str()))
+            .cloned()
+            .collect();
+        for name in &theirs {
+            upstream.remove_header(name);
+        }
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", "https")?;
+        Ok(())
     }
 
     fn fail_to_connect(

@@ -208,7 +208,10 @@ pub struct Shutdown {
     /// one ends, so this is an upper bound, not a wait.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
-    /// Socket path for graceful binary upgrades (pingora's listener hand-over).
+    /// Socket path for graceful binary upgrades (pingora's listener hand-over). Its directory
+    /// must be this user's and closed to others (created 0700 when missing). Unset (empty):
+    /// `$RUNTIME_DIRECTORY/kanmon-proxy-upgrade.sock`, else `run/upgrade.sock` beside the
+    /// config file (see `upgrade_sock`).
     pub upgrade_sock: PathBuf,
 }
 
@@ -216,7 +219,7 @@ impl Default for Shutdown {
     fn default() -> Self {
         Self {
             grace_period: Duration::from_secs(10),
-            upgrade_sock: PathBuf::from("/tmp/kanmon-proxy-upgrade.sock"),
+            upgrade_sock: PathBuf::new(),
         }
     }
 }
@@ -229,13 +232,29 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most concurrent connections and in-flight requests per deployment; past it, 503.
     pub max_connections_per_deployment: u64,
-    /// How long a request may take to arrive (and its body to be read) before the
-    /// connection is closed: slow clients cannot hold connections open for free.
+    /// How long a request head may take to arrive before the connection is closed, and the
+    /// grace a body has before `min_body_rate` applies: slow clients cannot hold connections
+    /// open for free.
     #[serde(with = "humantime_serde")]
     pub request_read_timeout: Duration,
     /// How long a TLS handshake may take before the connection is dropped.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// How long one write to a client or a node (a response chunk, a request body chunk, a
+    /// WebSocket frame) may take: a peer that stops reading cannot hold a node connection
+    /// and a deployment slot forever.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Bytes per second a request body must average once `request_read_timeout` (its grace)
+    /// has passed: one deadline for the whole body, so a client trickling a byte at a time
+    /// cannot stretch it the way a per-read deadline would let it.
+    pub min_body_rate: u64,
+    /// Most connections open at once from one client address (IPv6: one /64); 0 is no limit.
+    /// Sized for carrier-grade NAT, where many players share an address.
+    pub max_connections_per_client: u32,
+    /// Most new connections (TLS handshakes) per second from one client address (IPv6: one
+    /// /64), with a burst of as many; 0 is no limit.
+    pub max_handshakes_per_client: u32,
 }
 
 impl Default for Limits {
@@ -245,6 +264,10 @@ impl Default for Limits {
             max_connections_per_deployment: 20_000,
             request_read_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            max_connections_per_client: 1000,
+            max_handshakes_per_client: 200,
         }
     }
 }
@@ -324,8 +347,18 @@ impl Default for Server {
 
 impl ProxyConfig {
     /// Reads, parses and validates `path`; relative paths inside are resolved against the
-    /// file's directory.
+    /// file's directory, and an unset upgrade socket goes to `$RUNTIME_DIRECTORY`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from);
+        Self::load_with_runtime_dir(path, runtime_dir.as_deref())
+    }
+
+    /// [`ProxyConfig::load`] with the runtime directory given rather than read from the
+    /// environment.
+    pub fn load_with_runtime_dir(
+        path: &Path,
+        runtime_dir: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
@@ -336,6 +369,11 @@ impl ProxyConfig {
         cfg.tls.ticket_key_file = cfg.tls.ticket_key_file.map(|p| base.join(p));
         cfg.discovery.path = base.join(&cfg.discovery.path);
         cfg.discovery.kubeconfig = cfg.discovery.kubeconfig.map(|p| base.join(p));
+        cfg.shutdown.upgrade_sock = if cfg.shutdown.upgrade_sock.as_os_str().is_empty() {
+            crate::upgrade_sock::default_path(path, runtime_dir)
+        } else {
+            base.join(&cfg.shutdown.upgrade_sock)
+        };
         Ok(cfg)
     }
 
@@ -367,6 +405,9 @@ impl ProxyConfig {
         if cfg.limits.max_header_bytes < 1024 {
             return Err(rule("limits.max_header_bytes", "must be at least 1024"));
         }
+        if cfg.limits.min_body_rate == 0 {
+            return Err(rule("limits.min_body_rate", "must be at least 1"));
+        }
         if cfg.shutdown.grace_period.is_zero() {
             return Err(rule("shutdown.grace_period", "must be more than 0s"));
         }
@@ -375,6 +416,7 @@ impl ProxyConfig {
                 "limits.request_read_timeout",
                 cfg.limits.request_read_timeout,
             ),
+            ("limits.write_timeout", cfg.limits.write_timeout),
             ("upstream.connect_timeout", cfg.upstream.connect_timeout),
             ("upstream.response_timeout", cfg.upstream.response_timeout),
         ] {
@@ -404,6 +446,8 @@ mod tests {
         for name in ["dev.toml", "prod.toml"] {
             let cfg = ProxyConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!cfg.routing.base_domain.is_empty(), "{name}");
+            let sock_dir = cfg.shutdown.upgrade_sock.parent().unwrap();
+            assert_ne!(sock_dir, Path::new("/tmp"), "{name}: a shared directory");
         }
     }
 
@@ -437,6 +481,30 @@ grace_period = "10s"
         .to_string();
         assert!(err.contains("bogus"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn the_upgrade_socket_is_never_in_a_shared_directory_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, "").unwrap();
+        let cfg = ProxyConfig::load_with_runtime_dir(&path, None).unwrap();
+        assert_eq!(
+            cfg.shutdown.upgrade_sock,
+            dir.path().join("run/upgrade.sock")
+        );
+        let cfg = ProxyConfig::load_with_runtime_dir(&path, Some(Path::new("/run/k"))).unwrap();
+        assert_eq!(
+            cfg.shutdown.upgrade_sock,
+            Path::new("/run/k/kanmon-proxy-upgrade.sock")
+        );
+        std::fs::write(&path, "[shutdown]\nupgrade_sock = \"u/x.sock\"\n").unwrap();
+        let cfg = ProxyConfig::load_with_runtime_dir(&path, None).unwrap();
+        assert_eq!(cfg.shutdown.upgrade_sock, dir.path().join("u/x.sock"));
+        assert!(!ProxyConfig::default()
+            .shutdown
+            .upgrade_sock
+            .starts_with("/tmp"));
     }
 
     #[test]

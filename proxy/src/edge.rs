@@ -2,11 +2,14 @@
 //! debug level (a client that sends garbage or an unknown SNI is routine, not an error), and
 //! so the handshake timeout is ours rather than pingora's fixed 60 s.
 //!
+//! Before the handshake, the client's address must be under its per-client limits
+//! (`client_limits`): a refusal is a closed socket, counted, with no TLS work spent on it.
+//!
 //! After the handshake the connection goes by ALPN: h2 to pingora's HTTP application
 //! (keep-alive reuse loops here, so a reused connection is never handshaken twice), HTTP/1.1
 //! or no ALPN to kanmon's own HTTP/1.1 lane (`h1`).
 
-use std::{cell::Cell, sync::Arc, time::Duration};
+use std::{cell::Cell, net::IpAddr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use pingora::{
@@ -16,7 +19,10 @@ use pingora::{
     server::ShutdownWatch,
 };
 
-use crate::{h1::Lane, inflight::Inflight, metrics::Metrics, rehome};
+use crate::{
+    client_limits::ClientLimits, clock::Clock, h1::Lane, inflight::Inflight, metrics::Metrics,
+    rehome,
+};
 
 tokio::task_local! {
     /// Set by the certificate resolver when it refused the handshake (and counted why), so
@@ -31,12 +37,22 @@ pub(crate) fn mark_refused() {
     }
 }
 
+/// What the edge allows a connection before and during its handshake.
+pub struct EdgeLimits {
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Per-client-address limits on open and new connections.
+    pub clients: Arc<ClientLimits>,
+}
+
 /// TLS termination in front of an HTTP application.
 pub struct EdgeApp<A> {
     acceptor: Acceptor,
     inner: Arc<A>,
     lane: Arc<Lane>,
     handshake_timeout: Duration,
+    clients: Arc<ClientLimits>,
+    clock: Clock,
     metrics: Metrics,
     connections: Inflight,
     /// Re-register each connection with the serving thread's I/O driver (per-thread runtimes).
@@ -51,7 +67,7 @@ impl<A> EdgeApp<A> {
         acceptor: Acceptor,
         inner: Arc<A>,
         lane: Arc<Lane>,
-        handshake_timeout: Duration,
+        limits: EdgeLimits,
         metrics: Metrics,
         connections: Inflight,
         rehome: bool,
@@ -60,7 +76,9 @@ impl<A> EdgeApp<A> {
             acceptor,
             inner,
             lane,
-            handshake_timeout,
+            handshake_timeout: limits.handshake_timeout,
+            clients: limits.clients,
+            clock: Clock::new(),
             metrics,
             connections,
             rehome,
@@ -80,6 +98,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // Refused before anything else is spent on it. The address is the TCP peer's (the
+        // place to take it from a PROXY-protocol header instead, once there is one).
+        let client_ip: Option<IpAddr> = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let slot = match self.clients.admit(client_ip, self.clock.now_ms()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let reason = refused.reason();
+                self.metrics
+                    .refused_connections
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::debug!(reason, "connection refused before the TLS handshake");
+                return None;
+            }
+        };
         let _connection = self.connections.enter();
         // The listener is plain TCP, so the stream is pingora's L4 stream; the acceptor needs
         // the concrete type.
@@ -125,13 +160,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             }
         };
         if !matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
-            self.lane.serve(tls, shutdown).await;
+            self.lane.serve(tls, shutdown, slot).await;
             return None;
         }
         let mut next = self.inner.process_new(tls, shutdown).await;
         while let Some(reused) = next {
             next = self.inner.process_new(reused, shutdown).await;
         }
+        drop(slot);
         None
     }
 

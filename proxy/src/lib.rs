@@ -11,6 +11,7 @@ pub mod admin;
 pub mod app;
 pub mod bufpool;
 pub mod certwatch;
+pub mod client_limits;
 pub mod clock;
 pub mod config;
 pub mod devcerts;
@@ -30,6 +31,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod tls;
 pub mod tunnel;
+pub mod upgrade_sock;
 pub mod wsframe;
 
 pub use config::ProxyConfig;

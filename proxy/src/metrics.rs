@@ -46,6 +46,11 @@ pub mod names {
     pub const DISCOVERY_REJECTED: &str = "kanmon_discovery_rejected_total";
     /// 1 while the cluster's EndpointSlices lack the `serving`/`terminating` conditions.
     pub const DISCOVERY_CONDITIONS_MISSING: &str = "kanmon_discovery_kubernetes_conditions_missing";
+    /// Connections refused before the TLS handshake by a per-client limit, by reason.
+    pub const CONNECTIONS_REFUSED: &str = "kanmon_connections_refused_total";
+    /// Connections cut because a peer was too slow (a write past `write_timeout`, a body
+    /// under `min_body_rate`), by reason.
+    pub const CONNECTIONS_CUT: &str = "kanmon_connections_cut_total";
 }
 
 /// Discovery hardening: refusals and cluster requirements (kept apart so it merges cleanly).
@@ -111,6 +116,11 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// Discovery refusals and requirement checks.
     pub discovery_checks: DiscoveryChecks,
+    /// `kanmon_connections_refused_total{reason}` (`client_connections`, `client_handshakes`)
+    pub refused_connections: IntCounterVec,
+    /// `kanmon_connections_cut_total{reason}` (`client_write_timeout`, `node_write_timeout`,
+    /// `slow_body`)
+    pub cut_connections: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -179,6 +189,14 @@ impl Metrics {
             )?,
             generation: IntGauge::with_opts(opts(names::TABLE_GENERATION, "Generation of the node health table in force."))?,
             discovery_checks: DiscoveryChecks::new(&registry)?,
+            refused_connections: IntCounterVec::new(
+                opts(names::CONNECTIONS_REFUSED, "Connections refused before the TLS handshake by a per-client-address limit, by reason."),
+                &["reason"],
+            )?,
+            cut_connections: IntCounterVec::new(
+                opts(names::CONNECTIONS_CUT, "Connections cut because a peer was too slow: a write past limits.write_timeout, a request body under limits.min_body_rate."),
+                &["reason"],
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -197,6 +215,14 @@ impl Metrics {
         r.register(Box::new(m.ticket_key_errors.clone()))?;
         r.register(Box::new(m.rejected.clone()))?;
         r.register(Box::new(m.generation.clone()))?;
+        r.register(Box::new(m.refused_connections.clone()))?;
+        r.register(Box::new(m.cut_connections.clone()))?;
+        for reason in ["client_connections", "client_handshakes"] {
+            m.refused_connections.with_label_values(&[reason]);
+        }
+        for reason in ["client_write_timeout", "node_write_timeout", "slow_body"] {
+            m.cut_connections.with_label_values(&[reason]);
+        }
         // Pre-create the handshake failure reasons so dashboards see zeros, not gaps.
         for reason in ["unknown_sni", "no_sni", "protocol", "timeout"] {
             m.tls_failures.with_label_values(&[reason]);

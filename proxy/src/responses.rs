@@ -23,6 +23,8 @@ pub enum Refusal {
     GatewayTimeout,
     /// The request head (or chunked body) is malformed.
     BadRequest,
+    /// The request body arrived slower than `limits.min_body_rate`.
+    RequestTimeout,
 }
 
 impl Refusal {
@@ -36,6 +38,7 @@ impl Refusal {
             Self::BadGateway => 502,
             Self::GatewayTimeout => 504,
             Self::BadRequest => 400,
+            Self::RequestTimeout => 408,
         }
     }
 
@@ -50,6 +53,7 @@ impl Refusal {
             Self::BadGateway => "bad_gateway",
             Self::GatewayTimeout => "gateway_timeout",
             Self::BadRequest => "bad_request",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 
@@ -63,6 +67,7 @@ impl Refusal {
             Self::BadGateway => "node unreachable\n",
             Self::GatewayTimeout => "node did not answer in time\n",
             Self::BadRequest => "malformed request\n",
+            Self::RequestTimeout => "request body too slow\n",
         }
     }
 
@@ -71,7 +76,7 @@ impl Refusal {
     pub fn closes(self) -> bool {
         matches!(
             self,
-            Self::HeadersTooLarge | Self::Misdirected | Self::BadRequest
+            Self::HeadersTooLarge | Self::Misdirected | Self::BadRequest | Self::RequestTimeout
         )
     }
 

@@ -22,9 +22,10 @@ use crate::{
     admin::AdminApp,
     app::KanmonProxy,
     certwatch::{CertWatcher, TicketKeyWatcher},
+    client_limits::ClientLimits,
     config::{DiscoveryKind, ProxyConfig},
     discovery::{file::FileSource, kubernetes::KubernetesSource, DiscoverySource, Publisher},
-    edge::EdgeApp,
+    edge::{EdgeApp, EdgeLimits},
     h1::Lane,
     inflight::Inflight,
     metrics::Metrics,
@@ -32,6 +33,7 @@ use crate::{
     settings::Settings,
     shutdown::exit_when_idle,
     tls::{config::server_config, ticket_keys::TicketKeys, CertStore, SniCallbacks},
+    upgrade_sock::{self, CheckedSignals},
 };
 
 /// Why the proxy could not be assembled.
@@ -49,6 +51,9 @@ pub enum BuildError {
     /// The session-ticket key file is unusable.
     #[error("session-ticket keys: {0}")]
     TicketKeys(#[from] crate::tls::ticket_keys::KeyFileError),
+    /// The upgrade socket's directory is missing, shared or another user's.
+    #[error("shutdown.upgrade_sock: {0}")]
+    UpgradeSock(#[from] crate::upgrade_sock::UpgradeSockError),
 }
 
 /// Puts the header read timeout on each new HTTP session before pingora reads its header, so
@@ -116,6 +121,7 @@ pub struct Proxy {
     inflight: Inflight,
     going_away: tokio::sync::watch::Sender<bool>,
     grace: Duration,
+    upgrade_sock: std::path::PathBuf,
 }
 
 pub use pingora::server::{ShutdownSignal, ShutdownSignalWatch as ShutdownWatcher};
@@ -138,6 +144,8 @@ impl Proxy {
         let table = opts.table.unwrap_or_default();
         let inflight = Inflight::default();
         let settings = Arc::new(Settings::from(cfg));
+        // Before pingora binds it (with `--upgrade`) or could send to it (on SIGQUIT).
+        upgrade_sock::prepare_dir(&cfg.shutdown.upgrade_sock)?;
 
         let conf = ServerConf {
             threads: cfg.server.threads,
@@ -226,7 +234,13 @@ impl Proxy {
             acceptor,
             http,
             lane,
-            cfg.limits.handshake_timeout,
+            EdgeLimits {
+                handshake_timeout: cfg.limits.handshake_timeout,
+                clients: ClientLimits::new(
+                    cfg.limits.max_connections_per_client,
+                    cfg.limits.max_handshakes_per_client,
+                ),
+            },
             metrics.clone(),
             inflight.clone(),
             !cfg.server.work_stealing,
@@ -256,12 +270,15 @@ impl Proxy {
             inflight,
             going_away: going_away_tx,
             grace: cfg.shutdown.grace_period,
+            upgrade_sock: cfg.shutdown.upgrade_sock.clone(),
         })
     }
 
     /// Runs until shut down. SIGTERM: stop accepting, let in-flight requests and WebSockets
     /// run for the grace period, exit as soon as the last one ends. SIGQUIT: hand the
-    /// listening sockets to a new process started with `--upgrade`, then drain the same way.
+    /// listening sockets to a new process started with `--upgrade`, then drain the same way
+    /// (refused, and the proxy keeps serving, unless the socket is this user's: see
+    /// `upgrade_sock`).
     pub fn run(self) {
         exit_when_idle(
             &self.server,
@@ -269,7 +286,10 @@ impl Proxy {
             self.going_away,
             self.grace,
         );
-        self.server.run_forever();
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(CheckedSignals::new(self.upgrade_sock)),
+        });
+        std::process::exit(0)
     }
 
     /// The publisher into this proxy's table: an embedding control plane (`kanmon up`)

@@ -12,7 +12,7 @@ pub struct Settings {
     pub base_domain: String,
     /// Header block limit (431 past it).
     pub max_header_bytes: usize,
-    /// Time allowed for a request header (fresh connection) and body.
+    /// Time allowed for a request head, and a body's grace before `min_body_rate`.
     pub request_read_timeout: Duration,
     /// Idle limit of an upgraded WebSocket.
     pub websocket_idle_timeout: Duration,
@@ -24,6 +24,10 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// Time a node has to start its response, and between reads of its body.
     pub response_timeout: Duration,
+    /// Time one write to a client or a node may take.
+    pub write_timeout: Duration,
+    /// Bytes/s a request body must average after its grace (`request_read_timeout`).
+    pub min_body_rate: u64,
 }
 
 impl From<&ProxyConfig> for Settings {
@@ -41,6 +45,8 @@ impl From<&ProxyConfig> for Settings {
             eject_for_ms: c.upstream.eject_for.as_millis() as u64,
             pool_idle_timeout: c.upstream.pool_idle_timeout,
             response_timeout: c.upstream.response_timeout,
+            write_timeout: c.limits.write_timeout,
+            min_body_rate: c.limits.min_body_rate,
         }
     }
 }

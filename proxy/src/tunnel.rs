@@ -15,7 +15,10 @@ use std::future::Future;
 
 use crate::{
     bufpool::Lent,
-    h1::head::{self, Framing},
+    h1::{
+        head::{self, Framing},
+        write::{write_within, WriteFail},
+    },
     wsframe::{FrameBoundary, CLOSE_GOING_AWAY},
 };
 use tokio::{
@@ -124,6 +127,16 @@ pub async fn read_response_head(
     })
 }
 
+/// The time limits of a tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// No traffic either way for this long ends it.
+    pub idle: Duration,
+    /// One write to either side may take this long (`limits.write_timeout`): a side that
+    /// stops reading cannot hold the other, the node connection and the slot forever.
+    pub write: Duration,
+}
+
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelEnd {
@@ -135,9 +148,22 @@ pub enum TunnelEnd {
     Idle,
     /// A read or write failed (a reset, usually the client going away).
     Error,
+    /// The client read nothing of a write for the write limit.
+    ClientStalled,
+    /// The node read nothing of a write for the write limit.
+    NodeStalled,
 }
 
-/// Copies bytes both ways until both sides are done, an error, or `idle` without traffic.
+/// The end a failed write gives the tunnel.
+fn write_end(fail: WriteFail, stalled: TunnelEnd) -> TunnelEnd {
+    match fail {
+        WriteFail::Closed(_) => TunnelEnd::Error,
+        WriteFail::TimedOut => stalled,
+    }
+}
+
+/// Copies bytes both ways until both sides are done, an error, `limits.idle` without
+/// traffic, or a write that takes longer than `limits.write`.
 ///
 /// Memory per idle tunnel is what matters for thousands of idle game clients, so neither
 /// direction keeps a large buffer: client → node reads into a small buffer inside the task
@@ -147,7 +173,7 @@ pub enum TunnelEnd {
 pub async fn relay<C>(
     client: C,
     node: TcpStream,
-    idle: Duration,
+    limits: Limits,
     mut frames: FrameBoundary,
     mut going_away: watch::Receiver<bool>,
 ) -> TunnelEnd
@@ -163,7 +189,9 @@ where
     let (mut closing, mut close_sent) = (false, false);
     // One timer for the tunnel's life, re-armed only when it fires: arming a fresh timer
     // per message costs a timer-wheel insert and removal on every frame.
-    let mut idle = IdleClock::new(idle);
+    let mut idle = IdleClock::new(limits.idle);
+    let to_client = limits.write;
+    let to_node = limits.write;
     let timer = sleep_until(idle.next_wake(Instant::now()));
     tokio::pin!(timer);
     // One registration with the shutdown signal for the tunnel's life, likewise.
@@ -179,8 +207,8 @@ where
     tokio::pin!(asked_to_go);
     while client_open || (node_open && !close_sent) {
         if closing && !close_sent && frames.at_boundary() {
-            if cw.write_all(&CLOSE_GOING_AWAY).await.is_err() || cw.flush().await.is_err() {
-                return TunnelEnd::Error;
+            if let Err(e) = write_within(&mut cw, &CLOSE_GOING_AWAY, to_client).await {
+                return write_end(e, TunnelEnd::ClientStalled);
             }
             close_sent = true;
             // The client answers with its own Close frame (forwarded) and hangs up.
@@ -191,11 +219,17 @@ where
             r = cr.read(&mut cbuf), if client_open => match r {
                 Ok(0) => {
                     client_open = false;
-                    if nw.shutdown().await.is_err() { return TunnelEnd::Error; }
+                    match timeout(to_node, nw.shutdown()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return TunnelEnd::Error,
+                        Err(_) => return TunnelEnd::NodeStalled,
+                    }
                     timer.as_mut().reset(idle.linger(Instant::now()));
                 }
                 Ok(n) => {
-                    if nw.write_all(&cbuf[..n]).await.is_err() { return TunnelEnd::Error; }
+                    if let Err(e) = write_within(&mut nw, &cbuf[..n], to_node).await {
+                        return write_end(e, TunnelEnd::NodeStalled);
+                    }
                     idle.active();
                 }
                 Err(_) => return TunnelEnd::Error,
@@ -208,15 +242,19 @@ where
                 match read_ready(&mut nr, &mut buf).await {
                     Ok(Some(0)) => {
                         node_open = false;
-                        if cw.shutdown().await.is_err() { return TunnelEnd::Error; }
+                        match timeout(to_client, cw.shutdown()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return TunnelEnd::Error,
+                            Err(_) => return TunnelEnd::ClientStalled,
+                        }
                         timer.as_mut().reset(idle.linger(Instant::now()));
                     }
                     Ok(Some(n)) => {
                         // The client stream is buffered (pingora's L4 writer, then TLS): flush
                         // every chunk, or small WebSocket frames would sit in the buffer.
                         let bytes = &buf[..n];
-                        if cw.write_all(bytes).await.is_err() || cw.flush().await.is_err() {
-                            return TunnelEnd::Error;
+                        if let Err(e) = write_within(&mut cw, bytes, to_client).await {
+                            return write_end(e, TunnelEnd::ClientStalled);
                         }
                         frames.feed(bytes);
                         idle.active();
@@ -320,7 +358,8 @@ impl IdleClock {
 }
 
 /// Relays a non-101 answer to the client: the rest of a `Content-Length` body, or
-/// everything until the node closes (bounded by `limit`).
+/// everything until the node closes; the whole of it, writes to the client included, bounded
+/// by `limit`.
 pub async fn relay_refusal<C>(
     client: &mut C,
     node: &mut TcpStream,
@@ -330,27 +369,39 @@ pub async fn relay_refusal<C>(
 where
     C: AsyncWrite + Unpin,
 {
-    client.write_all(&head.bytes).await?;
-    client.flush().await?;
     let already = head.bytes.len() - head.head_len;
-    let copy = async {
+    let relay = async {
+        client.write_all(&head.bytes).await?;
+        client.flush().await?;
         match head.content_length {
-            Some(len) if len <= already => Ok(0),
-            Some(len) => tokio::io::copy(&mut node.take((len - already) as u64), client).await,
-            None => tokio::io::copy(node, client).await,
+            Some(len) if len <= already => {}
+            Some(len) => {
+                tokio::io::copy(&mut node.take((len - already) as u64), client).await?;
+            }
+            None => {
+                tokio::io::copy(node, client).await?;
+            }
         }
+        client.flush().await?;
+        client.shutdown().await
     };
-    match timeout(limit, copy).await {
-        Ok(r) => r.map(|_| ()),
+    match timeout(limit, relay).await {
+        Ok(r) => r,
+        // Too slow on either side: the answer is cut where it stands.
         Err(_) => Ok(()),
-    }?;
-    client.flush().await?;
-    client.shutdown().await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limits(idle: Duration) -> Limits {
+        Limits {
+            idle,
+            write: Duration::from_secs(30),
+        }
+    }
 
     /// A connected loopback TCP pair.
     async fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -368,7 +419,7 @@ mod tests {
         let task = tokio::spawn(relay(
             client,
             node,
-            Duration::from_secs(30),
+            limits(Duration::from_secs(30)),
             FrameBoundary::default(),
             away,
         ));
@@ -404,7 +455,7 @@ mod tests {
         let end = relay(
             client,
             node,
-            Duration::from_secs(300),
+            limits(Duration::from_secs(300)),
             FrameBoundary::default(),
             away,
         )
@@ -455,6 +506,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_at_the_write_limit() {
+        // A client that has read nothing: its side of the pipe fills and stays full.
+        let (client, _client_peer) = tokio::io::duplex(1024);
+        let (node, mut node_peer) = tcp_pair().await;
+        let (_away, away) = watch::channel(false);
+        let limits = Limits {
+            idle: Duration::from_secs(3600),
+            write: Duration::from_millis(300),
+        };
+        let task = tokio::spawn(relay(client, node, limits, FrameBoundary::default(), away));
+        // The node keeps sending (well past what the pipe holds) until the tunnel gives up.
+        let flood = tokio::spawn(async move {
+            let chunk = [0u8; 4096];
+            for _ in 0..16 {
+                if node_peer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let end = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the tunnel gives up on the client");
+        assert_eq!(end.unwrap(), TunnelEnd::ClientStalled);
+        flood.abort();
+    }
+
+    #[tokio::test]
     async fn going_away_waits_for_a_frame_boundary_then_sends_1001() {
         let (client, mut client_peer) = tokio::io::duplex(1 << 16);
         let (node, mut node_peer) = tcp_pair().await;
@@ -462,7 +540,7 @@ mod tests {
         let task = tokio::spawn(relay(
             client,
             node,
-            Duration::from_secs(30),
+            limits(Duration::from_secs(30)),
             FrameBoundary::default(),
             away,
         ));

@@ -21,12 +21,13 @@ pub enum Body {
 }
 
 impl Body {
-    /// The body a message with `framing` has ahead of it.
-    pub fn new(framing: Framing) -> Self {
+    /// The body a message with `framing` has ahead of it; a chunked one may carry up to
+    /// `trailer_limit` bytes of trailers (and of extensions per size line).
+    pub fn new(framing: Framing, trailer_limit: usize) -> Self {
         match framing {
             Framing::Empty | Framing::Length(0) => Self::Done,
             Framing::Length(n) => Self::Length(n),
-            Framing::Chunked => Self::Chunked(ChunkedEnd::default()),
+            Framing::Chunked => Self::Chunked(ChunkedEnd::new(trailer_limit)),
             Framing::UntilClose => Self::UntilClose,
         }
     }
@@ -66,7 +67,7 @@ mod tests {
 
     #[test]
     fn a_length_body_takes_exactly_its_bytes_across_reads() {
-        let mut body = Body::new(Framing::Length(5));
+        let mut body = Body::new(Framing::Length(5), 1024);
         assert_eq!(body.take(b"abc"), Ok(3));
         assert!(!body.is_done());
         assert_eq!(body.take(b"deGET /"), Ok(2));
@@ -76,14 +77,14 @@ mod tests {
 
     #[test]
     fn empty_chunked_and_until_close_bodies() {
-        assert!(Body::new(Framing::Empty).is_done());
-        assert!(Body::new(Framing::Length(0)).is_done());
-        let mut chunked = Body::new(Framing::Chunked);
+        assert!(Body::new(Framing::Empty, 1024).is_done());
+        assert!(Body::new(Framing::Length(0), 1024).is_done());
+        let mut chunked = Body::new(Framing::Chunked, 1024);
         assert_eq!(chunked.take(b"3\r\nabc\r\n0\r\n\r\nX"), Ok(13));
         assert!(chunked.is_done());
-        let mut until_close = Body::new(Framing::UntilClose);
+        let mut until_close = Body::new(Framing::UntilClose, 1024);
         assert_eq!(until_close.take(b"anything"), Ok(8));
         assert!(!until_close.is_done());
-        assert!(Body::new(Framing::Chunked).take(b"zz\r\n").is_err());
+        assert!(Body::new(Framing::Chunked, 1024).take(b"zz\r\n").is_err());
     }
 }

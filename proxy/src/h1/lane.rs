@@ -27,11 +27,13 @@ use crate::bufpool::{self, Lent};
 use super::{
     body::Body,
     head::{self, Framing, HeadError, RequestHead, ResponseHead},
+    pace::BodyPace,
     pool,
+    write::{write_within, WriteFail},
 };
 use crate::{
-    accounting::RequestAccount, inflight::Inflight, node_series, responses::Refusal,
-    routing::Routes, tls::SniTarget, tunnel, wsframe::FrameBoundary,
+    accounting::RequestAccount, client_limits::ClientSlot, inflight::Inflight, node_series,
+    responses::Refusal, routing::Routes, tls::SniTarget, tunnel, wsframe::FrameBoundary,
 };
 
 /// Client read buffer of a connection (a request head fits; it grows up to
@@ -78,8 +80,10 @@ impl Lane {
         }
     }
 
-    /// Serves one client connection (TLS already terminated) until it closes.
-    pub async fn serve(&self, mut client: Stream, shutdown: &ShutdownWatch) {
+    /// Serves one client connection (TLS already terminated) until it closes; `slot` (the
+    /// connection's place under its client address's limit) is held as long as the
+    /// connection lives, by a WebSocket tunnel too.
+    pub async fn serve(&self, mut client: Stream, shutdown: &ShutdownWatch, slot: ClientSlot) {
         let digest = client.get_ssl_digest();
         let sni = digest.as_ref().and_then(|d| d.extension.get::<SniTarget>());
         let client_ip = client
@@ -91,6 +95,8 @@ impl Lane {
         let mut buf = Vec::with_capacity(READ_BUF);
         let mut shutdown = shutdown.clone();
         let mut counted = RequestAccount::default();
+        // Whether the proxy ends the connection on a client that may still be sending.
+        let mut refused = false;
         loop {
             let head = match self.read_head(&mut client, &mut buf, &mut shutdown).await {
                 Ok(Some(head)) => head,
@@ -104,6 +110,7 @@ impl Lane {
                     let dep = self.routes.named_deployment(sni);
                     counted.record(self.routes.metrics(), dep.as_ref(), refusal.status(), 0.0);
                     self.send_refusal(&mut client, refusal, true).await;
+                    refused = true;
                     break;
                 }
             };
@@ -120,6 +127,7 @@ impl Lane {
                     counted.record(self.routes.metrics(), dep.as_ref(), refusal.status(), 0.0);
                     let sent = self.send_refusal(&mut client, refusal, close).await;
                     if !sent || close || refusal.closes() {
+                        refused = sent;
                         break;
                     }
                     buf.drain(..head.len);
@@ -127,7 +135,8 @@ impl Lane {
                 }
             };
             if head.websocket {
-                self.websocket(client, buf, &head, guard, client_ip).await;
+                self.websocket(client, buf, &head, guard, client_ip, slot)
+                    .await;
                 return;
             }
             let start = Instant::now();
@@ -143,6 +152,7 @@ impl Lane {
                 start.elapsed().as_secs_f64(),
             );
             if next == Next::Close {
+                refused = matches!(status, 400 | 408);
                 break;
             }
             if buf.is_empty() && buf.capacity() > READ_BUF {
@@ -150,7 +160,13 @@ impl Lane {
                 buf = Vec::with_capacity(READ_BUF);
             }
         }
-        let _closing_anyway = AsyncWriteExt::shutdown(&mut client).await;
+        // A client that stopped reading cannot hold the close either.
+        let limit = self.routes.settings().write_timeout;
+        let _closing_anyway = timeout(limit, AsyncWriteExt::shutdown(&mut client)).await;
+        if refused {
+            linger(&mut client).await;
+        }
+        drop(slot);
     }
 
     /// Reads until `buf` starts with a whole request head, within `request_read_timeout`.
@@ -202,7 +218,37 @@ impl Lane {
         self.routes.refused(refusal);
         let mut out = Lent::take();
         refusal.write_h1(close, &mut out);
-        client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
+        self.to_client(client, &out).await
+    }
+
+    /// Writes and flushes `bytes` to the client within `write_timeout`; returns whether they
+    /// went out. A client that stopped reading is cut and counted.
+    async fn to_client(&self, client: &mut Stream, bytes: &[u8]) -> bool {
+        match write_within(client, bytes, self.routes.settings().write_timeout).await {
+            Ok(()) => true,
+            Err(WriteFail::Closed(_)) => false,
+            Err(WriteFail::TimedOut) => {
+                self.cut("client_write_timeout");
+                false
+            }
+        }
+    }
+
+    /// Writes `bytes` to a node within `write_timeout` (a node that stopped reading is
+    /// counted as cut).
+    async fn to_node(&self, node: &mut TcpStream, bytes: &[u8]) -> Result<(), WriteFail> {
+        let written = write_within(node, bytes, self.routes.settings().write_timeout).await;
+        if let Err(WriteFail::TimedOut) = written {
+            self.cut("node_write_timeout");
+        }
+        written
+    }
+
+    /// Counts a connection cut for a peer that was too slow.
+    fn cut(&self, reason: &'static str) {
+        let metrics = self.routes.metrics();
+        metrics.cut_connections.with_label_values(&[reason]).inc();
+        tracing::debug!(reason, "connection cut: the peer was too slow");
     }
 
     /// One request and its response. Returns the status the client got and what next.
@@ -216,25 +262,25 @@ impl Lane {
         shutting_down: bool,
     ) -> (u16, Next) {
         let settings = self.routes.settings();
+        let started = tokio::time::Instant::now();
         // Lent for this exchange only (see `bufpool`).
         let (mut out, mut node_buf) = (Lent::take(), Lent::take());
         // The request as the node gets it: the head plus the body bytes already read.
         head::write_upstream_request(buf, head, client_ip, &mut out);
-        let mut body = Body::new(head.body);
+        let mut body = Body::new(head.body, settings.max_header_bytes);
         let Ok(got) = body.take(&buf[head.len..]) else {
             return self.fail(client, Refusal::BadRequest).await;
         };
         out.extend_from_slice(&buf[head.len..head.len + got]);
         buf.drain(..head.len + got);
+        let received = got as u64;
         // Whole request in hand: a kept-alive connection the node had closed can be retried.
         let whole = body.is_done();
         if head.expect_continue && !whole {
             // Answered here, so the client sends its body while the node is picked.
-            if client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if !self
+                .to_client(client, b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
-                .is_err()
-                || client.flush().await.is_err()
             {
                 return (CLIENT_CLOSED, Next::Close);
             }
@@ -257,21 +303,38 @@ impl Lane {
             let Some((mut node, addr)) = picked else {
                 return self.fail(client, Refusal::BadGateway).await;
             };
-            if let Err(e) = node.write_all(&out).await {
-                if reused && whole {
+            match self.to_node(&mut node, &out).await {
+                Ok(()) => {}
+                Err(WriteFail::Closed(e)) if reused && whole => {
                     tracing::debug!(node = %addr, error = %e, "kept-alive connection closed by the node; retrying on a fresh one");
                     fresh_only = true;
                     continue;
                 }
-                tracing::warn!(error = %e, "sending a request to the node failed");
-                return self.fail(client, Refusal::BadGateway).await;
+                Err(WriteFail::Closed(e)) => {
+                    tracing::warn!(error = %e, "sending a request to the node failed");
+                    return self.fail(client, Refusal::BadGateway).await;
+                }
+                Err(WriteFail::TimedOut) => {
+                    return self.fail(client, Refusal::GatewayTimeout).await;
+                }
             }
             if !body.is_done() {
-                match self.forward_body(client, &mut node, buf, &mut body).await {
+                let pace = (started, received);
+                match self
+                    .forward_body(client, &mut node, buf, &mut body, pace)
+                    .await
+                {
                     Ok(()) => {}
                     Err(BodySide::Client) => return (CLIENT_CLOSED, Next::Close),
                     Err(BodySide::Malformed) => {
                         return self.fail(client, Refusal::BadRequest).await
+                    }
+                    Err(BodySide::TooSlow) => {
+                        self.cut("slow_body");
+                        return self.fail(client, Refusal::RequestTimeout).await;
+                    }
+                    Err(BodySide::NodeStalled) => {
+                        return self.fail(client, Refusal::GatewayTimeout).await
                     }
                     Err(BodySide::Node) => return self.fail(client, Refusal::BadGateway).await,
                 }
@@ -298,7 +361,7 @@ impl Lane {
 
         // The response: head and the body bytes already read leave in one write.
         let close = !head.keep_alive || shutting_down || response.body == Framing::UntilClose;
-        let mut rbody = Body::new(response.body);
+        let mut rbody = Body::new(response.body, MAX_RESPONSE_HEAD);
         out.clear();
         head::write_client_response(&node_buf, &response, close, &mut out);
         let after_head = &node_buf[response.len..];
@@ -307,7 +370,7 @@ impl Lane {
         };
         let mut in_step = used == after_head.len();
         out.extend_from_slice(&after_head[..used]);
-        if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
+        if !self.to_client(client, &out).await {
             return (response.status, Next::Close);
         }
         while !rbody.is_done() {
@@ -324,7 +387,7 @@ impl Lane {
                 return (response.status, Next::Close);
             };
             in_step = used == node_buf.len();
-            if client.write_all(&node_buf[..used]).await.is_err() || client.flush().await.is_err() {
+            if !self.to_client(client, &node_buf[..used]).await {
                 return (response.status, Next::Close);
             }
         }
@@ -368,27 +431,34 @@ impl Lane {
         (refusal.status(), Next::Close)
     }
 
-    /// Forwards the rest of a request body as it arrives.
+    /// Forwards the rest of a request body as it arrives, at the pace `limits` asks of the
+    /// whole body (`BodyPace`) from `started`, when `received` bytes of it were in.
     async fn forward_body(
         &self,
         client: &mut Stream,
         node: &mut TcpStream,
         buf: &mut Vec<u8>,
         body: &mut Body,
+        (started, mut received): (tokio::time::Instant, u64),
     ) -> Result<(), BodySide> {
-        let limit = self.routes.settings().request_read_timeout;
+        let settings = self.routes.settings();
+        let pace = BodyPace::new(settings.request_read_timeout, settings.min_body_rate);
         while !body.is_done() {
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
             }
-            match timeout(limit, client.read_buf(buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return Err(BodySide::Client),
+            let due = started + pace.allowed(received);
+            match tokio::time::timeout_at(due, client.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => received += n as u64,
+                Ok(_) => return Err(BodySide::Client),
+                Err(_) => return Err(BodySide::TooSlow),
             }
             let used = body.take(buf).map_err(|_| BodySide::Malformed)?;
-            node.write_all(&buf[..used])
-                .await
-                .map_err(|_| BodySide::Node)?;
+            match self.to_node(node, &buf[..used]).await {
+                Ok(()) => {}
+                Err(WriteFail::Closed(_)) => return Err(BodySide::Node),
+                Err(WriteFail::TimedOut) => return Err(BodySide::NodeStalled),
+            }
             buf.drain(..used);
         }
         Ok(())
@@ -430,10 +500,8 @@ impl Lane {
                     101 => return Err(NodeFailure::Broken),
                     100..=199 => {
                         // 100 Continue was already sent by the proxy when the client asked.
-                        if !(response.status == 100 && req.expect_continue)
-                            && (client.write_all(&buf[..response.len]).await.is_err()
-                                || client.flush().await.is_err())
-                        {
+                        let pass_on = !(response.status == 100 && req.expect_continue);
+                        if pass_on && !self.to_client(client, &buf[..response.len]).await {
                             return Err(NodeFailure::Broken);
                         }
                         buf.drain(..response.len);
@@ -452,14 +520,16 @@ impl Lane {
         head: &RequestHead,
         guard: ConnectionGuard,
         client_ip: Option<IpAddr>,
+        slot: ClientSlot,
     ) {
         let start = Instant::now();
         let settings = self.routes.settings();
         let mut out = Lent::take();
         head::write_upstream_request(&buf, head, client_ip, &mut out);
-        // Anything the client sent after its request (early frames) follows the head.
-        out.extend_from_slice(&buf[head.len..]);
-        drop(buf);
+        // Anything the client sent after its request (early frames) waits for the node's 101:
+        // a node that refuses the upgrade would parse those bytes as further requests, which
+        // the edge never checked.
+        let early = &buf[head.len..];
         let mut guard = Some(guard);
         let mut retried = false;
         let dep = guard.as_ref().map(|g| Arc::clone(g.deployment()));
@@ -476,7 +546,7 @@ impl Lane {
             return;
         };
         let answer = async {
-            node.write_all(&out)
+            write_within(&mut node, &out, settings.write_timeout)
                 .await
                 .map_err(|e| tunnel::TunnelError::Upstream {
                     addr,
@@ -503,9 +573,16 @@ impl Lane {
             }
             return;
         }
-        if client.write_all(&response.bytes).await.is_err() || client.flush().await.is_err() {
+        if !self.to_client(&mut client, &response.bytes).await {
             return;
         }
+        if !early.is_empty() {
+            if let Err(e) = write_within(&mut node, early, settings.write_timeout).await {
+                tracing::debug!(error = %e, "node left right after its 101");
+                return;
+            }
+        }
+        drop(buf);
         let Some(guard) = guard.take() else {
             return;
         };
@@ -519,7 +596,11 @@ impl Lane {
         let mut frames = FrameBoundary::default();
         frames.feed(&response.bytes[response.head_len..]);
         drop(response);
-        let idle = settings.websocket_idle_timeout;
+        let limits = tunnel::Limits {
+            idle: settings.websocket_idle_timeout,
+            write: settings.write_timeout,
+        };
+        let cuts = self.routes.metrics().cut_connections.clone();
         let going_away = self.going_away.clone();
         let connection = self.connections.enter();
         let routes = self.routes.clone();
@@ -528,7 +609,7 @@ impl Lane {
         // buffers end now instead of living as long as the WebSocket.
         tokio::spawn(async move {
             gauge.inc();
-            let end = tunnel::relay(client, node, idle, frames, going_away).await;
+            let end = tunnel::relay(client, node, limits, frames, going_away).await;
             gauge.dec();
             node_series::websocket_closed(
                 routes.metrics(),
@@ -538,7 +619,15 @@ impl Lane {
                 &gauge,
             );
             tracing::debug!(?end, node = guard.node().id(), "websocket ended");
-            drop((guard, connection));
+            let stalled = match end {
+                tunnel::TunnelEnd::ClientStalled => Some("client_write_timeout"),
+                tunnel::TunnelEnd::NodeStalled => Some("node_write_timeout"),
+                _ => None,
+            };
+            if let Some(reason) = stalled {
+                cuts.with_label_values(&[reason]).inc();
+            }
+            drop((guard, connection, slot));
         });
     }
 }
@@ -548,6 +637,30 @@ enum BodySide {
     Client,
     Node,
     Malformed,
+    /// The client sent it slower than `limits.min_body_rate`.
+    TooSlow,
+    /// The node stopped reading it for `limits.write_timeout`.
+    NodeStalled,
+}
+
+/// After answering a client that may still be sending (a refused head, a cut body), reads
+/// and drops what it sends for a moment before closing (RFC 9112 §9.6): closing on unread
+/// bytes resets the connection, and a reset can destroy the answer before the client reads it.
+async fn linger(client: &mut Stream) {
+    /// Long enough for bytes in flight, short enough to cost nothing.
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+    const MOST: usize = 64 * 1024;
+    let drain = async {
+        let mut buf = [0u8; 1024];
+        let mut dropped = 0;
+        while dropped < MOST {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+        }
+    };
+    let _bounded = timeout(LINGER, drain).await;
 }
 
 /// Resolves once a graceful shutdown has begun (never, if nobody can signal one any more).

@@ -7,13 +7,16 @@
 //! handshake, connections that chose HTTP/1.1 (or no ALPN) are served by this module; those
 //! that chose h2 (gRPC among them) go to pingora.
 //!
-//! The parsing and framing logic (`head`, `chunked`, `body`) is sans-io and tested on its
+//! The parsing and framing logic (`head`, `response`, `chunked`, `body`) is sans-io and tested on its
 //! own; `lane` is the I/O loop; `pool` keeps connections to nodes.
 
 pub mod body;
 pub mod chunked;
 pub mod head;
 pub mod lane;
+pub mod pace;
 pub mod pool;
+pub mod response;
+pub mod write;
 
 pub use lane::Lane;

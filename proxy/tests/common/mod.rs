@@ -3,6 +3,8 @@
 //! tokio-tungstenite, h2).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod lenient_node;
+
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -53,6 +55,8 @@ pub struct Opts {
     pub discovery: Option<String>,
     /// Extra lines for the `[tls]` table.
     pub tls_extra: String,
+    /// Extra lines for the `[limits]` table.
+    pub limits_extra: String,
 }
 
 impl Default for Opts {
@@ -65,6 +69,7 @@ impl Default for Opts {
             max_connections: 20_000,
             discovery: None,
             tls_extra: String::new(),
+            limits_extra: String::new(),
         }
     }
 }
@@ -121,6 +126,7 @@ upgrade_sock = "{sock}"
 [limits]
 request_read_timeout = "{read_timeout}"
 max_connections_per_deployment = {max}
+{limits_extra}
 [server]
 threads = 2
 {extra}
@@ -131,6 +137,7 @@ threads = 2
             sock = dir.path().join("upgrade.sock").display(),
             extra = opts.extra,
             tls_extra = opts.tls_extra,
+            limits_extra = opts.limits_extra,
             discovery = opts
                 .discovery
                 .clone()
