@@ -1,6 +1,6 @@
 //! The HTTP JSON API (`kanmon serve`). Bearer-token authentication on every route but
-//! `/openapi.json`, `/healthz` and `/v1/downloads/{token}` (the expiring token is the
-//! credential); every request checked and audited (see [`context`]).
+//! `/openapi.json` and `/healthz`; every authenticated request checked and audited, every
+//! refused authentication counted (see [`context`], [`refusals`]).
 
 mod admin;
 pub mod context;
@@ -8,11 +8,15 @@ mod deployments;
 pub mod error;
 mod openapi;
 mod operations;
+pub mod refusals;
 mod views;
 
+use std::sync::Arc;
+
 use axum::{
+    extract::rejection::JsonRejection,
     routing::{delete, get, post},
-    Router,
+    Json, Router,
 };
 
 pub use error::ApiError;
@@ -24,10 +28,36 @@ use crate::runtime::Runtime;
 pub struct App {
     /// The control plane.
     pub rt: Runtime,
+    /// Refused authentications (exported as [`refusals::AUTH_FAILURES_TOTAL`]).
+    pub auth_failures: Arc<refusals::AuthFailures>,
+}
+
+impl App {
+    /// The handlers' state over `rt`, with a fresh refusal counter.
+    pub fn new(rt: Runtime) -> Self {
+        Self {
+            rt,
+            auth_failures: Arc::default(),
+        }
+    }
+}
+
+/// A JSON body whose refusal is answered inside [`App::handle`], so that bad input from a
+/// known caller is an audited refusal and an unknown caller still gets 401 first.
+pub(crate) type Body<T> = Result<Json<T>, JsonRejection>;
+
+/// The decoded body, or the 400 for it.
+pub(crate) fn body<T>(b: Body<T>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| ApiError::bad_body(&e))
 }
 
 /// Every route of the API.
 pub fn router(rt: Runtime) -> Router {
+    router_for(App::new(rt))
+}
+
+/// Every route of the API over `app` (whose counters the caller keeps a handle to).
+pub fn router_for(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi::document))
@@ -37,6 +67,7 @@ pub fn router(rt: Runtime) -> Router {
         .route("/v1/users", post(admin::create_user))
         .route("/v1/users/{name}/grants", get(admin::list_grants))
         .route("/v1/users/{name}/token", post(admin::rotate_token))
+        .route("/v1/users/{name}/{state}", post(admin::set_disabled))
         .route("/v1/grants", post(admin::create_grant))
         .route("/v1/grants/{id}", delete(admin::revoke_grant))
         .route("/v1/audit", get(admin::audit_all))
@@ -57,8 +88,8 @@ pub fn router(rt: Runtime) -> Router {
             get(operations::list).post(operations::submit),
         )
         .route("/v1/operations/{id}", get(operations::show))
-        .route("/v1/downloads/{token}", get(operations::download))
-        .with_state(App { rt })
+        .route("/v1/operations/{id}/download", get(operations::download))
+        .with_state(app)
 }
 
 /// Serves the API on `listener` until the process ends.

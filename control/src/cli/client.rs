@@ -81,6 +81,36 @@ impl Client {
         })
     }
 
+    /// Streams the body of `GET path` into a new file `out` (mode 0600: a database dump holds
+    /// the tenant's data). Returns the bytes written.
+    pub async fn download(&self, path: &str, out: &std::path::Path) -> Result<u64, ClientError> {
+        use std::io::Write;
+        let mut resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(ClientError::Api {
+                status,
+                message: value["error"].as_str().unwrap_or("download failed").into(),
+                missing: value["missing_permission"].as_str().map(str::to_string),
+            });
+        }
+        let usage = |e: std::io::Error| ClientError::Usage(format!("{}: {e}", out.display()));
+        let mut file = crate::private::create_file(out).map_err(usage)?;
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            file.write_all(&chunk).map_err(usage)?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().map_err(usage)?;
+        Ok(written)
+    }
+
     /// GET.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(Method::GET, path, None).await

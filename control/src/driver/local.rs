@@ -204,7 +204,8 @@ impl LocalDriver {
             source,
         };
         let dir = self.config.log_dir.join(instance);
-        tokio::fs::create_dir_all(&dir).await.map_err(err)?;
+        // Logs hold whatever a node prints (tokens, addresses): owner-only, like the config.
+        crate::private::create_dir(&dir).map_err(err)?;
         let log_path = dir.join(format!("{}.log", spec.id));
         let mut cmd = Command::new(&self.config.program);
         cmd.args(&self.config.args)
@@ -292,11 +293,7 @@ impl LocalDriver {
 }
 
 async fn open_log(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
+    crate::private::append_file(path).map(tokio::fs::File::from_std)
 }
 
 async fn http_ok(addr: SocketAddr) -> bool {
