@@ -9,6 +9,7 @@ pub mod error;
 mod openapi;
 mod operations;
 pub mod refusals;
+pub mod tls;
 mod views;
 
 use std::sync::Arc;
@@ -95,4 +96,32 @@ pub fn router_for(app: App) -> Router {
 /// Serves the API on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, rt: Runtime) -> std::io::Result<()> {
     axum::serve(listener, router(rt)).await
+}
+
+/// Serves the API over TLS with `config` on `listener` until the process ends.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    app: App,
+) -> std::io::Result<()> {
+    axum::serve(tls::TlsListener::new(listener, config)?, router_for(app)).await
+}
+
+/// Why the API refuses to listen where it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to serve the API in plain HTTP on {0}, which is not a loopback address: bearer \
+     tokens would cross the network in clear. Give --tls-cert and --tls-key, or \
+     --insecure-http if something else encrypts the traffic"
+)]
+pub struct PlainHttpRefused(pub std::net::SocketAddr);
+
+/// Plain HTTP only on loopback, unless the operator explicitly accepts it (`--insecure-http`,
+/// e.g. behind a TLS-terminating sidecar).
+pub fn check_plain_http(addr: std::net::SocketAddr, allowed: bool) -> Result<(), PlainHttpRefused> {
+    if addr.ip().is_loopback() || allowed {
+        Ok(())
+    } else {
+        Err(PlainHttpRefused(addr))
+    }
 }

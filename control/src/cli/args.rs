@@ -35,6 +35,10 @@ pub struct Connection {
     /// start); the preferred way to pass a token.
     #[arg(long, env = "KANMON_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify an https control plane with, e.g. `kanmon up`'s
+    /// `certs/ca.crt` (default: the system's roots).
+    #[arg(long, env = "KANMON_CA", global = true)]
+    pub ca: Option<PathBuf>,
     /// Print the raw JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -393,9 +397,20 @@ pub struct UpArgs {
 /// `kanmon serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed). Plain HTTP
+    /// is refused on a non-loopback address: give --tls-cert/--tls-key (or --insecure-http).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (only when something else, such as a
+    /// TLS-terminating proxy on the same host, encrypts the traffic).
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
     /// SQLite database file (created if missing).
     #[arg(long, default_value = "kanmon.db")]
     pub db: PathBuf,

@@ -42,13 +42,39 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`) that verifies an `https` server
+    /// against the system's roots.
     pub fn new(base: &str, token: String) -> Self {
-        Self {
+        match Self::with_ca(base, token.clone(), None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS client setup failed; using the HTTP client's defaults");
+                Self {
+                    base: base.trim_end_matches('/').to_string(),
+                    token,
+                    http: reqwest::Client::new(),
+                }
+            }
+        }
+    }
+
+    /// A client for `base` that verifies an `https` server against the CA certificates in
+    /// `ca` (a PEM file, e.g. the local CA of `kanmon up`), or the system's roots.
+    pub fn with_ca(
+        base: &str,
+        token: String,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let tls = crate::api::tls::client_config(ca)
+            .map_err(|e| ClientError::Usage(format!("TLS: {e}")))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()?;
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
-        }
+            http,
+        })
     }
 
     /// Sends a request and decodes the JSON answer.

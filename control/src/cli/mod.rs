@@ -55,7 +55,7 @@ fn pairs(items: &[String]) -> Result<Value, ClientError> {
 
 /// Runs a client command and returns what to print.
 pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientError> {
-    let c = Client::new(&conn.server, token(conn)?);
+    let c = Client::with_ca(&conn.server, token(conn)?, conn.ca.as_deref())?;
     let json_out = conn.json;
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let op_path = |i: &str| format!("/v1/deployments/{i}/operations");
