@@ -12,11 +12,12 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Runs the demo node after writing the `DATABASE_URL` it was given to its log.
+/// Runs the demo node after writing the `DATABASE_URL` it was given (in its 0600 config file,
+/// not its environment) to its log.
 fn reporting_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("node.sh");
     let script = format!(
-        "#!/bin/sh\necho \"database-url=$DATABASE_URL\" >&2\nexec {} \"$@\"\n",
+        "#!/bin/sh\necho \"database-url=$(sed -n 's/.*\"DATABASE_URL\":\"\\([^\"]*\\)\".*/\\1/p' \"$KANMON_NODE_CONFIG\")\" >&2\nexec {} \"$@\"\n",
         node_program().display()
     );
     std::fs::write(&path, script).expect("write wrapper");
