@@ -190,6 +190,10 @@ struct NodeArgs {
     /// Do not print a `ws-connect` line per WebSocket.
     #[arg(long)]
     quiet: bool,
+    /// Configuration file kanmon's local driver writes (0600 JSON: `KANMON_CONFIG_<KEY>`,
+    /// `DATABASE_URL`); read at start, its values are never printed.
+    #[arg(long, env = "KANMON_NODE_CONFIG")]
+    config_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -345,6 +349,10 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let Some(path) = &args.config_file {
+        let entries = node::read_config(path)?;
+        eprintln!("config: {} entries from {}", entries.len(), path.display());
+    }
     let cfg = node::NodeConfig {
         listen: args.listen,
         grpc_listen: args.grpc_listen,

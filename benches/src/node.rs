@@ -5,9 +5,12 @@
 //! node, so a test can tell which node the proxy picked. [`spawn_node`] starts one in-process on
 //! an OS-chosen loopback port; the `kanmon-bench node` subcommand runs the same code standalone.
 
+mod config;
 mod grpc;
 mod http1;
 mod ws;
+
+pub use config::{read_config, ConfigError};
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

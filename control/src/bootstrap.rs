@@ -1,7 +1,7 @@
 //! First-start bootstrap: an administrator and its token, so there is someone to create the
 //! other users.
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use crate::{
     domain::{Grant, PermissionSet, Scope},
@@ -44,23 +44,19 @@ pub fn bootstrap_admin(store: &Store, token_file: &Path) -> Result<Option<String
         path: token_file.display().to_string(),
         source,
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(token_file).map_err(io)?;
-    writeln!(f, "{token}").map_err(io)?;
-    f.sync_all().map_err(io)?;
+    crate::private::write_file(token_file, format!("{token}\n").as_bytes()).map_err(io)?;
     match store.create_user(&User {
         name: ADMIN.into(),
         service: false,
         admin: true,
         created_at: now(),
+        disabled: false,
     }) {
         Ok(()) | Err(StoreError::UserExists(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    store.add_token(ADMIN, &hash_token(&token))?;
+    // No expiry: this file is how an operator gets back in (disable `admin` to lock it out).
+    store.add_token(ADMIN, &hash_token(&token), None)?;
     store.add_grant(&Grant {
         user: ADMIN.into(),
         scope: Scope::Organization { org: "*".into() },

@@ -99,16 +99,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             driver
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let runtime = Runtime::start(store, settings, driver, publisher)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    if tls.is_none() {
+        api::check_plain_http(addr, args.insecure_http)?;
+    }
     // Tests and scripts read this line to learn the port when --listen used port 0.
-    println!("listening on {}", listener.local_addr()?);
-    tracing::info!(db = %args.db.display(), "control plane serving");
+    println!("listening on {addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(db = %args.db.display(), %addr, scheme, "control plane serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let served = async {
+        match tls {
+            Some(config) => api::serve_tls(listener, config, api::App::new(runtime)).await,
+            None => api::serve(listener, runtime).await,
+        }
+    };
     tokio::select! {
-        served = api::serve(listener, runtime) => served?,
+        served = served => served?,
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }

@@ -69,3 +69,67 @@ async fn a_node_that_exits_on_start_is_a_start_failure() {
         .is_err());
     assert_eq!(driver.health("alpha", "alpha-0").await, NodeHealth::Exited);
 }
+
+/// Secrets reach a node through a 0600 file named in `KANMON_NODE_CONFIG`, not through its
+/// environment (readable by every process of the same user in /proc/PID/environ); logs are
+/// owner-only too, and the file goes when the node stops.
+#[tokio::test]
+async fn secrets_reach_nodes_through_a_private_file_not_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    // Prints its whole environment to its log, then runs the demo node.
+    c.program = "sh".into();
+    c.args = vec![
+        "-c".into(),
+        "env >&2; exec \"$0\" demo-node --listen 127.0.0.1:0".into(),
+        env!("CARGO_BIN_EXE_kanmon").into(),
+    ];
+    let driver = LocalDriver::new(c);
+    driver.set_instance_env(
+        "alpha",
+        vec![(
+            "DATABASE_URL".into(),
+            "postgres://kanmon:db-pass-77@127.0.0.1:5999/postgres".into(),
+        )],
+    );
+    let mut spec = launch("alpha-0", 1);
+    spec.config = [("db_password".to_string(), "hunter2-cfg".to_string())].into();
+    driver.start_node("alpha", &spec).await.unwrap();
+    assert_eq!(healthy(&driver, "alpha-0").await, NodeHealth::Healthy);
+
+    let node_dir = dir.path().join("logs/alpha");
+    let file = node_dir.join("alpha-0.config.json");
+    let log_path = node_dir.join("alpha-0.log");
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("KANMON_NODE_CONFIG=") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        log.contains(&format!("KANMON_NODE_CONFIG={}", file.display())),
+        "{log}"
+    );
+    assert!(
+        log.contains("KANMON_VAR_MODE=pvp"),
+        "plain vars stay in the environment"
+    );
+    for secret in ["hunter2-cfg", "db-pass-77"] {
+        assert!(
+            !log.contains(secret),
+            "{secret} was in the node's environment: {log}"
+        );
+    }
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(cfg["KANMON_CONFIG_DB_PASSWORD"], "hunter2-cfg");
+    assert!(cfg["DATABASE_URL"].as_str().unwrap().contains("db-pass-77"));
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&log_path), 0o600);
+    assert_eq!(mode(&node_dir), 0o700);
+    driver.stop_node("alpha", "alpha-0").await.unwrap();
+    assert!(!file.exists(), "the config file outlived its node");
+}

@@ -1,6 +1,6 @@
 //! PostgreSQL per deployment under `kanmon up` wiring: the deployment's nodes get a
 //! `DATABASE_URL` to their own server (its own data directory and loopback port), `export`
-//! dumps it with `pg_dump` behind an expiring download link, and stopping the platform stops
+//! dumps it with `pg_dump` behind an expiring, token-checked download link, and stopping the platform stops
 //! the server. Needs Debian's `postgresql` (scripts/setup.sh installs it).
 
 use std::{os::unix::fs::PermissionsExt, time::Duration};
@@ -12,11 +12,12 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Runs the demo node after writing the `DATABASE_URL` it was given to its log.
+/// Runs the demo node after writing the `DATABASE_URL` it was given (in its 0600 config file,
+/// not its environment) to its log.
 fn reporting_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("node.sh");
     let script = format!(
-        "#!/bin/sh\necho \"database-url=$DATABASE_URL\" >&2\nexec {} \"$@\"\n",
+        "#!/bin/sh\necho \"database-url=$(sed -n 's/.*\"DATABASE_URL\":\"\\([^\"]*\\)\".*/\\1/p' \"$KANMON_NODE_CONFIG\")\" >&2\nexec {} \"$@\"\n",
         node_program().display()
     );
     std::fs::write(&path, script).expect("write wrapper");
@@ -24,9 +25,10 @@ fn reporting_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect API");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
@@ -78,7 +80,7 @@ async fn each_deployment_gets_a_database_that_exports_and_stops() {
         .await
         .expect("the database listens");
 
-    // export: pg_dump into the state dir, with a link that works without the API token.
+    // export: pg_dump into the state dir (an owner-only file), downloadable with the token.
     let id = platform
         .submit(json!({ "kind": "export" }))
         .await
@@ -93,19 +95,31 @@ async fn each_deployment_gets_a_database_that_exports_and_stops() {
         op["result"]["database"]["expires_at"].as_u64().is_some(),
         "{op}"
     );
-    let file = op["result"]["database"]["file"].as_str().expect("file");
-    assert!(file.starts_with(&platform.dir.path().display().to_string()));
-    let (status, text) = http_get(api, &link).await;
+    let exports: Vec<_> = std::fs::read_dir(platform.dir.path().join("exports"))
+        .expect("exports dir")
+        .flatten()
+        .collect();
+    assert_eq!(exports.len(), 1);
+    let mode = exports[0]
+        .metadata()
+        .expect("dump file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the dump is readable by its owner only");
+    let token = platform.control.as_ref().expect("control").token.clone();
+    let (status, text) = http_get(api, &link, Some(&token)).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("PostgreSQL database dump"), "{text}");
-    let (status, _) = http_get(api, "/v1/downloads/0123456789abcdef").await;
-    assert_eq!(status, 404);
+    let (status, _) = http_get(api, &link, None).await;
+    assert_eq!(status, 401, "the link alone is no credential");
     let audit = platform
         .api
         .get("/v1/deployments/demo/audit")
         .await
         .expect("audit");
     assert!(audit.to_string().contains("operations.export"), "{audit}");
+    assert!(audit.to_string().contains("exports.download"), "{audit}");
 
     // Stopping the platform stops the database.
     platform.stop().await;

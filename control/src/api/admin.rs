@@ -9,7 +9,7 @@ use kanmon_router::Support;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{deployments::Limit, error::ApiError, App};
+use super::{deployments::Limit, error::ApiError, App, Body};
 use crate::{
     domain::{Grant, PermissionSet, Scope},
     runtime::{now, random_secret},
@@ -75,35 +75,67 @@ pub(super) struct UserBody {
     service: bool,
     #[serde(default)]
     admin: bool,
+    /// Token lifetime (`90d`, `12h`, or `never`); default [`DEFAULT_TOKEN_TTL`].
+    expires_in: Option<String>,
+}
+
+/// `?expires_in=` of a token rotation.
+#[derive(Debug, Deserialize)]
+pub(super) struct Expiry {
+    expires_in: Option<String>,
+}
+
+/// How long a token works when the request does not say: long enough for a CI secret's
+/// rotation cycle, short enough that a forgotten leaked token dies on its own.
+pub(super) const DEFAULT_TOKEN_TTL: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// When a token issued now stops working: `None` for `never`.
+fn expiry(expires_in: Option<&str>) -> Result<Option<crate::domain::Timestamp>, ApiError> {
+    let ttl = match expires_in.map(str::trim) {
+        None => DEFAULT_TOKEN_TTL,
+        Some("never") => return Ok(None),
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            ApiError::bad_request(format!("expires_in: {e} (use e.g. 90d, 12h or never)"))
+        })?,
+    };
+    if ttl.is_zero() {
+        return Err(ApiError::bad_request("expires_in must be longer than zero"));
+    }
+    Ok(Some(now().after(ttl)))
 }
 
 pub(super) async fn create_user(
     State(app): State<App>,
     headers: HeaderMap,
-    Json(body): Json<UserBody>,
+    body: Body<UserBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.handle(&headers, "users.create", None, |cx| {
         cx.require_admin()?;
+        let body = super::body(body)?;
         if body.name.is_empty() || body.name.len() > 64 || body.name == "anonymous" {
             return Err(ApiError::bad_request(
                 "user name must be 1-64 characters and not 'anonymous'",
             ));
         }
+        let expires_at = expiry(body.expires_in.as_deref())?;
         let user = User {
             name: body.name.clone(),
             service: body.service,
             admin: body.admin,
             created_at: now(),
+            disabled: false,
         };
         cx.app.rt.store().create_user(&user)?;
         let token = new_token();
         cx.app
             .rt
             .store()
-            .add_token(&user.name, &hash_token(&token))?;
+            .add_token(&user.name, &hash_token(&token), expires_at)?;
+        cx.note(format!("user {}", user.name));
         Ok((
             StatusCode::CREATED,
-            Json(json!({ "user": user, "token": token })),
+            Json(json!({ "user": user, "token": token, "expires_at": expires_at })),
         ))
     })
 }
@@ -119,10 +151,11 @@ pub(super) struct GrantBody {
 pub(super) async fn create_grant(
     State(app): State<App>,
     headers: HeaderMap,
-    Json(body): Json<GrantBody>,
+    body: Body<GrantBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.handle(&headers, "grants.create", None, |cx| {
         cx.require_admin()?;
+        let body = super::body(body)?;
         if !cx.app.rt.store().user_exists(&body.user)? {
             return Err(ApiError::not_found(format!(
                 "user {:?} not found",
@@ -184,17 +217,46 @@ pub(super) async fn rotate_token(
     State(app): State<App>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(ttl): Query<Expiry>,
 ) -> Result<Json<Value>, ApiError> {
     app.handle(&headers, "tokens.rotate", None, |cx| {
         cx.require_admin_or_self(&name)?;
+        let expires_at = expiry(ttl.expires_in.as_deref())?;
         let token = new_token();
         let removed = cx
             .app
             .rt
             .store()
-            .rotate_tokens(&name, &hash_token(&token))?;
+            .rotate_tokens(&name, &hash_token(&token), expires_at)?;
         cx.note(format!("user {name}; {removed} old token(s) revoked"));
-        Ok(Json(json!({ "user": name, "token": token })))
+        Ok(Json(
+            json!({ "user": name, "token": token, "expires_at": expires_at }),
+        ))
+    })
+}
+
+/// `POST /v1/users/{name}/disable` and `/enable` (admin): a disabled user's tokens are refused
+/// from its next request on.
+pub(super) async fn set_disabled(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((name, state)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let disabled = match state.as_str() {
+        "disable" => true,
+        "enable" => false,
+        _ => return Err(ApiError::not_found(format!("no such route: {state}"))),
+    };
+    app.handle(&headers, &format!("users.{state}"), None, |cx| {
+        cx.require_admin()?;
+        if disabled && cx.user.name == name {
+            return Err(ApiError::bad_request(
+                "you cannot disable yourself (another admin can)",
+            ));
+        }
+        cx.app.rt.store().set_disabled(&name, disabled)?;
+        cx.note(format!("user {name}"));
+        Ok(StatusCode::NO_CONTENT)
     })
 }
 

@@ -1,15 +1,17 @@
 //! Per-request authentication, authorization and auditing.
 //!
 //! Every handler runs its body through [`App::handle`], which authenticates the bearer token
-//! and writes exactly one audit record for the request, whatever its outcome: allowed, denied
-//! (401/403) or failed. That makes "every user action is audited" a property of the routing
-//! code instead of something each handler has to remember.
+//! and writes exactly one audit record for each authenticated request, whatever its outcome:
+//! allowed, denied (403) or failed. That makes "every user action is audited" a property of the
+//! routing code instead of something each handler has to remember. A request without a valid
+//! token has no actor: it is answered 401 and counted ([`super::refusals`]), never audited, so a
+//! flood of bad tokens cannot grow the audit log or hold the store's lock.
 
 use std::cell::RefCell;
 
 use axum::http::{header::AUTHORIZATION, HeaderMap, StatusCode};
 
-use super::{error::ApiError, App};
+use super::{error::ApiError, refusals::Refusal, App};
 use crate::{
     domain::{
         permissions::{effective, Target},
@@ -38,6 +40,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Whether `token` has the shape of the tokens this control plane issues (`kmn_` and 64 hex
+/// digits), so that garbage is refused without a store lookup.
+fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix("kmn_")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn target(dep: &Deployment) -> Target<'_> {
     Target {
         org: &dep.org,
@@ -55,14 +65,15 @@ impl App {
         instance: Option<&str>,
         body: impl FnOnce(&Cx<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let user = match bearer(headers).map(|t| self.rt.store().user_by_token(t)) {
-            Some(Ok(Some(user))) => user,
-            Some(Err(e)) => return Err(e.into()),
-            _ => {
-                let err = ApiError::unauthorized();
-                self.audit("anonymous", action, instance, Outcome::Denied, &err.message);
-                return Err(err);
-            }
+        let token = match bearer(headers) {
+            None => return Err(self.refuse(Refusal::Missing)),
+            Some(t) if !well_formed(t) => return Err(self.refuse(Refusal::Malformed)),
+            Some(t) => t,
+        };
+        let user = match self.rt.store().user_by_token(token, now()) {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err(self.refuse(Refusal::Rejected)),
+            Err(e) => return Err(e.into()),
         };
         let grants = self.rt.store().grants(&user.name)?;
         let cx = Cx {
@@ -74,11 +85,25 @@ impl App {
         let result = body(&cx);
         let (outcome, detail) = match &result {
             Ok(_) => (Outcome::Allowed, cx.note.take()),
-            Err(e) if e.status == StatusCode::FORBIDDEN => (Outcome::Denied, e.message.clone()),
-            Err(e) => (Outcome::Error, e.message.clone()),
+            Err(e) => {
+                let detail = e
+                    .audit_detail
+                    .map_or_else(|| e.message.clone(), str::to_string);
+                let outcome = if e.status == StatusCode::FORBIDDEN {
+                    Outcome::Denied
+                } else {
+                    Outcome::Error
+                };
+                (outcome, detail)
+            }
         };
         self.audit(&cx.user.name, action, instance, outcome, &detail);
         result
+    }
+
+    fn refuse(&self, why: Refusal) -> ApiError {
+        self.auth_failures.record(why);
+        ApiError::unauthorized()
     }
 
     fn audit(
@@ -108,6 +133,14 @@ impl Cx<'_> {
     /// Whether the caller holds `p` on `dep`.
     pub fn has(&self, p: Permission, dep: &Deployment) -> bool {
         effective(&self.grants, &self.user.name, &target(dep)).contains(p)
+    }
+
+    /// What the caller may see of `dep` beyond `view`.
+    pub(crate) fn sight(&self, dep: &Deployment) -> super::views::Sight {
+        super::views::Sight {
+            secrets: self.has(Permission::Secrets, dep),
+            exports: self.has(Permission::Export, dep),
+        }
     }
 
     /// Refuses with 403 unless the caller holds `p` on `dep`.

@@ -9,7 +9,7 @@ use kanmon_router::{InstanceName, Zone};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error::ApiError, views, App};
+use super::{error::ApiError, views, App, Body};
 use crate::domain::{CreateDeployment, DeploymentEdit, DeploymentType, OpKind, Permission};
 
 /// Body of `POST /v1/deployments`.
@@ -54,9 +54,11 @@ impl Limit {
 pub(super) async fn create(
     State(app): State<App>,
     headers: HeaderMap,
-    Json(body): Json<CreateBody>,
+    body: Body<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    app.handle(&headers, "deployments.create", Some(&body.instance), |cx| {
+    let instance = body.as_ref().ok().map(|Json(b)| b.instance.clone());
+    app.handle(&headers, "deployments.create", instance.as_deref(), |cx| {
+        let body = super::body(body)?;
         cx.require_title(Permission::Edit, &body.org, &body.title)?;
         let req = CreateDeployment {
             instance: InstanceName::parse(&body.instance)
@@ -79,7 +81,7 @@ pub(super) async fn create(
             StatusCode::CREATED,
             Json(json!({
                 "deployment": views::deployment(&dep, secrets),
-                "operation": views::operation(&op, secrets),
+                "operation": views::operation(&op, &cx.sight(&dep)),
             })),
         ))
     })
@@ -117,7 +119,7 @@ pub(super) async fn show(
             .store()
             .unfinished_ops(&instance)?
             .iter()
-            .map(|o| views::operation(o, cx.has(Permission::Secrets, &dep)))
+            .map(|o| views::operation(o, &cx.sight(&dep)))
             .collect();
         view["queue"] = json!(queue);
         Ok(Json(view))
@@ -128,11 +130,12 @@ pub(super) async fn edit(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
-    Json(body): Json<DeploymentEdit>,
+    body: Body<DeploymentEdit>,
 ) -> Result<Json<Value>, ApiError> {
     app.handle(&headers, "deployments.edit", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::Edit, &dep)?;
+        let body = super::body(body)?;
         let dep = cx.app.rt.edit(&instance, &body)?;
         Ok(Json(views::deployment(
             &dep,
@@ -150,7 +153,10 @@ pub(super) async fn delete(
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::Delete, &dep)?;
         let op = cx.app.rt.submit(&instance, OpKind::Delete, &cx.user.name)?;
-        Ok((StatusCode::ACCEPTED, Json(views::operation(&op, false))))
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(views::operation(&op, &Default::default())),
+        ))
     })
 }
 

@@ -22,6 +22,9 @@ pub struct ApiError {
     pub message: String,
     /// For 403: the permission the caller lacks (`admin` for user management).
     pub missing: Option<&'static str>,
+    /// What the audit log records instead of `message`, when the message may echo request
+    /// input (a decoder error can quote a secret value the caller sent).
+    pub audit_detail: Option<&'static str>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             missing: None,
+            audit_detail: None,
         }
     }
 
@@ -40,6 +44,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             message: "a valid bearer token is required".into(),
             missing: None,
+            audit_detail: None,
         }
     }
 
@@ -49,6 +54,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             message: format!("missing permission '{missing}' on {on}"),
             missing: Some(missing),
+            audit_detail: None,
         }
     }
 
@@ -57,12 +63,31 @@ impl ApiError {
         Self::forbidden(p.as_str(), on)
     }
 
+    /// A 400 for a request body the JSON extractor refused: the caller sees why, the audit log
+    /// only which kind of refusal it was.
+    pub fn bad_body(rejection: &axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as R;
+        let kind = match rejection {
+            R::JsonDataError(_) => "request body does not match the expected fields",
+            R::JsonSyntaxError(_) => "request body is not valid JSON",
+            R::MissingJsonContentType(_) => "request body is not application/json",
+            _ => "request body could not be read",
+        };
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: rejection.body_text(),
+            missing: None,
+            audit_detail: Some(kind),
+        }
+    }
+
     /// A 404.
     pub fn not_found(what: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
             message: what.into(),
             missing: None,
+            audit_detail: None,
         }
     }
 }
@@ -81,6 +106,7 @@ impl From<DomainError> for ApiError {
             status,
             message: e.to_string(),
             missing: None,
+            audit_detail: None,
         }
     }
 }
@@ -99,6 +125,7 @@ impl From<StoreError> for ApiError {
             status,
             message: e.to_string(),
             missing: None,
+            audit_detail: None,
         }
     }
 }

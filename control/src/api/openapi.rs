@@ -49,6 +49,10 @@ fn kv() -> Value {
     json!({ "type": "object", "additionalProperties": { "type": "string" } })
 }
 
+fn keys() -> Value {
+    json!({ "type": "array", "items": { "type": "string" } })
+}
+
 /// `GET /openapi.json`.
 pub(super) async fn document() -> Json<Value> {
     Json(json!({
@@ -88,18 +92,18 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/operations": {
                 "parameters": instance_param(),
                 "get": op("Operations, newest first", "view", None, "200"),
-                "post": op("Queue an operation", "deploy (deploy, reboot), scale, edit (set-vars, set-config; plus secrets for secret_config), export, delete", Some("Operation"), "202"),
+                "post": op("Queue an operation", "deploy (deploy, reboot), scale, edit (set-vars, set-config; plus secrets for setting or removing secret_config), export, delete", Some("Operation"), "202"),
             },
             "/v1/operations/{id}": {
                 "parameters": path_param("id", "integer"),
                 "get": op("One operation with status and progress", "view", None, "200"),
             },
-            "/v1/downloads/{token}": {
-                "parameters": path_param("token", "string"),
+            "/v1/operations/{id}/download": {
+                "parameters": path_param("id", "integer"),
                 "get": {
-                    "summary": "A database dump from an export (result.database.download); the random token is the credential and expires (15 minutes)",
-                    "security": [],
-                    "responses": { "200": { "description": "The pg_dump SQL file" }, "404": { "description": "Unknown or expired link" } },
+                    "summary": "The database dump of an export operation (result.database.download), streamed; deleted when its link expires (15 minutes)",
+                    "x-permission": "view and export on the deployment",
+                    "responses": { "200": { "description": "The pg_dump SQL file" }, "403": { "description": "Missing export" }, "404": { "description": "No dump, or its link has expired" } },
                 },
             },
         },
@@ -132,7 +136,7 @@ pub(super) async fn document() -> Json<Value> {
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "reboot" } } },
                     { "type": "object", "required": ["kind", "node_cpus", "db_cpus"], "properties": { "kind": { "const": "scale" }, "node_cpus": { "type": "integer" }, "db_cpus": { "type": "integer" } } },
                     { "type": "object", "required": ["kind", "vars"], "properties": { "kind": { "const": "set-vars" }, "vars": kv() } },
-                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "set-config" }, "config": kv(), "secret_config": kv() } },
+                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "set-config" }, "config": kv(), "secret_config": kv(), "remove_config": keys(), "remove_secret_config": keys() } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "export" } } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "delete" } } },
                 ] },

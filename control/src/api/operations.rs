@@ -2,84 +2,76 @@
 
 use axum::{
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     Json,
 };
 use serde_json::{json, Value};
 
-use super::{deployments::Limit, error::ApiError, views, App};
+use super::{deployments::Limit, error::ApiError, views, App, Body};
 use crate::domain::{OpKind, Permission};
 
 pub(super) async fn submit(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
-    Json(kind): Json<OpKind>,
+    kind: Body<OpKind>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let action = format!("operations.{}", kind.name());
+    let action = match &kind {
+        Ok(Json(k)) => format!("operations.{}", k.name()),
+        Err(_) => "operations.submit".to_string(),
+    };
     app.handle(&headers, &action, Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
-        cx.require(kind.permission(), &dep)?;
-        if let OpKind::SetConfig { secret_config, .. } = &kind {
-            if !secret_config.is_empty() {
-                cx.require(Permission::Secrets, &dep)?;
-            }
+        let kind = super::body(kind)?;
+        for p in kind.permissions() {
+            cx.require(p, &dep)?;
         }
-        // An export also dumps the deployment's database when there is one (`kanmon up`).
-        let attachment = if kind == OpKind::Export {
-            blocking(|| cx.app.rt.export_database(&instance))
-        } else {
-            None
-        };
-        let op = cx
-            .app
-            .rt
-            .submit_with(&instance, kind, &cx.user.name, attachment)?;
-        let secrets = cx.has(Permission::Secrets, &dep);
-        Ok((StatusCode::ACCEPTED, Json(views::operation(&op, secrets))))
+        let op = cx.app.rt.submit(&instance, kind, &cx.user.name)?;
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(views::operation(&op, &cx.sight(&dep))),
+        ))
     })
 }
 
-/// Runs blocking work (a `pg_dump`) without stalling the runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-/// `GET /v1/downloads/{token}`: a database dump behind an expiring link. The random token is
-/// the credential (no bearer token needed), so the link can be handed to `curl` or a browser.
+/// `GET /v1/operations/{id}/download`: the database dump of export operation `id`, streamed
+/// from its file, to a caller holding `export` on the deployment; audited like every action.
 pub(super) async fn download(
     State(app): State<App>,
-    Path(token): Path<String>,
-) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let Some((instance, path)) = app.rt.downloads().resolve(&token) else {
-        return Err(ApiError::not_found(
-            "no such download, or its link has expired".to_string(),
-        ));
-    };
-    let body = tokio::fs::read(&path)
-        .await
-        .map_err(|e| ApiError::not_found(format!("export file is gone: {e}")))?;
-    tracing::info!(instance, bytes = body.len(), "database export downloaded");
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export.sql".into());
-    Ok((
-        [
-            (
-                axum::http::header::CONTENT_TYPE,
-                "application/sql".to_string(),
-            ),
-            (
-                axum::http::header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        body,
-    ))
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    let op = app.rt.store().op(id).ok().flatten();
+    let instance = op.as_ref().map(|o| o.instance.clone());
+    let file = app.handle(&headers, "exports.download", instance.as_deref(), |cx| {
+        let op = op.ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))?;
+        let dep = cx.deployment(&op.instance)?;
+        cx.require(Permission::View, &dep)?;
+        cx.require(Permission::Export, &dep)?;
+        let Some((_, path)) = cx.app.rt.downloads().resolve(id) else {
+            return Err(ApiError::not_found(format!(
+                "operation {id} has no database dump, or its link has expired"
+            )));
+        };
+        let file = std::fs::File::open(&path)
+            .map_err(|_| ApiError::not_found(format!("the dump of operation {id} is gone")))?;
+        let bytes = file.metadata().map_or(0, |m| m.len());
+        cx.note(format!("operation {id}; {bytes} bytes"));
+        Ok((file, bytes))
+    })?;
+    let (file, bytes) = file;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let name = format!("{}-export-{id}.sql", instance.unwrap_or_default());
+    let headers = [
+        (header::CONTENT_TYPE, "application/sql".to_string()),
+        (header::CONTENT_LENGTH, bytes.to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ),
+    ];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
 
 pub(super) async fn list(
@@ -91,14 +83,14 @@ pub(super) async fn list(
     app.handle(&headers, "operations.list", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::View, &dep)?;
-        let secrets = cx.has(Permission::Secrets, &dep);
+        let sight = cx.sight(&dep);
         let ops: Vec<Value> = cx
             .app
             .rt
             .store()
             .ops(&instance, limit.get())?
             .iter()
-            .map(|o| views::operation(o, secrets))
+            .map(|o| views::operation(o, &sight))
             .collect();
         Ok(Json(json!({ "operations": ops })))
     })
@@ -118,9 +110,6 @@ pub(super) async fn show(
             .ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))?;
         let dep = cx.deployment(&op.instance)?;
         cx.require(Permission::View, &dep)?;
-        Ok(Json(views::operation(
-            &op,
-            cx.has(Permission::Secrets, &dep),
-        )))
+        Ok(Json(views::operation(&op, &cx.sight(&dep))))
     })
 }

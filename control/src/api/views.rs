@@ -4,6 +4,15 @@ use serde_json::{json, Value};
 
 use crate::domain::{Deployment, Operation};
 
+/// What a caller may see of one deployment beyond `view`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sight {
+    /// Secret config values (`secrets`).
+    pub(crate) secrets: bool,
+    /// Where an export's database dump is downloaded (`export`).
+    pub(crate) exports: bool,
+}
+
 /// Placeholder for a secret value the caller may not read.
 pub(super) const REDACTED: &str = "<redacted>";
 
@@ -25,11 +34,21 @@ pub(super) fn deployment(dep: &Deployment, secrets: bool) -> Value {
     v
 }
 
-/// An operation; secret config values only with `secrets`.
-pub(super) fn operation(op: &Operation, secrets: bool) -> Value {
+/// An operation; secret config values only with `secrets`, an export's download link only
+/// with `export`.
+pub(super) fn operation(op: &Operation, sight: &Sight) -> Value {
     let mut op = op.clone();
-    if !secrets {
+    if !sight.secrets {
         op.kind = op.kind.redacted();
     }
-    serde_json::to_value(op).unwrap_or(Value::Null)
+    let mut v = serde_json::to_value(op).unwrap_or(Value::Null);
+    if !sight.exports {
+        if let Some(db) = v
+            .pointer_mut("/result/database")
+            .and_then(Value::as_object_mut)
+        {
+            db.remove("download");
+        }
+    }
+    v
 }

@@ -27,12 +27,18 @@ pub struct Connection {
         global = true
     )]
     pub server: String,
-    /// Bearer token.
+    /// Bearer token. Prefer --token-file or the KANMON_TOKEN environment variable: a token
+    /// given on the command line is visible to every local user in `ps` and /proc.
     #[arg(long, env = "KANMON_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// File holding the bearer token (e.g. the admin token `kanmon serve` wrote on first start).
+    /// File holding the bearer token (e.g. the admin token `kanmon serve` wrote on first
+    /// start); the preferred way to pass a token.
     #[arg(long, env = "KANMON_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify an https control plane with, e.g. `kanmon up`'s
+    /// `certs/ca.crt` (default: the system's roots).
+    #[arg(long, env = "KANMON_CA", global = true)]
+    pub ca: Option<PathBuf>,
     /// Print the raw JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -102,24 +108,35 @@ pub enum Command {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Replace config and secret config; triggers a rolling reboot.
+    /// Change config and secret config: only the keys named are set or removed, the others
+    /// are kept; triggers a rolling reboot.
     Config {
         /// Deployment instance name.
         instance: String,
-        /// Config entries as KEY=VALUE.
+        /// Config entries to set, as KEY=VALUE.
         #[arg(long = "set")]
         config: Vec<String>,
-        /// Secret config entries as KEY=VALUE (needs the secrets permission).
+        /// Secret config entries to set, as KEY=VALUE (needs the secrets permission).
         #[arg(long = "secret")]
         secret: Vec<String>,
+        /// Config keys to remove.
+        #[arg(long = "unset")]
+        unset: Vec<String>,
+        /// Secret config keys to remove (needs the secrets permission).
+        #[arg(long = "unset-secret")]
+        unset_secret: Vec<String>,
         /// Wait and show progress.
         #[command(flatten)]
         wait: Wait,
     },
-    /// Export a deployment's settings (no keys or secret values).
+    /// Export a deployment's settings (no keys or secret values) and, under `kanmon up`, dump
+    /// its database (downloadable with the export permission until the link expires).
     Export {
         /// Deployment instance name.
         instance: String,
+        /// Download the database dump into this file (created readable by you only).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// List a deployment's operations, or show one by id.
     Ops {
@@ -271,6 +288,9 @@ pub enum UsersCmd {
         /// May manage users and grants.
         #[arg(long)]
         admin: bool,
+        /// Token lifetime, e.g. 30d or 12h, or `never` (default 90d).
+        #[arg(long)]
+        expires_in: Option<String>,
     },
     /// Replace every token of a user with a new one and print it (shown once).
     ///
@@ -279,6 +299,19 @@ pub enum UsersCmd {
     /// longer works either: keep the new one).
     #[command(after_help = "Example:\n  kanmon users rotate-token ci-bot --json > ci-bot.json")]
     RotateToken {
+        /// User name.
+        name: String,
+        /// Lifetime of the new token, e.g. 30d or 12h, or `never` (default 90d).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Disable a user (admin): its tokens are refused from its next request on.
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Enable a disabled user again (admin).
+    Enable {
         /// User name.
         name: String,
     },
@@ -364,9 +397,20 @@ pub struct UpArgs {
 /// `kanmon serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed). Plain HTTP
+    /// is refused on a non-loopback address: give --tls-cert/--tls-key (or --insecure-http).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (only when something else, such as a
+    /// TLS-terminating proxy on the same host, encrypts the traffic).
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
     /// SQLite database file (created if missing).
     #[arg(long, default_value = "kanmon.db")]
     pub db: PathBuf,

@@ -42,13 +42,39 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`) that verifies an `https` server
+    /// against the system's roots.
     pub fn new(base: &str, token: String) -> Self {
-        Self {
+        match Self::with_ca(base, token.clone(), None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS client setup failed; using the HTTP client's defaults");
+                Self {
+                    base: base.trim_end_matches('/').to_string(),
+                    token,
+                    http: reqwest::Client::new(),
+                }
+            }
+        }
+    }
+
+    /// A client for `base` that verifies an `https` server against the CA certificates in
+    /// `ca` (a PEM file, e.g. the local CA of `kanmon up`), or the system's roots.
+    pub fn with_ca(
+        base: &str,
+        token: String,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let tls = crate::api::tls::client_config(ca)
+            .map_err(|e| ClientError::Usage(format!("TLS: {e}")))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()?;
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
-        }
+            http,
+        })
     }
 
     /// Sends a request and decodes the JSON answer.
@@ -79,6 +105,36 @@ impl Client {
                 .to_string(),
             missing: value["missing_permission"].as_str().map(str::to_string),
         })
+    }
+
+    /// Streams the body of `GET path` into a new file `out` (mode 0600: a database dump holds
+    /// the tenant's data). Returns the bytes written.
+    pub async fn download(&self, path: &str, out: &std::path::Path) -> Result<u64, ClientError> {
+        use std::io::Write;
+        let mut resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(ClientError::Api {
+                status,
+                message: value["error"].as_str().unwrap_or("download failed").into(),
+                missing: value["missing_permission"].as_str().map(str::to_string),
+            });
+        }
+        let usage = |e: std::io::Error| ClientError::Usage(format!("{}: {e}", out.display()));
+        let mut file = crate::private::create_file(out).map_err(usage)?;
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            file.write_all(&chunk).map_err(usage)?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().map_err(usage)?;
+        Ok(written)
     }
 
     /// GET.

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod client;
 mod table;
+mod users;
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 pub use args::{Cli, Command, Connection, ServeArgs};
 pub use client::{Client, ClientError};
 
-use args::{DeploymentsCmd, GrantArgs, GrantsCmd, Kind, UsersCmd, Wait};
+use args::{DeploymentsCmd, GrantArgs, GrantsCmd, Kind, Wait};
 use table::{cell, deployment_row, grant_row, op_row, table, time, DEPLOYMENT_HEADERS, OP_HEADERS};
 
 /// How often `--wait` polls an operation.
@@ -54,7 +55,7 @@ fn pairs(items: &[String]) -> Result<Value, ClientError> {
 
 /// Runs a client command and returns what to print.
 pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientError> {
-    let c = Client::new(&conn.server, token(conn)?);
+    let c = Client::with_ca(&conn.server, token(conn)?, conn.ca.as_deref())?;
     let json_out = conn.json;
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let op_path = |i: &str| format!("/v1/deployments/{i}/operations");
@@ -103,12 +104,17 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
             instance,
             config,
             secret,
+            unset,
+            unset_secret,
             wait,
         } => {
-            let body = json!({ "kind": "set-config", "config": pairs(&config)?, "secret_config": pairs(&secret)? });
+            let body = json!({
+                "kind": "set-config", "config": pairs(&config)?, "secret_config": pairs(&secret)?,
+                "remove_config": unset, "remove_secret_config": unset_secret,
+            });
             queue(&c, &op_path(&instance), body, &wait, json_out).await
         }
-        Command::Export { instance } => {
+        Command::Export { instance, output } => {
             let wait = Wait {
                 wait: true,
                 wait_limit: Duration::from_secs(600),
@@ -122,6 +128,12 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
             )
             .await?;
             let mut result = op["result"].clone();
+            let link = result["database"]["download"].as_str().map(str::to_string);
+            if let (Some(path), Some(out)) = (&link, &output) {
+                let bytes = c.download(path, out).await?;
+                result["database"]["saved_to"] = json!(out.display().to_string());
+                result["database"]["bytes"] = json!(bytes);
+            }
             // The API gives the database dump's link as a path; print it as a full URL.
             if let Some(link) = result.pointer_mut("/database/download") {
                 if let Some(path) = link.as_str() {
@@ -240,42 +252,10 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
             Ok(table(&["zone", "availability"], &rows))
         }
         Command::Whoami => Ok(pretty(&c.get("/v1/whoami").await?)),
-        Command::Users(UsersCmd::Create {
-            name,
-            service,
-            admin,
-        }) => {
-            let v = c
-                .post(
-                    "/v1/users",
-                    &json!({ "name": name, "service": service, "admin": admin }),
-                )
-                .await?;
-            if json_out {
-                return Ok(pretty(&v));
-            }
-            Ok(format!(
-                "created user {name}; token (shown once): {}",
-                cell(&v["token"])
-            ))
-        }
-        Command::Users(UsersCmd::RotateToken { name }) => rotate_token(&c, &name, json_out).await,
+        Command::Users(cmd) => users::run(&c, cmd, json_out).await,
         Command::Grant(g) => grant(&c, g, json_out).await,
         Command::Grants(cmd) => grants(&c, cmd, json_out).await,
     }
-}
-
-async fn rotate_token(c: &Client, name: &str, json_out: bool) -> Result<String, ClientError> {
-    let v = c
-        .post(&format!("/v1/users/{}/token", segment(name)), &json!({}))
-        .await?;
-    if json_out {
-        return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
-    }
-    Ok(format!(
-        "rotated the token of {name}; old tokens no longer work; new token (shown once): {}",
-        cell(&v["token"])
-    ))
 }
 
 async fn grants(c: &Client, cmd: GrantsCmd, json_out: bool) -> Result<String, ClientError> {

@@ -131,9 +131,12 @@ impl Controller {
                 continue;
             }
             if kind == OpKind::Export {
-                let doc = export(&self.deployment);
-                self.finish(Ok(Some(doc)), now, out);
-                continue;
+                // Finishes on `Event::ExportFinished`; until then it holds the queue.
+                if let Some(op) = self.queue.front() {
+                    out.push(Intent::SaveOp(Box::new(op.clone())));
+                }
+                out.push(Intent::Export { op: id });
+                return;
             }
             let (spec, generation) = self.target(&kind);
             let wanted = if kind == OpKind::Delete {
@@ -167,9 +170,14 @@ impl Controller {
             OpKind::SetConfig {
                 config,
                 secret_config,
+                remove_config,
+                remove_secret_config,
             } => {
-                spec.config = config;
-                spec.secret_config = secret_config;
+                spec.config.retain(|k, _| !remove_config.contains(k));
+                spec.config.extend(config);
+                spec.secret_config
+                    .retain(|k, _| !remove_secret_config.contains(k));
+                spec.secret_config.extend(secret_config);
             }
             OpKind::Reboot | OpKind::Export | OpKind::Delete => {
                 return (spec, dep.generation.max(1))
@@ -181,6 +189,11 @@ impl Controller {
     /// A node event.
     pub fn handle_event(&mut self, ev: Event, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
         let mut out = Vec::new();
+        if let Event::ExportFinished { op, result } = ev {
+            self.export_finished(op, result, now, &mut out);
+            self.step(catalog, now, &mut out);
+            return out;
+        }
         let (node, incarnation) = match &ev {
             Event::NodeStarted {
                 node, incarnation, ..
@@ -188,6 +201,7 @@ impl Controller {
             | Event::NodeHealthy { node, incarnation }
             | Event::NodeExited { node, incarnation } => (node.clone(), Some(*incarnation)),
             Event::ConnectionsDrained { node } => (node.clone(), None),
+            Event::ExportFinished { .. } => return out,
         };
         let Some(record) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
             return out;
@@ -209,7 +223,7 @@ impl Controller {
                     Event::NodeHealthy { .. } => r.healthy(dep, t, now, &mut out),
                     Event::NodeExited { .. } => r.exited(dep, t, now, &mut out),
                     Event::ConnectionsDrained { .. } => r.drained(dep, &mut out),
-                    Event::NodeStarted { .. } => Outcome::Running,
+                    Event::NodeStarted { .. } | Event::ExportFinished { .. } => Outcome::Running,
                 }
             }
             _ => {
@@ -223,6 +237,31 @@ impl Controller {
         self.settle(outcome, now, &mut out);
         self.step(catalog, now, &mut out);
         out
+    }
+
+    /// Ends the export in progress with the settings document (taken now: nothing changed
+    /// the deployment while it ran) plus the database dump's description. A report about an
+    /// operation that is not the running export (interrupted by a restart) is ignored.
+    fn export_finished(
+        &mut self,
+        op: OpId,
+        result: Result<Option<serde_json::Value>, String>,
+        now: Timestamp,
+        out: &mut Vec<Intent>,
+    ) {
+        let running = self.active.as_ref().is_some_and(|a| a.op == op)
+            && self.queue.front().is_some_and(|o| o.kind == OpKind::Export);
+        if !running {
+            return;
+        }
+        let result = result.map(|database| {
+            let mut doc = export(&self.deployment);
+            if let (Some(db), Some(obj)) = (database, doc.as_object_mut()) {
+                obj.insert("database".into(), db);
+            }
+            Some(doc)
+        });
+        self.finish(result, now, out);
     }
 
     /// Events about nodes no rollout step is working on (recovered or restarted nodes coming

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     crashloop::{BACKOFF_BASE, BACKOFF_CAP},
     deployment::NodeLaunch,
-    ops::Operation,
+    ops::{OpId, Operation},
     Timestamp,
 };
 
@@ -40,9 +40,18 @@ impl Default for Timings {
     }
 }
 
-/// Something the outside world reports about a node.
+/// Something the outside world reports about a node (or about the export in progress).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The export asked for by [`Intent::Export`] is done: the dump's description to add to
+    /// the result (`None`: there is no database to dump), or why it failed (already free of
+    /// secrets).
+    ExportFinished {
+        /// The export operation.
+        op: OpId,
+        /// `database` field of the result, or the failure.
+        result: Result<Option<serde_json::Value>, String>,
+    },
     /// The driver started the node at these addresses.
     NodeStarted {
         /// Node id.
@@ -110,6 +119,13 @@ pub enum Intent {
     ArmTimer {
         /// Deadline.
         at: Timestamp,
+    },
+    /// Dump the deployment's database for export operation `op` (the operation stays in
+    /// progress, so nothing else runs on the deployment meanwhile); report
+    /// [`Event::ExportFinished`].
+    Export {
+        /// The export operation.
+        op: OpId,
     },
     /// Persist this operation (it was created or changed).
     SaveOp(Box<Operation>),

@@ -1,6 +1,9 @@
 //! Operations: what users queue against a deployment, and their status records.
 
-use std::{collections::BTreeMap, fmt};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
 
 use kanmon_router::Version;
 use serde::{Deserialize, Serialize};
@@ -38,14 +41,21 @@ pub enum OpKind {
         /// The new variables (the whole set).
         vars: BTreeMap<String, String>,
     },
-    /// Replace the config and secret config.
+    /// Change the config and secret config: a merge, so a request can only change or remove
+    /// the keys it names (an empty map never wipes anything).
     SetConfig {
-        /// Plain config (the whole set).
+        /// Plain config entries to add or overwrite.
         #[serde(default)]
         config: BTreeMap<String, String>,
-        /// Secret config (the whole set).
+        /// Secret config entries to add or overwrite.
         #[serde(default)]
         secret_config: BTreeMap<String, String>,
+        /// Plain config keys to remove.
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        remove_config: BTreeSet<String>,
+        /// Secret config keys to remove.
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        remove_secret_config: BTreeSet<String>,
     },
     /// Produce an export of the deployment's settings.
     Export,
@@ -67,15 +77,28 @@ impl OpKind {
         }
     }
 
-    /// The permission a user needs to queue it.
-    pub fn permission(&self) -> Permission {
-        match self {
+    /// The permissions a user needs to queue it: the operation's own, plus `secrets` for a
+    /// config change that sets or removes any secret config key.
+    pub fn permissions(&self) -> Vec<Permission> {
+        let own = match self {
             Self::Deploy { .. } | Self::Reboot => Permission::Deploy,
             Self::Scale { .. } => Permission::Scale,
             Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
             Self::Export => Permission::Export,
             Self::Delete => Permission::Delete,
+        };
+        let mut all = vec![own];
+        if let Self::SetConfig {
+            secret_config,
+            remove_secret_config,
+            ..
+        } = self
+        {
+            if !secret_config.is_empty() || !remove_secret_config.is_empty() {
+                all.push(Permission::Secrets);
+            }
         }
+        all
     }
 
     /// A copy with secret values replaced, for showing to users without `secrets`.
@@ -84,12 +107,16 @@ impl OpKind {
             Self::SetConfig {
                 config,
                 secret_config,
+                remove_config,
+                remove_secret_config,
             } => Self::SetConfig {
                 config: config.clone(),
                 secret_config: secret_config
                     .keys()
                     .map(|k| (k.clone(), "<redacted>".to_string()))
                     .collect(),
+                remove_config: remove_config.clone(),
+                remove_secret_config: remove_secret_config.clone(),
             },
             other => other.clone(),
         }

@@ -44,6 +44,8 @@ fn op(k: u8, x: u8) -> OpKind {
         5 => OpKind::SetConfig {
             config: BTreeMap::new(),
             secret_config: BTreeMap::new(),
+            remove_config: Default::default(),
+            remove_secret_config: Default::default(),
         },
         6 => OpKind::Export,
         _ => OpKind::Delete,

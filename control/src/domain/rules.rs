@@ -28,9 +28,13 @@ pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<()
         OpKind::SetConfig {
             config,
             secret_config,
+            remove_config,
+            remove_secret_config,
         } => config
             .keys()
             .chain(secret_config.keys())
+            .chain(remove_config)
+            .chain(remove_secret_config)
             .try_for_each(|k| check_key(k)),
         OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
         OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),

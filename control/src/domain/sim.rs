@@ -146,6 +146,10 @@ impl Sim {
                     self.saved.insert(op.id, *op);
                 }
                 Intent::RemoveDeployment => self.removed = true,
+                Intent::Export { op } => self.pending.push(Event::ExportFinished {
+                    op,
+                    result: Ok(None),
+                }),
             }
         }
     }

@@ -412,6 +412,8 @@ fn export_and_config_keep_secrets_out() {
     let cfg = OpKind::SetConfig {
         config: BTreeMap::new(),
         secret_config: secret,
+        remove_config: Default::default(),
+        remove_secret_config: Default::default(),
     };
     assert!(!format!("{cfg:?}").contains("hunter2"));
     assert!(!serde_json::to_string(&cfg.redacted())
@@ -432,6 +434,62 @@ fn export_and_config_keep_secrets_out() {
         vars: BTreeMap::from([("bad key".into(), "x".into())]),
     };
     assert!(matches!(sim.submit(bad), Err(DomainError::InvalidKey(_))));
+}
+
+/// A config change only touches the keys it names; wiping secret config takes an explicit
+/// removal, and any change to secret config (setting or removing) needs `secrets`.
+#[test]
+fn config_changes_merge_and_secret_changes_need_secrets() {
+    use crate::domain::Permission;
+    let mut sim = running(DeploymentType::Development, 1);
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let set = |config, secret_config| OpKind::SetConfig {
+        config,
+        secret_config,
+        remove_config: Default::default(),
+        remove_secret_config: Default::default(),
+    };
+    sim.submit(set(
+        map(&[("mode", "pvp"), ("map", "dust")]),
+        map(&[("db_password", "hunter2"), ("api", "k")]),
+    ))
+    .unwrap();
+    sim.settle();
+    // A plain change (what an `edit` user may send) leaves secret config alone.
+    let plain = set(map(&[("mode", "pve")]), BTreeMap::new());
+    assert_eq!(plain.permissions(), vec![Permission::Edit]);
+    sim.submit(plain).unwrap();
+    sim.settle();
+    let spec = &sim.ctl.deployment.spec;
+    assert_eq!(spec.config, map(&[("mode", "pve"), ("map", "dust")]));
+    assert_eq!(
+        spec.secret_config,
+        map(&[("db_password", "hunter2"), ("api", "k")])
+    );
+    let remove = OpKind::SetConfig {
+        config: BTreeMap::new(),
+        secret_config: BTreeMap::new(),
+        remove_config: ["map".to_string()].into(),
+        remove_secret_config: ["api".to_string()].into(),
+    };
+    assert_eq!(
+        remove.permissions(),
+        vec![Permission::Edit, Permission::Secrets]
+    );
+    assert_eq!(
+        set(BTreeMap::new(), map(&[("x", "y")])).permissions(),
+        vec![Permission::Edit, Permission::Secrets]
+    );
+    sim.submit(remove).unwrap();
+    sim.settle();
+    let spec = &sim.ctl.deployment.spec;
+    assert_eq!(spec.config, map(&[("mode", "pve")]));
+    assert_eq!(spec.secret_config, map(&[("db_password", "hunter2")]));
 }
 
 #[test]

@@ -2,14 +2,16 @@
 //!
 //! Contract with the node command (the demo game node in `benches/` follows it): it is started
 //! with `--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0` (configurable), the node id in
-//! `KANMON_NODE_ID`, runtime variables as `KANMON_VAR_<KEY>` and the merged config as
-//! `KANMON_CONFIG_<KEY>`; it prints `listening on ADDR` (and optionally
+//! `KANMON_NODE_ID`, runtime variables as `KANMON_VAR_<KEY>`, and the path of a 0600 JSON file
+//! in `KANMON_NODE_CONFIG` holding the merged config as `KANMON_CONFIG_<KEY>` entries plus the
+//! deployment's `DATABASE_URL` (secrets stay out of the environment, which other processes of
+//! the same user can read in `/proc/PID/environ`); it prints `listening on ADDR` (and optionally
 //! `grpc listening on ADDR`) on stdout, answers `GET /healthcheck` with 200, and on SIGTERM
 //! stops taking work and exits. Its output goes to `{log_dir}/{instance}/{node}.log`, each line
 //! cut at [`LOG_LINE_LIMIT`] bytes.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::PathBuf,
     process::Stdio,
@@ -29,6 +31,15 @@ use tokio::{
 
 use super::{Driver, DriverError, Endpoints, NodeHealth};
 use crate::domain::NodeLaunch;
+
+/// The variable naming a node's configuration file.
+pub const CONFIG_ENV: &str = "KANMON_NODE_CONFIG";
+
+/// Where the configuration of node `id` is written: beside its log, in the deployment's 0700
+/// directory.
+fn config_file(dir: &std::path::Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.config.json"))
+}
 
 /// Longest log line kept, in bytes (the platform's promise); the rest of the line is dropped.
 pub const LOG_LINE_LIMIT: usize = 5 * 1024;
@@ -204,7 +215,8 @@ impl LocalDriver {
             source,
         };
         let dir = self.config.log_dir.join(instance);
-        tokio::fs::create_dir_all(&dir).await.map_err(err)?;
+        // Logs hold whatever a node prints (tokens, addresses): owner-only, like the config.
+        crate::private::create_dir(&dir).map_err(err)?;
         let log_path = dir.join(format!("{}.log", spec.id));
         let mut cmd = Command::new(&self.config.program);
         cmd.args(&self.config.args)
@@ -224,9 +236,6 @@ impl LocalDriver {
         for (k, v) in &spec.vars {
             cmd.env(env_key("KANMON_VAR_", k), v);
         }
-        for (k, v) in &spec.config {
-            cmd.env(env_key("KANMON_CONFIG_", k), v);
-        }
         if let Some(image) = &spec.image {
             cmd.env("KANMON_IMAGE", image);
         }
@@ -237,7 +246,19 @@ impl LocalDriver {
             .get(instance)
             .cloned()
             .unwrap_or_default();
-        cmd.envs(extra);
+        // Config (secret config included) and the database URL go to a 0600 file, not the
+        // environment: every process of the same user can read another's /proc/PID/environ.
+        let config: BTreeMap<String, String> = spec
+            .config
+            .iter()
+            .map(|(k, v)| (env_key("KANMON_CONFIG_", k), v.clone()))
+            .chain(extra)
+            .collect();
+        let config_path = config_file(&dir, &spec.id);
+        let text = serde_json::to_vec(&config)
+            .map_err(|e| DriverError::Other(format!("encoding node config: {e}")))?;
+        crate::private::write_file(&config_path, &text).map_err(err)?;
+        cmd.env(CONFIG_ENV, &config_path);
         let mut child = cmd.spawn().map_err(err)?;
         let stdout = child
             .stdout
@@ -292,11 +313,7 @@ impl LocalDriver {
 }
 
 async fn open_log(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
+    crate::private::append_file(path).map(tokio::fs::File::from_std)
 }
 
 async fn http_ok(addr: SocketAddr) -> bool {
@@ -356,6 +373,8 @@ impl Driver for LocalDriver {
         else {
             return Ok(());
         };
+        // The node read its configuration at start; the secrets need not stay on disk.
+        crate::private::remove(&config_file(&self.config.log_dir.join(instance), node));
         let mut child = proc.child.lock().await;
         if let Some(pid) = child.id() {
             // SIGTERM through kill(1): the crate forbids unsafe code, so no direct libc call.

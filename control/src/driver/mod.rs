@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 
 pub use file::NodesFilePublisher;
-pub use local::{LocalDriver, LocalDriverConfig, LOG_LINE_LIMIT};
+pub use local::{LocalDriver, LocalDriverConfig, CONFIG_ENV, LOG_LINE_LIMIT};
 pub use loopback::{serve_ok, LoopbackDriver, CRASH_IMAGE};
 pub use publish::{deployment_spec, HealthTablePublisher, NullPublisher};
 

@@ -39,11 +39,18 @@ pub(super) fn carry_out(inner: &std::sync::Arc<Inner>, dep: &Deployment, intents
                 });
             }
             Intent::StartNode { spec } => start(inner, name.clone(), spec),
+            Intent::Export { op } => {
+                let secrets = super::scrub::secrets_of(dep)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                super::exports::run(inner, name.clone(), op, secrets);
+            }
         }
     }
 }
 
-fn send(inner: &Inner, msg: Msg) {
+pub(super) fn send(inner: &Inner, msg: Msg) {
     if inner.tx.send(msg).is_err() {
         tracing::debug!("control loop is gone; dropping a report");
     }

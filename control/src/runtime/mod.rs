@@ -4,6 +4,7 @@
 
 mod effects;
 mod exports;
+pub mod scrub;
 mod settings;
 
 use std::{
@@ -17,7 +18,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-pub use exports::{DatabaseExporter, DownloadLink, Downloads, DOWNLOAD_TTL};
+pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
 pub use settings::{default_catalog, default_zones, Settings};
 
 use crate::{
@@ -80,8 +81,6 @@ pub(crate) struct Inner {
     exporter: OnceLock<Arc<dyn DatabaseExporter>>,
     /// Download links of database dumps.
     downloads: Downloads,
-    /// Extra result fields for operations not yet finished (the database dump of an export).
-    attachments: Mutex<BTreeMap<u64, serde_json::Value>>,
 }
 
 impl Inner {
@@ -138,7 +137,6 @@ impl Runtime {
                 next_op: AtomicU64::new(next_op),
                 exporter: OnceLock::new(),
                 downloads: Downloads::default(),
-                attachments: Mutex::new(BTreeMap::new()),
             }),
         };
         for name in names {
@@ -192,7 +190,7 @@ impl Runtime {
             .get_mut(instance)
             .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))?;
         let mut intents = f(ctl)?;
-        self.attach(&mut intents);
+        scrub_errors(&ctl.deployment, &mut intents);
         let ops: Vec<Operation> = intents
             .iter()
             .filter_map(|i| match i {
@@ -256,22 +254,7 @@ impl Runtime {
         kind: OpKind,
         who: &str,
     ) -> Result<Operation, RuntimeError> {
-        self.submit_with(instance, kind, who, None)
-    }
-
-    /// Queues an operation whose result, once it finishes, also holds the fields of
-    /// `attachment` (a JSON object; the database dump of an export).
-    pub fn submit_with(
-        &self,
-        instance: &str,
-        kind: OpKind,
-        who: &str,
-        attachment: Option<serde_json::Value>,
-    ) -> Result<Operation, RuntimeError> {
         let id = self.inner.next_op.fetch_add(1, Ordering::Relaxed);
-        if let Some(a) = attachment {
-            self.attachments().insert(id, a);
-        }
         let catalog = self.inner.settings.catalog.clone();
         let op = Operation::new(id, instance, kind, who, now());
         let (intents, _) = self.with(instance, |ctl| Ok(ctl.submit(op, &catalog, now())?))?;
@@ -318,60 +301,12 @@ impl Runtime {
         &self.inner.store
     }
 
-    fn attachments(&self) -> MutexGuard<'_, BTreeMap<u64, serde_json::Value>> {
-        self.inner
-            .attachments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Merges pending attachments into the results of operations that just finished.
-    fn attach(&self, intents: &mut [Intent]) {
-        for intent in intents {
-            let Intent::SaveOp(op) = intent else { continue };
-            if op.finished_at.is_none() {
-                continue;
-            }
-            let Some(extra) = self.attachments().remove(&op.id) else {
-                continue;
-            };
-            let mut result = match op.result.take() {
-                Some(serde_json::Value::Object(m)) => m,
-                Some(other) => [("settings".to_string(), other)].into_iter().collect(),
-                None => serde_json::Map::new(),
-            };
-            if let serde_json::Value::Object(extra) = extra {
-                result.extend(extra);
-            }
-            op.result = Some(serde_json::Value::Object(result));
-        }
-    }
-
-    /// Lets `export` dump databases through `exporter` (once; later calls are ignored).
+    /// Lets `export` operations dump databases through `exporter` (once; later calls are
+    /// ignored).
     pub fn set_exporter(&self, exporter: Arc<dyn DatabaseExporter>) {
         if self.inner.exporter.set(exporter).is_err() {
             tracing::warn!("database exporter already set");
         }
-    }
-
-    /// Dumps the database of `instance` and registers an expiring download link for it:
-    /// `None` when no exporter is set, else the JSON to attach to the export's result
-    /// (`database.download` is the link's path on the API, or `database.error`). Blocking.
-    pub fn export_database(&self, instance: &str) -> Option<serde_json::Value> {
-        let exporter = self.inner.exporter.get()?;
-        let value = match exporter.export(instance) {
-            Ok(path) => {
-                let file = path.display().to_string();
-                let link = self.inner.downloads.register(instance, path, DOWNLOAD_TTL);
-                serde_json::json!({ "database": {
-                    "file": file,
-                    "download": format!("/v1/downloads/{}", link.token),
-                    "expires_at": link.expires_at,
-                }})
-            }
-            Err(e) => serde_json::json!({ "database": { "error": e } }),
-        };
-        Some(value)
     }
 
     /// The download links of database dumps.
@@ -382,6 +317,19 @@ impl Runtime {
     /// The settings the runtime was started with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+}
+
+/// Removes the deployment's secrets from the errors of operations about to be stored, the
+/// one place every operation error passes through on its way to the store and the API.
+fn scrub_errors(dep: &Deployment, intents: &mut [Intent]) {
+    let secrets = scrub::secrets_of(dep);
+    for intent in intents {
+        if let Intent::SaveOp(op) = intent {
+            if let Some(e) = op.error.as_mut() {
+                *e = scrub::scrub(e, secrets.iter().copied());
+            }
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Settings {
     pub health_poll: Duration,
     /// How often a serving node is checked for having exited.
     pub monitor_interval: Duration,
+    /// How long a database export stays downloadable before its file is deleted.
+    pub export_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -32,6 +34,7 @@ impl Default for Settings {
             timings: Timings::default(),
             health_poll: Duration::from_millis(200),
             monitor_interval: Duration::from_secs(2),
+            export_ttl: super::DOWNLOAD_TTL,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct User {
     pub admin: bool,
     /// When it was created.
     pub created_at: Timestamp,
+    /// A disabled user's tokens are refused (and stay refused until the user is enabled).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// A grant as stored, with the id an operator needs to revoke it.
@@ -53,33 +56,55 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a token (by its hash) for `user`.
-    pub fn add_token(&self, user: &str, token_hash: &str) -> Result<(), StoreError> {
+    /// Adds a token (by its hash) for `user`, working until `expires` (`None`: no expiry).
+    pub fn add_token(
+        &self,
+        user: &str,
+        token_hash: &str,
+        expires: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO tokens (hash, user) VALUES (?1, ?2)",
-            params![token_hash, user],
+            "INSERT INTO tokens (hash, user, expires_at) VALUES (?1, ?2, ?3)",
+            params![token_hash, user, expires.map(|t| t.0 as i64)],
         )?;
         Ok(())
     }
 
-    /// The user a token belongs to.
-    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+    /// The user a token belongs to, if the token has not expired at `now` and the user is not
+    /// disabled.
+    pub fn user_by_token(&self, token: &str, now: Timestamp) -> Result<Option<User>, StoreError> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT u.name, u.service, u.admin, u.created_at FROM tokens t
-                 JOIN users u ON u.name = t.user WHERE t.hash = ?1",
-                [hash_token(token)],
+                "SELECT u.name, u.service, u.admin, u.created_at, u.disabled FROM tokens t
+                 JOIN users u ON u.name = t.user
+                 WHERE t.hash = ?1 AND u.disabled = 0
+                   AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+                params![hash_token(token), now.0 as i64],
                 |r| {
                     Ok(User {
                         name: r.get(0)?,
                         service: r.get(1)?,
                         admin: r.get(2)?,
                         created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+                        disabled: r.get(4)?,
                     })
                 },
             )
             .optional()?)
+    }
+
+    /// Disables (or enables again) `user`: a disabled user's tokens are refused at once, and
+    /// come back only if an admin enables the user (rotate the token too when it leaked).
+    pub fn set_disabled(&self, user: &str, disabled: bool) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "UPDATE users SET disabled = ?2 WHERE name = ?1",
+            params![user, disabled],
+        )?;
+        if n == 0 {
+            return Err(StoreError::UnknownUser(user.to_string()));
+        }
+        Ok(())
     }
 
     /// Whether a user exists.
@@ -138,10 +163,16 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Replaces every token of `user` with `new_hash` in one transaction, so a leaked token
-    /// stops working at the same instant the new one starts, and a failure leaves the old
-    /// tokens in place rather than locking the user out. Returns how many tokens it removed.
-    pub fn rotate_tokens(&self, user: &str, new_hash: &str) -> Result<usize, StoreError> {
+    /// Replaces every token of `user` with `new_hash` (working until `expires`) in one
+    /// transaction, so a leaked token stops working at the same instant the new one starts,
+    /// and a failure leaves the old tokens in place rather than locking the user out. Returns
+    /// how many tokens it removed.
+    pub fn rotate_tokens(
+        &self,
+        user: &str,
+        new_hash: &str,
+        expires: Option<Timestamp>,
+    ) -> Result<usize, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists = tx
@@ -153,8 +184,8 @@ impl Store {
         }
         let removed = tx.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
         tx.execute(
-            "INSERT INTO tokens (hash, user) VALUES (?1, ?2)",
-            params![new_hash, user],
+            "INSERT INTO tokens (hash, user, expires_at) VALUES (?1, ?2, ?3)",
+            params![new_hash, user, expires.map(|t| t.0 as i64)],
         )?;
         tx.commit()?;
         Ok(removed)

@@ -43,6 +43,15 @@ pub enum StoreError {
     /// No user by that name.
     #[error("user {0:?} not found")]
     UnknownUser(String),
+    /// The database file could not be created with owner-only permissions.
+    #[error("creating {path}: {source}")]
+    File {
+        /// The database file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The database.
@@ -61,8 +70,14 @@ fn encode<T: serde::Serialize>(v: &T) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. The file is created 0600 before
+    /// SQLite opens it (SQLite gives its WAL and journal files the database file's mode): it
+    /// holds every deployment's keys and secret config.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        crate::private::touch(path).map_err(|source| StoreError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::init(Connection::open(path)?)
     }
 

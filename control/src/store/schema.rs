@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE deployments (
     instance TEXT PRIMARY KEY,
     org      TEXT NOT NULL,
@@ -46,7 +47,12 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// Brings the schema up to date. WAL mode lets readers (the API) run while a step is written;
 /// `synchronous = FULL` because the operations log must survive a power cut, not just a crash.

@@ -49,15 +49,21 @@ fn tokens_grants_and_audit() {
         service: false,
         admin: false,
         created_at: Timestamp(1),
+        disabled: false,
     };
     store.create_user(&user).unwrap();
     assert!(matches!(
         store.create_user(&user),
         Err(StoreError::UserExists(_))
     ));
-    store.add_token("ann", &hash_token("secret-token")).unwrap();
-    assert_eq!(store.user_by_token("secret-token").unwrap(), Some(user));
-    assert_eq!(store.user_by_token("other").unwrap(), None);
+    store
+        .add_token("ann", &hash_token("secret-token"), None)
+        .unwrap();
+    assert_eq!(
+        store.user_by_token("secret-token", Timestamp(0)).unwrap(),
+        Some(user)
+    );
+    assert_eq!(store.user_by_token("other", Timestamp(0)).unwrap(), None);
     let grant = Grant {
         user: "ann".into(),
         scope: Scope::Deployment {
@@ -93,6 +99,7 @@ fn user(name: &str) -> User {
         service: false,
         admin: false,
         created_at: Timestamp(1),
+        disabled: false,
     }
 }
 
@@ -142,21 +149,32 @@ fn rotating_replaces_every_token_of_the_user_only() {
     let store = Store::in_memory().unwrap();
     store.create_user(&user("ann")).unwrap();
     store.create_user(&user("bob")).unwrap();
-    store.add_token("ann", &hash_token("ann-1")).unwrap();
-    store.add_token("ann", &hash_token("ann-2")).unwrap();
-    store.add_token("bob", &hash_token("bob-1")).unwrap();
+    store.add_token("ann", &hash_token("ann-1"), None).unwrap();
+    store.add_token("ann", &hash_token("ann-2"), None).unwrap();
+    store.add_token("bob", &hash_token("bob-1"), None).unwrap();
 
-    assert_eq!(store.rotate_tokens("ann", &hash_token("ann-3")).unwrap(), 2);
-    assert_eq!(store.user_by_token("ann-1").unwrap(), None);
-    assert_eq!(store.user_by_token("ann-2").unwrap(), None);
-    assert_eq!(store.user_by_token("ann-3").unwrap(), Some(user("ann")));
-    assert_eq!(store.user_by_token("bob-1").unwrap(), Some(user("bob")));
+    assert_eq!(
+        store
+            .rotate_tokens("ann", &hash_token("ann-3"), None)
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.user_by_token("ann-1", Timestamp(0)).unwrap(), None);
+    assert_eq!(store.user_by_token("ann-2", Timestamp(0)).unwrap(), None);
+    assert_eq!(
+        store.user_by_token("ann-3", Timestamp(0)).unwrap(),
+        Some(user("ann"))
+    );
+    assert_eq!(
+        store.user_by_token("bob-1", Timestamp(0)).unwrap(),
+        Some(user("bob"))
+    );
 
     assert!(matches!(
-        store.rotate_tokens("nobody", &hash_token("x")),
+        store.rotate_tokens("nobody", &hash_token("x"), None),
         Err(StoreError::UnknownUser(name)) if name == "nobody"
     ));
-    assert_eq!(store.user_by_token("x").unwrap(), None);
+    assert_eq!(store.user_by_token("x", Timestamp(0)).unwrap(), None);
 }
 
 #[test]
@@ -164,13 +182,19 @@ fn a_failed_rotation_keeps_the_old_tokens() {
     let store = Store::in_memory().unwrap();
     store.create_user(&user("ann")).unwrap();
     store.create_user(&user("bob")).unwrap();
-    store.add_token("ann", &hash_token("ann-1")).unwrap();
-    store.add_token("bob", &hash_token("bob-1")).unwrap();
+    store.add_token("ann", &hash_token("ann-1"), None).unwrap();
+    store.add_token("bob", &hash_token("bob-1"), None).unwrap();
     // The insert fails (hash taken) after the delete ran: the transaction must undo the delete.
     assert!(matches!(
-        store.rotate_tokens("ann", &hash_token("bob-1")),
+        store.rotate_tokens("ann", &hash_token("bob-1"), None),
         Err(StoreError::Sql(_))
     ));
-    assert_eq!(store.user_by_token("ann-1").unwrap(), Some(user("ann")));
-    assert_eq!(store.user_by_token("bob-1").unwrap(), Some(user("bob")));
+    assert_eq!(
+        store.user_by_token("ann-1", Timestamp(0)).unwrap(),
+        Some(user("ann"))
+    );
+    assert_eq!(
+        store.user_by_token("bob-1", Timestamp(0)).unwrap(),
+        Some(user("bob"))
+    );
 }

@@ -123,6 +123,10 @@ impl UpConfig {
 /// `cert_dir` (created there on first use, ECDSA P-256, reused afterwards). Returns the CA
 /// certificate's path (what clients trust).
 pub fn issue_certs(cert_dir: &Path, settings: &Settings) -> Result<PathBuf, UpError> {
+    // Owner-only before any key is written: no other user can open a key file in the moment
+    // between its creation and its chmod.
+    crate::private::create_dir(cert_dir)
+        .map_err(io_err(format!("creating {}", cert_dir.display())))?;
     let ca = LocalCa::open_or_create(cert_dir)?;
     for (zone, _) in &settings.zones {
         ca.issue(
@@ -157,13 +161,34 @@ struct Dumper {
     dir: PathBuf,
 }
 
+impl Dumper {
+    /// An exporter into `dir`. Dumps left by an earlier run are deleted: their download links
+    /// died with that process, so nothing can fetch them any more.
+    fn new(databases: Arc<Databases>, dir: PathBuf) -> Self {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "sql") {
+                    crate::private::remove(&e.path());
+                }
+            }
+        }
+        Self { databases, dir }
+    }
+}
+
 impl DatabaseExporter for Dumper {
     fn export(&self, instance: &str) -> Result<PathBuf, String> {
         let stamp = crate::runtime::now().0;
         let path = self.dir.join(format!("{instance}-{stamp}.sql"));
-        self.databases
-            .dump(instance, &path)
-            .map_err(|e| e.to_string())?;
+        // Created 0600 in a 0700 directory before pg_dump writes into it (pg_dump would create
+        // it with the umask's mode).
+        crate::private::create_dir(&self.dir)
+            .and_then(|()| crate::private::create_file(&path).map(drop))
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        if let Err(e) = self.databases.dump(instance, &path) {
+            crate::private::remove(&path);
+            return Err(e.to_string());
+        }
         Ok(path)
     }
 }
@@ -221,10 +246,7 @@ impl ControlPlane {
         };
         let runtime = Runtime::start(store, cfg.settings.clone(), driver, publisher)?;
         if let Some(dbs) = &databases {
-            runtime.set_exporter(Arc::new(Dumper {
-                databases: dbs.clone(),
-                dir: cfg.dir.join("exports"),
-            }));
+            runtime.set_exporter(Arc::new(Dumper::new(dbs.clone(), cfg.dir.join("exports"))));
         }
         let listener = tokio::net::TcpListener::bind(cfg.api_listen)
             .await

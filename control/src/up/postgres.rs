@@ -130,8 +130,18 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The program and arguments of `cmd`, never its environment (a `Command`'s `Debug` prints
+/// the variables it sets, `PGPASSWORD` among them).
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn run(cmd: &mut Command) -> Result<Output, DbError> {
-    let command = format!("{cmd:?}");
+    let command = describe(cmd);
     let out = cmd.output().map_err(|e| DbError::Command {
         command: command.clone(),
         detail: e.to_string(),
@@ -396,9 +406,7 @@ fn url(r: &Running) -> String {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), DbError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).map_err(io(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))
+    crate::private::write_file(path, text.as_bytes()).map_err(io(path))
 }
 
 #[cfg(test)]
@@ -410,6 +418,19 @@ mod tests {
         let text = DbError::NotInstalled.to_string();
         assert!(text.contains("apt-get install postgresql"), "{text}");
         assert!(text.contains("--no-database"), "{text}");
+    }
+
+    /// A failing command's error names the program and its arguments, never the environment
+    /// it was given.
+    #[test]
+    fn failed_commands_do_not_show_their_environment() {
+        let err = run(Command::new("sh")
+            .args(["-c", "echo oops >&2; exit 3"])
+            .env("PGPASSWORD", "pw-0123456789"))
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("pw-0123456789"), "{err}");
+        assert!(err.contains("sh -c") && err.contains("oops"), "{err}");
     }
 
     #[test]
