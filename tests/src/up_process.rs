@@ -209,15 +209,13 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// A new state directory (not created yet) in a new private directory.
+    /// A new state directory (not created yet) in a new private (0700) directory.
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(tmp.path())
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700, "mktemp -d makes private directories");
+        // As `mktemp -d` makes it (tempfile follows the umask).
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700");
         let state = tmp.path().join(".kanmon");
         Self { tmp, state }
     }

@@ -41,8 +41,23 @@ fn data_identity(state: &StateDir) -> u64 {
         .ino()
 }
 
+/// The demo deployment's node addresses once its first deploy has completed (bounded wait).
 async fn node_addrs(up: &UpProcess) -> Vec<std::net::SocketAddr> {
     let client = Client::new(&format!("http://{}", up.api), up.token());
+    let mut done = false;
+    for _ in 0..600 {
+        let op = client.get("/v1/operations/1").await;
+        if op.is_ok_and(|op| op["status"] == "completed") {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        done,
+        "the first deploy did not complete; log:\n{}",
+        up.log()
+    );
     let dep = client
         .get("/v1/deployments/demo")
         .await
@@ -148,6 +163,7 @@ async fn kill_9_leaves_no_database_and_up_resumes() {
     let (token, identity) = (up.token(), data_identity(&state));
     assert!(!postgres_processes_under(&state.data_root()).is_empty());
     let addrs = node_addrs(&up).await;
+    assert_eq!(addrs.len(), 2);
 
     assert!(up.end_with("KILL").is_some(), "kanmon up survived SIGKILL");
     nodes_gone(&addrs).await;

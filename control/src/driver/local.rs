@@ -15,7 +15,7 @@ use std::{
     process::Stdio,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -27,7 +27,12 @@ use tokio::{
     process::{Child, Command},
 };
 
-use super::{Driver, DriverError, Endpoints, NodeHealth};
+use nix::sys::signal::Signal;
+
+use super::{
+    lifeline::{die_with_parent, Launcher},
+    Driver, DriverError, Endpoints, NodeHealth,
+};
 use crate::domain::NodeLaunch;
 
 /// Longest log line kept, in bytes (the platform's promise); the rest of the line is dropped.
@@ -83,6 +88,9 @@ pub struct LocalDriver {
     env: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// Set by [`LocalDriver::shutdown`]: no more starts, no more exit reports.
     closed: AtomicBool,
+    /// Forks every node, so nodes get SIGTERM when the driver (or the process) goes, even by
+    /// `kill -9`; made on the first start, inside the runtime the nodes are reaped by.
+    launcher: OnceLock<Launcher<Command, Child>>,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -156,6 +164,7 @@ impl LocalDriver {
             procs: Mutex::new(HashMap::new()),
             env: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            launcher: OnceLock::new(),
         }
     }
 
@@ -188,6 +197,19 @@ impl LocalDriver {
     /// Whether [`LocalDriver::shutdown`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    fn launcher(&self) -> Result<&Launcher<Command, Child>, DriverError> {
+        if let Some(l) = self.launcher.get() {
+            return Ok(l);
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let launcher = Launcher::new("kanmon-nodes", move |mut cmd: Command| {
+            let _in_runtime = runtime.enter();
+            cmd.spawn()
+        })
+        .map_err(|e| DriverError::Other(format!("node launcher thread: {e}")))?;
+        Ok(self.launcher.get_or_init(|| launcher))
     }
 
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Proc>> {
@@ -238,7 +260,8 @@ impl LocalDriver {
             .cloned()
             .unwrap_or_default();
         cmd.envs(extra);
-        let mut child = cmd.spawn().map_err(err)?;
+        die_with_parent(cmd.as_std_mut(), Signal::SIGTERM);
+        let mut child = self.launcher()?.spawn(cmd).map_err(err)?;
         let stdout = child
             .stdout
             .take()

@@ -179,7 +179,7 @@ impl Databases {
             tools,
             dir,
             placement,
-            launcher: server::Launcher::new()?,
+            launcher: server::launcher()?,
             running: Mutex::new(HashMap::new()),
             starting: Mutex::new(()),
             closed: AtomicBool::new(false),

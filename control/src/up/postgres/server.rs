@@ -6,17 +6,14 @@
 //! postmaster is kanmon's own child, started with `PR_SET_PDEATHSIG` = SIGINT (PostgreSQL's
 //! fast shutdown): however kanmon ends — Ctrl-C, SIGTERM, a panic, `kill -9` — the kernel tells
 //! the postmaster, which stops its backends and exits. The postmaster is the process that must
-//! get it: it forks backends itself and they exit when it dies. The setting belongs to the
-//! *thread* that forked, so every server is started from [`Launcher`]'s one thread, which
-//! lives as long as the [`super::Databases`] that owns it (a tokio blocking thread would exit
-//! after 10 s idle and take the servers with it).
+//! get it: it forks backends itself and they exit when it dies. Servers are forked by the one
+//! launcher thread of the [`super::Databases`] that owns them (`crate::driver::lifeline`).
 
 use std::{
     io::Read,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{mpsc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -26,6 +23,7 @@ use nix::{
 };
 
 use super::{io, placement::ServerUser, DbError};
+use crate::driver::lifeline;
 
 /// How long a server may take to accept connections (crash recovery included).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,45 +38,12 @@ const STOP_STEPS: [(Signal, Duration); 3] = [
 
 const POLL: Duration = Duration::from_millis(50);
 
-type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+/// Forks the servers of one [`super::Databases`].
+pub(super) type Launcher = lifeline::Launcher<Command, Child>;
 
-/// The one thread every server is forked from (see the module docs).
-#[derive(Debug)]
-pub(super) struct Launcher {
-    requests: Mutex<mpsc::Sender<Request>>,
-}
-
-impl Launcher {
-    pub(super) fn new() -> Result<Self, DbError> {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("kanmon-postgres".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    if let Err(mpsc::SendError(Ok(mut child))) = reply.send(cmd.spawn()) {
-                        // Nobody waits for it any more: it must not run unowned.
-                        if let Err(e) = child.kill().and_then(|()| child.wait().map(drop)) {
-                            tracing::warn!(error = %e, "stopping an unclaimed database server");
-                        }
-                    }
-                }
-            })
-            .map_err(io(Path::new("kanmon-postgres thread")))?;
-        Ok(Self {
-            requests: Mutex::new(tx),
-        })
-    }
-
-    fn spawn(&self, cmd: Command) -> std::io::Result<Child> {
-        let (tx, rx) = mpsc::channel();
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send((cmd, tx))
-            .map_err(|_| std::io::Error::other("the database launcher thread is gone"))?;
-        rx.recv()
-            .map_err(|_| std::io::Error::other("the database launcher thread is gone"))?
-    }
+pub(super) fn launcher() -> Result<Launcher, DbError> {
+    Launcher::new("kanmon-postgres", |mut cmd: Command| cmd.spawn())
+        .map_err(io(Path::new("kanmon-postgres thread")))
 }
 
 /// A command as the server user (`None`: as ourselves), in `cwd`: as `postgres`, kanmon's own
@@ -120,7 +85,7 @@ pub(super) fn start(
         // Own process group: a Ctrl-C at the terminal reaches kanmon only, which stops the
         // nodes before their database.
         .process_group(0);
-    die_with_parent(&mut cmd);
+    lifeline::die_with_parent(&mut cmd, Signal::SIGINT);
     let mut child = launcher.spawn(cmd).map_err(|e| DbError::Command {
         command: "postgres".into(),
         detail: e.to_string(),
@@ -136,27 +101,6 @@ pub(super) fn start(
                 detail: format!("{why}; {}", log_tail(&log_path, log_start)),
             })
         }
-    }
-}
-
-/// Makes the child get SIGINT when the forking thread ends (with the process, whatever ends
-/// it), and refuse to start if that already happened.
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the hook runs in the forked child before exec and only makes two system calls
-    // (prctl, getppid) and builds an error from an errno; it allocates nothing and takes no
-    // lock. PR_SET_PDEATHSIG is set after std has switched uid/gid (which would clear it) and
-    // survives the exec of `postgres` (not set-user-ID).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGINT)?;
-            if nix::unistd::getppid() != parent {
-                // kanmon died between fork and prctl: nobody would stop this server.
-                return Err(nix::errno::Errno::ESRCH.into());
-            }
-            Ok(())
-        });
     }
 }
 
