@@ -87,8 +87,9 @@ async fn nodes_gone(addrs: &[std::net::SocketAddr]) {
 }
 
 /// A second `kanmon up` in `state` resumes: the same token, the first deploy in the history,
-/// the same data directory with a server running on it.
-async fn resumes(state: &StateDir, token: &str, identity: u64) {
+/// the same data directory with a server running on it; `end` (a signal name) then stops it
+/// cleanly and leaves no server.
+async fn resumes(state: &StateDir, token: &str, identity: u64, end: &str) {
     let mut again = UpProcess::start(state.path(), &with_database(Output::File));
     again.served().await;
     assert_eq!(again.token(), token);
@@ -114,14 +115,17 @@ async fn resumes(state: &StateDir, token: &str, identity: u64) {
         "no database server runs for the resumed deployment; log:\n{}",
         again.log()
     );
-    let status = again.end_with("INT");
+    let status = again.end_with(end);
     assert!(
         status.is_some_and(|s| s.success()),
-        "{status:?}: {}",
+        "SIG{end}: {status:?}: {}",
         again.log()
     );
     let left = postgres_gone(&state.data_root(), Duration::from_secs(30)).await;
-    assert!(left.is_empty(), "database processes left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "database processes left after SIG{end}: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,11 +155,11 @@ async fn ctrl_c_with_output_a_closed_pipe_stops_the_database_and_up_resumes() {
         "database processes outlived kanmon up: {left:?}"
     );
 
-    resumes(&state, &token, identity).await;
+    resumes(&state, &token, identity, "INT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_leaves_no_database_and_up_resumes() {
+async fn kill_9_leaves_no_database_and_up_resumes_then_sigterm_stops_it() {
     require_postgres();
     let state = StateDir::new();
     let mut up = UpProcess::start(state.path(), &with_database(Output::File));
@@ -173,7 +177,7 @@ async fn kill_9_leaves_no_database_and_up_resumes() {
         "database processes outlived a killed kanmon up: {left:?}"
     );
 
-    resumes(&state, &token, identity).await;
+    resumes(&state, &token, identity, "TERM").await;
 }
 
 /// `id -u postgres` / `id -g postgres` as root (the server user), else nothing (ourselves).

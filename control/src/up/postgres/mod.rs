@@ -134,8 +134,14 @@ pub struct Databases {
     closed: AtomicBool,
 }
 
+/// Runs `cmd` to its end. Errors name the program and its arguments, never its environment
+/// (`pg_dump` gets the password there).
 fn run(cmd: &mut Command) -> Result<Output, DbError> {
-    let command = format!("{cmd:?}");
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let out = cmd.output().map_err(|e| DbError::Command {
         command: command.clone(),
         detail: e.to_string(),
@@ -166,15 +172,10 @@ impl Databases {
     /// missing). Fails when PostgreSQL is not installed, or when running as root and there is
     /// no `postgres` user or the data root cannot be set up.
     pub fn new(dir: &Path) -> Result<Self, DbError> {
-        Self::with_root_base(dir, Path::new(ROOT_DATA_BASE))
-    }
-
-    /// [`Databases::new`] with root's data roots under `base` instead of [`ROOT_DATA_BASE`].
-    pub fn with_root_base(dir: &Path, base: &Path) -> Result<Self, DbError> {
         let tools = PgTools::find()?;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
-        let placement = placement::decide(&dir, base)?;
+        let placement = placement::decide(&dir, Path::new(ROOT_DATA_BASE))?;
         Ok(Self {
             tools,
             dir,
@@ -434,6 +435,17 @@ mod tests {
         let text = DbError::NotInstalled.to_string();
         assert!(text.contains("apt-get install postgresql"), "{text}");
         assert!(text.contains("--no-database"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_command_is_reported_without_its_environment() {
+        let err = run(Command::new("false")
+            .arg("--flag")
+            .env("PGPASSWORD", "s3cret"))
+        .expect_err("false fails");
+        let text = err.to_string();
+        assert!(text.contains("false --flag"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]
