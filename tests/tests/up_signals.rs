@@ -75,7 +75,7 @@ async fn node_addrs(up: &UpProcess) -> Vec<std::net::SocketAddr> {
 async fn nodes_gone(addrs: &[std::net::SocketAddr]) {
     for addr in addrs {
         let mut gone = false;
-        for _ in 0..200 {
+        for _ in 0..600 {
             if TcpStream::connect(addr).await.is_err() {
                 gone = true;
                 break;
