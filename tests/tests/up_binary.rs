@@ -121,6 +121,21 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     assert!(body.contains("demo-"), "{body}");
     let token = std::fs::read_to_string(state.join("kanmon.db.admin-token")).expect("token");
     let client = Client::new(&format!("http://{api}"), token.trim().to_string());
+    // Served once the first node is ready; both nodes are up once the first deploy completes.
+    let mut deployed = false;
+    for _ in 0..600 {
+        let op = client.get("/v1/operations/1").await;
+        if op.is_ok_and(|op| op["status"] == "completed") {
+            deployed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        deployed,
+        "the first deploy did not complete; log:\n{}",
+        up.log()
+    );
     let dep = client
         .get("/v1/deployments/demo")
         .await
