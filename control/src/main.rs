@@ -32,6 +32,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr piped into a `tee` that Ctrl-C ended) is
+        // dropped: reporting it would panic on the same closed stderr, mid-shutdown.
+        .log_internal_errors(false)
         .init();
     if let Command::Up(up_args) = args.command {
         // Not inside a tokio runtime: the proxy runs pingora's own runtimes on this thread.

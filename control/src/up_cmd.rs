@@ -12,8 +12,8 @@ use kanmon_control::{
     cli::args::UpArgs,
     runtime::Settings,
     up::{
-        issue_certs, proxy_config, ControlPlane, Databases, DemoDeployment, ProxyPublisher,
-        UpConfig,
+        issue_certs, progress::say, proxy_config, ControlPlane, Databases, DemoDeployment,
+        ProxyPublisher, UpConfig,
     },
 };
 use kanmon_proxy::{
@@ -157,7 +157,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         done: Mutex::new(Some(done_rx)),
     }));
     // The proxy may also end the process itself once it has stopped (no connection left).
-    let _ = control.join();
+    if control.join().is_err() {
+        // Its panic message is on stderr (if that is still open); say so in the exit status.
+        bail!(
+            "the control plane thread panicked; nodes and databases may not have stopped in order"
+        );
+    }
     Ok(())
 }
 
@@ -209,12 +214,12 @@ fn control_thread(
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        println!("kanmon up: stopping nodes and databases …");
+        say("kanmon up: stopping nodes and databases …");
         cp.shutdown().await;
-        println!(
+        say(format_args!(
             "kanmon up: stopped; state kept in {} (run `kanmon up` there again to resume)",
             dir.display()
-        );
+        ));
         let _ = done.send(());
     });
 }
@@ -223,7 +228,7 @@ fn banner(s: &Started) {
     let port = s.listen.port();
     let ip = s.listen.ip();
     let host = &s.hostname;
-    println!(
+    say(format_args!(
         "\nkanmon is up.\n\
          \n  deployment   {host}  (production, 2 nodes)\
          \n  proxy        https://{host}:{port}  (listening on {})\
@@ -242,5 +247,5 @@ fn banner(s: &Started) {
         s.token_file.display(),
         s.instance,
         ca = s.ca.display(),
-    );
+    ));
 }

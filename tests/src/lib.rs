@@ -8,6 +8,7 @@
 //! directory.
 
 mod timeline;
+pub mod up_process;
 
 use std::{
     net::SocketAddr,
@@ -179,13 +180,6 @@ impl Platform {
         up.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         up.settings = settings;
         up.node.stop_grace = Duration::from_secs(5);
-        if opts.database {
-            // tempfile makes 0700 directories; the `postgres` user (when running as root)
-            // must be able to enter it to reach its data directory.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("chmod state dir");
-        }
         let databases = opts.database.then(|| {
             Arc::new(Databases::new(&dir.path().join("postgres")).expect("PostgreSQL usable"))
         });
@@ -289,10 +283,16 @@ impl Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         // The nodes are killed when the driver is dropped with the test's runtime (kill on
-        // drop). Database servers are detached processes: stop them here too when a test
-        // failed before `stop`.
+        // drop). Stop the database servers here too when a test failed before `stop`, and
+        // remove the data root they were given outside the state directory (as root).
         if let Some(dbs) = self.control.as_ref().and_then(|c| c.databases()) {
             dbs.stop_all();
+        }
+        let root = kanmon_control::up::postgres::data_root(&self.dir.path().join("postgres"));
+        if !root.starts_with(self.dir.path()) && root.is_dir() {
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                eprintln!("removing {}: {e}", root.display());
+            }
         }
     }
 }

@@ -71,11 +71,8 @@ async fn each_deployment_gets_a_database_that_exports_and_stops() {
         .and_then(|(_, rest)| rest.split('/').next())
         .and_then(|p| p.parse().ok())
         .expect("port in the URL");
-    assert!(platform
-        .dir
-        .path()
-        .join("postgres/demo/PG_VERSION")
-        .is_file());
+    let data_root = kanmon_control::up::postgres::data_root(&platform.dir.path().join("postgres"));
+    assert!(data_root.join("demo/PG_VERSION").is_file());
     TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("the database listens");

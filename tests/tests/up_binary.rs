@@ -1,6 +1,7 @@
 //! The `kanmon up` binary itself: it comes up with the demo production deployment reachable
 //! through its proxy, SIGINT stops it and every node it started, and a second `kanmon up` in
-//! the same state directory resumes the same deployment (same token, same history).
+//! the same state directory resumes the same deployment (same token, same history). As root,
+//! it does so with its databases from a directory only root can enter.
 
 use std::{
     net::SocketAddr,
@@ -9,7 +10,11 @@ use std::{
 };
 
 use kanmon_control::cli::Client;
-use kanmon_tests::{client_config, free_port, http_get, tls_connect, workspace_bin};
+use kanmon_tests::{
+    client_config, free_port, http_get, tls_connect,
+    up_process::{postgres_gone, postgres_processes_under, Output, StateDir, UpOpts, UpProcess},
+    workspace_bin,
+};
 use tokio::net::TcpStream;
 
 const HOST: &str = "demo.us-east1.kanmon.test";
@@ -116,6 +121,21 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     assert!(body.contains("demo-"), "{body}");
     let token = std::fs::read_to_string(state.join("kanmon.db.admin-token")).expect("token");
     let client = Client::new(&format!("http://{api}"), token.trim().to_string());
+    // Served once the first node is ready; both nodes are up once the first deploy completes.
+    let mut deployed = false;
+    for _ in 0..600 {
+        let op = client.get("/v1/operations/1").await;
+        if op.is_ok_and(|op| op["status"] == "completed") {
+            deployed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        deployed,
+        "the first deploy did not complete; log:\n{}",
+        up.log()
+    );
     let dep = client
         .get("/v1/deployments/demo")
         .await
@@ -167,5 +187,95 @@ async fn up_serves_stops_on_sigint_and_resumes() {
         again.interrupt().await,
         "kanmon up did not exit after SIGINT; its log:\n{}",
         again.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_as_root_from_a_private_directory_runs_its_databases_and_resumes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        println!(
+            "skipped: needs root (`kanmon up` as root from a 0700 directory); CI runs as root"
+        );
+        return;
+    }
+    if let Err(e) = kanmon_control::up::postgres::PgTools::find() {
+        panic!("{e}");
+    }
+    // A clone under /root or a `mktemp -d`: the `postgres` user cannot enter it.
+    let private = StateDir::new();
+    let state = private.path().to_path_buf();
+    let opts = UpOpts {
+        database: true,
+        output: Output::File,
+    };
+    let mut up = UpProcess::start(&state, &opts);
+    let body = up.served().await;
+    assert!(body.contains("demo-"), "{body}");
+    let token = up.token();
+
+    let root = private.data_root();
+    assert!(
+        !root.starts_with(private.private_dir()),
+        "{}",
+        root.display()
+    );
+    let data = root.join("demo");
+    let meta = std::fs::metadata(&data).expect("data directory");
+    let postgres_uid = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id");
+    assert_eq!(
+        meta.uid().to_string(),
+        String::from_utf8_lossy(&postgres_uid.stdout).trim()
+    );
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let password =
+        std::fs::metadata(state.join("postgres").join("demo.password")).expect("password");
+    assert_eq!(password.permissions().mode() & 0o777, 0o600);
+    assert!(!postgres_processes_under(&root).is_empty(), "{}", up.log());
+    let identity = std::fs::metadata(data.join("PG_VERSION"))
+        .expect("PG_VERSION")
+        .ino();
+
+    let status = up.end_with("INT");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        up.log()
+    );
+    let left = postgres_gone(&root, Duration::from_secs(30)).await;
+    assert!(left.is_empty(), "database processes left: {left:?}");
+
+    // Again from the same private directory: the same deployment on the same data.
+    let mut again = UpProcess::start(&state, &opts);
+    again.served().await;
+    assert_eq!(again.token(), token);
+    let client = Client::new(&format!("http://{}", again.api), token.clone());
+    let ops = client
+        .get("/v1/deployments/demo/operations")
+        .await
+        .expect("operations");
+    assert!(ops.to_string().contains("\"kind\":\"deploy\""), "{ops}");
+    let identity_again = std::fs::metadata(data.join("PG_VERSION"))
+        .expect("PG_VERSION")
+        .ino();
+    assert_eq!(identity, identity_again, "the data directory was made anew");
+    let status = again.end_with("INT");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        again.log()
+    );
+    assert!(postgres_gone(&root, Duration::from_secs(30))
+        .await
+        .is_empty());
+    drop(private);
+    assert!(
+        !root.exists(),
+        "{} outlived its state directory's test",
+        root.display()
     );
 }

@@ -17,7 +17,7 @@ use std::{
     process::Stdio,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -29,7 +29,12 @@ use tokio::{
     process::{Child, Command},
 };
 
-use super::{Driver, DriverError, Endpoints, NodeHealth};
+use nix::sys::signal::Signal;
+
+use super::{
+    lifeline::{die_with_parent, Launcher},
+    Driver, DriverError, Endpoints, NodeHealth,
+};
 use crate::domain::NodeLaunch;
 
 /// The variable naming a node's configuration file.
@@ -94,6 +99,9 @@ pub struct LocalDriver {
     env: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// Set by [`LocalDriver::shutdown`]: no more starts, no more exit reports.
     closed: AtomicBool,
+    /// Forks every node, so nodes get SIGTERM when the driver (or the process) goes, even by
+    /// `kill -9`; made on the first start, inside the runtime the nodes are reaped by.
+    launcher: OnceLock<Launcher<Command, Child>>,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -167,6 +175,7 @@ impl LocalDriver {
             procs: Mutex::new(HashMap::new()),
             env: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            launcher: OnceLock::new(),
         }
     }
 
@@ -199,6 +208,19 @@ impl LocalDriver {
     /// Whether [`LocalDriver::shutdown`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    fn launcher(&self) -> Result<&Launcher<Command, Child>, DriverError> {
+        if let Some(l) = self.launcher.get() {
+            return Ok(l);
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let launcher = Launcher::new("kanmon-nodes", move |mut cmd: Command| {
+            let _in_runtime = runtime.enter();
+            cmd.spawn()
+        })
+        .map_err(|e| DriverError::Other(format!("node launcher thread: {e}")))?;
+        Ok(self.launcher.get_or_init(|| launcher))
     }
 
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Proc>> {
@@ -259,7 +281,8 @@ impl LocalDriver {
             .map_err(|e| DriverError::Other(format!("encoding node config: {e}")))?;
         crate::private::write_file(&config_path, &text).map_err(err)?;
         cmd.env(CONFIG_ENV, &config_path);
-        let mut child = cmd.spawn().map_err(err)?;
+        die_with_parent(cmd.as_std_mut(), Signal::SIGTERM);
+        let mut child = self.launcher()?.spawn(cmd).map_err(err)?;
         let stdout = child
             .stdout
             .take()

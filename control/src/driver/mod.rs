@@ -5,6 +5,7 @@
 //! proxy is in-process (`kanmon up`) or reads a nodes file.
 
 mod file;
+pub(crate) mod lifeline;
 mod local;
 mod loopback;
 mod publish;

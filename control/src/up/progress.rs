@@ -1,6 +1,12 @@
 //! Progress lines for `kanmon up`: operations and node states as they change.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Display,
+    io::Write,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use crate::{domain::OpStatus, runtime::Runtime};
 
@@ -69,7 +75,7 @@ pub async fn print_progress(rt: Runtime, every: Duration) {
 
 fn show(seen: &mut BTreeMap<String, String>, key: String, instance: &str, line: String) {
     if seen.get(&key) != Some(&line) {
-        println!("[{}] {instance}: {line}", clock());
+        say(format_args!("[{}] {instance}: {line}", clock()));
         seen.insert(key, line);
     }
 }
@@ -83,4 +89,19 @@ fn clock() -> String {
         (secs / 60) % 60,
         secs % 60
     )
+}
+
+/// Set once a line could not be written.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes `text` and a newline to stdout. Never fails or panics (`println!` panics): stdout is
+/// often a pipe into `tee` or a terminal that Ctrl-C has already closed, and shutting down —
+/// stopping nodes and databases — must go on regardless. The first failure is logged.
+pub fn say(text: impl Display) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if !STDOUT_GONE.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "stdout is not writable; progress lines are dropped");
+        }
+    }
 }

@@ -67,7 +67,8 @@ impl NodeStatePublisher for DatabaseCleanup {
     fn remove(&self, instance: &InstanceName) -> Result<(), PublishError> {
         let result = self.inner.remove(instance);
         let (dbs, name) = (self.databases.clone(), instance.to_string());
-        // pg_ctl blocks; the caller holds the runtime's lock.
+        // Stopping the server blocks (up to its shutdown timeout); the caller holds the
+        // runtime's lock.
         std::thread::spawn(move || {
             if let Err(e) = dbs.destroy(&name) {
                 tracing::error!(instance = name, error = %e, "removing database failed");
