@@ -8,7 +8,10 @@
 //! on their own. `ClientLimits` shares them between the proxy's threads (sharded, one short
 //! lock per accept and per close) and hands out [`ClientSlot`]s that give their place back
 //! when dropped. The address is whatever the caller knows the client by: the TCP peer today,
-//! the PROXY-protocol source behind a cloud load balancer.
+//! the PROXY-protocol source behind a cloud load balancer. Loopback peers are exempt by
+//! default: they are the host itself (a local load generator, health checks, or a local L4
+//! balancer that does not pass client addresses on, behind which every client would share one
+//! limit).
 
 use std::{
     collections::HashMap,
@@ -173,16 +176,19 @@ const SHARDS: usize = 32;
 pub struct ClientLimits {
     shards: Box<[Mutex<ClientTable>]>,
     off: bool,
+    exempt_loopback: bool,
 }
 
 impl ClientLimits {
-    /// Limits of `max_open` connections and `per_second` new ones per address (0: none).
-    pub fn new(max_open: u32, per_second: u32) -> Arc<Self> {
+    /// Limits of `max_open` connections and `per_second` new ones per address (0: none);
+    /// loopback addresses count against nothing when `exempt_loopback`.
+    pub fn new(max_open: u32, per_second: u32, exempt_loopback: bool) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(ClientTable::new(max_open, per_second)))
                 .collect(),
             off: max_open == 0 && per_second == 0,
+            exempt_loopback,
         })
     }
 
@@ -195,7 +201,8 @@ impl ClientLimits {
     /// Admits a connection from `ip` at `now_ms`, or says why not. `None` for `ip`: the
     /// address is unknown (not a TCP peer), and nothing is counted.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>, now_ms: u64) -> Result<ClientSlot, Refused> {
-        let Some(ip) = ip.filter(|_| !self.off) else {
+        let exempt = |ip: &IpAddr| self.exempt_loopback && ip.to_canonical().is_loopback();
+        let Some(ip) = ip.filter(|ip| !self.off && !exempt(ip)) else {
             return Ok(ClientSlot::free());
         };
         let key = ClientKey::from(ip);
@@ -308,7 +315,7 @@ mod tests {
 
     #[test]
     fn slots_give_their_place_back_when_dropped() {
-        let limits = ClientLimits::new(1, 0);
+        let limits = ClientLimits::new(1, 0, false);
         let ip = Some("192.0.2.1".parse().unwrap());
         let slot = limits.admit(ip, 0).unwrap();
         assert_eq!(limits.admit(ip, 0).unwrap_err(), Refused::Connections);
@@ -316,9 +323,25 @@ mod tests {
         let _again = limits.admit(ip, 0).unwrap();
         // Unknown addresses and limits off count nothing.
         let _free = limits.admit(None, 0).unwrap();
-        let off = ClientLimits::new(0, 0);
+        let off = ClientLimits::new(0, 0, false);
         let _a = off.admit(ip, 0).unwrap();
         let _b = off.admit(ip, 0).unwrap();
+    }
+
+    #[test]
+    fn loopback_is_exempt_when_asked() {
+        let limits = ClientLimits::new(1, 0, true);
+        for ip in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let ip = Some(ip.parse().unwrap());
+            let _a = limits.admit(ip, 0).unwrap();
+            let _b = limits.admit(ip, 0).unwrap();
+        }
+        let other = Some("192.0.2.1".parse().unwrap());
+        let _c = limits.admit(other, 0).unwrap();
+        assert!(limits.admit(other, 0).is_err());
+        let strict = ClientLimits::new(1, 0, false);
+        let _d = strict.admit(Some("127.0.0.1".parse().unwrap()), 0).unwrap();
+        assert!(strict.admit(Some("127.0.0.1".parse().unwrap()), 0).is_err());
     }
 
     /// What happens to one address: connections opened and closed over time.

@@ -255,6 +255,10 @@ pub struct Limits {
     /// Most new connections (TLS handshakes) per second from one client address (IPv6: one
     /// /64), with a burst of as many; 0 is no limit.
     pub max_handshakes_per_client: u32,
+    /// Whether loopback clients (the host itself: a local load generator, health checks, a
+    /// local L4 balancer that does not pass client addresses on) are exempt from the
+    /// per-client limits.
+    pub exempt_loopback: bool,
 }
 
 impl Default for Limits {
@@ -268,6 +272,7 @@ impl Default for Limits {
             min_body_rate: 1024,
             max_connections_per_client: 1000,
             max_handshakes_per_client: 200,
+            exempt_loopback: true,
         }
     }
 }

@@ -49,7 +49,7 @@ pub mod names {
     /// Connections refused before the TLS handshake by a per-client limit, by reason.
     pub const CONNECTIONS_REFUSED: &str = "kanmon_connections_refused_total";
     /// Connections cut because a peer was too slow (a write past `write_timeout`, a body
-    /// under `min_body_rate`), by reason.
+    /// under `min_body_rate`, a head past `request_read_timeout`), by reason.
     pub const CONNECTIONS_CUT: &str = "kanmon_connections_cut_total";
 }
 
@@ -119,7 +119,7 @@ pub struct Metrics {
     /// `kanmon_connections_refused_total{reason}` (`client_connections`, `client_handshakes`)
     pub refused_connections: IntCounterVec,
     /// `kanmon_connections_cut_total{reason}` (`client_write_timeout`, `node_write_timeout`,
-    /// `slow_body`)
+    /// `slow_body`, `slow_head`)
     pub cut_connections: IntCounterVec,
 }
 
@@ -220,7 +220,12 @@ impl Metrics {
         for reason in ["client_connections", "client_handshakes"] {
             m.refused_connections.with_label_values(&[reason]);
         }
-        for reason in ["client_write_timeout", "node_write_timeout", "slow_body"] {
+        for reason in [
+            "client_write_timeout",
+            "node_write_timeout",
+            "slow_body",
+            "slow_head",
+        ] {
             m.cut_connections.with_label_values(&[reason]);
         }
         // Pre-create the handshake failure reasons so dashboards see zeros, not gaps.

@@ -239,6 +239,7 @@ impl Proxy {
                 clients: ClientLimits::new(
                     cfg.limits.max_connections_per_client,
                     cfg.limits.max_handshakes_per_client,
+                    cfg.limits.exempt_loopback,
                 ),
             },
             metrics.clone(),

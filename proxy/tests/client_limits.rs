@@ -1,6 +1,7 @@
 //! Per-client-address limits over real sockets: connections past `max_connections_per_client`
 //! and past `max_handshakes_per_client` per second are refused before the TLS handshake and
-//! counted; a closed connection or a second's wait lets the client in again.
+//! counted; a closed connection or a second's wait lets the client in again. (The tests'
+//! clients are on loopback, which is exempt by default: `exempt_loopback = false`.)
 
 mod common;
 
@@ -22,8 +23,10 @@ async fn proxy_with(limits: &str) -> (TestProxy, kanmon_bench::node::NodeHandle)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_per_client_limit_are_refused_before_the_handshake() {
-    let (proxy, _node) =
-        proxy_with("max_connections_per_client = 2\nmax_handshakes_per_client = 0").await;
+    let (proxy, _node) = proxy_with(
+        "max_connections_per_client = 2\nmax_handshakes_per_client = 0\nexempt_loopback = false",
+    )
+    .await;
     let first = proxy.tls(ALPHA, &[b"http/1.1"]).await.unwrap();
     let _second = proxy.tls(ALPHA, &[b"http/1.1"]).await.unwrap();
     assert!(
@@ -54,8 +57,10 @@ async fn connections_past_the_per_client_limit_are_refused_before_the_handshake(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_past_the_per_second_limit_are_refused() {
-    let (proxy, _node) =
-        proxy_with("max_connections_per_client = 0\nmax_handshakes_per_client = 1").await;
+    let (proxy, _node) = proxy_with(
+        "max_connections_per_client = 0\nmax_handshakes_per_client = 1\nexempt_loopback = false",
+    )
+    .await;
     // One handshake a second (a burst of one): of ten attempts in a row, however slow this
     // machine, some are refused.
     let mut refused = 0;

@@ -314,6 +314,9 @@ async fn slow_headers_are_cut_and_the_connection_limit_gives_503() {
         "a trickling client kept its connection for {:?}",
         started.elapsed()
     );
+    // Both cuts are counted.
+    let series = r#"kanmon_connections_cut_total{reason="slow_head"}"#;
+    assert_eq!(proxy.metric_reaches(series, 2.0).await, 2.0);
 
     // Two WebSockets fill the deployment; the third connection gets 503 + Retry-After.
     let _a = proxy.ws(ALPHA).await.unwrap();

@@ -151,7 +151,8 @@ pub fn proxy_config(
     cfg.tls.cert_dir = dir.join("certs");
     cfg.routing.base_domain = settings.base_domain.clone();
     cfg.shutdown.grace_period = Duration::from_secs(1);
-    cfg.shutdown.upgrade_sock = dir.join("upgrade.sock");
+    // A directory of its own, created 0700 by the proxy whatever the umask left on `dir`.
+    cfg.shutdown.upgrade_sock = dir.join("run").join("upgrade.sock");
     cfg.server.threads = 2;
     cfg
 }

@@ -207,6 +207,11 @@ impl Lane {
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
+                // Stalled inside a head: cut (an idle keep-alive connection is not counted).
+                Err(_) if !idle => {
+                    self.cut("slow_head");
+                    return Ok(None);
+                }
                 // Closed, reset or stalled: nothing to answer (a half head is not a request).
                 _ => return Ok(None),
             }
