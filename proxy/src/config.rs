@@ -152,8 +152,8 @@ pub struct Discovery {
     /// Namespaces to watch, for `kind = "kubernetes"`; empty means all (which needs a
     /// ClusterRole rather than per-namespace Roles).
     pub namespaces: Vec<String>,
-    /// How long the Kubernetes API may be unreachable before `/readyz` says "stale" (the last
-    /// good table stays in force all the same).
+    /// How long the Kubernetes API may be unreachable before `/readyz` says "stale" in its
+    /// body (still 200: the last good table stays in force and the replica can serve).
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
     /// A kubeconfig file for running outside the cluster; unset means the in-cluster service
