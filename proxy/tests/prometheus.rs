@@ -134,7 +134,7 @@ impl Drop for Prometheus {
 }
 
 /// Every PromQL expression of the shipped Grafana dashboards, with the template variables
-/// replaced by what "All" selects.
+/// set to the deployment `beta` (the one with refusals) in `us-east1`.
 fn dashboard_exprs(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -147,8 +147,8 @@ fn dashboard_exprs(dir: &Path) -> Vec<(String, String)> {
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().unwrap();
                 let expr = expr
-                    .replace("$deployment", ".*")
-                    .replace("$zone", ".*")
+                    .replace("$deployment", "beta")
+                    .replace("$zone", "us-east1")
                     .replace("$node", ".*");
                 let title = format!(
                     "{} / {}",
