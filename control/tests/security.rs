@@ -257,7 +257,9 @@ async fn export_downloads_need_export_are_audited_streamed_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (exporter, _entered, release) = gated(dir.path().join("exports"));
     release.send(()).unwrap();
-    let p = Plane::start(dir.path(), Some(exporter)).await;
+    // Long enough for the checks below on a loaded machine, short enough to wait out.
+    let ttl = Duration::from_secs(5);
+    let p = Plane::start_with_ttl(dir.path(), Some(exporter), ttl).await;
     p.create_alpha().await;
     let viewer = p.user("vera", &["view"]).await;
     let exporter_user = p.user("xena", &["view", "export"]).await;
@@ -331,10 +333,10 @@ async fn export_downloads_need_export_are_audited_streamed_and_expire() {
         "{audit:?}"
     );
 
-    // When the link expires (800 ms here) the file is deleted and the link answers 404.
+    // When the link expires the file is deleted and the link answers 404.
     let exports = dir.path().join("exports");
     let mut gone = false;
-    for _ in 0..500 {
+    for _ in 0..1500 {
         if std::fs::read_dir(&exports).unwrap().count() == 0 {
             gone = true;
             break;
@@ -505,4 +507,34 @@ async fn tokens_expire_and_disabled_users_are_refused() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(expired, "the token still worked long after its expiry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_downloads_an_export_into_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, _entered, release) = gated(dir.path().join("exports"));
+    release.send(()).unwrap();
+    let p = Plane::start(dir.path(), Some(exporter)).await;
+    p.create_alpha().await;
+    let out = dir.path().join("dump.sql");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kanmon"))
+        .args(["--server", &p.url, "--token-file"])
+        .arg(dir.path().join("admin-token"))
+        .args(["export", "alpha", "--output"])
+        .arg(&out)
+        .env_remove("KANMON_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(printed.contains("saved_to"), "{printed}");
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("PostgreSQL database dump"));
+    assert_eq!(mode(&out), 0o600);
 }
