@@ -25,6 +25,8 @@ use tokio::sync::oneshot;
 /// What the banner shows.
 struct Started {
     api: std::net::SocketAddr,
+    /// The API speaks TLS (`--api-tls`): reached as `https://localhost:PORT`.
+    api_tls: bool,
     token_file: PathBuf,
     hostname: String,
     ca: PathBuf,
@@ -119,6 +121,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut up = UpConfig::new(&dir, &program);
     up.api_listen = args.api;
+    up.api_tls = args.api_tls;
     up.settings = settings;
     up.settings.timings.grace = args.grace;
     up.node.stop_grace = args.grace;
@@ -134,6 +137,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let info = Started {
         api: args.api,
+        api_tls: args.api_tls,
         token_file: PathBuf::new(),
         hostname,
         ca,
@@ -225,6 +229,12 @@ fn control_thread(
 }
 
 fn banner(s: &Started) {
+    let (api, ca_env) = if s.api_tls {
+        let env = format!("KANMON_CA={} ", s.ca.display());
+        (format!("https://localhost:{}", s.api.port()), env)
+    } else {
+        (format!("http://{}", s.api), String::new())
+    };
     let port = s.listen.port();
     let ip = s.listen.ip();
     let host = &s.hostname;
@@ -233,17 +243,17 @@ fn banner(s: &Started) {
          \n  deployment   {host}  (production, 2 nodes)\
          \n  proxy        https://{host}:{port}  (listening on {})\
          \n  local CA     {ca}\
-         \n  control API  http://{}  (token in {})\
+         \n  control API  {}  (token in {})\
          \n\nTry:\
          \n  curl --cacert {ca} --resolve {host}:{port}:{ip} https://{host}:{port}/healthcheck\
          \n  kanmon-bench ws-connect --url wss://{host}:{port}/ws --connect {ip}:{port} --ca {ca} -n 100 -c 10\
          \n  (any WebSocket client works: wss://{host}:{port}/ws with {host} resolving to {ip}; send `whoami`)\
-         \n  KANMON_SERVER=http://{} KANMON_TOKEN_FILE={} kanmon reboot {} --wait\
+         \n  {ca_env}KANMON_SERVER={} KANMON_TOKEN_FILE={} kanmon reboot {} --wait\
          \n\nOperations as they happen (Ctrl-C stops everything; `kanmon up` again resumes):",
         s.listen,
-        s.api,
+        api,
         s.token_file.display(),
-        s.api,
+        api,
         s.token_file.display(),
         s.instance,
         ca = s.ca.display(),

@@ -430,6 +430,8 @@ async fn a_revoked_grant_stops_giving_access() {
     assert!(doc["paths"]["/v1/users/{name}/grants"]["get"].is_object());
     assert!(doc["paths"]["/v1/grants/{id}"]["delete"]["responses"]["204"].is_object());
     assert!(doc["paths"]["/v1/users/{name}/token"]["post"].is_object());
+    assert!(doc["paths"]["/v1/users/{name}/disable"]["post"].is_object());
+    assert!(doc["paths"]["/v1/operations/{id}/download"]["get"].is_object());
 }
 
 #[tokio::test]

@@ -257,7 +257,9 @@ async fn export_downloads_need_export_are_audited_streamed_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let (exporter, _entered, release) = gated(dir.path().join("exports"));
     release.send(()).unwrap();
-    let p = Plane::start(dir.path(), Some(exporter)).await;
+    // Long enough for the checks below on a loaded machine, short enough to wait out.
+    let ttl = Duration::from_secs(5);
+    let p = Plane::start_with_ttl(dir.path(), Some(exporter), ttl).await;
     p.create_alpha().await;
     let viewer = p.user("vera", &["view"]).await;
     let exporter_user = p.user("xena", &["view", "export"]).await;
@@ -320,7 +322,10 @@ async fn export_downloads_need_export_are_audited_streamed_and_expire() {
     let audit = p.audit().await;
     let find = |who: &str, outcome: &str| {
         audit.iter().any(|e| {
-            e["who"] == who && e["action"] == "exports.download" && e["outcome"] == outcome
+            e["who"] == who
+                && e["action"] == "exports.download"
+                && e["outcome"] == outcome
+                && e["instance"] == "alpha"
         })
     };
     assert!(
@@ -328,10 +333,10 @@ async fn export_downloads_need_export_are_audited_streamed_and_expire() {
         "{audit:?}"
     );
 
-    // When the link expires (800 ms here) the file is deleted and the link answers 404.
+    // When the link expires the file is deleted and the link answers 404.
     let exports = dir.path().join("exports");
     let mut gone = false;
-    for _ in 0..500 {
+    for _ in 0..1500 {
         if std::fs::read_dir(&exports).unwrap().count() == 0 {
             gone = true;
             break;
@@ -442,4 +447,94 @@ async fn state_files_are_owner_only_from_creation() {
     wal.push("-wal");
     assert_eq!(mode(&PathBuf::from(wal)), 0o600, "SQLite copies the mode");
     assert_eq!(mode(&dir.path().join("admin-token")), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_and_disabled_users_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Plane::start(dir.path(), None).await;
+    let (status, body) = p
+        .post(
+            "/v1/users",
+            &p.admin,
+            json!({ "name": "dana", "expires_in": "soon" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, dana) = p
+        .post("/v1/users", &p.admin, json!({ "name": "dana" }))
+        .await;
+    assert_eq!(status, 201, "{dana}");
+    let default_expiry = dana["expires_at"]
+        .as_u64()
+        .expect("tokens expire by default");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(default_expiry > now_ms + 80 * 24 * 3600 * 1000, "{dana}");
+    let dana = dana["token"].as_str().unwrap().to_string();
+    assert_eq!(p.get("/v1/whoami", &dana).await.0, 200);
+
+    let (status, _) = p.post("/v1/users/dana/disable", &p.admin, json!({})).await;
+    assert_eq!(status, 204);
+    let refused = p.app.auth_failures.total();
+    assert_eq!(p.get("/v1/whoami", &dana).await.0, 401);
+    assert_eq!(p.app.auth_failures.total(), refused + 1);
+    let (status, _) = p.post("/v1/users/dana/enable", &p.admin, json!({})).await;
+    assert_eq!(status, 204);
+    assert_eq!(p.get("/v1/whoami", &dana).await.0, 200);
+    let (status, _) = p.post("/v1/users/admin/disable", &p.admin, json!({})).await;
+    assert_eq!(status, 400, "an admin cannot lock itself out");
+    let (status, body) = p.post("/v1/users/dana/disable", &dana, json!({})).await;
+    assert_eq!(
+        (status, body["missing_permission"].as_str()),
+        (403, Some("admin"))
+    );
+
+    // A short-lived token stops working once its time is up (waited for, bounded).
+    let (status, rotated) = p
+        .post("/v1/users/dana/token?expires_in=1s", &p.admin, json!({}))
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let short = rotated["token"].as_str().unwrap().to_string();
+    let mut expired = false;
+    for _ in 0..500 {
+        if p.get("/v1/whoami", &short).await.0 == 401 {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(expired, "the token still worked long after its expiry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_downloads_an_export_into_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exporter, _entered, release) = gated(dir.path().join("exports"));
+    release.send(()).unwrap();
+    let p = Plane::start(dir.path(), Some(exporter)).await;
+    p.create_alpha().await;
+    let out = dir.path().join("dump.sql");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kanmon"))
+        .args(["--server", &p.url, "--token-file"])
+        .arg(dir.path().join("admin-token"))
+        .args(["export", "alpha", "--output"])
+        .arg(&out)
+        .env_remove("KANMON_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(printed.contains("saved_to"), "{printed}");
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("PostgreSQL database dump"));
+    assert_eq!(mode(&out), 0o600);
 }

@@ -127,3 +127,42 @@ fn plain_http_is_refused_off_loopback_unless_allowed() {
         assert!(check_plain_http(local.parse().unwrap(), false).is_ok());
     }
 }
+
+/// `kanmon up --api-tls`: the API's certificate comes from the local CA the proxy's
+/// certificates come from, so clients trust `certs/ca.crt` for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kanmon_up_serves_its_api_with_the_local_ca() {
+    use kanmon_control::{
+        driver::NullPublisher,
+        up::{ControlPlane, UpConfig},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = UpConfig::new(dir.path(), std::path::Path::new("unused-node-program"));
+    cfg.api_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.demo = None;
+    cfg.api_tls = true;
+    let cp = ControlPlane::start(cfg, None, std::sync::Arc::new(NullPublisher))
+        .await
+        .unwrap();
+    let ca = dir.path().join("certs/ca.crt");
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(Some(&ca)).unwrap())
+        .resolve("localhost", cp.api_addr)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/v1/whoami", cp.api_addr.port());
+    let resp = client
+        .get(&url)
+        .bearer_auth(&cp.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let key = dir.path().join("certs/api/localhost.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    cp.shutdown().await;
+}

@@ -29,6 +29,9 @@ pub struct Cx<'a> {
     pub user: User,
     grants: Vec<Grant>,
     note: RefCell<String>,
+    /// The deployment the request turned out to be about, when the route does not name it
+    /// (found only after authentication, so an anonymous request never reaches the store).
+    about: RefCell<Option<String>>,
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -81,6 +84,7 @@ impl App {
             user,
             grants,
             note: RefCell::new(String::new()),
+            about: RefCell::new(None),
         };
         let result = body(&cx);
         let (outcome, detail) = match &result {
@@ -97,6 +101,8 @@ impl App {
                 (outcome, detail)
             }
         };
+        let about = cx.about.take();
+        let instance = about.as_deref().or(instance);
         self.audit(&cx.user.name, action, instance, outcome, &detail);
         result
     }
@@ -192,6 +198,12 @@ impl Cx<'_> {
     /// deployment (which grant was revoked, whose token was rotated). Never pass secrets.
     pub fn note(&self, detail: impl Into<String>) {
         *self.note.borrow_mut() = detail.into();
+    }
+
+    /// Records that the request is about deployment `instance` (for the audit record of a
+    /// route that names an operation rather than a deployment).
+    pub fn about(&self, instance: &str) {
+        *self.about.borrow_mut() = Some(instance.to_string());
     }
 
     /// The deployment `instance`, or 404.

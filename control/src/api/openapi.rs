@@ -69,7 +69,15 @@ pub(super) async fn document() -> Json<Value> {
             },
             "/v1/users/{name}/token": {
                 "parameters": path_param("name", "string"),
-                "post": op_404("Rotate: replace every token of the user with a new one, returned once as {user, token}; the old tokens stop working at once", "admin, or the user itself", "200"),
+                "post": op_404("Rotate: replace every token of the user with a new one, returned once as {user, token, expires_at}; the old tokens stop working at once; ?expires_in=30d (default 90d, or never)", "admin, or the user itself", "200"),
+            },
+            "/v1/users/{name}/disable": {
+                "parameters": path_param("name", "string"),
+                "post": op_404("Disable a user: its tokens are refused from its next request on", "admin (not oneself)", "204"),
+            },
+            "/v1/users/{name}/enable": {
+                "parameters": path_param("name", "string"),
+                "post": op_404("Enable a disabled user again", "admin", "204"),
             },
             "/v1/grants": { "post": op("Grant permissions at organization, title or deployment level", "admin", Some("Grant"), "201") },
             "/v1/grants/{id}": {
@@ -118,7 +126,8 @@ pub(super) async fn document() -> Json<Value> {
                 "Error": { "type": "object", "required": ["error"], "properties": {
                     "error": { "type": "string" }, "missing_permission": { "type": "string" } } },
                 "NewUser": { "type": "object", "required": ["name"], "properties": {
-                    "name": { "type": "string" }, "service": { "type": "boolean" }, "admin": { "type": "boolean" } } },
+                    "name": { "type": "string" }, "service": { "type": "boolean" }, "admin": { "type": "boolean" },
+                    "expires_in": { "type": "string", "description": "token lifetime: 90d (default), 12h, or never" } } },
                 "Grant": { "type": "object", "required": ["user", "scope", "permissions"], "properties": {
                     "user": { "type": "string" },
                     "scope": { "type": "object", "description": "{level: organization, org} | {level: title, org, title} | {level: deployment, instance}; org \"*\" = every organization" },

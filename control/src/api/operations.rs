@@ -42,10 +42,14 @@ pub(super) async fn download(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Result<Response, ApiError> {
-    let op = app.rt.store().op(id).ok().flatten();
-    let instance = op.as_ref().map(|o| o.instance.clone());
-    let file = app.handle(&headers, "exports.download", instance.as_deref(), |cx| {
-        let op = op.ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))?;
+    let (file, bytes, instance) = app.handle(&headers, "exports.download", None, |cx| {
+        let op = cx
+            .app
+            .rt
+            .store()
+            .op(id)?
+            .ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))?;
+        cx.about(&op.instance);
         let dep = cx.deployment(&op.instance)?;
         cx.require(Permission::View, &dep)?;
         cx.require(Permission::Export, &dep)?;
@@ -58,11 +62,10 @@ pub(super) async fn download(
             .map_err(|_| ApiError::not_found(format!("the dump of operation {id} is gone")))?;
         let bytes = file.metadata().map_or(0, |m| m.len());
         cx.note(format!("operation {id}; {bytes} bytes"));
-        Ok((file, bytes))
+        Ok((file, bytes, op.instance))
     })?;
-    let (file, bytes) = file;
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
-    let name = format!("{}-export-{id}.sql", instance.unwrap_or_default());
+    let name = format!("{instance}-export-{id}.sql");
     let headers = [
         (header::CONTENT_TYPE, "application/sql".to_string()),
         (header::CONTENT_LENGTH, bytes.to_string()),
@@ -108,6 +111,7 @@ pub(super) async fn show(
             .store()
             .op(id)?
             .ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))?;
+        cx.about(&op.instance);
         let dep = cx.deployment(&op.instance)?;
         cx.require(Permission::View, &dep)?;
         Ok(Json(views::operation(&op, &cx.sight(&dep))))

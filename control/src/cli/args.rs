@@ -380,6 +380,10 @@ pub struct UpArgs {
     /// Run without PostgreSQL (nodes get no DATABASE_URL; export holds settings only).
     #[arg(long)]
     pub no_database: bool,
+    /// Serve the control API over TLS with a `localhost` certificate from the local CA
+    /// (clients: `--server https://localhost:PORT --ca DIR/certs/ca.crt`).
+    #[arg(long)]
+    pub api_tls: bool,
     /// Instance name of the demo deployment created on first start.
     #[arg(long, default_value = "demo")]
     pub instance: String,

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod client;
+mod export;
 mod table;
 mod users;
 
@@ -115,32 +116,7 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
             queue(&c, &op_path(&instance), body, &wait, json_out).await
         }
         Command::Export { instance, output } => {
-            let wait = Wait {
-                wait: true,
-                wait_limit: Duration::from_secs(600),
-            };
-            let op = submit_and_wait(
-                &c,
-                &op_path(&instance),
-                json!({ "kind": "export" }),
-                &wait,
-                true,
-            )
-            .await?;
-            let mut result = op["result"].clone();
-            let link = result["database"]["download"].as_str().map(str::to_string);
-            if let (Some(path), Some(out)) = (&link, &output) {
-                let bytes = c.download(path, out).await?;
-                result["database"]["saved_to"] = json!(out.display().to_string());
-                result["database"]["bytes"] = json!(bytes);
-            }
-            // The API gives the database dump's link as a path; print it as a full URL.
-            if let Some(link) = result.pointer_mut("/database/download") {
-                if let Some(path) = link.as_str() {
-                    *link = json!(format!("{}{path}", conn.server.trim_end_matches('/')));
-                }
-            }
-            Ok(pretty(&result))
+            export::run(&c, &conn.server, &op_path(&instance), output.as_deref()).await
         }
         Command::Ops {
             instance,

@@ -43,7 +43,27 @@ pub fn hash_token(token: &str) -> String {
         .collect()
 }
 
+/// Every stored token hash (loaded once when the store opens).
+pub(super) fn token_hashes(
+    conn: &rusqlite::Connection,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT hash FROM tokens")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 impl Store {
+    fn known(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashSet<String>> {
+        self.known_tokens.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_known(&self, hash: &str) -> bool {
+        self.known_tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(hash)
+    }
+
     /// Creates a user.
     pub fn create_user(&self, u: &User) -> Result<(), StoreError> {
         let n = self.conn().execute(
@@ -67,12 +87,17 @@ impl Store {
             "INSERT INTO tokens (hash, user, expires_at) VALUES (?1, ?2, ?3)",
             params![token_hash, user, expires.map(|t| t.0 as i64)],
         )?;
+        self.known().insert(token_hash.to_string());
         Ok(())
     }
 
     /// The user a token belongs to, if the token has not expired at `now` and the user is not
     /// disabled.
     pub fn user_by_token(&self, token: &str, now: Timestamp) -> Result<Option<User>, StoreError> {
+        let hash = hash_token(token);
+        if !self.is_known(&hash) {
+            return Ok(None);
+        }
         Ok(self
             .conn()
             .query_row(
@@ -80,7 +105,7 @@ impl Store {
                  JOIN users u ON u.name = t.user
                  WHERE t.hash = ?1 AND u.disabled = 0
                    AND (t.expires_at IS NULL OR t.expires_at > ?2)",
-                params![hash_token(token), now.0 as i64],
+                params![hash, now.0 as i64],
                 |r| {
                     Ok(User {
                         name: r.get(0)?,
@@ -182,12 +207,22 @@ impl Store {
         if !exists {
             return Err(StoreError::UnknownUser(user.to_string()));
         }
+        let old: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT hash FROM tokens WHERE user = ?1")?;
+            let rows = stmt.query_map([user], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
         let removed = tx.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
         tx.execute(
             "INSERT INTO tokens (hash, user, expires_at) VALUES (?1, ?2, ?3)",
             params![new_hash, user, expires.map(|t| t.0 as i64)],
         )?;
         tx.commit()?;
+        let mut known = self.known();
+        for h in &old {
+            known.remove(h);
+        }
+        known.insert(new_hash.to_string());
         Ok(removed)
     }
 }

@@ -58,6 +58,9 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Hashes of every stored token, so that an unknown token (what a flood of guesses is) is
+    /// refused without taking the connection's lock or reading the database.
+    known_tokens: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T, StoreError> {
@@ -88,8 +91,10 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         schema::migrate(&conn)?;
+        let known = auth::token_hashes(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            known_tokens: std::sync::RwLock::new(known),
         })
     }
 

@@ -198,3 +198,36 @@ fn a_failed_rotation_keeps_the_old_tokens() {
         Some(user("bob"))
     );
 }
+
+/// An unknown token is refused without waiting for the connection (held here by another
+/// request, as during a slow fsync): a flood of guesses never queues on the store's lock.
+#[test]
+fn unknown_tokens_are_refused_without_the_connection() {
+    let store = std::sync::Arc::new(Store::in_memory().unwrap());
+    store.create_user(&user("ann")).unwrap();
+    store.add_token("ann", &hash_token("ann-1"), None).unwrap();
+    let held = store.conn();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = store.clone();
+    let probe = std::thread::spawn(move || {
+        let refused = s.user_by_token("guess", Timestamp(0)).unwrap();
+        let _ = tx.send(refused);
+    });
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+    drop(held);
+    probe.join().unwrap();
+    assert_eq!(answer, Ok(None), "the refusal waited for the store's lock");
+    // Known tokens still come from the database, and rotation updates the index.
+    assert!(store
+        .user_by_token("ann-1", Timestamp(0))
+        .unwrap()
+        .is_some());
+    store
+        .rotate_tokens("ann", &hash_token("ann-2"), None)
+        .unwrap();
+    assert_eq!(store.user_by_token("ann-1", Timestamp(0)).unwrap(), None);
+    assert!(store
+        .user_by_token("ann-2", Timestamp(0))
+        .unwrap()
+        .is_some());
+}

@@ -60,6 +60,9 @@ pub enum UpError {
     /// Certificates.
     #[error("local CA: {0}")]
     Certs(#[from] kanmon_proxy::devcerts::DevCertError),
+    /// The API's TLS configuration.
+    #[error("API TLS: {0}")]
+    Tls(#[from] api::tls::TlsError),
     /// A bad demo deployment setting.
     #[error("demo deployment: {0}")]
     Demo(String),
@@ -99,6 +102,9 @@ pub struct UpConfig {
     pub settings: Settings,
     /// Created on first start (`None`: none).
     pub demo: Option<DemoDeployment>,
+    /// Serve the API over TLS with a `localhost` certificate from the local CA in
+    /// `{dir}/certs` (clients pass `--ca {dir}/certs/ca.crt`).
+    pub api_tls: bool,
 }
 
 impl UpConfig {
@@ -115,6 +121,7 @@ impl UpConfig {
             node,
             settings,
             demo: Some(DemoDeployment::default()),
+            api_tls: false,
         }
     }
 }
@@ -135,6 +142,16 @@ pub fn issue_certs(cert_dir: &Path, settings: &Settings) -> Result<PathBuf, UpEr
         )?;
     }
     Ok(ca.cert_path)
+}
+
+/// A TLS configuration for the API with a `localhost` certificate signed by the local CA in
+/// `cert_dir`, kept in `{cert_dir}/api/` (not among the proxy's SNI certificates).
+pub fn api_tls_config(cert_dir: &Path) -> Result<Arc<rustls::ServerConfig>, UpError> {
+    let dir = cert_dir.join("api");
+    crate::private::create_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let ca = LocalCa::open_or_create(cert_dir)?;
+    let cert = ca.issue(&dir, "localhost")?;
+    Ok(api::tls::server_config(&cert, &dir.join("localhost.key"))?)
 }
 
 /// The embedded proxy's configuration: `tls`/`admin` listeners, certificates in `cert_dir`,
@@ -236,6 +253,11 @@ impl ControlPlane {
                 .trim()
                 .to_string(),
         };
+        let tls = if cfg.api_tls {
+            Some(api_tls_config(&cfg.dir.join("certs"))?)
+        } else {
+            None
+        };
         let local = Arc::new(LocalDriver::new(cfg.node.clone()));
         let driver = Arc::new(DatabaseDriver::new(local.clone(), databases.clone()));
         let publisher: Arc<dyn NodeStatePublisher> = match &databases {
@@ -258,7 +280,11 @@ impl ControlPlane {
         let tasks = vec![tokio::spawn({
             let rt = runtime.clone();
             async move {
-                if let Err(e) = api::serve(listener, rt).await {
+                let served = match tls {
+                    Some(config) => api::serve_tls(listener, config, api::App::new(rt)).await,
+                    None => api::serve(listener, rt).await,
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "API server stopped");
                 }
             }

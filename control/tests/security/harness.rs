@@ -66,7 +66,17 @@ impl Drop for Plane {
 }
 
 impl Plane {
+    /// A plane whose export links last ten minutes.
     pub async fn start(dir: &Path, exporter: Option<Arc<dyn DatabaseExporter>>) -> Self {
+        Self::start_with_ttl(dir, exporter, Duration::from_secs(600)).await
+    }
+
+    /// A plane whose export links last `export_ttl`.
+    pub async fn start_with_ttl(
+        dir: &Path,
+        exporter: Option<Arc<dyn DatabaseExporter>>,
+        export_ttl: Duration,
+    ) -> Self {
         capture_logs();
         let db = dir.join("kanmon.db");
         let store = Arc::new(Store::open(&db).unwrap());
@@ -80,7 +90,7 @@ impl Plane {
             },
             health_poll: Duration::from_millis(20),
             monitor_interval: Duration::from_millis(50),
-            export_ttl: Duration::from_millis(800),
+            export_ttl,
             ..Settings::default()
         };
         let rt = Runtime::start(
