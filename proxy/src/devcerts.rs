@@ -36,12 +36,23 @@ fn write(path: &Path, text: &str, private: bool) -> Result<(), DevCertError> {
         path: path.into(),
         source,
     };
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text).map_err(io)?;
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    // A new file every time, private from its first byte: a leftover temporary file (which
+    // someone may hold open) is unlinked, never truncated and refilled with a key.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
     }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
     // Rename so the proxy's watcher never sees a half-written file.
     fs::rename(&tmp, path).map_err(io)
 }
@@ -126,6 +137,39 @@ mod tests {
         let again = LocalCa::open_or_create(&dir).unwrap();
         assert_eq!(fs::read_to_string(&again.cert_path).unwrap(), first);
         assert!(dir.join("_.eu-west1.kanmon.test.key").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Keys are private from their first byte: a world-readable temporary file left in the
+    /// directory (and held open by someone) never receives the key.
+    #[test]
+    fn keys_never_pass_through_a_readable_file() {
+        use std::{io::Read, os::unix::fs::PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("kanmon-devcerts-key-{}", std::process::id()));
+        let ca = LocalCa::open_or_create(&dir).unwrap();
+        let host = "alpha.us-east1.kanmon.test";
+        let planted = dir.join(format!("{host}.tmp"));
+        fs::write(&planted, "").unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut spy = fs::File::open(&planted).unwrap();
+        ca.issue(&dir, host).unwrap();
+        let mut seen = String::new();
+        spy.read_to_string(&mut seen).unwrap();
+        assert!(
+            !seen.contains("PRIVATE KEY"),
+            "the key went through a readable file"
+        );
+        let key = dir.join(format!("{host}.key"));
+        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            fs::metadata(dir.join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
