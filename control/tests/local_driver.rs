@@ -49,7 +49,16 @@ async fn starts_checks_logs_and_stops_processes() {
     assert_eq!(healthy(&driver, "alpha-0").await, NodeHealth::Healthy);
     // Same incarnation: adopted, not restarted.
     assert_eq!(driver.start_node("alpha", &spec).await.unwrap(), ep);
-    let log = std::fs::read_to_string(dir.path().join("logs/alpha/alpha-0.log")).unwrap();
+    // The node's output reaches its log through a copying task: wait for it (bounded).
+    let path = dir.path().join("logs/alpha/alpha-0.log");
+    let mut log = String::new();
+    for _ in 0..200 {
+        log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains("listening on") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert!(log.contains("listening on"), "{log}");
     driver.stop_node("alpha", "alpha-0").await.unwrap();
     assert_eq!(driver.health("alpha", "alpha-0").await, NodeHealth::Exited);
