@@ -29,7 +29,14 @@ async fn the_api_serves_tls_that_the_cli_verifies() {
     let key = certs.join("localhost.key");
     let db = dir.path().join("k.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kanmon"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
         .arg(&db)
         .arg("--tls-cert")
         .arg(&cert)

@@ -35,6 +35,7 @@ impl Up {
             .args(["--listen", &tls.to_string()])
             .args(["--admin", &admin.to_string()])
             .args(["--api", &api.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -129,6 +129,15 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     let bad = finished(&rt, bad.id).await;
     assert!(bad.error.unwrap().contains("superseded"));
     assert_eq!(finished(&rt, good.id).await.status, OpStatus::Completed);
+    let m = rt.metrics();
+    assert_eq!(
+        m.operations("deploy", "completed"),
+        3,
+        "create, upgrade, fix"
+    );
+    assert_eq!(m.operations("deploy", "failed"), 1, "the superseded one");
+    assert_eq!(m.operations("reboot", "completed"), 0);
+    assert!(m.crashloop_restarts("alpha") >= 1);
     assert_eq!(
         table
             .load()
@@ -169,6 +178,11 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
     assert_eq!(
         rt.deployment("alpha").unwrap().nodes[1].state,
         NodeRunState::CrashLoopBackOff
+    );
+    assert_eq!(
+        rt.metrics().crashloop_restarts("alpha"),
+        1,
+        "one node entered CrashLoopBackOff once"
     );
     let snap = table.load();
     let published = snap.find("alpha", "us-east1").unwrap();
