@@ -343,7 +343,14 @@ impl Runtime {
     pub fn queue_depths(&self) -> Vec<(Deployment, usize)> {
         self.controllers()
             .values()
-            .map(|c| (c.deployment.clone(), c.queue().count()))
+            .map(|c| {
+                // The running operation heads the controller's queue; only pending ones wait.
+                let waiting = c
+                    .queue()
+                    .filter(|o| o.status == crate::domain::OpStatus::Pending)
+                    .count();
+                (c.deployment.clone(), waiting)
+            })
             .collect()
     }
 

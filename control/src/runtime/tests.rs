@@ -212,3 +212,46 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
     let dep = rt.deployment("alpha").unwrap();
     assert!(dep.nodes.iter().all(|n| n.state == NodeRunState::Ready));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        Arc::new(LoopbackDriver::new()),
+        Arc::new(HealthTablePublisher::new(Arc::new(HealthTable::new()))),
+    )
+    .unwrap();
+    let (_, first) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    // A crashing image holds the queue (in progress, crash-looping); a reboot waits behind it.
+    let stuck = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.0".parse().unwrap(),
+                image: Some(CRASH_IMAGE.into()),
+            },
+            "ann",
+        )
+        .unwrap();
+    rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
+    let depth = |rt: &Runtime| {
+        rt.queue_depths()
+            .into_iter()
+            .find(|(d, _)| d.instance.as_str() == "alpha")
+            .map(|(_, q)| q)
+    };
+    assert_eq!(depth(&rt), Some(1), "the running deploy is not waiting");
+    let m = rt.metrics();
+    m.observe_deployments(rt.queue_depths().iter().map(|(d, q)| (d, *q)));
+    assert!(
+        m.render()
+            .contains("kanmon_control_queue_depth{deployment=\"alpha\"} 1\n"),
+        "{}",
+        m.render()
+    );
+    assert!(!rt.store().op(stuck.id).unwrap().unwrap().status.is_final());
+}
