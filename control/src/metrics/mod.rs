@@ -279,3 +279,55 @@ impl ControlMetrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(node: &str) -> NodeSample {
+        NodeSample {
+            deployment: "alpha".into(),
+            node: node.into(),
+            cpu_seconds: 1.5,
+            memory_bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn a_node_not_sampled_any_more_leaves() {
+        let m = ControlMetrics::new().unwrap();
+        m.observe_processes(&[sample("alpha-0"), sample("alpha-1")]);
+        let both = m.render();
+        assert!(both
+            .contains(r#"kanmon_node_cpu_seconds_total{deployment="alpha",node="alpha-1"} 1.5"#));
+        assert!(
+            both.contains(r#"kanmon_node_memory_bytes{deployment="alpha",node="alpha-1"} 4096"#)
+        );
+        m.observe_processes(&[sample("alpha-0")]);
+        let one = m.render();
+        assert!(!one.contains("alpha-1"), "{one}");
+        assert!(one.contains(r#"node="alpha-0""#));
+    }
+
+    #[test]
+    fn auth_failures_follow_the_api_count_without_double_counting() {
+        let m = ControlMetrics::new().unwrap();
+        m.observe_auth_failures(3);
+        m.observe_auth_failures(3);
+        m.observe_auth_failures(5);
+        assert_eq!(m.auth_failures.get(), 5);
+    }
+
+    #[test]
+    fn every_kind_and_outcome_exists_at_zero() {
+        let text = ControlMetrics::new().unwrap().render();
+        for kind in OP_KINDS {
+            for outcome in ["completed", "failed"] {
+                let series = format!(
+                    "kanmon_control_operations_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} 0"
+                );
+                assert!(text.contains(&series), "{series} missing:\n{text}");
+            }
+        }
+    }
+}
