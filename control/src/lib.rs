@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod domain;
 pub mod driver;
+pub mod metrics;
 pub mod private;
 pub mod runtime;
 pub mod store;

@@ -13,6 +13,7 @@ use kanmon_control::{
         serve_ok, Driver, LocalDriver, LocalDriverConfig, LoopbackDriver, NodeStatePublisher,
         NodesFilePublisher, NullPublisher,
     },
+    metrics::{self, MetricsSources},
     runtime::{Runtime, Settings},
     store::Store,
 };
@@ -107,6 +108,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let runtime = Runtime::start(store, settings, driver, publisher)?;
+    let app = api::App::new(runtime.clone());
+    let sources = MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_listen))?;
+    // Tests and scripts read this line to learn the port when --metrics-listen used port 0.
+    println!(
+        "metrics on http://{}/metrics",
+        metrics_listener.local_addr()?
+    );
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve(metrics_listener, sources).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -119,10 +135,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(db = %args.db.display(), %addr, scheme, "control plane serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let routes = metrics::count_requests(api::router_for(app), runtime.metrics().clone());
     let served = async {
         match tls {
-            Some(config) => api::serve_tls(listener, config, api::App::new(runtime)).await,
-            None => api::serve(listener, runtime).await,
+            Some(config) => {
+                axum::serve(api::tls::TlsListener::new(listener, config)?, routes).await
+            }
+            None => axum::serve(listener, routes).await,
         }
     };
     tokio::select! {

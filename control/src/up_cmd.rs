@@ -27,10 +27,12 @@ struct Started {
     api: std::net::SocketAddr,
     /// The API speaks TLS (`--api-tls`): reached as `https://localhost:PORT`.
     api_tls: bool,
+    metrics: std::net::SocketAddr,
     token_file: PathBuf,
     hostname: String,
     ca: PathBuf,
     listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     instance: String,
 }
 
@@ -95,6 +97,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     port_free(args.listen, "the proxy address")?;
     port_free(args.admin, "the proxy admin address")?;
     port_free(args.api, "the API address")?;
+    port_free(args.metrics_listen, "the control-plane metrics address")?;
     let databases = if args.no_database {
         None
     } else {
@@ -122,6 +125,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut up = UpConfig::new(&dir, &program);
     up.api_listen = args.api;
     up.api_tls = args.api_tls;
+    up.metrics_listen = args.metrics_listen;
     up.settings = settings;
     up.settings.timings.grace = args.grace;
     up.node.stop_grace = args.grace;
@@ -138,10 +142,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     let info = Started {
         api: args.api,
         api_tls: args.api_tls,
+        metrics: args.metrics_listen,
         token_file: PathBuf::new(),
         hostname,
         ca,
         listen: args.listen,
+        admin: args.admin,
         instance: args.instance.clone(),
     };
     let (started_tx, started_rx) = mpsc::channel::<anyhow::Result<()>>();
@@ -210,6 +216,7 @@ fn control_thread(
             }
         };
         info.api = cp.api_addr;
+        info.metrics = cp.metrics_addr;
         info.token_file = cp.token_file.clone();
         banner(&info);
         cp.spawn_progress();
@@ -244,6 +251,7 @@ fn banner(s: &Started) {
          \n  proxy        https://{host}:{port}  (listening on {})\
          \n  local CA     {ca}\
          \n  control API  {}  (token in {})\
+         \n  metrics      http://{}/metrics (proxy), http://{}/metrics (control plane)\
          \n\nTry:\
          \n  curl --cacert {ca} --resolve {host}:{port}:{ip} https://{host}:{port}/healthcheck\
          \n  kanmon-bench ws-connect --url wss://{host}:{port}/ws --connect {ip}:{port} --ca {ca} -n 100 -c 10\
@@ -253,6 +261,8 @@ fn banner(s: &Started) {
         s.listen,
         api,
         s.token_file.display(),
+        s.admin,
+        s.metrics,
         api,
         s.token_file.display(),
         s.instance,

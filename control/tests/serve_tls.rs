@@ -29,7 +29,14 @@ async fn the_api_serves_tls_that_the_cli_verifies() {
     let key = certs.join("localhost.key");
     let db = dir.path().join("k.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kanmon"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
         .arg(&db)
         .arg("--tls-cert")
         .arg(&cert)
@@ -139,6 +146,7 @@ async fn kanmon_up_serves_its_api_with_the_local_ca() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = UpConfig::new(dir.path(), std::path::Path::new("unused-node-program"));
     cfg.api_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.metrics_listen = "127.0.0.1:0".parse().unwrap();
     cfg.demo = None;
     cfg.api_tls = true;
     let cp = ControlPlane::start(cfg, None, std::sync::Arc::new(NullPublisher))

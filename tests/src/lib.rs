@@ -178,6 +178,7 @@ impl Platform {
 
         let mut up = UpConfig::new(dir.path(), &opts.node_program);
         up.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        up.metrics_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         up.settings = settings;
         up.node.stop_grace = Duration::from_secs(5);
         let databases = opts.database.then(|| {

@@ -86,7 +86,8 @@ impl UpProcess {
             .args(["--grace", "2s"])
             .args(["--listen", &tls.to_string()])
             .args(["--admin", &admin.to_string()])
-            .args(["--api", &api.to_string()]);
+            .args(["--api", &api.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0"]);
         if !opts.database {
             cmd.arg("--no-database");
         }

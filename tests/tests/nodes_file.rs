@@ -60,6 +60,8 @@ async fn serve_publishes_through_the_nodes_file() {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--driver",
             "local",
             "--grace",

@@ -25,6 +25,16 @@ struct Up(Child, std::path::PathBuf);
 
 impl Up {
     fn start(dir: &std::path::Path, tls: SocketAddr, admin: SocketAddr, api: SocketAddr) -> Self {
+        Self::start_with_metrics(dir, tls, admin, api, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn start_with_metrics(
+        dir: &std::path::Path,
+        tls: SocketAddr,
+        admin: SocketAddr,
+        api: SocketAddr,
+        metrics: SocketAddr,
+    ) -> Self {
         let log_path = dir.with_extension(format!("{}.log", tls.port()));
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(workspace_bin("kanmon"))
@@ -35,6 +45,7 @@ impl Up {
             .args(["--listen", &tls.to_string()])
             .args(["--admin", &admin.to_string()])
             .args(["--api", &api.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -114,9 +125,9 @@ fn node_addrs(dep: &serde_json::Value) -> Vec<SocketAddr> {
 async fn up_serves_stops_on_sigint_and_resumes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
-    let (tls, admin, api) = (free_port(), free_port(), free_port());
+    let (tls, admin, api, metrics) = (free_port(), free_port(), free_port(), free_port());
 
-    let mut up = Up::start(&state, tls, admin, api);
+    let mut up = Up::start_with_metrics(&state, tls, admin, api, metrics);
     let body = served(tls, &state.join("certs").join("ca.crt")).await;
     assert!(body.contains("demo-"), "{body}");
     let token = std::fs::read_to_string(state.join("kanmon.db.admin-token")).expect("token");
@@ -143,6 +154,22 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     assert_eq!(dep["type"], "production", "{dep}");
     let addrs = node_addrs(&dep);
     assert_eq!(addrs.len(), 2, "{dep}");
+    // The control plane's own metrics: the first deploy, and each node process's memory.
+    let conn = TcpStream::connect(metrics).await.expect("metrics listener");
+    let (status, text) = http_get(conn, "localhost", "/metrics")
+        .await
+        .expect("scrape");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(r#"kanmon_control_operations_total{kind="deploy",outcome="completed"} 1"#),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(r#"kanmon_node_memory_bytes{deployment="demo""#)
+            .count(),
+        2,
+        "{text}"
+    );
 
     assert!(
         up.interrupt().await,

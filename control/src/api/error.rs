@@ -136,6 +136,16 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Domain(d) => d.into(),
             RuntimeError::Store(s) => s.into(),
             RuntimeError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            // Only `Runtime::start` registers metrics; no request gets here.
+            RuntimeError::Metrics(m) => {
+                tracing::error!(error = %m, "metrics failure");
+                Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: "internal error".into(),
+                    missing: None,
+                    audit_detail: None,
+                }
+            }
         }
     }
 }

@@ -371,6 +371,9 @@ pub struct UpArgs {
     /// Control-plane API listener.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub api: std::net::SocketAddr,
+    /// Admin listener of the control plane (/metrics, /healthz).
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    pub metrics_listen: std::net::SocketAddr,
     /// Node program (default: `kanmon-bench` next to this executable, else on PATH).
     #[arg(long)]
     pub node_program: Option<PathBuf>,
@@ -405,6 +408,10 @@ pub struct ServeArgs {
     /// is refused on a non-loopback address: give --tls-cert/--tls-key (or --insecure-http).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Admin listener of the control plane (GET /metrics, /healthz; plain HTTP, so keep it on
+    /// loopback or a private network; port 0 picks a free port, printed).
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    pub metrics_listen: String,
     /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -87,6 +87,8 @@ impl LocalDriverConfig {
 
 struct Proc {
     incarnation: u64,
+    /// Read once at spawn, so a scrape need not wait for the child's lock.
+    pid: Option<u32>,
     endpoints: Endpoints,
     child: Arc<tokio::sync::Mutex<Child>>,
 }
@@ -221,6 +223,14 @@ impl LocalDriver {
         })
         .map_err(|e| DriverError::Other(format!("node launcher thread: {e}")))?;
         Ok(self.launcher.get_or_init(|| launcher))
+    }
+
+    /// (deployment, node, pid) of every running node process, for CPU and memory sampling.
+    pub fn node_pids(&self) -> Vec<(String, String, u32)> {
+        self.procs()
+            .iter()
+            .filter_map(|((dep, node), p)| Some((dep.clone(), node.clone(), p.pid?)))
+            .collect()
     }
 
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Proc>> {
@@ -382,6 +392,7 @@ impl Driver for LocalDriver {
         let (child, endpoints) = self.spawn(instance, spec).await?;
         let proc = Proc {
             incarnation: spec.incarnation,
+            pid: child.id(),
             endpoints,
             child: Arc::new(tokio::sync::Mutex::new(child)),
         };

@@ -27,6 +27,7 @@ use crate::{
         Intent, Keys, OpKind, Operation, Timestamp,
     },
     driver::{deployment_spec, Driver, NodeStatePublisher},
+    metrics::ControlMetrics,
     store::{Store, StoreError},
 };
 
@@ -42,6 +43,9 @@ pub enum RuntimeError {
     /// No such deployment.
     #[error("deployment {0:?} not found")]
     NotFound(String),
+    /// The metrics could not be registered.
+    #[error("registering control-plane metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Reads the wall clock: the only place the control plane does.
@@ -81,6 +85,8 @@ pub(crate) struct Inner {
     exporter: OnceLock<Arc<dyn DatabaseExporter>>,
     /// Download links of database dumps.
     downloads: Downloads,
+    /// Operations, restarts and the API's requests (see [`crate::metrics`]).
+    metrics: ControlMetrics,
 }
 
 impl Inner {
@@ -137,6 +143,7 @@ impl Runtime {
                 next_op: AtomicU64::new(next_op),
                 exporter: OnceLock::new(),
                 downloads: Downloads::default(),
+                metrics: ControlMetrics::new()?,
             }),
         };
         for name in names {
@@ -189,7 +196,17 @@ impl Runtime {
         let ctl = all
             .get_mut(instance)
             .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))?;
+        let before = crashlooping(&ctl.deployment);
         let mut intents = f(ctl)?;
+        let entered = crashlooping(&ctl.deployment)
+            .iter()
+            .filter(|id| !before.contains(id))
+            .count();
+        if entered > 0 {
+            self.inner
+                .metrics
+                .crashloop_entered(instance, entered as u64);
+        }
         scrub_errors(&ctl.deployment, &mut intents);
         let ops: Vec<Operation> = intents
             .iter()
@@ -199,6 +216,9 @@ impl Runtime {
             })
             .collect();
         self.inner.store.persist(&ctl.deployment, &ops)?;
+        for op in &ops {
+            self.inner.metrics.operation_finished(op);
+        }
         let dep = ctl.deployment.clone();
         let publish = intents.iter().any(|i| {
             matches!(
@@ -314,10 +334,40 @@ impl Runtime {
         &self.inner.downloads
     }
 
+    /// The control plane's metric handles.
+    pub fn metrics(&self) -> &ControlMetrics {
+        &self.inner.metrics
+    }
+
+    /// Every deployment with the number of operations queued behind its running one.
+    pub fn queue_depths(&self) -> Vec<(Deployment, usize)> {
+        self.controllers()
+            .values()
+            .map(|c| {
+                // The running operation heads the controller's queue; only pending ones wait.
+                let waiting = c
+                    .queue()
+                    .filter(|o| o.status == crate::domain::OpStatus::Pending)
+                    .count();
+                (c.deployment.clone(), waiting)
+            })
+            .collect()
+    }
+
     /// The settings the runtime was started with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
     }
+}
+
+/// Ids of the deployment's nodes in CrashLoopBackOff (compared before and after a step to
+/// count the nodes that entered it).
+fn crashlooping(dep: &Deployment) -> Vec<String> {
+    dep.nodes
+        .iter()
+        .filter(|n| n.state == crate::domain::NodeRunState::CrashLoopBackOff)
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 /// Removes the deployment's secrets from the errors of operations about to be stored, the

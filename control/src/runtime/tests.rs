@@ -129,6 +129,15 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     let bad = finished(&rt, bad.id).await;
     assert!(bad.error.unwrap().contains("superseded"));
     assert_eq!(finished(&rt, good.id).await.status, OpStatus::Completed);
+    let m = rt.metrics();
+    assert_eq!(
+        m.operations("deploy", "completed"),
+        3,
+        "create, upgrade, fix"
+    );
+    assert_eq!(m.operations("deploy", "failed"), 1, "the superseded one");
+    assert_eq!(m.operations("reboot", "completed"), 0);
+    assert!(m.crashloop_restarts("alpha") >= 1);
     assert_eq!(
         table
             .load()
@@ -170,6 +179,11 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
         rt.deployment("alpha").unwrap().nodes[1].state,
         NodeRunState::CrashLoopBackOff
     );
+    assert_eq!(
+        rt.metrics().crashloop_restarts("alpha"),
+        1,
+        "one node entered CrashLoopBackOff once"
+    );
     let snap = table.load();
     let published = snap.find("alpha", "us-east1").unwrap();
     assert_eq!(published.count(NodeState::Ready), 1);
@@ -197,4 +211,47 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
     assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
     let dep = rt.deployment("alpha").unwrap();
     assert!(dep.nodes.iter().all(|n| n.state == NodeRunState::Ready));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        Arc::new(LoopbackDriver::new()),
+        Arc::new(HealthTablePublisher::new(Arc::new(HealthTable::new()))),
+    )
+    .unwrap();
+    let (_, first) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    // A crashing image holds the queue (in progress, crash-looping); a reboot waits behind it.
+    let stuck = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.0".parse().unwrap(),
+                image: Some(CRASH_IMAGE.into()),
+            },
+            "ann",
+        )
+        .unwrap();
+    rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
+    let depth = |rt: &Runtime| {
+        rt.queue_depths()
+            .into_iter()
+            .find(|(d, _)| d.instance.as_str() == "alpha")
+            .map(|(_, q)| q)
+    };
+    assert_eq!(depth(&rt), Some(1), "the running deploy is not waiting");
+    let m = rt.metrics();
+    m.observe_deployments(rt.queue_depths().iter().map(|(d, q)| (d, *q)));
+    assert!(
+        m.render()
+            .contains("kanmon_control_queue_depth{deployment=\"alpha\"} 1\n"),
+        "{}",
+        m.render()
+    );
+    assert!(!rt.store().op(stuck.id).unwrap().unwrap().status.is_final());
 }

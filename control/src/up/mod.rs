@@ -32,6 +32,7 @@ use crate::{
     bootstrap::{bootstrap_admin, BootstrapError},
     domain::{CreateDeployment, DeploymentType},
     driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher},
+    metrics,
     runtime::{DatabaseExporter, Runtime, RuntimeError, Settings},
     store::{Store, StoreError},
 };
@@ -96,6 +97,8 @@ pub struct UpConfig {
     pub dir: PathBuf,
     /// Where the API listens (loopback).
     pub api_listen: SocketAddr,
+    /// Where the control plane's `/metrics` is served (loopback).
+    pub metrics_listen: SocketAddr,
     /// How nodes are started (its `log_dir` is normally `{dir}/logs`).
     pub node: LocalDriverConfig,
     /// Lifecycle settings.
@@ -118,6 +121,7 @@ impl UpConfig {
         Self {
             dir: dir.to_path_buf(),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
             node,
             settings,
             demo: Some(DemoDeployment::default()),
@@ -218,6 +222,8 @@ pub struct ControlPlane {
     pub runtime: Runtime,
     /// Where the API listens.
     pub api_addr: SocketAddr,
+    /// Where the control plane's `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     /// The admin token (read from the token file on later starts).
     pub token: String,
     /// The admin token file.
@@ -277,18 +283,38 @@ impl ControlPlane {
         let api_addr = listener
             .local_addr()
             .map_err(io_err("reading the API address"))?;
-        let tasks = vec![tokio::spawn({
-            let rt = runtime.clone();
-            async move {
+        let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
+            .await
+            .map_err(io_err(format!("binding metrics on {}", cfg.metrics_listen)))?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(io_err("reading the metrics address"))?;
+        let app = api::App::new(runtime.clone());
+        let sources = metrics::MetricsSources::new(
+            runtime.clone(),
+            app.auth_failures.clone(),
+            Some(local.clone()),
+        );
+        let routes = metrics::count_requests(api::router_for(app), runtime.metrics().clone());
+        let tasks = vec![
+            tokio::spawn(async move {
                 let served = match tls {
-                    Some(config) => api::serve_tls(listener, config, api::App::new(rt)).await,
-                    None => api::serve(listener, rt).await,
+                    Some(config) => match api::tls::TlsListener::new(listener, config) {
+                        Ok(tls) => axum::serve(tls, routes).await,
+                        Err(e) => Err(e),
+                    },
+                    None => axum::serve(listener, routes).await,
                 };
                 if let Err(e) = served {
                     tracing::error!(error = %e, "API server stopped");
                 }
-            }
-        })];
+            }),
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(metrics_listener, sources).await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            }),
+        ];
         if let Some(demo) = &cfg.demo {
             if runtime.deployment(&demo.instance).is_err() {
                 create_demo(&runtime, demo)?;
@@ -297,6 +323,7 @@ impl ControlPlane {
         Ok(Self {
             runtime,
             api_addr,
+            metrics_addr,
             token,
             token_file,
             local,

@@ -15,6 +15,8 @@ use serde_json::Value;
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// `http://ADDR/metrics` of the control plane's admin listener.
+    pub metrics_url: String,
     pub admin: String,
     pub http: reqwest::Client,
 }
@@ -23,7 +25,14 @@ impl Server {
     /// Starts the server on `db` with extra flags and waits for its "listening on" line.
     pub fn start(db: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kanmon"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--db")
             .arg(db)
             .args(extra)
             .stdout(Stdio::piped())
@@ -32,9 +41,12 @@ impl Server {
             .expect("spawn kanmon serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let mut addr = None;
+        let (mut addr, mut metrics_url) = (None, None);
         for _ in 0..10 {
             let Some(Ok(line)) = lines.next() else { break };
+            if let Some(u) = line.strip_prefix("metrics on ") {
+                metrics_url = Some(u.to_string());
+            }
             if let Some(a) = line.strip_prefix("listening on ") {
                 addr = Some(a.to_string());
                 break;
@@ -49,6 +61,7 @@ impl Server {
         Self {
             child,
             url: format!("http://{addr}"),
+            metrics_url: metrics_url.expect("server printed its metrics address first"),
             admin,
             http: reqwest::Client::new(),
         }

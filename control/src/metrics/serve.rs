@@ -1,0 +1,112 @@
+//! The control plane's admin listener (`GET /metrics`, `GET /healthz`) and the API layer that
+//! counts requests by route.
+
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+
+use super::{ControlMetrics, NodeSample, UNMATCHED_ROUTE};
+use crate::{api::refusals::AuthFailures, driver::LocalDriver, runtime::Runtime};
+
+/// What a scrape reads: the runtime's state and metrics, the API's refusal counter and, under
+/// the local driver, the node processes.
+#[derive(Debug, Clone)]
+pub struct MetricsSources {
+    /// The control plane.
+    pub rt: Runtime,
+    /// The API's refused authentications (the counter the API records into).
+    pub auth: Arc<AuthFailures>,
+    /// The local driver, whose node processes are sampled from `/proc`.
+    pub local: Option<Arc<LocalDriver>>,
+    /// One scrape at a time: gauges are reset and set again from a snapshot.
+    scrape: Arc<Mutex<()>>,
+}
+
+impl MetricsSources {
+    /// Sources over `rt`, `auth` and, when nodes are local processes, `local`.
+    pub fn new(rt: Runtime, auth: Arc<AuthFailures>, local: Option<Arc<LocalDriver>>) -> Self {
+        Self {
+            rt,
+            auth,
+            local,
+            scrape: Arc::default(),
+        }
+    }
+
+    /// Brings the state gauges up to date and renders every series.
+    pub fn render(&self) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.rt.metrics();
+        m.observe_deployments(self.rt.queue_depths().iter().map(|(d, q)| (d, *q)));
+        m.observe_auth_failures(self.auth.total());
+        let samples: Vec<NodeSample> = self
+            .local
+            .iter()
+            .flat_map(|l| l.node_pids())
+            .filter_map(|(deployment, node, pid)| {
+                let (cpu_seconds, memory_bytes) = super::procfs::sample(pid)?;
+                Some(NodeSample {
+                    deployment,
+                    node,
+                    cpu_seconds,
+                    memory_bytes,
+                })
+            })
+            .collect();
+        m.observe_processes(&samples);
+        m.render()
+    }
+}
+
+async fn metrics(State(src): State<MetricsSources>) -> Response {
+    let body = tokio::task::spawn_blocking(move || src.render()).await;
+    match body {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The admin application: `/metrics` and `/healthz`.
+pub fn router(src: MetricsSources) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(src)
+}
+
+/// Serves the admin application on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, src: MetricsSources) -> std::io::Result<()> {
+    axum::serve(listener, router(src)).await
+}
+
+/// `api` with every request counted by its route template (never the raw path, which holds
+/// names a client chose) and status.
+pub fn count_requests(api: Router, metrics: ControlMetrics) -> Router {
+    api.layer(axum::middleware::from_fn_with_state(metrics, count))
+}
+
+async fn count(State(m): State<ControlMetrics>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE.to_string(), |p| p.as_str().to_string());
+    let res = next.run(req).await;
+    m.api_request(&route, res.status().as_u16());
+    res
+}
