@@ -42,6 +42,16 @@ pub struct Connection {
     /// Print the raw JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log line format on stderr: `text` for a terminal, `json` (one object per line with
+    /// `timestamp` in UTC, `level`, `target`, `fields`) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "KANMON_LOG_FORMAT"
+    )]
+    pub log_format: kanmon_proxy::logging::LogFormat,
 }
 
 /// The commands.
