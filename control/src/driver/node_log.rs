@@ -126,7 +126,12 @@ mod tests {
 
     #[test]
     fn plain_lines_take_their_severity_from_the_stream_and_a_utc_timestamp() {
-        let out = Record::new("demo-0", Stream::Stdout, b"listening on 127.0.0.1:1\n", at(0));
+        let out = Record::new(
+            "demo-0",
+            Stream::Stdout,
+            b"listening on 127.0.0.1:1\n",
+            at(0),
+        );
         assert_eq!(out.ts, "1970-01-01T00:00:00.250Z");
         assert_eq!(out.severity, Severity::Info);
         assert_eq!(out.line, "listening on 127.0.0.1:1");
