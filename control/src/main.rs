@@ -73,7 +73,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Arc::new(NodesFilePublisher::new(path)),
         None => Arc::new(NullPublisher),
     };
-    let settings = Settings {
+    let mut settings = Settings {
         base_domain: args.base_domain.clone(),
         timings: Timings {
             grace: args.grace,
@@ -93,6 +93,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 config.args = args.node_args.clone();
             }
             config.stop_grace = args.grace;
+            settings.node_logs = Some(args.log_dir.clone());
             let driver = Arc::new(LocalDriver::new(config));
             local = Some(driver.clone());
             driver

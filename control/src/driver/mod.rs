@@ -8,6 +8,7 @@ mod file;
 pub(crate) mod lifeline;
 mod local;
 pub mod log_file;
+pub mod log_query;
 mod loopback;
 pub mod node_log;
 mod publish;
