@@ -121,3 +121,29 @@ async fn logs_export_as_an_ndjson_download() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn kanmon_logs_prints_the_matching_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    s.create("alpha", "development", 1).await;
+    let cli = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kanmon"))
+            .args(["--server", &s.url, "--token-file"])
+            .arg(dir.path().join("k.db.admin-token"))
+            .args(["logs", "alpha"])
+            .args(extra)
+            .env_remove("KANMON_TOKEN")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = cli(&["--grep", "listening on", "--since", "10m"]);
+    let line = text.lines().next().unwrap_or_default();
+    assert!(
+        line.contains(" alpha-0 info  listening on 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(cli(&["--severity", "warn"]).trim().is_empty());
+}

@@ -167,6 +167,14 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Search a deployment's node logs (needs view): lines as `TS NODE SEVERITY TEXT`,
+    /// oldest first, the newest --limit; with --json one record per line.
+    #[command(
+        after_help = "Example:\n  kanmon logs demo --grep error --severity warn --since 10m\n  \
+        kanmon logs demo --since 2026-12-01T22:00:00Z --until 2026-12-01T23:00:00Z\n  \
+        kanmon logs demo --follow   # new lines every 2 s until Ctrl-C"
+    )]
+    Logs(LogsArgs),
     /// Show a deployment's server key and runtime key (needs the secrets permission).
     Keys {
         /// Deployment instance name.
@@ -488,4 +496,30 @@ mod tests {
         }
         check(&super::Cli::command(), "kanmon");
     }
+}
+
+/// `kanmon logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Deployment instance name.
+    pub instance: String,
+    /// Only lines containing this text (case-sensitive substring).
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Minimum severity: debug, info, warn or error (a node's JSON `level`, else `info` for
+    /// stdout and `warn` for stderr).
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Lines from this time on: RFC 3339 (2026-12-01T22:00:00Z, UTC) or a duration ago (10m, 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Lines up to this time: RFC 3339 or a duration ago.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// How many of the newest matching lines (at most 100000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Keep printing new lines (polled every 2 s) until Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
 }

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod client;
+mod logs;
 mod table;
 mod users;
 
@@ -191,6 +192,7 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
                 &rows,
             ))
         }
+        Command::Logs(args) => logs::run(&c, &args, json_out).await,
         Command::Keys { instance } => {
             let v = c.get(&format!("/v1/deployments/{instance}/keys")).await?;
             if json_out {
