@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::logs::LogsArgs;
+
 /// kanmon: run game-server deployments behind the kanmon edge.
 #[derive(Debug, Parser)]
 #[command(name = "kanmon", version, about)]
@@ -496,30 +498,4 @@ mod tests {
         }
         check(&super::Cli::command(), "kanmon");
     }
-}
-
-/// `kanmon logs`.
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// Deployment instance name.
-    pub instance: String,
-    /// Only lines containing this text (case-sensitive substring).
-    #[arg(long)]
-    pub grep: Option<String>,
-    /// Minimum severity: debug, info, warn or error (a node's JSON `level`, else `info` for
-    /// stdout and `warn` for stderr).
-    #[arg(long)]
-    pub severity: Option<String>,
-    /// Lines from this time on: RFC 3339 (2026-12-01T22:00:00Z, UTC) or a duration ago (10m, 2h).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Lines up to this time: RFC 3339 or a duration ago.
-    #[arg(long)]
-    pub until: Option<String>,
-    /// How many of the newest matching lines (at most 100000).
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
-    /// Keep printing new lines (polled every 2 s) until Ctrl-C.
-    #[arg(long, short)]
-    pub follow: bool,
 }

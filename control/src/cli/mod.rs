@@ -2,7 +2,7 @@
 
 pub mod args;
 pub mod client;
-mod logs;
+pub mod logs;
 mod table;
 mod users;
 
