@@ -26,6 +26,41 @@ use kanmon_bench::{certs, compare, node, tls};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr (the demo node's diagnostics): `text`, or `json` (one object
+    /// per line with `timestamp` in UTC, `level`, `target`, `fields`), whose `level` the
+    /// control plane's local driver reads as the line's severity.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "KANMON_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+/// `--log-format` (the same two formats as kanmon and kanmon-proxy).
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs at `RUST_LOG` (default `info`) on stderr in `format`.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +243,7 @@ struct CertsArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let nofile = raise_nofile_limit();
     if let Command::WsIdle(a) = &cli.command {
         // Each held connection is one descriptor here (and two in the proxy).
@@ -351,7 +387,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     };
     if let Some(path) = &args.config_file {
         let entries = node::read_config(path)?;
-        eprintln!("config: {} entries from {}", entries.len(), path.display());
+        tracing::info!(entries = entries.len(), path = %path.display(), "node config read");
     }
     let cfg = node::NodeConfig {
         listen: args.listen,

@@ -232,7 +232,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
             .await
             .is_err()
         {
-            eprintln!("node: connections still open after {DRAIN_TIMEOUT:?}, exiting anyway");
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open, exiting anyway");
         }
     });
     Ok(NodeHandle {
@@ -257,7 +257,7 @@ where
             res = listener.accept() => match res {
                 Ok((stream, _peer)) => {
                     if let Err(e) = stream.set_nodelay(true) {
-                        eprintln!("node: set_nodelay: {e}");
+                        tracing::warn!(error = %e, "set_nodelay failed");
                     }
                     let alive = shared.alive.clone();
                     let fut = serve(stream);
@@ -268,7 +268,7 @@ where
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    eprintln!("node: accept: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             },

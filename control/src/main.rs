@@ -27,16 +27,12 @@ fn main() -> anyhow::Result<()> {
         Command::Up(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        // A log line that cannot be written (stderr piped into a `tee` that Ctrl-C ended) is
-        // dropped: reporting it would panic on the same closed stderr, mid-shutdown.
-        .log_internal_errors(false)
-        .init();
+    {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| default_filter.into());
+        kanmon_proxy::logging::subscriber(args.conn.log_format, filter, std::io::stderr).init();
+    }
     if let Command::Up(up_args) = args.command {
         // Not inside a tokio runtime: the proxy runs pingora's own runtimes on this thread.
         return up_cmd::run(up_args);
@@ -78,7 +74,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Arc::new(NodesFilePublisher::new(path)),
         None => Arc::new(NullPublisher),
     };
-    let settings = Settings {
+    let mut settings = Settings {
         base_domain: args.base_domain.clone(),
         timings: Timings {
             grace: args.grace,
@@ -98,6 +94,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 config.args = args.node_args.clone();
             }
             config.stop_grace = args.grace;
+            settings.node_logs = Some(args.log_dir.clone());
             let driver = Arc::new(LocalDriver::new(config));
             local = Some(driver.clone());
             driver

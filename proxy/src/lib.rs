@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod edge;
 pub mod h1;
 pub mod inflight;
+pub mod logging;
 pub mod metrics;
 pub mod node_series;
 pub mod nodes_file;

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kanmon_proxy::{devcerts::LocalCa, Proxy, ProxyConfig, RunOptions};
+use kanmon_proxy::{
+    devcerts::LocalCa,
+    logging::{self, LogFormat},
+    Proxy, ProxyConfig, RunOptions,
+};
 
 /// The kanmon edge proxy: TLS per instance hostname, routing to ready nodes, metrics.
 #[derive(Parser)]
@@ -25,6 +29,16 @@ struct Cli {
     /// the new binary with --upgrade, then send SIGQUIT to the old one.
     #[arg(long, global = true)]
     upgrade: bool,
+    /// Log line format on stderr: `text` for a terminal, `json` (one object per line with
+    /// `timestamp` in UTC, `level`, `target`, `fields`) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "KANMON_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -54,41 +68,12 @@ enum Command {
 /// ends at debug), so pingora_proxy is silent unless RUST_LOG asks for it.
 const DEFAULT_LOG_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off";
 
-/// Warnings and errors of dependencies that are routine events, not faults (operators page on
-/// ERROR), whatever `RUST_LOG` says. pingora 0.9.1's "failed to acquire reusable stream" is
-/// its h2 client losing a race with its own idle-pool watcher (a fresh connection is used, the
-/// response is fine). kube-client warns when a watch stream ends on an EOF or a read timeout
-/// (an API server's clean shutdown, the timeout that notices a partition) and when a body
-/// fails to decode, and logs every failed request as an ERROR: the watcher resumes, and the
-/// discovery source counts and logs the failures that matter itself, at warning.
-fn is_routine(meta: &tracing::Metadata<'_>) -> bool {
-    let (target, level) = (meta.target(), *meta.level());
-    (target == "pingora_core::connectors" && level == tracing::Level::ERROR)
-        || (target == "kube_client::client" && level == tracing::Level::WARN)
-        || (target == "kube_client::client::builder" && level == tracing::Level::ERROR)
-}
-
-/// The log subscriber: `filter` (`RUST_LOG` or the default), minus the routine events.
-fn subscriber<W>(filter: tracing_subscriber::EnvFilter, writer: W) -> impl tracing::Subscriber
-where
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    use tracing_subscriber::{layer::SubscriberExt, Layer};
-    tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_writer(writer)
-            .with_filter(filter)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| !is_routine(m))),
-    )
-}
-
 fn main() -> anyhow::Result<()> {
     use tracing_subscriber::util::SubscriberInitExt;
+    let cli = Cli::parse();
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
-    subscriber(env, std::io::stderr).init();
-    let cli = Cli::parse();
+    logging::subscriber(cli.log_format, env, std::io::stderr).init();
     raise_open_files_limit();
     match cli.command.unwrap_or(Command::Run) {
         Command::DevCerts { dir, hostnames } => {
@@ -138,47 +123,5 @@ fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    /// Collects what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn routine_dependency_events_are_dropped_whatever_rust_log_says() {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = super::subscriber("debug".into(), move || writer.clone());
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
-            tracing::warn!(target: "kube_client::client", "eof in poll: UnexpectedEof");
-            tracing::error!(target: "kube_client::client::builder", "failed with error client error (Connect)");
-            // The same crates' other events, and ours, still show.
-            tracing::warn!(target: "pingora_core::connectors", "Unexpected data read in idle connection");
-            tracing::warn!(target: "kube_client::client::tls", "failed to reload CA bundle");
-            tracing::warn!(target: "kanmon_proxy::discovery", "discovery failed");
-        });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        for routine in ["reusable stream", "eof in poll", "failed with error"] {
-            assert!(!text.contains(routine), "{routine}: {text}");
-        }
-        for kept in ["Unexpected data", "CA bundle", "discovery failed"] {
-            assert!(text.contains(kept), "{kept}: {text}");
-        }
     }
 }

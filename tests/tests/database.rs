@@ -56,10 +56,16 @@ async fn each_deployment_gets_a_database_that_exports_and_stops() {
     let mut urls = Vec::new();
     for node in ["demo-0", "demo-1"] {
         let log = std::fs::read_to_string(logs.join(format!("{node}.log"))).unwrap_or_default();
+        // Each stored line is a record whose `line` is what the node printed.
         let url = log
             .lines()
-            .find_map(|l| l.strip_prefix("database-url="))
-            .map(str::to_string)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|r| {
+                r["line"]
+                    .as_str()
+                    .and_then(|l| l.strip_prefix("database-url="))
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         assert!(url.starts_with("postgres://kanmon:"), "{node}: {log}");
         assert!(url.contains("@127.0.0.1:"), "{url}");

@@ -104,7 +104,7 @@ fn upgrade(req: Request<Incoming>, accept: String, shared: &Arc<Shared>) -> Resp
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => ws::run(TokioIo::new(upgraded), shared_ws).await,
-            Err(e) => eprintln!("node: upgrade failed: {e}"),
+            Err(e) => tracing::warn!(error = %e, "upgrade failed"),
         }
     });
     let mut resp = Response::new(Full::new(Bytes::new()));

@@ -103,6 +103,6 @@ where
     // Wait (bounded) for the client's close reply so it sees a clean close, not a reset.
     let drain = async { while let Some(Ok(_)) = ws.next().await {} };
     if tokio::time::timeout(CLOSE_TIMEOUT, drain).await.is_err() {
-        eprintln!("node: client did not answer close within {CLOSE_TIMEOUT:?}");
+        tracing::debug!(timeout = ?CLOSE_TIMEOUT, "client did not answer close");
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 pub mod context;
 mod deployments;
 pub mod error;
+mod logs;
 mod openapi;
 mod operations;
 pub mod refusals;
@@ -84,6 +85,7 @@ pub fn router_for(app: App) -> Router {
         )
         .route("/v1/deployments/{instance}/keys", get(deployments::keys))
         .route("/v1/deployments/{instance}/audit", get(deployments::audit))
+        .route("/v1/deployments/{instance}/logs", get(logs::logs))
         .route(
             "/v1/deployments/{instance}/operations",
             get(operations::list).post(operations::submit),

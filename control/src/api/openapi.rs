@@ -53,6 +53,25 @@ fn keys() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
 }
 
+/// The logs search: its query parameters and the ndjson export.
+fn logs_op() -> Value {
+    let mut v = op("Node log lines, oldest first, the newest `limit`: {lines: [{ts, node, stream, severity, line}]}; with format=ndjson a download of the records", "view", None, "200");
+    let q = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
+    v["parameters"] = json!([
+        q("q", "Substring the line contains"),
+        q("severity", "Minimum severity: debug, info, warn, error"),
+        q("since", "RFC 3339 time or a duration ago (10m)"),
+        q("until", "RFC 3339 time or a duration ago"),
+        q(
+            "limit",
+            "Newest lines returned (default 100, at most 100000)"
+        ),
+        q("format", "json (default) or ndjson (a download)"),
+    ]);
+    v["responses"]["200"]["content"]["application/x-ndjson"] = json!({});
+    v
+}
+
 /// `GET /openapi.json`.
 pub(super) async fn document() -> Json<Value> {
     Json(json!({
@@ -97,6 +116,7 @@ pub(super) async fn document() -> Json<Value> {
             },
             "/v1/deployments/{instance}/keys": { "parameters": instance_param(), "get": op("Server key and runtime key", "secrets", None, "200") },
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
+            "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
             "/v1/deployments/{instance}/operations": {
                 "parameters": instance_param(),
                 "get": op("Operations, newest first", "view", None, "200"),

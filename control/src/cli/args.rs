@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::logs::LogsArgs;
+
 /// kanmon: run game-server deployments behind the kanmon edge.
 #[derive(Debug, Parser)]
 #[command(name = "kanmon", version, about)]
@@ -42,6 +44,16 @@ pub struct Connection {
     /// Print the raw JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log line format on stderr: `text` for a terminal, `json` (one object per line with
+    /// `timestamp` in UTC, `level`, `target`, `fields`) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "KANMON_LOG_FORMAT"
+    )]
+    pub log_format: kanmon_proxy::logging::LogFormat,
 }
 
 /// The commands.
@@ -157,6 +169,14 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Search a deployment's node logs (needs view): lines as `TS NODE SEVERITY TEXT`,
+    /// oldest first, the newest --limit; with --json one record per line.
+    #[command(
+        after_help = "Example:\n  kanmon logs demo --grep error --severity warn --since 10m\n  \
+        kanmon logs demo --since 2026-12-01T22:00:00Z --until 2026-12-01T23:00:00Z\n  \
+        kanmon logs demo --follow   # new lines every 2 s until Ctrl-C"
+    )]
+    Logs(LogsArgs),
     /// Show a deployment's server key and runtime key (needs the secrets permission).
     Keys {
         /// Deployment instance name.

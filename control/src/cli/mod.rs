@@ -3,6 +3,7 @@
 pub mod args;
 pub mod client;
 mod export;
+pub mod logs;
 mod table;
 mod users;
 
@@ -167,6 +168,7 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
                 &rows,
             ))
         }
+        Command::Logs(args) => logs::run(&c, &args, json_out).await,
         Command::Keys { instance } => {
             let v = c.get(&format!("/v1/deployments/{instance}/keys")).await?;
             if json_out {

@@ -8,7 +8,7 @@
 //! the same user can read in `/proc/PID/environ`); it prints `listening on ADDR` (and optionally
 //! `grpc listening on ADDR`) on stdout, answers `GET /healthcheck` with 200, and on SIGTERM
 //! stops taking work and exits. Its output goes to `{log_dir}/{instance}/{node}.log`, each line
-//! cut at [`LOG_LINE_LIMIT`] bytes.
+//! cut at [`LOG_LINE_LIMIT`] bytes and stored as a [`Record`] (UTC time, stream, severity).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, OnceLock,
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -33,6 +33,8 @@ use nix::sys::signal::Signal;
 
 use super::{
     lifeline::{die_with_parent, Launcher},
+    log_file::{LogFile, Retention, SharedLogFile},
+    node_log::{Record, Stream, LOG_LINE_LIMIT},
     Driver, DriverError, Endpoints, NodeHealth,
 };
 use crate::domain::NodeLaunch;
@@ -46,9 +48,6 @@ fn config_file(dir: &std::path::Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.config.json"))
 }
 
-/// Longest log line kept, in bytes (the platform's promise); the rest of the line is dropped.
-pub const LOG_LINE_LIMIT: usize = 5 * 1024;
-
 /// How nodes are started.
 #[derive(Debug, Clone)]
 pub struct LocalDriverConfig {
@@ -58,6 +57,8 @@ pub struct LocalDriverConfig {
     pub args: Vec<String>,
     /// Directory for node logs.
     pub log_dir: PathBuf,
+    /// How much of each node's log is kept.
+    pub log_retention: Retention,
     /// How long a node may take to print its address.
     pub startup_timeout: Duration,
     /// How long a node may take to exit after SIGTERM before it is killed.
@@ -79,6 +80,7 @@ impl LocalDriverConfig {
             .map(String::from)
             .to_vec(),
             log_dir: log_dir.into(),
+            log_retention: Retention::default(),
             startup_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(15),
         }
@@ -128,16 +130,26 @@ fn env_key(prefix: &str, key: &str) -> String {
     format!("{prefix}{k}")
 }
 
-/// Reads lines (cut at [`LOG_LINE_LIMIT`]) from `from` and appends them to `log`, flushing at
-/// the end (a tokio file's last write is otherwise still in flight when this returns).
-async fn pump(from: impl AsyncRead + Unpin, mut log: tokio::fs::File) {
-    pump_lines(from, &mut log).await;
-    if let Err(e) = log.flush().await {
-        tracing::debug!(error = %e, "node log not flushed");
+/// Reads lines (cut at [`LOG_LINE_LIMIT`]) that `node` prints on `stream` from `from` and
+/// appends their records to `log`.
+async fn pump(node: String, stream: Stream, from: impl AsyncRead + Unpin, log: SharedLogFile) {
+    pump_lines(&node, stream, from, &log).await;
+}
+
+/// Appends one record of what `node` printed; false when the log cannot be written.
+fn append(log: &SharedLogFile, node: &str, stream: Stream, line: &[u8]) -> bool {
+    let record = Record::new(node, stream, line, SystemTime::now());
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    match log.append(&record.to_line()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "node log not writable");
+            false
+        }
     }
 }
 
-async fn pump_lines(from: impl AsyncRead + Unpin, log: &mut tokio::fs::File) {
+async fn pump_lines(node: &str, stream: Stream, from: impl AsyncRead + Unpin, log: &SharedLogFile) {
     let mut reader = BufReader::new(from);
     let mut buf = Vec::new();
     loop {
@@ -150,8 +162,6 @@ async fn pump_lines(from: impl AsyncRead + Unpin, log: &mut tokio::fs::File) {
             Ok(_) => {}
         }
         if buf.last() != Some(&b'\n') {
-            buf.truncate(LOG_LINE_LIMIT);
-            buf.push(b'\n');
             let mut skip = Vec::new();
             loop {
                 skip.clear();
@@ -163,7 +173,7 @@ async fn pump_lines(from: impl AsyncRead + Unpin, log: &mut tokio::fs::File) {
                 }
             }
         }
-        if log.write_all(&buf).await.is_err() {
+        if !append(log, node, stream, &buf) {
             return;
         }
     }
@@ -297,11 +307,13 @@ impl LocalDriver {
             .stdout
             .take()
             .ok_or_else(|| DriverError::Other("no stdout".into()))?;
+        let log: SharedLogFile = Arc::new(Mutex::new(
+            LogFile::open(&log_path, self.config.log_retention).map_err(err)?,
+        ));
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(pump(stderr, open_log(&log_path).await.map_err(err)?));
+            tokio::spawn(pump(spec.id.clone(), Stream::Stderr, stderr, log.clone()));
         }
         let mut lines = BufReader::new(stdout);
-        let mut log = open_log(&log_path).await.map_err(err)?;
         let (mut addr, mut grpc) = (None::<SocketAddr>, None::<SocketAddr>);
         let read_addresses = async {
             let mut line = String::new();
@@ -311,9 +323,7 @@ impl LocalDriver {
                 if limited.read_line(&mut line).await.unwrap_or(0) == 0 {
                     break;
                 }
-                if log.write_all(line.as_bytes()).await.is_err() {
-                    tracing::debug!(node = %spec.id, "node log not writable");
-                }
+                append(&log, &spec.id, Stream::Stdout, line.as_bytes());
                 let text = line.trim();
                 if let Some(a) = text.strip_prefix("grpc listening on ") {
                     grpc = a.parse().ok();
@@ -340,13 +350,9 @@ impl LocalDriver {
                 spec.id
             )));
         };
-        tokio::spawn(pump(lines, log));
+        tokio::spawn(pump(spec.id.clone(), Stream::Stdout, lines, log));
         Ok((child, Endpoints { addr, grpc }))
     }
-}
-
-async fn open_log(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
-    crate::private::append_file(path).map(tokio::fs::File::from_std)
 }
 
 async fn http_ok(addr: SocketAddr) -> bool {
@@ -465,13 +471,26 @@ mod tests {
         let mut input = b"short\n".to_vec();
         input.extend(std::iter::repeat_n(b'a', 3 * LOG_LINE_LIMIT));
         input.extend(b"\nafter\n");
-        pump(&input[..], open_log(&path).await.unwrap()).await;
+        let log = LogFile::open(&path, Retention::default()).unwrap();
+        pump(
+            "n-0".into(),
+            Stream::Stderr,
+            &input[..],
+            Arc::new(Mutex::new(log)),
+        )
+        .await;
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
+        let lines: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3, "{}", lines.len());
-        assert_eq!(lines[0], "short");
-        assert_eq!(lines[1].len(), LOG_LINE_LIMIT);
-        assert_eq!(lines[2], "after");
+        assert_eq!(lines[0].line, "short");
+        assert_eq!(lines[1].line.len(), LOG_LINE_LIMIT);
+        assert_eq!(lines[2].line, "after");
+        assert!(lines
+            .iter()
+            .all(|r| r.node == "n-0" && r.stream == Stream::Stderr));
     }
 
     #[test]

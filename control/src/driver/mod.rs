@@ -7,7 +7,10 @@
 mod file;
 pub(crate) mod lifeline;
 mod local;
+pub mod log_file;
+pub mod log_query;
 mod loopback;
+pub mod node_log;
 mod publish;
 
 use std::net::SocketAddr;
@@ -15,8 +18,9 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 
 pub use file::NodesFilePublisher;
-pub use local::{LocalDriver, LocalDriverConfig, CONFIG_ENV, LOG_LINE_LIMIT};
+pub use local::{LocalDriver, LocalDriverConfig, CONFIG_ENV};
 pub use loopback::{serve_ok, LoopbackDriver, CRASH_IMAGE};
+pub use node_log::LOG_LINE_LIMIT;
 pub use publish::{deployment_spec, HealthTablePublisher, NullPublisher};
 
 use crate::domain::NodeLaunch;

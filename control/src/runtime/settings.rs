@@ -1,6 +1,6 @@
 //! Runtime settings with the platform defaults.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use kanmon_router::{Catalog, Version, Zone};
 
@@ -23,6 +23,9 @@ pub struct Settings {
     pub monitor_interval: Duration,
     /// How long a database export stays downloadable before its file is deleted.
     pub export_ttl: Duration,
+    /// Where the driver keeps node logs (`<dir>/<instance>/<node>.log`), served by the logs
+    /// API; `None` for drivers whose logs live elsewhere (Kubernetes keeps pod logs itself).
+    pub node_logs: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             health_poll: Duration::from_millis(200),
             monitor_interval: Duration::from_secs(2),
             export_ttl: super::DOWNLOAD_TTL,
+            node_logs: None,
         }
     }
 }

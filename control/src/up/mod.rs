@@ -273,7 +273,11 @@ impl ControlPlane {
             }),
             None => publisher,
         };
-        let runtime = Runtime::start(store, cfg.settings.clone(), driver, publisher)?;
+        let settings = Settings {
+            node_logs: Some(cfg.node.log_dir.clone()),
+            ..cfg.settings.clone()
+        };
+        let runtime = Runtime::start(store, settings, driver, publisher)?;
         if let Some(dbs) = &databases {
             runtime.set_exporter(Arc::new(Dumper::new(dbs.clone(), cfg.dir.join("exports"))));
         }
