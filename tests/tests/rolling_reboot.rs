@@ -212,8 +212,11 @@ async fn rolling_reboot_never_routes_to_a_draining_node() {
         .iter()
         .map(|n| {
             let text = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
+            // Each stored line is a record whose `line` is what the node printed.
+            let want = format!("ws-connect node={n}");
             text.lines()
-                .filter(|l| *l == format!("ws-connect node={n}"))
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|r| r["line"].as_str() == Some(want.as_str()))
                 .count()
         })
         .sum();
