@@ -172,7 +172,12 @@ impl ChunkedEnd {
                 _ => return Err(ChunkError("bad trailer field name")),
             },
             State::TrailerValue => match b {
-                b'\r' => State::TrailerLf,
+                // Both line-end bytes count, so the cap is on the section's bytes as sent
+                // (found by the `chunked_trailer` fuzz target: CRs went uncounted).
+                b'\r' => {
+                    self.count()?;
+                    State::TrailerLf
+                }
                 _ if is_field_byte(b) => {
                     self.count()?;
                     State::TrailerValue
@@ -198,7 +203,12 @@ impl ChunkedEnd {
     fn after_size(&mut self, size: u64, b: u8) -> Result<State, ChunkError> {
         Ok(match b {
             b'\r' => State::SizeLf { size },
-            b' ' | b'\t' => State::SizeSpace { size },
+            // Whitespace before the extensions counts towards the cap too: without it a size
+            // line could grow without bound (found by the `chunk_extension` fuzz target).
+            b' ' | b'\t' => {
+                self.count()?;
+                State::SizeSpace { size }
+            }
             b';' => {
                 self.count()?;
                 State::Extension { size }

@@ -114,6 +114,20 @@ fn extensions_and_trailers_are_capped() {
     let trailers = "0\r\n".to_string() + &"x: 12345678\r\n".repeat(10) + "\r\n";
     assert!(ChunkedEnd::new(200).feed(trailers.as_bytes()).is_ok());
     assert!(ChunkedEnd::new(100).feed(trailers.as_bytes()).is_err());
+    // Found by fuzzing: whitespace after a size counts towards the cap (it was unbounded),
+    // and the trailer cap counts every byte of the section, CRs included.
+    let spaces = format!("1{}\r\na\r\n0\r\n\r\n", " ".repeat(101));
+    assert!(ChunkedEnd::new(100).feed(spaces.as_bytes()).is_err());
+    let spaces = format!("1{};x\r\na\r\n0\r\n\r\n", " ".repeat(98));
+    assert!(ChunkedEnd::new(100).feed(spaces.as_bytes()).is_ok());
+    let section = "x: 1234567\r\n".repeat(10);
+    let trailers = format!("0\r\n{section}\r\n");
+    assert!(ChunkedEnd::new(section.len())
+        .feed(trailers.as_bytes())
+        .is_ok());
+    assert!(ChunkedEnd::new(section.len() - 1)
+        .feed(trailers.as_bytes())
+        .is_err());
 }
 
 /// How Go's `net/http` (the game nodes) reads a chunked body: lines end at a bare LF and
