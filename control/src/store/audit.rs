@@ -12,7 +12,7 @@ use crate::domain::Timestamp;
 pub enum Outcome {
     /// Allowed and done.
     Allowed,
-    /// Refused for lack of a permission (or a token).
+    /// Refused for lack of a permission.
     Denied,
     /// Allowed but refused by a rule or failed.
     Error,
@@ -43,7 +43,8 @@ pub struct AuditEntry {
     pub id: u64,
     /// When.
     pub at: Timestamp,
-    /// User name (`anonymous` when the token was missing or unknown).
+    /// User name (always an authenticated user: requests without a valid token are counted,
+    /// not audited).
     pub who: String,
     /// Action name (`deployments.create`, `operations.deploy`, `keys.read`, …).
     pub action: String,
