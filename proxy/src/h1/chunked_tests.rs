@@ -130,44 +130,11 @@ fn extensions_and_trailers_are_capped() {
         .is_err());
 }
 
-/// How Go's `net/http` (the game nodes) reads a chunked body: lines end at a bare LF and
-/// lose trailing whitespace and CRs, extensions are cut at `;`, data is followed by CR LF,
-/// trailers end at the first empty line. Returns where the body ends.
-fn lenient_end(bytes: &[u8]) -> Option<usize> {
-    let line = |pos: usize| -> Option<(&[u8], usize)> {
-        let n = bytes[pos..].iter().position(|&b| b == b'\n')?;
-        let mut l = &bytes[pos..pos + n];
-        while let [rest @ .., b' ' | b'\t' | b'\r'] = l {
-            l = rest;
-        }
-        Some((l, pos + n + 1))
-    };
-    let mut pos = 0;
-    loop {
-        let (l, next) = line(pos)?;
-        let l = l.split(|&b| b == b';').next()?.trim_ascii();
-        if l.is_empty() || l.len() > 16 || !l.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        let size = u64::from_str_radix(std::str::from_utf8(l).ok()?, 16).ok()?;
-        pos = next;
-        if size == 0 {
-            break;
-        }
-        let end = pos.checked_add(usize::try_from(size).ok()?)?;
-        if bytes.get(end..end + 2)? != b"\r\n" {
-            return None;
-        }
-        pos = end + 2;
-    }
-    loop {
-        let (l, next) = line(pos)?;
-        pos = next;
-        if l.is_empty() {
-            return Some(pos);
-        }
-    }
-}
+/// The Go-like reference parser, shared with the differential fuzz targets (one copy).
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../../fuzz/fuzz_targets/lenient_chunked.rs"]
+mod lenient_chunked;
+use lenient_chunked::lenient_end;
 
 /// Pieces that build chunked bodies and their near misses.
 fn piece() -> impl Strategy<Value = &'static [u8]> {
