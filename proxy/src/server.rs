@@ -241,6 +241,7 @@ impl Proxy {
                     cfg.limits.max_handshakes_per_client,
                     cfg.limits.exempt_loopback,
                 ),
+                proxy_protocol: crate::proxy_protocol::Policy::new(&cfg.listen),
             },
             metrics.clone(),
             inflight.clone(),
