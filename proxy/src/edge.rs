@@ -119,7 +119,12 @@ impl<A> EdgeApp<A> {
                     .refused_connections
                     .with_label_values(&[reason])
                     .inc();
-                tracing::debug!(reason, "connection refused before the TLS handshake");
+                let client = client_ip.map(tracing::field::display);
+                tracing::debug!(
+                    reason,
+                    client,
+                    "connection refused before the TLS handshake"
+                );
                 None
             }
         }
@@ -141,7 +146,12 @@ impl<A> EdgeApp<A> {
             }
             Err(refusal) => {
                 self.metrics.proxy_protocol_refused(refusal);
-                tracing::debug!(reason = refusal.reason(), "PROXY protocol header refused");
+                let peer = peer.map(tracing::field::display);
+                tracing::debug!(
+                    reason = refusal.reason(),
+                    peer,
+                    "PROXY protocol header refused"
+                );
                 None
             }
         }
@@ -149,7 +159,7 @@ impl<A> EdgeApp<A> {
 
     /// Whether an untrusted peer starts with a PROXY protocol header (counted; the
     /// connection must close). Only looked for while the protocol is on.
-    async fn untrusted_header(&self, l4: &mut L4Stream) -> bool {
+    async fn untrusted_header(&self, l4: &mut L4Stream, peer: Option<IpAddr>) -> bool {
         if !self.proxy_protocol.enabled() {
             return false;
         }
@@ -157,7 +167,11 @@ impl<A> EdgeApp<A> {
             Ok(false) => false,
             Ok(true) => {
                 self.metrics.proxy_protocol_refused(Refusal::Untrusted);
-                tracing::debug!("PROXY protocol header from an untrusted source refused");
+                let peer = peer.map(tracing::field::display);
+                tracing::debug!(
+                    peer,
+                    "PROXY protocol header from an untrusted source refused"
+                );
                 true
             }
             Err(error) => {
@@ -220,7 +234,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         };
         let untrusted_header = expects_header.is_none();
         let handshake = REFUSED_BY_RESOLVER.scope(Cell::new(false), async {
-            if untrusted_header && self.untrusted_header(&mut l4).await {
+            if untrusted_header && self.untrusted_header(&mut l4, peer).await {
                 return None;
             }
             let result = self.acceptor.tls_handshake(l4).await;

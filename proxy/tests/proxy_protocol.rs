@@ -153,6 +153,24 @@ async fn closed(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn errors(reason: &str) -> String {
     format!(r#"kanmon_proxy_protocol_errors_total{{reason="{reason}"}}"#)
 }
@@ -295,6 +313,18 @@ async fn the_per_client_limit_keys_on_the_carried_address() {
         .is_err());
     let series = r#"kanmon_connections_refused_total{reason="client_connections"}"#;
     assert_eq!(proxy.metric_reaches(series, 1.0).await, 1.0);
+    // The log names the client, not the balancer (the line follows the count at once).
+    let mut logged = false;
+    for _ in 0..100 {
+        let log = without_colours(&proxy.log());
+        if log.contains("connection refused before the TLS handshake") {
+            assert!(!log.contains("client=127.0.0.2"), "{log}");
+            logged = log.contains("client=203.0.113.20");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "the refusal is logged under the carried address");
     // Another client behind the same balancer has its own place.
     let other = encode::v2(Some(client("203.0.113.21", 2)), &[]);
     let tls = tls_after(&proxy, BALANCER, &other, b"h2").await.unwrap();
