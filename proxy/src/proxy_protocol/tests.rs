@@ -238,3 +238,28 @@ fn v1_fields_follow_the_spec() {
         Ok(Parsed::NeedMore)
     );
 }
+
+#[test]
+fn only_trusted_peers_are_expected_to_send_a_header() {
+    use crate::config::{Listen, ProxyProtocolMode};
+    let mut listen = Listen {
+        proxy_protocol: ProxyProtocolMode::V2,
+        trusted_proxies: vec!["10.1.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        ..Listen::default()
+    };
+    let policy = super::Policy::new(&listen);
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert_eq!(policy.expects_header(ip("10.1.2.3")), Some(Versions::V2));
+    assert_eq!(
+        policy.expects_header(ip("::ffff:10.1.2.3")),
+        Some(Versions::V2),
+        "an IPv4 balancer on a dual-stack socket"
+    );
+    assert_eq!(policy.expects_header(ip("fd00::1")), Some(Versions::V2));
+    assert_eq!(policy.expects_header(ip("10.2.0.1")), None);
+    assert_eq!(policy.expects_header(None), None);
+    listen.proxy_protocol = ProxyProtocolMode::Off;
+    let off = super::Policy::new(&listen);
+    assert!(!off.enabled());
+    assert_eq!(off.expects_header(ip("10.1.2.3")), None);
+}
