@@ -419,6 +419,12 @@ pub struct UpArgs {
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// Time between samples of each database's pg_stat_statements (query load, top queries).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub database_stats_interval: Duration,
+    /// Queries per deployment in kanmon_database_top_query_* (by total execution time).
+    #[arg(long, default_value_t = 10)]
+    pub top_queries: usize,
 }
 
 /// `kanmon serve`
