@@ -276,12 +276,12 @@ async fn prometheus_reads_the_whole_platform() {
         |v| v > 0.0,
     )
     .await;
-    let probe = format!(
+    let probe_series = format!(
         r#"kanmon_database_top_query_calls_total{{deployment="demo",query="{PROBE_NORMALISED}"}}"#
     );
     prom.wait_for(
         "the probe among the top queries",
-        &format!("sum({probe})"),
+        &format!("sum({probe_series})"),
         |v| v == 5.0,
     )
     .await;
@@ -294,7 +294,7 @@ async fn prometheus_reads_the_whole_platform() {
     // Two scrapes of the probe's series at least, so rate() over it has data.
     prom.wait_for(
         "a second scrape of the top queries",
-        &format!("count_over_time({probe}[1m])"),
+        &format!("count_over_time({probe_series}[1m])"),
         |v| v >= 2.0,
     )
     .await;
@@ -361,6 +361,13 @@ async fn prometheus_reads_the_whole_platform() {
         r#"min_over_time(kanmon_nodes{deployment="demo",state="ready"}[5m])"#,
         r#"min_over_time(kanmon_nodes{deployment="beta",state="ready"}[5m])"#,
         r#"count(count_over_time(kanmon_node_cpu_seconds_total{deployment="demo"}[5m]))"#,
+        r#"sum(resets(kanmon_node_cpu_seconds_total{deployment="demo"}[5m]))"#,
+        r#"max_over_time(kanmon_nodes{deployment="beta",state="draining"}[5m])"#,
+        r#"max_over_time(kanmon_websocket_connections{deployment="beta"}[5m])"#,
+        r#"max_over_time(kanmon_control_nodes{deployment="demo",state="starting"}[5m])"#,
+        r#"sum(max_over_time(kanmon_control_queue_depth[5m]))"#,
+        r#"sum(resets(kanmon_database_cpu_seconds_total[5m]))"#,
+        r#"sum(kanmon_control_operation_duration_seconds_sum{kind="reboot"})"#,
     ] {
         eprintln!("{expr} = {}", prom.value(expr).await);
     }
