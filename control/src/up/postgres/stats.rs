@@ -38,6 +38,9 @@ const STATEMENTS: &str = "SELECT queryid, sum(calls)::int8, sum(total_exec_time)
                           min(query) FROM pg_stat_statements WHERE queryid IS NOT NULL \
                           GROUP BY queryid";
 
+/// The shortest interval between samples (tokio's interval refuses zero).
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long connecting, setting up or one sample may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,7 +111,7 @@ impl DatabaseStats {
     /// Samples every database each interval, until the task is aborted.
     pub async fn run(self: Arc<Self>) {
         let mut connections = HashMap::new();
-        let mut tick = tokio::time::interval(self.config.interval);
+        let mut tick = tokio::time::interval(self.config.interval.max(MIN_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
