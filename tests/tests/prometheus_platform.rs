@@ -207,6 +207,14 @@ async fn prometheus_reads_the_whole_platform() {
     let (_ws, _) = tokio_tungstenite::client_async(format!("wss://{BETA_HOST}/ws"), tls)
         .await
         .expect("WebSocket to beta");
+    // And one on demo, so that one of its nodes drains for a while too (what an operator
+    // watching the dashboards sees).
+    let tls = tls_connect(up.tls, DEMO_HOST, client_config(&ca))
+        .await
+        .expect("TLS to demo");
+    let (_demo_ws, _) = tokio_tungstenite::client_async(format!("wss://{DEMO_HOST}/ws"), tls)
+        .await
+        .expect("WebSocket to demo");
     let reboot = json!({ "kind": "reboot" });
     let demo_op = client
         .post("/v1/deployments/demo/operations", &reboot)
@@ -364,6 +372,8 @@ async fn prometheus_reads_the_whole_platform() {
         r#"sum(resets(kanmon_node_cpu_seconds_total{deployment="demo"}[5m]))"#,
         r#"max_over_time(kanmon_nodes{deployment="beta",state="draining"}[5m])"#,
         r#"max_over_time(kanmon_websocket_connections{deployment="beta"}[5m])"#,
+        r#"max_over_time(kanmon_websocket_connections{deployment="demo"}[5m])"#,
+        r#"count(kanmon_websocket_connections{deployment="demo"})"#,
         r#"max_over_time(kanmon_control_nodes{deployment="demo",state="starting"}[5m])"#,
         r#"sum(max_over_time(kanmon_control_queue_depth[5m]))"#,
         r#"sum(resets(kanmon_database_cpu_seconds_total[5m]))"#,
