@@ -24,7 +24,7 @@ use kanmon_proxy::{devcerts::LocalCa, ProxyConfig};
 use kanmon_router::{InstanceName, Zone};
 
 pub use driver::DatabaseDriver;
-pub use postgres::{Databases, DbError};
+pub use postgres::{DatabaseStats, Databases, DbError, StatsConfig};
 pub use publisher::ProxyPublisher;
 
 use crate::{
@@ -108,6 +108,8 @@ pub struct UpConfig {
     /// Serve the API over TLS with a `localhost` certificate from the local CA in
     /// `{dir}/certs` (clients pass `--ca {dir}/certs/ca.crt`).
     pub api_tls: bool,
+    /// How the databases' load is sampled for the metrics.
+    pub database_stats: StatsConfig,
 }
 
 impl UpConfig {
@@ -126,6 +128,7 @@ impl UpConfig {
             settings,
             demo: Some(DemoDeployment::default()),
             api_tls: false,
+            database_stats: StatsConfig::default(),
         }
     }
 }
@@ -294,13 +297,19 @@ impl ControlPlane {
             .local_addr()
             .map_err(io_err("reading the metrics address"))?;
         let app = api::App::new(runtime.clone());
-        let sources = metrics::MetricsSources::new(
+        let mut sources = metrics::MetricsSources::new(
             runtime.clone(),
             app.auth_failures.clone(),
             Some(local.clone()),
         );
+        let mut tasks = Vec::new();
+        if let Some(dbs) = &databases {
+            let stats = DatabaseStats::new(dbs.clone(), cfg.database_stats.clone());
+            sources = sources.with_databases(stats.clone());
+            tasks.push(tokio::spawn(stats.run()));
+        }
         let routes = metrics::count_requests(api::router_for(app), runtime.metrics().clone());
-        let tasks = vec![
+        tasks.extend([
             tokio::spawn(async move {
                 let served = match tls {
                     Some(config) => match api::tls::TlsListener::new(listener, config) {
@@ -318,7 +327,7 @@ impl ControlPlane {
                     tracing::error!(error = %e, "metrics listener stopped");
                 }
             }),
-        ];
+        ]);
         if let Some(demo) = &cfg.demo {
             if runtime.deployment(&demo.instance).is_err() {
                 create_demo(&runtime, demo)?;
