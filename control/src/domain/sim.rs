@@ -116,7 +116,7 @@ impl Sim {
                     self.pending.push(Event::NodeStarted {
                         node: spec.id.clone(),
                         incarnation,
-                        addr: format!("127.0.0.1:{}", 7000 + spec.slot),
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + spec.slot as u16)),
                         grpc: None,
                     });
                     match self.behaviour {

@@ -14,11 +14,10 @@ pub fn deployment_spec(dep: &Deployment) -> DeploymentSpec {
         .nodes
         .iter()
         .filter_map(|n| {
-            let addr = n.addr.as_deref()?.parse().ok()?;
             Some(NodeSpec {
                 id: n.id.clone(),
-                addr,
-                grpc: n.grpc.as_deref().and_then(|g| g.parse().ok()),
+                addr: n.addr?,
+                grpc: n.grpc,
                 state: match n.state {
                     NodeRunState::Ready => NodeState::Ready,
                     NodeRunState::Draining => NodeState::Draining,

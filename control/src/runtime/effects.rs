@@ -86,8 +86,8 @@ fn start(inner: &std::sync::Arc<Inner>, name: String, spec: NodeLaunch) {
                 Event::NodeStarted {
                     node: node.clone(),
                     incarnation,
-                    addr: endpoints.addr.to_string(),
-                    grpc: endpoints.grpc.map(|g| g.to_string()),
+                    addr: endpoints.addr,
+                    grpc: endpoints.grpc,
                 },
             ),
         );
