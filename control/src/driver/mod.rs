@@ -21,7 +21,7 @@ pub use file::NodesFilePublisher;
 pub use local::{LocalDriver, LocalDriverConfig, CONFIG_ENV};
 pub use loopback::{serve_ok, LoopbackDriver, CRASH_IMAGE};
 pub use node_log::LOG_LINE_LIMIT;
-pub use publish::{deployment_spec, HealthTablePublisher, NullPublisher};
+pub use publish::{deployment_spec, NullPublisher, ProxyPublisher, SOURCE};
 
 use crate::domain::NodeLaunch;
 

@@ -5,10 +5,37 @@ use std::time::Duration;
 
 use crate::{
     domain::{controller::Event, Deployment, Intent, NodeLaunch, Timestamp},
-    driver::NodeHealth,
+    driver::{deployment_spec, NodeHealth},
 };
 
 use super::{now, Inner, Msg};
+
+/// The one path from a step to the edge: the whole deployment is published when a node
+/// changed state (or `republish` asks), and taken off when it is deleted. Runs before any
+/// other intent is carried out, so a node is unpublished before it is asked to stop.
+pub(super) fn to_edge(inner: &Inner, dep: &Deployment, intents: &[Intent], republish: bool) {
+    let name = dep.instance.as_str();
+    if intents
+        .iter()
+        .any(|i| matches!(i, Intent::RemoveDeployment))
+    {
+        if let Err(e) = inner.publisher.remove(&dep.instance) {
+            tracing::error!(error = %e, instance = name, "removing deployment from the edge failed");
+        }
+        return;
+    }
+    let changed = intents.iter().any(|i| {
+        matches!(
+            i,
+            Intent::MarkDraining { .. } | Intent::MarkReady { .. } | Intent::Forget { .. }
+        )
+    });
+    if (changed || republish) && !dep.deleted {
+        if let Err(e) = inner.publisher.publish(deployment_spec(dep)) {
+            tracing::error!(error = %e, instance = name, "publishing node states failed");
+        }
+    }
+}
 
 /// How often a draining node's connection count is checked.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
@@ -17,13 +44,12 @@ pub(super) fn carry_out(inner: &std::sync::Arc<Inner>, dep: &Deployment, intents
     let name = dep.instance.to_string();
     for intent in intents {
         match intent {
-            Intent::SaveOp(_) | Intent::MarkReady { .. } | Intent::Forget { .. } => {}
+            // Published by `to_edge` before anything else is carried out.
+            Intent::SaveOp(_)
+            | Intent::MarkReady { .. }
+            | Intent::Forget { .. }
+            | Intent::RemoveDeployment => {}
             Intent::MarkDraining { node } => watch_drain(inner, dep, node),
-            Intent::RemoveDeployment => {
-                if let Err(e) = inner.publisher.remove(&dep.instance) {
-                    tracing::error!(error = %e, instance = %name, "removing deployment from proxy failed");
-                }
-            }
             Intent::ArmTimer { at } => arm(inner, name.clone(), at),
             Intent::StopNode { node, incarnation } => {
                 let inner = inner.clone();
@@ -34,7 +60,8 @@ pub(super) fn carry_out(inner: &std::sync::Arc<Inner>, dep: &Deployment, intents
                     }
                     send(
                         &inner,
-                        Msg::Event(name, Event::NodeExited { node, incarnation }),
+                        &name,
+                        Msg::Event(Event::NodeExited { node, incarnation }),
                     );
                 });
             }
@@ -50,17 +77,15 @@ pub(super) fn carry_out(inner: &std::sync::Arc<Inner>, dep: &Deployment, intents
     }
 }
 
-pub(super) fn send(inner: &Inner, msg: Msg) {
-    if inner.tx.send(msg).is_err() {
-        tracing::debug!("control loop is gone; dropping a report");
-    }
+pub(super) fn send(inner: &Inner, name: &str, msg: Msg) {
+    inner.send(name, msg);
 }
 
 fn arm(inner: &std::sync::Arc<Inner>, name: String, at: Timestamp) {
     let inner = inner.clone();
     tokio::spawn(async move {
         tokio::time::sleep(at.since(now())).await;
-        send(&inner, Msg::Timer(name));
+        send(&inner, &name, Msg::Timer);
     });
 }
 
@@ -74,22 +99,21 @@ fn start(inner: &std::sync::Arc<Inner>, name: String, spec: NodeLaunch) {
                 tracing::warn!(error = %e, node, "node failed to start");
                 send(
                     &inner,
-                    Msg::Event(name, Event::NodeExited { node, incarnation }),
+                    &name,
+                    Msg::Event(Event::NodeExited { node, incarnation }),
                 );
                 return;
             }
         };
         send(
             &inner,
-            Msg::Event(
-                name.clone(),
-                Event::NodeStarted {
-                    node: node.clone(),
-                    incarnation,
-                    addr: endpoints.addr,
-                    grpc: endpoints.grpc,
-                },
-            ),
+            &name,
+            Msg::Event(Event::NodeStarted {
+                node: node.clone(),
+                incarnation,
+                addr: endpoints.addr,
+                grpc: endpoints.grpc,
+            }),
         );
         // Checks stop once the controller's own health deadline has surely passed.
         let poll = inner.settings.health_poll.max(Duration::from_millis(10));
@@ -101,14 +125,15 @@ fn start(inner: &std::sync::Arc<Inner>, name: String, spec: NodeLaunch) {
                         node: node.clone(),
                         incarnation,
                     };
-                    send(&inner, Msg::Event(name.clone(), ev));
+                    send(&inner, &name, Msg::Event(ev));
                     monitor(&inner, name, node, incarnation).await;
                     return;
                 }
                 NodeHealth::Exited => {
                     send(
                         &inner,
-                        Msg::Event(name, Event::NodeExited { node, incarnation }),
+                        &name,
+                        Msg::Event(Event::NodeExited { node, incarnation }),
                     );
                     return;
                 }
@@ -130,7 +155,8 @@ async fn monitor(inner: &std::sync::Arc<Inner>, name: String, node: String, inca
         if inner.driver.health(&name, &node).await == NodeHealth::Exited {
             send(
                 inner,
-                Msg::Event(name, Event::NodeExited { node, incarnation }),
+                &name,
+                Msg::Event(Event::NodeExited { node, incarnation }),
             );
             return;
         }
@@ -146,7 +172,11 @@ fn watch_drain(inner: &std::sync::Arc<Inner>, dep: &Deployment, node: String) {
         for _ in 0..rounds {
             match inner.publisher.active_connections(&instance, &zone, &node) {
                 Some(0) => {
-                    send(&inner, Msg::Event(name, Event::ConnectionsDrained { node }));
+                    send(
+                        &inner,
+                        &name,
+                        Msg::Event(Event::ConnectionsDrained { node }),
+                    );
                     return;
                 }
                 // Unknown: the controller's grace timer decides.

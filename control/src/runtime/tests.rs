@@ -5,8 +5,15 @@ use kanmon_router::{HealthTable, InstanceName, NodeState, Zone};
 use super::*;
 use crate::{
     domain::{DeploymentType, NodeRunState, OpStatus, Timings},
-    driver::{HealthTablePublisher, LoopbackDriver, CRASH_IMAGE},
+    driver::{LoopbackDriver, ProxyPublisher, CRASH_IMAGE},
 };
+
+/// The edge publisher `kanmon up` uses, over `table`.
+fn edge(table: &Arc<HealthTable>) -> Arc<ProxyPublisher> {
+    let metrics = kanmon_proxy::metrics::Metrics::new().unwrap();
+    let publisher = kanmon_proxy::discovery::Publisher::new(table.clone(), metrics);
+    Arc::new(ProxyPublisher::new(publisher))
+}
 
 fn settings() -> Settings {
     Settings {
@@ -56,7 +63,7 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
         Arc::new(Store::in_memory().unwrap()),
         settings(),
         Arc::new(LoopbackDriver::new()),
-        Arc::new(HealthTablePublisher::new(table.clone())),
+        edge(&table),
     )
     .unwrap();
     let (dep, first) = rt
@@ -160,7 +167,7 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
         Arc::new(Store::in_memory().unwrap()),
         slow_restart,
         driver.clone(),
-        Arc::new(HealthTablePublisher::new(table.clone())),
+        edge(&table),
     )
     .unwrap();
     let (_, first) = rt
@@ -219,7 +226,7 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
         Arc::new(Store::in_memory().unwrap()),
         settings(),
         Arc::new(LoopbackDriver::new()),
-        Arc::new(HealthTablePublisher::new(Arc::new(HealthTable::new()))),
+        edge(&Arc::new(HealthTable::new())),
     )
     .unwrap();
     let (_, first) = rt
@@ -255,3 +262,5 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
     );
     assert!(!rt.store().op(stuck.id).unwrap().unwrap().status.is_final());
 }
+
+mod isolation;

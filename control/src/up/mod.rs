@@ -23,9 +23,9 @@ use std::{
 use kanmon_proxy::{devcerts::LocalCa, ProxyConfig};
 use kanmon_router::{InstanceName, Zone};
 
+pub use crate::driver::ProxyPublisher;
 pub use driver::DatabaseDriver;
 pub use postgres::{Databases, DbError};
-pub use publisher::ProxyPublisher;
 
 use crate::{
     api,
