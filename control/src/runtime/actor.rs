@@ -6,11 +6,17 @@
 //! the store's connection (held for one write) and the publisher. A slow fsync or a stuck
 //! publisher therefore delays only its own deployment.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::domain::{controller::Event, Controller, Deployment, OpStatus};
+use crate::{
+    domain::{controller::Event, Controller, Deployment, OpStatus},
+    driver::{DesiredNode, DesiredState},
+};
 
 /// Messages to a deployment's mailbox.
 #[derive(Debug)]
@@ -44,28 +50,58 @@ impl View {
     }
 }
 
+/// What one step works on.
+pub(crate) struct Step {
+    pub(crate) ctl: Controller,
+    /// The nodes the driver is asked to run, by id: what the intents so far amount to.
+    pub(crate) desired: BTreeMap<String, DesiredNode>,
+}
+
 pub(crate) struct Actor {
-    ctl: Mutex<Controller>,
+    step: Mutex<Step>,
     view: Mutex<Arc<View>>,
     tx: mpsc::UnboundedSender<Msg>,
+    /// The latest desired state for the driver (its applier applies the newest, in order).
+    desired: watch::Sender<Option<DesiredState>>,
+}
+
+/// The receiving ends of an actor: its mailbox and its desired state.
+pub(crate) struct Inputs {
+    pub(crate) mailbox: mpsc::UnboundedReceiver<Msg>,
+    pub(crate) desired: watch::Receiver<Option<DesiredState>>,
 }
 
 impl Actor {
-    /// An actor for `ctl` and the receiving end of its mailbox (the caller runs the loop).
-    pub(crate) fn new(ctl: Controller) -> (Arc<Self>, mpsc::UnboundedReceiver<Msg>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// An actor for `ctl` and its inputs (the caller runs their loops).
+    pub(crate) fn new(ctl: Controller) -> (Arc<Self>, Inputs) {
+        let (tx, mailbox) = mpsc::unbounded_channel();
+        let (desired, desired_rx) = watch::channel(None);
         let view = Mutex::new(Arc::new(View::of(&ctl)));
         let actor = Arc::new(Self {
-            ctl: Mutex::new(ctl),
+            step: Mutex::new(Step {
+                ctl,
+                desired: BTreeMap::new(),
+            }),
             view,
             tx,
+            desired,
         });
-        (actor, rx)
+        let inputs = Inputs {
+            mailbox,
+            desired: desired_rx,
+        };
+        (actor, inputs)
     }
 
-    /// The controller, for one step.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Controller> {
-        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
+    /// The controller and desired nodes, for one step.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Step> {
+        self.step.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the driver a new desired state (call under the step's lock, so states leave in
+    /// the order steps made them).
+    pub(crate) fn want(&self, state: DesiredState) {
+        self.desired.send_replace(Some(state));
     }
 
     /// Publishes the controller's state to readers (call after the step is persisted).

@@ -1,18 +1,22 @@
-//! Carrying intents out: driver calls, timers and drain watching, each in its own task that
-//! reports back to the actor as a message.
+//! The one executor of intents: the edge first ([`to_edge`]), then the driver's desired state
+//! (folded by [`super::desire`]), timers, drain watching and exports, each in its own task that
+//! reports back to the deployment's actor as a message.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
-    domain::{controller::Event, Deployment, Intent, NodeLaunch, Timestamp},
-    driver::{deployment_spec, NodeHealth},
+    domain::{controller::Event, Deployment, Intent, Timestamp},
+    driver::deployment_spec,
 };
 
 use super::{now, Inner, Msg};
 
+/// How often a draining node's connection count is checked.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
 /// The one path from a step to the edge: the whole deployment is published when a node
-/// changed state (or `republish` asks), and taken off when it is deleted. Runs before any
-/// other intent is carried out, so a node is unpublished before it is asked to stop.
+/// changed state (or `republish` asks), and taken off when it is deleted. Runs before the
+/// driver hears of the step, so a node is unpublished before it is asked to stop.
 pub(super) fn to_edge(inner: &Inner, dep: &Deployment, intents: &[Intent], republish: bool) {
     let name = dep.instance.as_str();
     if intents
@@ -37,35 +41,20 @@ pub(super) fn to_edge(inner: &Inner, dep: &Deployment, intents: &[Intent], repub
     }
 }
 
-/// How often a draining node's connection count is checked.
-const DRAIN_POLL: Duration = Duration::from_millis(100);
-
-pub(super) fn carry_out(inner: &std::sync::Arc<Inner>, dep: &Deployment, intents: Vec<Intent>) {
+/// Carries out what neither the edge nor the driver's desired state covers.
+pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Intent>) {
     let name = dep.instance.to_string();
     for intent in intents {
         match intent {
-            // Published by `to_edge` before anything else is carried out.
+            // The edge (`to_edge`) and the desired state (`desire`) took these already.
             Intent::SaveOp(_)
             | Intent::MarkReady { .. }
             | Intent::Forget { .. }
-            | Intent::RemoveDeployment => {}
+            | Intent::RemoveDeployment
+            | Intent::StopNode { .. }
+            | Intent::StartNode { .. } => {}
             Intent::MarkDraining { node } => watch_drain(inner, dep, node),
             Intent::ArmTimer { at } => arm(inner, name.clone(), at),
-            Intent::StopNode { node, incarnation } => {
-                let inner = inner.clone();
-                let name = name.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = inner.driver.stop_node(&name, &node).await {
-                        tracing::error!(error = %e, node, "stopping node failed");
-                    }
-                    send(
-                        &inner,
-                        &name,
-                        Msg::Event(Event::NodeExited { node, incarnation }),
-                    );
-                });
-            }
-            Intent::StartNode { spec } => start(inner, name.clone(), spec),
             Intent::Export { op } => {
                 let secrets = super::scrub::secrets_of(dep)
                     .into_iter()
@@ -81,7 +70,7 @@ pub(super) fn send(inner: &Inner, name: &str, msg: Msg) {
     inner.send(name, msg);
 }
 
-fn arm(inner: &std::sync::Arc<Inner>, name: String, at: Timestamp) {
+fn arm(inner: &Arc<Inner>, name: String, at: Timestamp) {
     let inner = inner.clone();
     tokio::spawn(async move {
         tokio::time::sleep(at.since(now())).await;
@@ -89,81 +78,7 @@ fn arm(inner: &std::sync::Arc<Inner>, name: String, at: Timestamp) {
     });
 }
 
-fn start(inner: &std::sync::Arc<Inner>, name: String, spec: NodeLaunch) {
-    let inner = inner.clone();
-    tokio::spawn(async move {
-        let (node, incarnation) = (spec.id.clone(), spec.incarnation);
-        let endpoints = match inner.driver.start_node(&name, &spec).await {
-            Ok(ep) => ep,
-            Err(e) => {
-                tracing::warn!(error = %e, node, "node failed to start");
-                send(
-                    &inner,
-                    &name,
-                    Msg::Event(Event::NodeExited { node, incarnation }),
-                );
-                return;
-            }
-        };
-        send(
-            &inner,
-            &name,
-            Msg::Event(Event::NodeStarted {
-                node: node.clone(),
-                incarnation,
-                addr: endpoints.addr,
-                grpc: endpoints.grpc,
-            }),
-        );
-        // Checks stop once the controller's own health deadline has surely passed.
-        let poll = inner.settings.health_poll.max(Duration::from_millis(10));
-        let checks = inner.settings.timings.health_timeout.as_millis() / poll.as_millis() + 2;
-        for _ in 0..checks {
-            match inner.driver.health(&name, &node).await {
-                NodeHealth::Healthy => {
-                    let ev = Event::NodeHealthy {
-                        node: node.clone(),
-                        incarnation,
-                    };
-                    send(&inner, &name, Msg::Event(ev));
-                    monitor(&inner, name, node, incarnation).await;
-                    return;
-                }
-                NodeHealth::Exited => {
-                    send(
-                        &inner,
-                        &name,
-                        Msg::Event(Event::NodeExited { node, incarnation }),
-                    );
-                    return;
-                }
-                NodeHealth::NotYet => tokio::time::sleep(poll).await,
-            }
-        }
-    });
-}
-
-/// Watches a healthy node until it exits (reported, so a crash of a serving node is marked
-/// unhealthy at the proxy) or until it is replaced by a newer incarnation (the new one has its
-/// own watcher).
-async fn monitor(inner: &std::sync::Arc<Inner>, name: String, node: String, incarnation: u64) {
-    loop {
-        tokio::time::sleep(inner.settings.monitor_interval).await;
-        if inner.incarnation(&name, &node) != Some(incarnation) {
-            return;
-        }
-        if inner.driver.health(&name, &node).await == NodeHealth::Exited {
-            send(
-                inner,
-                &name,
-                Msg::Event(Event::NodeExited { node, incarnation }),
-            );
-            return;
-        }
-    }
-}
-
-fn watch_drain(inner: &std::sync::Arc<Inner>, dep: &Deployment, node: String) {
+fn watch_drain(inner: &Arc<Inner>, dep: &Deployment, node: String) {
     let inner = inner.clone();
     let (instance, zone) = (dep.instance.clone(), dep.zone.clone());
     let name = instance.to_string();

@@ -3,6 +3,7 @@
 //! that carries intents out (persist, publish to the edge, drive nodes, arm timers).
 
 mod actor;
+mod desire;
 mod effects;
 mod exports;
 pub mod scrub;
@@ -17,7 +18,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actor::{Actor, Msg};
+use actor::{Actor, Inputs, Msg};
 
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
 pub use settings::{default_catalog, default_zones, Settings};
@@ -27,7 +28,7 @@ use crate::{
         Controller, CreateDeployment, Deployment, DeploymentEdit, DomainError, Intent, Keys,
         OpKind, Operation, Timestamp,
     },
-    driver::{Driver, NodeStatePublisher},
+    driver::{DesiredState, Driver, NodeStatePublisher, Observer},
     metrics::ControlMetrics,
     store::{Store, StoreError},
 };
@@ -72,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) publisher: Arc<dyn NodeStatePublisher>,
     /// Every deployment's actor; the map is locked only to find or add one.
     actors: RwLock<BTreeMap<String, Arc<Actor>>>,
+    /// Handed to the driver with every desired state; what it reports reaches the actors.
+    observer: Observer,
     /// Next operation id: allocated here rather than read from the store per request, so two
     /// concurrent submits can never get the same id.
     next_op: AtomicU64,
@@ -92,16 +95,6 @@ impl Inner {
     fn actors(&self) -> Vec<Arc<Actor>> {
         let all = self.actors.read().unwrap_or_else(|p| p.into_inner());
         all.values().cloned().collect()
-    }
-
-    /// The current incarnation of a node, if the node still exists.
-    pub(crate) fn incarnation(&self, instance: &str, node: &str) -> Option<u64> {
-        let view = self.actor(instance)?.view();
-        view.deployment
-            .nodes
-            .iter()
-            .find(|n| n.id == node)
-            .map(|n| n.incarnation)
     }
 
     /// Delivers `msg` to the mailbox of `instance`'s actor.
@@ -142,6 +135,7 @@ impl Runtime {
             let ops = store.unfinished_ops(dep.instance.as_str())?;
             unfinished.push((dep, ops));
         }
+        let (observer, mut observations) = Observer::channel();
         let rt = Self {
             inner: Arc::new(Inner {
                 store,
@@ -149,12 +143,21 @@ impl Runtime {
                 driver,
                 publisher,
                 actors: RwLock::new(BTreeMap::new()),
+                observer,
                 next_op: AtomicU64::new(next_op),
                 exporter: OnceLock::new(),
                 downloads: Downloads::default(),
                 metrics: ControlMetrics::new()?,
             }),
         };
+        let inner = rt.inner.clone();
+        tokio::spawn(async move {
+            while let Some((instance, observation)) = observations.recv().await {
+                if let Some(ev) = desire::event_of(&instance, observation) {
+                    inner.send(&instance, Msg::Event(ev));
+                }
+            }
+        });
         for (dep, ops) in unfinished {
             let name = dep.instance.to_string();
             rt.add(Controller::new(dep, ops, rt.inner.settings.timings));
@@ -170,15 +173,20 @@ impl Runtime {
     /// async workers other deployments' steps and the API run on.
     fn add(&self, ctl: Controller) {
         let name = ctl.deployment.instance.to_string();
-        let (actor, mut rx) = Actor::new(ctl);
+        let (actor, inputs) = Actor::new(ctl);
+        let Inputs {
+            mut mailbox,
+            desired,
+        } = inputs;
         self.inner
             .actors
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.clone(), actor);
+        tokio::spawn(desire::applier(self.inner.clone(), desired));
         let rt = self.clone();
         tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
+            while let Some(msg) = mailbox.recv().await {
                 let (rt, name) = (rt.clone(), name.clone());
                 if let Err(e) = tokio::task::spawn_blocking(move || rt.handle(&name, msg)).await {
                     tracing::error!(error = %e, "control loop step panicked");
@@ -214,9 +222,10 @@ impl Runtime {
             .inner
             .actor(instance)
             .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))?;
-        let mut ctl = actor.lock();
+        let mut step = actor.lock();
+        let ctl = &mut step.ctl;
         let before = crashlooping(&ctl.deployment);
-        let mut intents = f(&mut ctl)?;
+        let mut intents = f(ctl)?;
         let entered = crashlooping(&ctl.deployment)
             .iter()
             .filter(|id| !before.contains(id))
@@ -235,15 +244,40 @@ impl Runtime {
             })
             .collect();
         self.inner.store.persist(&ctl.deployment, &ops)?;
-        actor.refresh(&ctl);
+        actor.refresh(ctl);
         for op in &ops {
             self.inner.metrics.operation_finished(op);
         }
         let dep = ctl.deployment.clone();
         effects::to_edge(&self.inner, &dep, &intents, republish);
-        drop(ctl);
+        if desire::desire(&mut step.desired, &dep, &intents) {
+            actor.want(self.desired_state(&dep, &step.desired));
+        }
+        drop(step);
         effects::carry_out(&self.inner, &dep, intents.clone());
         Ok((intents, dep))
+    }
+
+    fn desired_state(
+        &self,
+        dep: &Deployment,
+        nodes: &BTreeMap<String, crate::driver::DesiredNode>,
+    ) -> DesiredState {
+        let s = &self.inner.settings;
+        DesiredState {
+            instance: dep.instance.to_string(),
+            generation: dep.generation,
+            nodes: {
+                let mut by_slot: Vec<_> = nodes.values().cloned().collect();
+                by_slot.sort_by_key(|n| n.launch.slot);
+                by_slot
+            },
+            probe: crate::driver::Probe {
+                interval: s.health_poll,
+                timeout: s.timings.health_timeout,
+                liveness: s.monitor_interval,
+            },
+        }
     }
 
     /// Creates a deployment with fresh keys and queues its first deploy (which starts the

@@ -5,7 +5,7 @@ use kanmon_router::{HealthTable, InstanceName, NodeState, Zone};
 use super::*;
 use crate::{
     domain::{DeploymentType, NodeRunState, OpStatus, Timings},
-    driver::{LoopbackDriver, ProxyPublisher, CRASH_IMAGE},
+    driver::{LoopbackDriver, ProcessDriver, ProxyPublisher, CRASH_IMAGE},
 };
 
 /// The edge publisher `kanmon up` uses, over `table`.
@@ -62,7 +62,7 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         settings(),
-        Arc::new(LoopbackDriver::new()),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
         edge(&table),
     )
     .unwrap();
@@ -166,7 +166,7 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         slow_restart,
-        driver.clone(),
+        Arc::new(ProcessDriver::new(driver.clone())),
         edge(&table),
     )
     .unwrap();
@@ -225,7 +225,7 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         settings(),
-        Arc::new(LoopbackDriver::new()),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
         edge(&Arc::new(HealthTable::new())),
     )
     .unwrap();

@@ -31,7 +31,7 @@ use crate::{
     api,
     bootstrap::{bootstrap_admin, BootstrapError},
     domain::{CreateDeployment, DeploymentType},
-    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher},
+    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher, ProcessDriver},
     metrics,
     runtime::{DatabaseExporter, Runtime, RuntimeError, Settings},
     store::{Store, StoreError},
@@ -265,7 +265,10 @@ impl ControlPlane {
             None
         };
         let local = Arc::new(LocalDriver::new(cfg.node.clone()));
-        let driver = Arc::new(DatabaseDriver::new(local.clone(), databases.clone()));
+        let driver = Arc::new(ProcessDriver::new(Arc::new(DatabaseDriver::new(
+            local.clone(),
+            databases.clone(),
+        ))));
         let publisher: Arc<dyn NodeStatePublisher> = match &databases {
             Some(dbs) => Arc::new(publisher::DatabaseCleanup {
                 inner: publisher,

@@ -94,7 +94,7 @@ async fn a_deployment_stuck_publishing_does_not_block_another_deployments_operat
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         settings(),
-        Arc::new(LoopbackDriver::new()),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
         gate.clone(),
     )
     .unwrap();
