@@ -101,7 +101,7 @@ pub(super) async fn applier(inner: Arc<Inner>, mut desired: watch::Receiver<Opti
 }
 
 /// What the domain makes of an observation (`None`: nothing it acts on).
-pub(super) fn event_of(instance: &str, observation: Observation) -> Option<Event> {
+pub(crate) fn event_of(instance: &str, observation: Observation) -> Option<Event> {
     match observation {
         Observation::Started {
             node,
@@ -138,5 +138,50 @@ pub(super) fn event_of(instance: &str, observation: Observation) -> Option<Event
             );
             Some(Event::NodeExited { node, incarnation })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sim::running_deployment;
+
+    #[test]
+    fn intents_fold_into_run_drain_gone_and_removed_nodes_leave() {
+        let mut dep = running_deployment();
+        let launch = dep.launch(0, &dep.spec, dep.generation);
+        let mut desired = BTreeMap::new();
+        let start = Intent::StartNode {
+            spec: launch.clone(),
+        };
+        assert!(desire(&mut desired, &dep, std::slice::from_ref(&start)));
+        assert!(!desire(&mut desired, &dep, &[start]), "same state again");
+        assert_eq!(desired["alpha-0"].phase, NodePhase::Run);
+        let drain = Intent::MarkDraining {
+            node: "alpha-0".into(),
+        };
+        assert!(desire(&mut desired, &dep, &[drain]));
+        assert_eq!(desired["alpha-0"].phase, NodePhase::Drain);
+        // A stop of a node this process never started is still described (from its record).
+        let stops = [
+            Intent::StopNode {
+                node: "alpha-0".into(),
+                incarnation: launch.incarnation,
+            },
+            Intent::StopNode {
+                node: "alpha-1".into(),
+                incarnation: 7,
+            },
+        ];
+        assert!(desire(&mut desired, &dep, &stops));
+        assert_eq!(desired["alpha-0"].phase, NodePhase::Gone);
+        assert_eq!(desired["alpha-1"].phase, NodePhase::Gone);
+        assert_eq!(desired["alpha-1"].launch.incarnation, 7);
+        dep.nodes.retain(|n| n.slot == 0);
+        assert!(desire(&mut desired, &dep, &[]));
+        assert!(
+            !desired.contains_key("alpha-1"),
+            "removed from the deployment"
+        );
     }
 }

@@ -20,6 +20,7 @@ use std::{
 
 use actor::{Actor, Inputs, Msg};
 
+pub(crate) use desire::event_of;
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
 pub use settings::{default_catalog, default_zones, Settings};
 
@@ -153,7 +154,7 @@ impl Runtime {
         let inner = rt.inner.clone();
         tokio::spawn(async move {
             while let Some((instance, observation)) = observations.recv().await {
-                if let Some(ev) = desire::event_of(&instance, observation) {
+                if let Some(ev) = event_of(&instance, observation) {
                     inner.send(&instance, Msg::Event(ev));
                 }
             }
