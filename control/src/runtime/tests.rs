@@ -264,3 +264,56 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
 }
 
 mod isolation;
+
+/// Fails its first applies, as a cluster API that is briefly unreachable would.
+struct Flaky {
+    inner: ProcessDriver<LoopbackDriver>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl crate::driver::Driver for Flaky {
+    async fn apply(
+        &self,
+        desired: &crate::driver::DesiredState,
+        observer: &crate::driver::Observer,
+    ) -> Result<(), crate::driver::DriverError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(crate::driver::DriverError::Other(
+                "cluster unreachable".into(),
+            ));
+        }
+        self.inner.apply(desired, observer).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_apply_is_tried_again_until_the_nodes_run() {
+    let table = Arc::new(HealthTable::new());
+    let driver = Arc::new(Flaky {
+        inner: ProcessDriver::new(Arc::new(LoopbackDriver::new())),
+        failures: std::sync::atomic::AtomicU32::new(1),
+    });
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        driver.clone(),
+        edge(&table),
+    )
+    .unwrap();
+    let (_, first) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    assert_eq!(driver.failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let snap = table.load();
+    assert_eq!(
+        snap.find("alpha", "us-east1")
+            .unwrap()
+            .count(NodeState::Ready),
+        2
+    );
+}
