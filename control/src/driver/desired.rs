@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Endpoints;
-use crate::domain::NodeLaunch;
+use crate::domain::{Deployment, NodeLaunch};
 
 /// What should become of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +47,18 @@ pub struct Probe {
 /// should not exist (a driver removes them without reporting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredState {
-    /// The deployment.
+    /// The deployment's instance name.
     pub instance: String,
-    /// The deployment's applied spec generation (a node's own may be newer mid-rollout).
-    pub generation: u64,
+    /// The deployment as last persisted: zone, type, applied spec and generation (a node's
+    /// own spec and generation, in its [`NodeLaunch`], may be newer mid-rollout), keys,
+    /// whether it is deleted. What a cluster driver builds its per-deployment objects from.
+    pub deployment: Deployment,
     /// Its nodes, by slot.
     pub nodes: Vec<DesiredNode>,
     /// Readiness and liveness checking.
     pub probe: Probe,
+    /// How long a stopping node may keep its connections (a pod's termination grace).
+    pub grace: Duration,
 }
 
 /// What a driver saw happen to a node. Every observation names the incarnation it is about

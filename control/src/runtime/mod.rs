@@ -267,7 +267,8 @@ impl Runtime {
         let s = &self.inner.settings;
         DesiredState {
             instance: dep.instance.to_string(),
-            generation: dep.generation,
+            deployment: dep.clone(),
+            grace: s.timings.grace,
             nodes: {
                 let mut by_slot: Vec<_> = nodes.values().cloned().collect();
                 by_slot.sort_by_key(|n| n.launch.slot);

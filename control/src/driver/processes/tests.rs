@@ -17,7 +17,8 @@ const PROBE: Probe = Probe {
 fn state(nodes: Vec<DesiredNode>) -> DesiredState {
     DesiredState {
         instance: "alpha".into(),
-        generation: 1,
+        deployment: running_deployment(),
+        grace: Duration::from_secs(5),
         nodes,
         probe: PROBE,
     }
