@@ -23,15 +23,15 @@ use std::{
 use kanmon_proxy::{devcerts::LocalCa, ProxyConfig};
 use kanmon_router::{InstanceName, Zone};
 
+pub use crate::driver::ProxyPublisher;
 pub use driver::DatabaseDriver;
 pub use postgres::{DatabaseStats, Databases, DbError, StatsConfig};
-pub use publisher::ProxyPublisher;
 
 use crate::{
     api,
     bootstrap::{bootstrap_admin, BootstrapError},
     domain::{CreateDeployment, DeploymentType},
-    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher},
+    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher, ProcessDriver},
     metrics,
     runtime::{DatabaseExporter, Runtime, RuntimeError, Settings},
     store::{Store, StoreError},
@@ -268,7 +268,10 @@ impl ControlPlane {
             None
         };
         let local = Arc::new(LocalDriver::new(cfg.node.clone()));
-        let driver = Arc::new(DatabaseDriver::new(local.clone(), databases.clone()));
+        let driver = Arc::new(ProcessDriver::new(Arc::new(DatabaseDriver::new(
+            local.clone(),
+            databases.clone(),
+        ))));
         let publisher: Arc<dyn NodeStatePublisher> = match &databases {
             Some(dbs) => Arc::new(publisher::DatabaseCleanup {
                 inner: publisher,
