@@ -18,6 +18,7 @@ use pingora::{
 
 use crate::{
     accounting::{labels, RequestAccount},
+    policy,
     responses::Refusal,
     routing::Routes,
     tls::SniTarget,
@@ -69,6 +70,14 @@ fn sni_target(session: &Session) -> Option<&SniTarget> {
         .as_ref()?
         .extension
         .get::<SniTarget>()
+}
+
+/// The client's address as the policy sees it: the TCP peer's.
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// The request's host: `:authority` for HTTP/2, else the `Host` header; port stripped.
@@ -163,25 +172,13 @@ impl ProxyHttp for KanmonProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        // The HTTP/1.1 lane's rule: a client's forwarding headers never reach the node as if
-        // the edge had set them; the edge sets its own.
-        let theirs: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|name| crate::h1::head::is_client_forwarding(name.as_str()))
-            .cloned()
-            .collect();
-        for name in &theirs {
-            upstream.remove_header(name);
+        // The same rule as the HTTP/1.1 lane's (`policy`).
+        for name in policy::not_forwarded(&upstream.headers, false) {
+            upstream.remove_header(&name);
         }
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        for (name, value) in policy::edge_forwarded(client_ip(session)) {
+            upstream.insert_header(name, value.to_string())?;
         }
-        upstream.insert_header("x-forwarded-proto", "https")?;
         Ok(())
     }
 

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node_series;
 pub mod nodes_file;
+pub mod policy;
 pub mod rehome;
 pub mod responses;
 pub mod routing;

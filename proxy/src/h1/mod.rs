@@ -12,11 +12,13 @@
 
 pub mod body;
 pub mod chunked;
+mod exchange;
 pub mod head;
 pub mod lane;
 pub mod pace;
 pub mod pool;
 pub mod response;
+mod upgrade;
 pub mod write;
 
 pub use lane::Lane;
