@@ -18,6 +18,7 @@ use pingora::{
 
 use crate::{
     accounting::{labels, RequestAccount},
+    h2ws::{self, Connect, Tunnels},
     policy,
     responses::Refusal,
     routing::Routes,
@@ -27,6 +28,7 @@ use crate::{
 /// The proxy application.
 pub struct KanmonProxy {
     routes: Routes,
+    tunnels: Tunnels,
 }
 
 /// Per-request state.
@@ -38,12 +40,14 @@ pub struct RequestCtx {
     refused: Option<Refusal>,
     /// The deployment the request went to (for metric labels).
     deployment: Option<Arc<Deployment>>,
+    /// Already counted (an RFC 8441 WebSocket is, once its 200 is out).
+    counted: bool,
 }
 
 impl KanmonProxy {
-    /// The application deciding with `routes`.
-    pub fn new(routes: Routes) -> Self {
-        Self { routes }
+    /// The application deciding with `routes`; RFC 8441 WebSockets run under `tunnels`.
+    pub fn new(routes: Routes, tunnels: Tunnels) -> Self {
+        Self { routes, tunnels }
     }
 
     async fn refuse(
@@ -112,6 +116,7 @@ impl ProxyHttp for KanmonProxy {
             grpc: false,
             refused: None,
             deployment: None,
+            counted: false,
         }
     }
 
@@ -126,6 +131,11 @@ impl ProxyHttp for KanmonProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let connect = h2ws::connect_kind(session.req_header());
+        if connect == Connect::Other {
+            // CONNECT is allowed through pingora only for RFC 8441 WebSockets.
+            return h2ws::not_allowed(session).await;
+        }
         let guard = match self.routes.route(
             sni_target(session),
             request_host(session),
@@ -141,6 +151,30 @@ impl ProxyHttp for KanmonProxy {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         ctx.deployment = Some(Arc::clone(guard.deployment()));
         ctx.guard = Some(guard);
+        if connect == Connect::WebSocket {
+            let client = client_ip(session);
+            let (metrics, start) = (self.routes.metrics(), ctx.start);
+            let dep = ctx.deployment.clone();
+            let counted = &mut ctx.counted;
+            let answered = |status| {
+                RequestAccount::default().record(
+                    metrics,
+                    dep.as_ref(),
+                    status,
+                    start.elapsed().as_secs_f64(),
+                );
+                *counted = true;
+            };
+            return h2ws::serve(
+                &self.routes,
+                &self.tunnels,
+                session,
+                &mut ctx.guard,
+                client,
+                answered,
+            )
+            .await;
+        }
         Ok(false)
     }
 
@@ -208,12 +242,14 @@ impl ProxyHttp for KanmonProxy {
                 None => 0,
             },
         };
-        RequestAccount::default().record(
-            self.routes.metrics(),
-            ctx.deployment.as_ref(),
-            status,
-            ctx.start.elapsed().as_secs_f64(),
-        );
+        if !ctx.counted {
+            RequestAccount::default().record(
+                self.routes.metrics(),
+                ctx.deployment.as_ref(),
+                status,
+                ctx.start.elapsed().as_secs_f64(),
+            );
+        }
         match e {
             // A node failing a request is the operator's business.
             Some(e) if e.esource() == &pingora::ErrorSource::Upstream => {

@@ -19,6 +19,7 @@ pub mod dirwatch;
 pub mod discovery;
 pub mod edge;
 pub mod h1;
+pub mod h2ws;
 pub mod inflight;
 pub mod logging;
 pub mod metrics;

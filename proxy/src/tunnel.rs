@@ -72,6 +72,28 @@ pub async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Tun
     Ok(stream)
 }
 
+/// Connects to the node `guard` picked; when that fails, counts it, ejects the node and (once
+/// per request, `retried`) moves `guard` to another ready node and tries that one (the
+/// routing policy's rule, [`Routes::connect_failed`]). `None`: no node could be reached.
+pub async fn connect_picked(
+    routes: &Routes,
+    guard: &mut Option<ConnectionGuard>,
+    retried: &mut bool,
+) -> Option<(TcpStream, SocketAddr)> {
+    let limit = routes.settings().connect_timeout;
+    loop {
+        let addr = guard.as_ref().map(ConnectionGuard::addr)?;
+        match connect(addr, limit).await {
+            Ok(node) => return Some((node, addr)),
+            Err(e) => {
+                if !routes.connect_failed(guard, retried, &e) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// A node's response head: its status, and every byte read so far (head plus whatever
 /// followed it, which belongs to the client too).
 pub struct ResponseHead {

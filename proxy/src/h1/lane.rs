@@ -254,18 +254,7 @@ impl Lane {
         guard: &mut Option<ConnectionGuard>,
         retried: &mut bool,
     ) -> Option<(TcpStream, SocketAddr)> {
-        let limit = self.routes.settings().connect_timeout;
-        loop {
-            let addr = guard.as_ref().map(ConnectionGuard::addr)?;
-            match tunnel::connect(addr, limit).await {
-                Ok(node) => return Some((node, addr)),
-                Err(e) => {
-                    if !self.routes.connect_failed(guard, retried, &e) {
-                        return None;
-                    }
-                }
-            }
-        }
+        tunnel::connect_picked(&self.routes, guard, retried).await
     }
 
     /// Answers with `refusal` and closes (used once the exchange broke).
