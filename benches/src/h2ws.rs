@@ -10,7 +10,10 @@ use std::{
 use bytes::{Buf, Bytes};
 use h2::{client::SendRequest, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::{tungstenite::protocol::Role, WebSocketStream};
+use tokio_tungstenite::{
+    tungstenite::protocol::{Role, WebSocketConfig},
+    WebSocketStream,
+};
 
 /// A WebSocket over one h2 stream.
 pub type H2Ws = WebSocketStream<H2Io>;
@@ -59,6 +62,16 @@ pub async fn open(
     authority: &str,
     path: &str,
 ) -> Result<H2Ws, H2WsError> {
+    open_with_config(client, authority, path, None).await
+}
+
+/// [`open`] with the WebSocket configuration `config`.
+pub async fn open_with_config(
+    client: &SendRequest<Bytes>,
+    authority: &str,
+    path: &str,
+    config: Option<WebSocketConfig>,
+) -> Result<H2Ws, H2WsError> {
     let mut client = client.clone().ready().await?;
     if !client.is_extended_connect_protocol_enabled() {
         return Err(H2WsError::NotEnabled);
@@ -81,7 +94,7 @@ pub async fn open(
         pending: Bytes::new(),
         read_done: false,
     };
-    Ok(WebSocketStream::from_raw_socket(io, Role::Client, None).await)
+    Ok(WebSocketStream::from_raw_socket(io, Role::Client, config).await)
 }
 
 /// One extended-CONNECT stream as bytes: DATA in, DATA out, END_STREAM as EOF.
@@ -159,5 +172,30 @@ impl AsyncWrite for H2Io {
         // Already ended (or reset): nothing more to say.
         let _ended = this.send.send_data(Bytes::new(), true);
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A fixed number of shared h2 connections, each dialed on first use and again after it
+/// broke; WebSockets are spread over them in turn (a browser keeps one per origin).
+pub struct H2Pool {
+    slots: Vec<tokio::sync::Mutex<Option<SendRequest<Bytes>>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl H2Pool {
+    /// A pool of `connections` (at least one).
+    pub fn new(connections: usize) -> Self {
+        Self {
+            slots: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The next connection's slot: `None` inside until someone dials it.
+    pub fn slot(&self) -> &tokio::sync::Mutex<Option<SendRequest<Bytes>>> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.slots[i % self.slots.len()]
     }
 }
