@@ -173,3 +173,43 @@ async fn h2_websockets_get_a_1001_close_at_the_end_of_the_grace_period() {
         "proxy did not exit after the close"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_not_buffered() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        limits_extra: "write_timeout = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let conn = h2(&proxy).await;
+    let mut ws = h2ws::open(&conn, ALPHA, "/ws").await.unwrap();
+    echo(&mut ws, "warm up").await;
+    // The client sends and never reads: the node's echoes fill the stream's window, and
+    // the edge, which sends only what the window allows, cannot write on. It cuts the tunnel
+    // after `write_timeout` rather than queueing the echoes.
+    let (mut sink, _stream) = ws.split();
+    let sender = tokio::spawn(async move {
+        let msg = Message::binary(vec![7u8; 16 * 1024]);
+        for _ in 0..1024 {
+            if sink.send(msg.clone()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let cut = r#"kanmon_connections_cut_total{reason="client_write_timeout"}"#;
+    let mut seen = 0.0;
+    for _ in 0..300 {
+        seen = proxy.metric(cut).await;
+        if seen >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1.0, "the stalled stream was not cut");
+    let gauge =
+        r#"kanmon_websocket_connections{deployment="alpha",node="alpha-0",zone="us-east1"}"#;
+    assert_eq!(proxy.metric_reaches(gauge, 0.0).await, 0.0);
+    sender.abort();
+}

@@ -246,3 +246,72 @@ pub async fn not_allowed(session: &mut Session) -> Result<bool> {
     session.write_response_header(Box::new(resp), true).await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_gets_an_http1_upgrade_with_the_policy_s_headers() {
+        let mut req = RequestHeader::build("CONNECT", b"/ws?token=t", None).unwrap();
+        req.set_uri(
+            "https://alpha.us-east1.kanmon.test/ws?token=t"
+                .parse()
+                .unwrap(),
+        );
+        for (n, v) in [
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "nakama"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("origin", "https://game.example"),
+        ] {
+            req.insert_header(n, v).unwrap();
+        }
+        let mut out = Vec::new();
+        upgrade_request(
+            &req,
+            Some("127.0.0.9".parse().unwrap()),
+            "a2V5a2V5a2V5a2V5a2V5aw==",
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("GET /ws?token=t HTTP/1.1\r\nhost: alpha.us-east1.kanmon.test\r\n"),
+            "{text}"
+        );
+        for line in [
+            "sec-websocket-protocol: nakama\r\n",
+            "origin: https://game.example\r\n",
+            "upgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\n",
+            "sec-websocket-key: a2V5a2V5a2V5a2V5a2V5aw==\r\n",
+            "x-forwarded-for: 127.0.0.9\r\nx-forwarded-proto: https\r\n\r\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in {text}");
+        }
+        assert!(!text.contains("6.6.6.6"), "{text}");
+        assert_eq!(text.matches("sec-websocket-version").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn only_connect_with_the_websocket_protocol_is_served() {
+        let req = |method: http::Method, protocol: Option<&'static str>| {
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri("https://a.b/ws");
+            if let Some(p) = protocol {
+                b = b.extension(h2::ext::Protocol::from_static(p));
+            }
+            RequestHeader::from(b.body(()).unwrap().into_parts().0)
+        };
+        assert_eq!(connect_kind(&req(http::Method::GET, None)), Connect::No);
+        assert_eq!(
+            connect_kind(&req(http::Method::CONNECT, None)),
+            Connect::Other
+        );
+        let ws = req(http::Method::CONNECT, Some("websocket"));
+        assert_eq!(connect_kind(&ws), Connect::WebSocket);
+        let other = req(http::Method::CONNECT, Some("webtransport"));
+        assert_eq!(connect_kind(&other), Connect::Other);
+    }
+}
