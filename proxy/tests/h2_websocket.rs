@@ -44,6 +44,7 @@ async fn extended_connect_echoes_both_ways_and_is_counted_as_200() {
     let n0 = spawn_node("alpha-0").await.unwrap();
     let proxy = TestProxy::start(Opts {
         nodes: deployment("alpha", &[("alpha-0", n0.addr(), n0.grpc_addr(), "ready")]),
+        read_timeout: "1s",
         ..Opts::default()
     })
     .await;
@@ -55,6 +56,8 @@ async fn extended_connect_echoes_both_ways_and_is_counted_as_200() {
     let mut b = h2ws::open(&conn, ALPHA, "/ws").await.unwrap();
     echo(&mut a, "hello over h2").await;
     echo(&mut b, "second stream").await;
+    // Quiet for longer than `request_read_timeout`: a WebSocket's silence is no slow body.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let big = "x".repeat(200_000);
     echo(&mut a, &big).await;
     assert!(whoami(&mut b).await.contains("alpha-0"));
@@ -130,6 +133,11 @@ async fn a_draining_only_deployment_answers_503_and_plain_connect_405() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(refused, Some(503));
+    // `:authority` naming another deployment than the connection's SNI: 421, as for requests.
+    match h2ws::open(&conn, BETA, "/ws").await {
+        Err(H2WsError::Status(s)) => assert_eq!(s, 421),
+        other => panic!("expected 421, got {:?}", other.map(|_| ())),
+    }
     echo(&mut kept[0], "still open while draining").await;
     // A CONNECT without `:protocol` is no WebSocket: refused, never proxied.
     let mut client = conn.clone().ready().await.unwrap();
