@@ -1,5 +1,6 @@
-//! The pingora `ProxyHttp` application for HTTP/2 connections (gRPC among them): SNI →
-//! deployment → ready node, decided by [`Routes`] like the HTTP/1.1 lane.
+//! The pingora `ProxyHttp` application for HTTP/2 connections (gRPC and RFC 8441 WebSockets
+//! among them): SNI → deployment → ready node, under the same request policy as the HTTP/1.1
+//! lane (`policy`: [`Routes`], forwarding headers, accounting).
 //!
 //! Per request: check `:authority` against the connection's SNI (421), look the deployment up
 //! (404), pick a ready node with the router (503 + Retry-After), and hold the router's
@@ -17,11 +18,10 @@ use pingora::{
 };
 
 use crate::{
-    accounting::{labels, RequestAccount},
+    accounting::labels,
     h2ws::{self, Connect, Tunnels},
-    policy,
+    policy::{self, RequestAccount, Routes},
     responses::Refusal,
-    routing::Routes,
     tls::SniTarget,
 };
 

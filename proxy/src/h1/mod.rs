@@ -8,7 +8,9 @@
 //! that chose h2 (gRPC among them) go to pingora.
 //!
 //! The parsing and framing logic (`head`, `response`, `chunked`, `body`) is sans-io and tested on its
-//! own; `lane` is the I/O loop; `pool` keeps connections to nodes.
+//! own; `lane` is the connection loop, `exchange` one request and its response, `upgrade` a
+//! WebSocket handshake before the tunnel; `pool` keeps connections to nodes. What every
+//! request passes (routing, forwarding headers, accounting) is `crate::policy`, shared with h2.
 
 pub mod body;
 pub mod chunked;
