@@ -133,7 +133,9 @@ impl ProxyHttp for KanmonProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let connect = h2ws::connect_kind(session.req_header());
         if connect == Connect::Other {
-            // CONNECT is allowed through pingora only for RFC 8441 WebSockets.
+            // CONNECT is allowed through pingora only for RFC 8441 WebSockets. Counted under
+            // the deployment the SNI names, like every refusal.
+            ctx.deployment = self.routes.named_deployment(sni_target(session));
             return h2ws::not_allowed(session).await;
         }
         let guard = match self.routes.route(

@@ -148,6 +148,8 @@ async fn a_draining_only_deployment_answers_503_and_plain_connect_405() {
         .unwrap();
     let (resp, _send) = client.send_request(req, false).unwrap();
     assert_eq!(resp.await.unwrap().status(), 405);
+    let refused = r#"kanmon_http_requests_total{deployment="alpha",status="405",zone="us-east1"}"#;
+    assert_eq!(proxy.metric_reaches(refused, 1.0).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
