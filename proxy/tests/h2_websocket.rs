@@ -223,3 +223,23 @@ async fn a_client_that_stops_reading_is_cut_not_buffered() {
     assert_eq!(proxy.metric_reaches(gauge, 0.0).await, 0.0);
     sender.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_websockets_count_towards_the_deployment_limit() {
+    let n0 = spawn_node("alpha-0").await.unwrap();
+    let proxy = TestProxy::start(Opts {
+        nodes: deployment("alpha", &[("alpha-0", n0.addr(), None, "ready")]),
+        max_connections: 2,
+        ..Opts::default()
+    })
+    .await;
+    let conn = h2(&proxy).await;
+    let mut a = h2ws::open(&conn, ALPHA, "/ws").await.unwrap();
+    let _b = h2ws::open(&conn, ALPHA, "/ws").await.unwrap();
+    // Two WebSockets hold the deployment's two slots: the third is refused like any request.
+    match h2ws::open(&conn, ALPHA, "/ws").await {
+        Err(H2WsError::Status(s)) => assert_eq!(s, 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    echo(&mut a, "the open ones live on").await;
+}
