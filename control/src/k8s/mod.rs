@@ -14,6 +14,7 @@
 //! deleting that namespace removes all of them (PersistentVolumeClaims included).
 
 mod apply;
+mod client;
 mod database;
 mod desired;
 mod names;
@@ -22,11 +23,13 @@ mod nodes;
 pub mod observe;
 #[cfg(test)]
 mod observe_tests;
+pub mod rbac;
 mod secret;
 mod settings;
 mod watch;
 
 pub use apply::{Applier, ApplyError, PodDeletion, FIELD_MANAGER};
+pub use client::{connect, ClientError};
 pub use database::{cnpg_cluster_resource, export_job, DatabaseFlavor, CNPG_API_VERSION};
 pub use desired::{desired, DesiredInput, DesiredObject, ObjectSet};
 pub use names::{

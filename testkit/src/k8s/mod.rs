@@ -11,7 +11,6 @@
 //! refuses (loopback, link-local) and mirrors a Service's labels onto its slices only as the
 //! EndpointSlice controller does. Tests whose nodes listen on loopback opt in with
 //! [`FixtureOpts::loopback_endpoints`].
-#![allow(dead_code, unreachable_pub)]
 
 use std::{
     collections::BTreeMap,
@@ -24,7 +23,7 @@ use std::{
 use serde_json::{json, Value};
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, watch},
+    sync::{mpsc, watch, Notify},
 };
 use tokio_rustls::TlsAcceptor;
 
@@ -57,36 +56,12 @@ pub const LOOPBACK: FixtureOpts = FixtureOpts {
 /// The bearer token the fixture wants.
 pub const TOKEN: &str = "fixture-token-7f3a";
 
-#[path = "k8s_wire.rs"]
+mod kinds;
+mod objects;
+pub mod sim;
 mod wire;
+pub use kinds::Kind;
 use wire::{event, labels_match, serve, status_410};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    Service,
-    Slice,
-}
-
-impl Kind {
-    fn list_kind(self) -> &'static str {
-        match self {
-            Kind::Service => "ServiceList",
-            Kind::Slice => "EndpointSliceList",
-        }
-    }
-    fn api_version(self) -> &'static str {
-        match self {
-            Kind::Service => "v1",
-            Kind::Slice => "discovery.k8s.io/v1",
-        }
-    }
-    fn kind(self) -> &'static str {
-        match self {
-            Kind::Service => "Service",
-            Kind::Slice => "EndpointSlice",
-        }
-    }
-}
 
 /// Conditions of an endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +114,8 @@ struct State {
     requests: Vec<String>,
     /// When each event was handed to the watch streams (for latency measurements).
     emitted: Vec<Instant>,
+    /// Signalled on every write (the simulated cluster's controllers wait on it).
+    changed: Arc<Notify>,
 }
 
 pub struct ApiFixture {
@@ -269,27 +246,11 @@ impl ApiFixture {
         self.silent.send_replace(silent);
     }
 
-    fn upsert(&self, kind: Kind, ns: &str, name: &str, mut object: Value, broadcast: bool) {
-        let mut st = self.state.lock().unwrap();
-        st.rv += 1;
-        let rv = st.rv;
-        object["apiVersion"] = json!(kind.api_version());
-        object["kind"] = json!(kind.kind());
-        object["metadata"]["name"] = json!(name);
-        object["metadata"]["namespace"] = json!(ns);
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        object["metadata"]["uid"] = json!(format!("uid-{ns}-{name}"));
-        let key = (kind, ns.to_string(), name.to_string());
-        let ty = if st.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        st.objects.insert(key, object.clone());
-        if broadcast {
-            st.history.push((rv, kind, ty, object.clone()));
-            broadcast_event(&mut st, kind, ns, ty, &object);
-        }
+    fn upsert(&self, kind: Kind, ns: &str, name: &str, object: Value, broadcast: bool) {
+        self.state
+            .lock()
+            .unwrap()
+            .upsert(kind, ns, name, object, broadcast);
     }
 
     /// Adds or replaces a game-deployment Service.
@@ -389,17 +350,56 @@ impl ApiFixture {
     }
 
     fn remove(&self, kind: Kind, ns: &str, name: &str, broadcast: bool) {
-        let mut st = self.state.lock().unwrap();
-        let Some(mut object) = st.objects.remove(&(kind, ns.to_string(), name.to_string())) else {
+        if self
+            .state
+            .lock()
+            .unwrap()
+            .remove(kind, ns, name, broadcast)
+            .is_none()
+        {
             panic!("no {kind:?} {ns}/{name}");
-        };
-        st.rv += 1;
-        let rv = st.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        if broadcast {
-            st.history.push((rv, kind, "DELETED", object.clone()));
-            broadcast_event(&mut st, kind, ns, "DELETED", &object);
         }
+    }
+
+    /// The stored object, if any (`ns` is ignored for cluster-scoped kinds).
+    pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Value> {
+        let ns = if kind.namespaced() { ns } else { "" };
+        let st = self.state.lock().unwrap();
+        st.objects
+            .get(&(kind, ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every stored object of `kind`.
+    pub fn list(&self, kind: Kind) -> Vec<Value> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Writes an object as a controller would (events to the watches; UID kept on update).
+    pub fn put(&self, kind: Kind, ns: &str, name: &str, object: Value) -> Value {
+        self.state
+            .lock()
+            .unwrap()
+            .upsert(kind, ns, name, object, true)
+    }
+
+    /// Removes an object at once (a DELETED event); `false` if there was none.
+    pub fn delete_now(&self, kind: Kind, ns: &str, name: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .remove(kind, ns, name, true)
+            .is_some()
+    }
+
+    /// Notified on every write, for controllers that react to changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.state.lock().unwrap().changed.clone()
     }
 
     /// Deletes a Service.
