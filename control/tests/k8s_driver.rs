@@ -313,3 +313,43 @@ async fn kubectl_accepts_the_desired_objects() {
         );
     }
 }
+
+/// A watch that expires (410 Gone) is re-listed by the watcher: a pod deleted meanwhile is
+/// still reported, and nothing already reported is reported again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_watch_relists_without_losing_or_repeating() {
+    let api = ApiFixture::start().await;
+    let _sim = SimCluster::start(&api, SimOpts::default());
+    let client = connect(Some(&api.kubeconfig())).await.unwrap();
+    let applier = Applier::new(client.clone(), KubeSettings::default());
+    applier.apply(&objects(&deployment(1), 1)).await.unwrap();
+    let mut obs: Obs = Box::pin(watch_observations(client.clone(), "kanmon-alpha"));
+    let mut seen = until(&mut obs, |o| is(o, "alpha-0", |w| *w == O::Ready)).await;
+    let uid = seen.last().unwrap().incarnation.clone();
+    let lists = |api: &ApiFixture| {
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with("LIST") && r.contains("/pods"))
+            .count()
+    };
+    let before = lists(&api);
+    api.expire();
+    applier
+        .delete_pod("alpha", "alpha-0", Some(&uid))
+        .await
+        .unwrap();
+    seen.extend(
+        until(&mut obs, |o| {
+            is(o, "alpha-0", |w| *w == O::Ready) && o.incarnation != uid
+        })
+        .await,
+    );
+    assert!(lists(&api) > before, "the pod watch was not re-listed");
+    let count = |what: &O| {
+        seen.iter()
+            .filter(|o| o.incarnation == uid && o.what == *what)
+            .count()
+    };
+    assert_eq!(count(&O::Ready), 1, "{seen:#?}");
+    assert_eq!(count(&O::Gone), 1, "{seen:#?}");
+}

@@ -56,19 +56,21 @@ pub struct DesiredObject {
 }
 
 impl DesiredObject {
-    fn typed<K>(object: &K) -> Self
+    fn typed<K>(object: &K) -> Result<Self, ObjectError>
     where
         K: Resource + kube::Resource<DynamicType = ()> + Serialize,
     {
-        let namespaced = <K as Resource>::URL_PATH_SEGMENT != "namespaces";
-        Self {
-            resource: ApiResource::erase::<K>(&()),
-            namespaced,
-            // A k8s-openapi object always serialises, and always into an object with metadata.
-            object: serde_json::to_value(object)
-                .and_then(serde_json::from_value)
-                .unwrap_or_else(|_| DynamicObject::new("", &ApiResource::erase::<K>(&()))),
-        }
+        let resource = ApiResource::erase::<K>(&());
+        let object = serde_json::to_value(object)
+            .and_then(serde_json::from_value)
+            .map_err(|_| ObjectError::Encode {
+                kind: resource.kind.clone(),
+            })?;
+        Ok(Self {
+            namespaced: <K as Resource>::URL_PATH_SEGMENT != "namespaces",
+            resource,
+            object,
+        })
     }
 
     /// `Kind/name`, for logs and errors (never the content: Secrets are among these).
@@ -125,15 +127,13 @@ pub fn desired(input: DesiredInput<'_>, settings: &KubeSettings) -> Result<Objec
     };
 
     let mut objects = vec![
-        DesiredObject::typed(&namespace),
-        DesiredObject::typed(&database_secret(&names, instance, input.database_password)),
-        DesiredObject::typed(&node_secret),
+        DesiredObject::typed(&namespace)?,
+        DesiredObject::typed(&database_secret(&names, instance, input.database_password))?,
+        DesiredObject::typed(&node_secret)?,
     ];
-    objects.extend(
-        policies(&names, instance, input.database, settings)
-            .iter()
-            .map(DesiredObject::typed),
-    );
+    for p in policies(&names, instance, input.database, settings) {
+        objects.push(DesiredObject::typed(&p)?);
+    }
     match input.database {
         DatabaseFlavor::CloudNativePg => objects.push(DesiredObject {
             resource: cnpg_cluster_resource(),
@@ -141,17 +141,17 @@ pub fn desired(input: DesiredInput<'_>, settings: &KubeSettings) -> Result<Objec
             object: cnpg_cluster(&names, instance, input.spec.db_cpus, settings)?,
         }),
         DatabaseFlavor::StatefulSet => {
-            objects.push(DesiredObject::typed(&postgres_service(&names, instance)));
+            objects.push(DesiredObject::typed(&postgres_service(&names, instance))?);
             objects.push(DesiredObject::typed(&postgres_statefulset(
                 &names,
                 instance,
                 input.spec.db_cpus,
                 settings,
-            )?));
+            )?)?);
         }
     }
-    objects.push(DesiredObject::typed(&service(&names, d)));
-    objects.push(DesiredObject::typed(&disruption_budget(&names, instance)));
+    objects.push(DesiredObject::typed(&service(&names, d))?);
+    objects.push(DesiredObject::typed(&disruption_budget(&names, instance))?);
     objects.push(DesiredObject::typed(&statefulset(
         &names,
         d,
@@ -160,7 +160,7 @@ pub fn desired(input: DesiredInput<'_>, settings: &KubeSettings) -> Result<Objec
         input.spec.node_cpus,
         &hash,
         settings,
-    )));
+    ))?);
     Ok(ObjectSet {
         namespace: names.namespace,
         objects,

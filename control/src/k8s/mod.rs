@@ -55,6 +55,13 @@ pub enum ObjectError {
         /// The limit.
         max: usize,
     },
+    /// An object could not be encoded (a bug: typed objects always encode). Names the kind
+    /// only: the encoder's message could quote a value, and Secrets are among the objects.
+    #[error("encoding a {kind} failed")]
+    Encode {
+        /// The kind.
+        kind: String,
+    },
     /// A setting cannot be turned into an object field (e.g. an invalid quantity).
     #[error("setting {key}: {reason}")]
     Setting {

@@ -1,10 +1,15 @@
-//! A stand-in Kubernetes API server on 127.0.0.1 for Services and EndpointSlices, speaking the
-//! real wire protocol to the real kube client: lists carry `metadata.resourceVersion`,
-//! `?watch=1` answers a chunked stream of JSON events (ADDED, MODIFIED, DELETED, BOOKMARK,
-//! ERROR), label selectors filter both, and a watch from a compacted resourceVersion gets a
-//! `410 Gone` Status (reason `Expired`). It can also go down (connections dropped), fall
-//! silent (a partition: nothing answered, nothing closed), expire every open watch, change
-//! objects without telling watchers, and send raw malformed lines.
+//! A stand-in Kubernetes API server on 127.0.0.1, speaking the real wire protocol to the real
+//! kube client (and to kubectl). For every kind in [`Kind`] — Namespaces, Pods, StatefulSets,
+//! Services, Secrets, NetworkPolicies, PodDisruptionBudgets, EndpointSlices — lists carry
+//! `metadata.resourceVersion`, `?watch=1` answers a chunked stream of JSON events (ADDED,
+//! MODIFIED, DELETED, BOOKMARK, ERROR), label selectors filter both, and a watch from a
+//! compacted resourceVersion gets a `410 Gone` Status (reason `Expired`). Objects are written
+//! by server-side apply (`PATCH application/apply-patch+yaml` with a `fieldManager`), read by
+//! `GET` and removed by `DELETE` (a Pod gracefully, a Namespace with everything in it, UID
+//! preconditions honoured); `/api`, `/apis` and the group documents answer discovery. It can
+//! also go down (connections dropped), fall silent (a partition: nothing answered, nothing
+//! closed), expire every open watch, change objects without telling watchers, and send raw
+//! malformed lines. [`sim::SimCluster`] plays the controllers and the kubelet behind it.
 //!
 //! Like a real API server it serves TLS only (its own CA, written into the kubeconfig) and
 //! answers 401 without the bearer token; by default it refuses endpoint addresses a real server
