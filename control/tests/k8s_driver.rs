@@ -54,12 +54,20 @@ fn deployment(node_cpus: u32) -> Deployment {
 }
 
 fn objects(d: &Deployment, generation: u64) -> ObjectSet {
+    set_of(d, generation, DatabaseFlavor::StatefulSet)
+}
+
+fn objects_with(d: &Deployment, database: DatabaseFlavor) -> ObjectSet {
+    set_of(d, 1, database)
+}
+
+fn set_of(d: &Deployment, generation: u64, database: DatabaseFlavor) -> ObjectSet {
     desired(
         DesiredInput {
             deployment: d,
             spec: &d.spec,
             generation,
-            database: DatabaseFlavor::StatefulSet,
+            database,
             database_password: "pw-secret",
         },
         &KubeSettings::default(),
@@ -272,6 +280,35 @@ async fn a_deployment_runs_drains_and_crash_loops_on_the_simulated_cluster() {
     applier.delete_deployment("alpha").await.unwrap();
 }
 
+/// The database flavour follows the cluster's API discovery, and the CloudNativePG set applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudnativepg_is_used_where_its_api_is_served() {
+    let api = ApiFixture::start().await;
+    let client = connect(Some(&api.kubeconfig())).await.unwrap();
+    let applier = Applier::new(client, KubeSettings::default());
+    assert_eq!(
+        applier.database_flavor().await.unwrap(),
+        DatabaseFlavor::StatefulSet
+    );
+    api.serve_cnpg(true);
+    let flavor = applier.database_flavor().await.unwrap();
+    assert_eq!(flavor, DatabaseFlavor::CloudNativePg);
+    applier
+        .apply(&objects_with(&deployment(2), flavor))
+        .await
+        .unwrap();
+    let cluster = api
+        .get(Kind::CnpgCluster, "kanmon-alpha", "alpha-db")
+        .unwrap();
+    assert_eq!(
+        cluster["spec"]["bootstrap"]["initdb"]["secret"]["name"],
+        "alpha-db-credentials"
+    );
+    assert!(api
+        .get(Kind::StatefulSet, "kanmon-alpha", "alpha-db")
+        .is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_accepts_the_desired_objects() {
     if std::process::Command::new("kubectl")
@@ -284,8 +321,17 @@ async fn kubectl_accepts_the_desired_objects() {
         return;
     }
     let api = ApiFixture::start().await;
+    // kubectl maps every kind through the fixture's discovery (CloudNativePG's included).
+    api.serve_cnpg(true);
     let dir = tempfile::tempdir().unwrap();
-    for (name, set) in [("statefulset-db", objects(&deployment(2), 1))] {
+    let d = deployment(2);
+    for (name, set) in [
+        (
+            "statefulset-db",
+            objects_with(&d, DatabaseFlavor::StatefulSet),
+        ),
+        ("cnpg", objects_with(&d, DatabaseFlavor::CloudNativePg)),
+    ] {
         let items: Vec<serde_json::Value> = set
             .objects
             .iter()

@@ -363,3 +363,64 @@ fn secrets_stay_out_of_debug_output() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn secrets_of(d: &Deployment, password: &str) -> Vec<String> {
+        let mut s = vec![
+            d.keys.server_key.clone(),
+            d.keys.runtime_key.clone(),
+            password.to_string(),
+        ];
+        s.extend(d.spec.secret_config.values().cloned());
+        s
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// For any deployment: the node count and CPUs follow the tier, every object
+        /// round-trips through its type, and no secret (keys, secret config, database
+        /// password) appears in any object but the Secrets — neither in plain nor in base64.
+        #[test]
+        fn secrets_stay_in_secrets(
+            production in any::<bool>(),
+            cpus in 1u32..=16,
+            secret in "[a-zA-Z0-9]{12,24}",
+            plain in "[a-z]{1,8}",
+            cnpg in any::<bool>(),
+        ) {
+            let kind = if production { DeploymentType::Production } else { DeploymentType::Development };
+            let mut d = deployment("alpha", kind, cpus);
+            d.keys.server_key = format!("sk{secret}");
+            d.spec.secret_config.insert("social.key".into(), format!("sc{secret}"));
+            d.spec.config.insert("plain.value".into(), plain);
+            let password = format!("pw{secret}");
+            let flavor = if cnpg { DatabaseFlavor::CloudNativePg } else { DatabaseFlavor::StatefulSet };
+            let set = desired(
+                DesiredInput { deployment: &d, spec: &d.spec, generation: 2, database: flavor, database_password: &password },
+                &settings(),
+            ).unwrap();
+            let objs: Vec<Value> = set.objects.iter().map(|o| serde_json::to_value(&o.object).unwrap()).collect();
+            check_types(&objs);
+            let sts = find(&objs, "StatefulSet", "alpha");
+            let replicas = if production { cpus } else { 1 };
+            prop_assert_eq!(sts["spec"]["replicas"].as_u64(), Some(u64::from(replicas)));
+            let per_pod: u32 = sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+                .as_str().unwrap().parse().unwrap();
+            prop_assert_eq!(per_pod * replicas, cpus);
+            let secrets = secrets_of(&d, &password);
+            for v in objs.iter().filter(|v| v["kind"] != "Secret") {
+                let text = v.to_string();
+                for s in &secrets {
+                    prop_assert!(!text.contains(s.as_str()), "{} in {}", s, v["kind"]);
+                }
+            }
+            // The Secrets hold them (base64 in `data`), so the node can read them.
+            let node = find(&objs, "Secret", "alpha-node");
+            let config = node["data"]["node-config.json"].as_str().unwrap();
+            prop_assert!(!config.contains(&secret), "base64, not plain");
+        }
+    }
+}

@@ -21,7 +21,10 @@ pub struct KubeSettings {
     /// Arguments given to the node container (the node contract of the local driver, on the
     /// pod's own network namespace).
     pub node_args: Vec<String>,
-    /// StorageClass of database volumes (`None`: the cluster's default class).
+    /// StorageClass of database volumes (`None`: the cluster's default class). Like
+    /// `database_storage`, it is part of the database StatefulSet's volumeClaimTemplates, which
+    /// Kubernetes does not let change: changing either later makes the apply of existing
+    /// deployments fail (422) until they are given their original values back.
     pub storage_class: Option<String>,
     /// Size of a database volume (a Kubernetes quantity).
     pub database_storage: String,

@@ -14,10 +14,13 @@ pub enum Kind {
     Secret,
     NetworkPolicy,
     Pdb,
+    /// CloudNativePG's `Cluster`: served only once [`super::ApiFixture::serve_cnpg`] says the
+    /// operator is installed.
+    CnpgCluster,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Service,
         Kind::Slice,
         Kind::Namespace,
@@ -26,6 +29,7 @@ impl Kind {
         Kind::Secret,
         Kind::NetworkPolicy,
         Kind::Pdb,
+        Kind::CnpgCluster,
     ];
 
     pub(super) fn list_kind(self) -> String {
@@ -39,6 +43,7 @@ impl Kind {
             Kind::StatefulSet => "apps/v1",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
             Kind::Pdb => "policy/v1",
+            Kind::CnpgCluster => "postgresql.cnpg.io/v1",
         }
     }
 
@@ -52,6 +57,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Pdb => "PodDisruptionBudget",
+            Kind::CnpgCluster => "Cluster",
         }
     }
 
@@ -65,6 +71,7 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::NetworkPolicy => "networkpolicies",
             Kind::Pdb => "poddisruptionbudgets",
+            Kind::CnpgCluster => "clusters",
         }
     }
 
@@ -76,15 +83,13 @@ impl Kind {
     pub(super) fn has_spec(self) -> bool {
         matches!(
             self,
-            Kind::StatefulSet | Kind::Pdb | Kind::NetworkPolicy | Kind::Service
+            Kind::StatefulSet | Kind::Pdb | Kind::NetworkPolicy | Kind::Service | Kind::CnpgCluster
         )
     }
 
     /// The kind served at `/{prefix}/{plural}` (`prefix` is `api/v1` or `apis/{g}/{v}`).
-    pub(super) fn find(prefix: &str, plural: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.plural() == plural && prefix_of(k.api_version()) == prefix)
+    pub(super) fn find(prefix: &str, plural: &str, cnpg: bool) -> Option<Kind> {
+        served(cnpg).find(|k| k.plural() == plural && prefix_of(k.api_version()) == prefix)
     }
 }
 
@@ -96,12 +101,18 @@ fn prefix_of(api_version: &str) -> String {
     }
 }
 
+/// The kinds served (CloudNativePG's only when its operator is "installed").
+fn served(cnpg: bool) -> impl Iterator<Item = Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(move |k| cnpg || *k != Kind::CnpgCluster)
+}
+
 /// The discovery document at `path`, if it is one.
-pub(super) fn discovery(path: &str) -> Option<Value> {
+pub(super) fn discovery(path: &str, cnpg: bool) -> Option<Value> {
     let path = path.trim_matches('/');
     let groups: Vec<&str> = {
-        let mut g: Vec<&str> = Kind::ALL
-            .iter()
+        let mut g: Vec<&str> = served(cnpg)
             .map(|k| k.api_version())
             .filter(|v| v.contains('/'))
             .collect();
@@ -125,8 +136,7 @@ pub(super) fn discovery(path: &str) -> Option<Value> {
             let gv = path
                 .strip_prefix("api/")
                 .or_else(|| path.strip_prefix("apis/"))?;
-            let resources: Vec<Value> = Kind::ALL
-                .iter()
+            let resources: Vec<Value> = served(cnpg)
                 .filter(|k| k.api_version() == gv)
                 .map(|k| {
                     json!({"name": k.plural(), "singularName": k.kind().to_lowercase(),

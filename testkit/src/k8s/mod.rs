@@ -121,6 +121,8 @@ struct State {
     emitted: Vec<Instant>,
     /// Signalled on every write (the simulated cluster's controllers wait on it).
     changed: Arc<Notify>,
+    /// Whether the CloudNativePG API is served.
+    cnpg: bool,
 }
 
 pub struct ApiFixture {
@@ -400,6 +402,12 @@ impl ApiFixture {
             .unwrap()
             .remove(kind, ns, name, true)
             .is_some()
+    }
+
+    /// Serves (or stops serving) CloudNativePG's `postgresql.cnpg.io/v1` API, as if its
+    /// operator were installed.
+    pub fn serve_cnpg(&self, on: bool) {
+        self.state.lock().unwrap().cnpg = on;
     }
 
     /// Notified on every write, for controllers that react to changes.

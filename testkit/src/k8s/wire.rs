@@ -185,14 +185,14 @@ fn chunk(data: &str) -> Vec<u8> {
 }
 
 /// Where a path points: kind, namespace, object name.
-fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
+fn route(path: &str, cnpg: bool) -> Option<(Kind, Option<String>, Option<String>)> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (prefix, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => (format!("api/{v}"), rest),
         ["apis", g, v, rest @ ..] => (format!("apis/{g}/{v}"), rest),
         _ => return None,
     };
-    let at = |plural: &str| Kind::find(&prefix, plural);
+    let at = |plural: &str| Kind::find(&prefix, plural, cnpg);
     match rest {
         [plural] => Some((at(plural)?, None, None)),
         ["namespaces", ns, plural] => Some((at(plural)?, Some(ns.to_string()), None)),
@@ -258,12 +258,13 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         .map_or(buf.len(), |p| p + 4);
     let (path, q) = target.split_once('?').unwrap_or((&target, ""));
     let params = query(q);
+    let cnpg = state.lock().unwrap().cnpg;
     if method == "GET" {
-        if let Some(doc) = discovery(path) {
+        if let Some(doc) = discovery(path, cnpg) {
             return respond(&mut sock, "200 OK", &doc).await;
         }
     }
-    let Some((kind, namespace, name)) = route(path) else {
+    let Some((kind, namespace, name)) = route(path, cnpg) else {
         let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
         return respond(&mut sock, "404 Not Found", &body).await;
     };
