@@ -30,7 +30,6 @@ use tokio::{
     net::TcpListener,
     sync::{mpsc, watch, Notify},
 };
-use tokio_rustls::TlsAcceptor;
 
 /// How the fixture behaves where tests need a choice.
 #[derive(Debug, Clone, Copy)]
@@ -64,33 +63,13 @@ pub const TOKEN: &str = "fixture-token-7f3a";
 mod kinds;
 mod objects;
 pub mod sim;
+mod slices;
+mod tls;
 mod wire;
 pub use kinds::Kind;
+pub use slices::{service_json, slice_json, Cond, NOT_SERVING, READY, TERMINATING};
+use tls::tls;
 use wire::{event, labels_match, serve, status_410};
-
-/// Conditions of an endpoint.
-#[derive(Debug, Clone, Copy)]
-pub struct Cond {
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-}
-
-pub const READY: Cond = Cond {
-    ready: true,
-    serving: true,
-    terminating: false,
-};
-pub const TERMINATING: Cond = Cond {
-    ready: false,
-    serving: true,
-    terminating: true,
-};
-pub const NOT_SERVING: Cond = Cond {
-    ready: false,
-    serving: false,
-    terminating: false,
-};
 
 enum Frame {
     Line(String),
@@ -138,33 +117,6 @@ impl Drop for ApiFixture {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// A CA and a server certificate for 127.0.0.1, the CA written to `dir/ca.pem`.
-fn tls(dir: &std::path::Path) -> TlsAcceptor {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    TlsAcceptor::from(Arc::new(config))
 }
 
 impl ApiFixture {
@@ -522,28 +474,4 @@ fn broadcast_event(st: &mut State, kind: Kind, ns: &str, ty: &str, object: &Valu
         }
         w.tx.send(Frame::Line(line.clone())).is_ok()
     });
-}
-
-pub fn service_json(instance: &str) -> Value {
-    json!({
-        "metadata": {"labels": {"kanmon.dev/instance": instance, "kanmon.dev/zone": "us-east1",
-            "app.kubernetes.io/name": "game"}},
-        "spec": {"type": "ClusterIP", "ports": [
-            {"name": "http", "port": 7350, "targetPort": 7350, "protocol": "TCP"},
-            {"name": "grpc", "port": 7349, "targetPort": 7349, "protocol": "TCP"}]}
-    })
-}
-
-pub fn slice_json(service: &str, node: &str, ns: &str, addr: SocketAddr, c: Cond) -> Value {
-    json!({
-        "metadata": {"labels": {"kubernetes.io/service-name": service,
-            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
-        "endpoints": [{
-            "addresses": [addr.ip().to_string()],
-            "conditions": {"ready": c.ready, "serving": c.serving, "terminating": c.terminating},
-            "targetRef": {"kind": "Pod", "name": node, "namespace": ns},
-        }]
-    })
 }
