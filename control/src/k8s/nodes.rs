@@ -7,10 +7,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy},
         core::v1::{
-            Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
-            LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Probe, ResourceRequirements, SecretVolumeSource, SecurityContext, Service, ServicePort,
-            ServiceSpec, SleepAction, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+            Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext,
+            Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -168,12 +168,20 @@ pub(super) fn statefulset(
         }),
         resources: Some(resources(per_node, settings)),
         security_context: Some(restricted()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "node-secret".into(),
-            mount_path: SECRET_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "node-secret".into(),
+                mount_path: SECRET_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            // The root filesystem is read-only; scratch space is per pod and goes with it.
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
         ..Container::default()
     };
     StatefulSet {
@@ -223,15 +231,22 @@ pub(super) fn statefulset(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "node-secret".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(names.node_secret.clone()),
-                            default_mode: Some(0o400),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "node-secret".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.node_secret.clone()),
+                                default_mode: Some(0o400),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                    ]),
                     ..PodSpec::default()
                 }),
             },
