@@ -181,7 +181,9 @@ fn the_table_covers_every_object_the_driver_applies() {
     }
     // The applier's deletes and the watcher's lists and watches.
     assert!(allows("", "namespaces", "delete") && allows("", "pods", "delete"));
-    for (g, r) in [("", "pods"), ("apps", "statefulsets")] {
+    // The export: its Job applied and waited for, its output read from the pod's log.
+    assert!(allows("batch", "jobs", "patch") && allows("", "pods/log", "get"));
+    for (g, r) in [("", "pods"), ("apps", "statefulsets"), ("batch", "jobs")] {
         assert!(allows(g, r, "list") && allows(g, r, "watch"), "{r}");
     }
 }

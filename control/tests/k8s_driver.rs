@@ -11,8 +11,8 @@ use futures_util::{Stream, StreamExt};
 use kanmon_control::{
     domain::{CreateDeployment, Deployment, DeploymentType, Keys, Timestamp},
     k8s::{
-        connect, desired, watch_observations, Applier, DatabaseFlavor, DesiredInput, KubeSettings,
-        NodeObservation as O, ObjectSet, Observation, PodDeletion, WatchError,
+        connect, desired, export_job, watch_observations, Applier, DatabaseFlavor, DesiredInput,
+        KubeSettings, NodeObservation as O, ObjectSet, Observation, PodDeletion, WatchError,
     },
 };
 use kanmon_router::{Catalog, InstanceName, Version, Zone};
@@ -398,4 +398,41 @@ async fn an_expired_watch_relists_without_losing_or_repeating() {
     };
     assert_eq!(count(&O::Ready), 1, "{seen:#?}");
     assert_eq!(count(&O::Gone), 1, "{seen:#?}");
+}
+
+/// An export applies the pg_dump Job, waits for it and returns its output; a dump that fails
+/// is a typed error naming the Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_runs_pg_dump_and_returns_its_output() {
+    use futures_util::AsyncReadExt;
+    let api = ApiFixture::start().await;
+    let _sim = SimCluster::start(&api, SimOpts::default());
+    let client = connect(Some(&api.kubeconfig())).await.unwrap();
+    let settings = KubeSettings::default();
+    let applier = Applier::new(client, settings.clone());
+    applier.apply(&objects(&deployment(1), 1)).await.unwrap();
+    let job = export_job(&settings, "alpha", DatabaseFlavor::StatefulSet, 7).unwrap();
+    let mut out = applier.run_export(&job, WAIT).await.unwrap();
+    let mut dump = String::new();
+    out.read_to_string(&mut dump).await.unwrap();
+    assert!(dump.starts_with("-- pg_dump"), "{dump:?}");
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("LOG ") && r.contains("alpha-export-7")));
+
+    let failing = KubeSettings {
+        database_image: "postgres-crash:17".into(),
+        ..settings
+    };
+    let job = export_job(&failing, "alpha", DatabaseFlavor::StatefulSet, 8).unwrap();
+    let err = applier
+        .run_export(&job, WAIT)
+        .await
+        .err()
+        .expect("a failed dump");
+    assert!(
+        err.to_string().contains("Job/kanmon-alpha/alpha-export-8"),
+        "{err}"
+    );
 }

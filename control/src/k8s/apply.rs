@@ -36,6 +36,14 @@ pub enum ApplyError {
         #[source]
         source: kube::Error,
     },
+    /// An export Job could not be run to completion or its output not be read.
+    #[error("export {job}: {reason}")]
+    Export {
+        /// `Job/namespace/name`.
+        job: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Asking the API server which APIs it serves failed.
     #[error("discovering the {api} API: {source}")]
     Discovery {
@@ -79,6 +87,10 @@ impl Applier {
     /// An applier on `client`.
     pub fn new(client: Client, settings: KubeSettings) -> Self {
         Self { client, settings }
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Which database this cluster can run: CloudNativePG when its API is served.

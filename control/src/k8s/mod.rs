@@ -17,6 +17,7 @@ mod apply;
 mod client;
 mod database;
 mod desired;
+mod export;
 mod names;
 mod network;
 mod nodes;

@@ -46,6 +46,18 @@ pub const GRANTS: &[Grant] = &[
         why: "observe node pods; delete one pod per OnDelete rolling step",
     },
     Grant {
+        group: "",
+        resource: "pods/log",
+        verbs: &["get"],
+        why: "read an export Job's pg_dump output",
+    },
+    Grant {
+        group: "batch",
+        resource: "jobs",
+        verbs: &["list", "patch", "watch"],
+        why: "apply an export's pg_dump Job and wait for it to end",
+    },
+    Grant {
         group: "apps",
         resource: "statefulsets",
         verbs: &["list", "patch", "watch"],

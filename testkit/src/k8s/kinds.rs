@@ -17,10 +17,11 @@ pub enum Kind {
     /// CloudNativePG's `Cluster`: served only once [`super::ApiFixture::serve_cnpg`] says the
     /// operator is installed.
     CnpgCluster,
+    Job,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Service,
         Kind::Slice,
         Kind::Namespace,
@@ -30,6 +31,7 @@ impl Kind {
         Kind::NetworkPolicy,
         Kind::Pdb,
         Kind::CnpgCluster,
+        Kind::Job,
     ];
 
     pub(super) fn list_kind(self) -> String {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::NetworkPolicy => "networking.k8s.io/v1",
             Kind::Pdb => "policy/v1",
             Kind::CnpgCluster => "postgresql.cnpg.io/v1",
+            Kind::Job => "batch/v1",
         }
     }
 
@@ -58,6 +61,7 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Pdb => "PodDisruptionBudget",
             Kind::CnpgCluster => "Cluster",
+            Kind::Job => "Job",
         }
     }
 
@@ -72,6 +76,7 @@ impl Kind {
             Kind::NetworkPolicy => "networkpolicies",
             Kind::Pdb => "poddisruptionbudgets",
             Kind::CnpgCluster => "clusters",
+            Kind::Job => "jobs",
         }
     }
 
@@ -83,7 +88,12 @@ impl Kind {
     pub(super) fn has_spec(self) -> bool {
         matches!(
             self,
-            Kind::StatefulSet | Kind::Pdb | Kind::NetworkPolicy | Kind::Service | Kind::CnpgCluster
+            Kind::StatefulSet
+                | Kind::Pdb
+                | Kind::NetworkPolicy
+                | Kind::Service
+                | Kind::CnpgCluster
+                | Kind::Job
         )
     }
 

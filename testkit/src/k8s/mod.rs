@@ -81,6 +81,7 @@ struct Watch {
     kind: Kind,
     namespace: Option<String>,
     selector: String,
+    fields: String,
     tx: mpsc::UnboundedSender<Frame>,
 }
 
@@ -102,6 +103,8 @@ struct State {
     changed: Arc<Notify>,
     /// Whether the CloudNativePG API is served.
     cnpg: bool,
+    /// Pod logs `(namespace, pod)` → text, written by the simulated kubelet.
+    logs: BTreeMap<(String, String), String>,
 }
 
 pub struct ApiFixture {
@@ -469,6 +472,7 @@ fn broadcast_event(st: &mut State, kind: Kind, ns: &str, ty: &str, object: &Valu
         if w.kind != kind
             || w.namespace.as_deref().is_some_and(|n| n != ns)
             || !labels_match(&labels, &w.selector)
+            || !wire::fields_match(object, &w.fields)
         {
             return !w.tx.is_closed();
         }

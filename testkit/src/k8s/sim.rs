@@ -89,6 +89,7 @@ fn reconcile(state: &Arc<Mutex<State>>, opts: &SimOpts, t: &mut Timers, now: Ins
         return;
     }
     statefulsets(&mut st);
+    jobs(&mut st);
     kubelet(&mut st, opts, t, now);
     endpoint_slices(&mut st);
 }
@@ -184,6 +185,97 @@ fn statefulsets(st: &mut State) {
     }
 }
 
+/// The Job controller: one pod per Job, and the Job's outcome from that pod's exit.
+fn jobs(st: &mut State) {
+    for job in of(st, Kind::Job) {
+        let (ns, name) = (
+            meta(&job, "namespace").to_string(),
+            meta(&job, "name").to_string(),
+        );
+        let pod_name = format!("{name}-sim");
+        let Some(pod) = st
+            .objects
+            .get(&(Kind::Pod, ns.clone(), pod_name.clone()))
+            .cloned()
+        else {
+            if job["status"].is_null() {
+                let template = &job["spec"]["template"];
+                let mut labels = template["metadata"]["labels"].clone();
+                labels["job-name"] = json!(name);
+                labels["batch.kubernetes.io/job-name"] = json!(name);
+                let object = json!({
+                    "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                            "name": name, "uid": job["metadata"]["uid"], "controller": true}]},
+                    "spec": template["spec"],
+                    "status": {"phase": "Pending"},
+                });
+                st.upsert(Kind::Pod, &ns, &pod_name, object, true);
+                let mut job = job.clone();
+                job["status"] = json!({"active": 1});
+                put_if_changed(st, Kind::Job, job);
+            }
+            continue;
+        };
+        let outcome = match pod["status"]["phase"].as_str() {
+            Some("Succeeded") => {
+                json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+            }
+            Some("Failed") => {
+                json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+            }
+            _ => continue,
+        };
+        let mut job = job.clone();
+        job["status"] = outcome;
+        put_if_changed(st, Kind::Job, job);
+    }
+}
+
+/// A run-to-completion pod (`restartPolicy: Never`): running, then exited — 0, or 1 for a
+/// crashing image — with its command and `PGDATABASE` recorded as its log.
+fn job_pod(st: &mut State, opts: &SimOpts, pod: &Value) {
+    let (ns, name) = (
+        meta(pod, "namespace").to_string(),
+        meta(pod, "name").to_string(),
+    );
+    let c = &pod["spec"]["containers"][0];
+    let crashing = c["image"]
+        .as_str()
+        .is_some_and(|i| i.contains(&opts.crash_marker));
+    let mut next = pod.clone();
+    if pod["status"]["podIP"].is_null() {
+        next["status"] = pod_status(
+            "10.244.250.2",
+            container_state(json!({"running": {}}), 0, None),
+            false,
+        );
+    } else if pod["status"]["containerStatuses"][0]["state"]["terminated"].is_null() {
+        let code = i64::from(crashing);
+        let db = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "PGDATABASE")
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_default();
+        let command = c["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        let log = format!("-- {} of {db}\n", command.collect::<Vec<_>>().join(" "));
+        st.logs.insert((ns, name), log);
+        next["status"] = pod_status(
+            "10.244.250.2",
+            container_state(json!({"terminated": {"exitCode": code}}), 0, None),
+            false,
+        );
+        next["status"]["phase"] = json!(if crashing { "Failed" } else { "Succeeded" });
+    }
+    put_if_changed(st, Kind::Pod, next);
+}
+
 fn container_state(state: Value, restarts: i64, last_exit: Option<i64>) -> Value {
     let mut s = json!({"name": "node", "state": state, "restartCount": restarts,
         "ready": false, "image": "", "imageID": ""});
@@ -201,6 +293,11 @@ fn pod_status(ip: &str, container: Value, is_ready: bool) -> Value {
 
 fn kubelet(st: &mut State, opts: &SimOpts, t: &mut Timers, now: Instant) {
     for pod in of(st, Kind::Pod) {
+        if pod["spec"]["restartPolicy"] == "Never" && pod["metadata"]["deletionTimestamp"].is_null()
+        {
+            job_pod(st, opts, &pod);
+            continue;
+        }
         let (ns, name) = (
             meta(&pod, "namespace").to_string(),
             meta(&pod, "name").to_string(),

@@ -123,6 +123,26 @@ pub(super) fn labels_match(labels: &Value, selector: &str) -> bool {
     })
 }
 
+/// `metadata.name=`/`metadata.namespace=` field selectors (what kube's waits and the
+/// watchers of one object send).
+pub(super) fn fields_match(object: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let (field, want, equal) = match term.split_once("!=") {
+            Some((f, v)) => (f, v, false),
+            None => match term.split_once("==").or_else(|| term.split_once('=')) {
+                Some((f, v)) => (f, v, true),
+                None => return false,
+            },
+        };
+        let got = match field.trim() {
+            "metadata.name" => object["metadata"]["name"].as_str(),
+            "metadata.namespace" => object["metadata"]["namespace"].as_str(),
+            _ => return false,
+        };
+        (got == Some(want.trim())) == equal
+    })
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -204,6 +224,16 @@ fn route(path: &str, cnpg: bool) -> Option<(Kind, Option<String>, Option<String>
     }
 }
 
+async fn respond_text<S: AsyncWrite + Unpin>(sock: &mut S, text: &str) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        text.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(text.as_bytes()).await;
+    let _ = sock.shutdown().await;
+}
+
 async fn respond<S: AsyncWrite + Unpin>(sock: &mut S, status: &str, body: &Value) {
     let body = body.to_string();
     let head = format!(
@@ -259,6 +289,23 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (path, q) = target.split_once('?').unwrap_or((&target, ""));
     let params = query(q);
     let cnpg = state.lock().unwrap().cnpg;
+    // A pod's log (what the simulated kubelet recorded for it), as text.
+    if let ["api", "v1", "namespaces", ns, "pods", pod, "log"] =
+        path.trim_matches('/').split('/').collect::<Vec<_>>()[..]
+    {
+        let log = {
+            let mut st = state.lock().unwrap();
+            st.requests.push(format!("LOG {path}"));
+            st.logs.get(&(ns.to_string(), pod.to_string())).cloned()
+        };
+        return match log {
+            Some(text) => respond_text(&mut sock, &text).await,
+            None => {
+                let body = status(404, "NotFound", &format!("pods \"{pod}\" not found"));
+                respond(&mut sock, "404 Not Found", &body).await
+            }
+        };
+    }
     if method == "GET" {
         if let Some(doc) = discovery(path, cnpg) {
             return respond(&mut sock, "200 OK", &doc).await;
@@ -294,12 +341,14 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         return respond(&mut sock, &status_line(code), &body).await;
     }
     let selector = params.get("labelSelector").cloned().unwrap_or_default();
+    let fields = params.get("fieldSelector").cloned().unwrap_or_default();
     let watching = matches!(params.get("watch").map(String::as_str), Some("1" | "true"));
     let matches = |k: Kind, ns: &str, o: &Value| {
         let ns = if k.namespaced() { ns } else { "" };
         k == kind
             && namespace.as_deref().is_none_or(|n| n == ns)
             && labels_match(&o["metadata"]["labels"], &selector)
+            && fields_match(o, &fields)
     };
     if !watching {
         let body = {
@@ -359,6 +408,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 kind,
                 namespace,
                 selector,
+                fields,
                 tx,
             });
         }
