@@ -133,11 +133,15 @@ async fn the_edge_routes_what_the_driver_applies() {
     assert_eq!(snapshot.len(), 1);
 
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let deleted = std::time::Instant::now();
     applier
         .delete_pod("alpha", "alpha-0", Some(&uid))
         .await
         .unwrap();
     wait_for(&table, &[("alpha-0", "draining"), ("alpha-1", "ready")]).await;
+    // Informational: the fixture's API, the simulated EndpointSlice controller and the edge's
+    // watch together (no assertion on time: the machine is shared).
+    eprintln!("pod delete -> edge draining: {:?}", deleted.elapsed());
     wait_for(&table, &[("alpha-0", "ready"), ("alpha-1", "ready")]).await;
     let new = api.get(Kind::Pod, "kanmon-alpha", "alpha-0").unwrap();
     assert_ne!(new["metadata"]["uid"], uid.as_str());
