@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod domain;
 pub mod driver;
+pub mod k8s;
 pub mod metrics;
 pub mod private;
 pub mod runtime;
