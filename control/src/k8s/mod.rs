@@ -14,9 +14,11 @@
 //! deleting that namespace removes all of them (PersistentVolumeClaims included).
 
 mod apply;
+mod book;
 mod client;
 mod database;
 mod desired;
+mod driver;
 mod export;
 mod names;
 mod network;
@@ -33,6 +35,7 @@ pub use apply::{Applier, ApplyError, PodDeletion, FIELD_MANAGER};
 pub use client::{connect, ClientError};
 pub use database::{cnpg_cluster_resource, export_job, DatabaseFlavor, CNPG_API_VERSION};
 pub use desired::{desired, DesiredInput, DesiredObject, ObjectSet};
+pub use driver::KubeDriver;
 pub use names::{
     labels, Role, COMPONENT_LABEL, FALLBACK_ANNOTATION, GENERATION_ANNOTATION, INSTANCE_LABEL,
     MANAGED_BY, SECRET_HASH_ANNOTATION, ZONE_LABEL,

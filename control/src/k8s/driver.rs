@@ -1,0 +1,234 @@
+//! [`KubeDriver`]: the runtime's [`Driver`] on a Kubernetes cluster. `apply` server-side-applies
+//! a deployment's objects and deletes the pods whose incarnation ended (one OnDelete step); a
+//! watcher per deployment, started on its first apply, reports its pods through the
+//! [`Book`](super::book) that binds pod UIDs to the seam's incarnations.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use tokio::{sync::OnceCell, task::AbortHandle};
+
+use super::{
+    apply::Applier, book::Book, desired, names::Names, watch_observations, DatabaseFlavor,
+    DesiredInput, KubeSettings,
+};
+use crate::{
+    domain::Spec,
+    driver::{DesiredState, Driver, DriverError, NodePhase, Observer},
+    runtime::random_secret,
+};
+
+/// One deployment as the driver knows it.
+#[derive(Default)]
+struct Tracked {
+    book: Arc<Mutex<Book>>,
+    /// The database password, read back from the cluster or generated once.
+    password: OnceCell<String>,
+    watcher: Option<AbortHandle>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+    }
+}
+
+/// Runs deployments as namespaces of a cluster (see configs/kubernetes/README.md).
+pub struct KubeDriver {
+    client: Client,
+    applier: Applier,
+    settings: KubeSettings,
+    database: OnceCell<DatabaseFlavor>,
+    deployments: Mutex<BTreeMap<String, Arc<Mutex<Tracked>>>>,
+}
+
+impl std::fmt::Debug for KubeDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeDriver")
+            .field("namespace_prefix", &self.settings.namespace_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> DriverError {
+    DriverError::Other(e.to_string())
+}
+
+impl KubeDriver {
+    /// A driver on `client`.
+    pub fn new(client: Client, settings: KubeSettings) -> Self {
+        Self {
+            applier: Applier::new(client.clone(), settings.clone()),
+            client,
+            settings,
+            database: OnceCell::new(),
+            deployments: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn tracked(&self, instance: &str) -> Arc<Mutex<Tracked>> {
+        let mut all = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(instance.to_string()).or_default().clone()
+    }
+
+    /// The password in the deployment's database Secret, or a new one: PostgreSQL takes it
+    /// only when it initialises its volume, so it must never change. Never logged.
+    async fn password(&self, instance: &str) -> Result<String, DriverError> {
+        let names = Names::new(&self.settings.namespace_prefix, instance).map_err(other)?;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &names.namespace);
+        let secret = api
+            .get_opt(&names.database_secret)
+            .await
+            .map_err(|_| DriverError::Other(format!("reading Secret {}", names.database_secret)))?;
+        let kept = secret
+            .and_then(|s| s.data)
+            .and_then(|d| d.get("password").cloned())
+            .and_then(|p| String::from_utf8(p.0).ok())
+            .filter(|p| !p.is_empty());
+        Ok(kept.unwrap_or_else(random_secret))
+    }
+
+    fn start_watcher(
+        &self,
+        instance: &str,
+        book: Arc<Mutex<Book>>,
+        observer: &Observer,
+    ) -> AbortHandle {
+        let mut stream = Box::pin(watch_observations(
+            self.client.clone(),
+            &self.settings.namespace(instance),
+        ));
+        let observer = observer.clone();
+        let instance = instance.to_string();
+        tokio::spawn(async move {
+            while let Some(o) = stream.next().await {
+                match o {
+                    Ok(o) => {
+                        let out = book.lock().unwrap_or_else(|p| p.into_inner()).observe(o);
+                        for o in out {
+                            observer.observe(&instance, o);
+                        }
+                    }
+                    Err(e) => tracing::warn!(instance, error = %e, "pod watch failed; retrying"),
+                }
+            }
+        })
+        .abort_handle()
+    }
+}
+
+#[async_trait]
+impl Driver for KubeDriver {
+    async fn apply(&self, desired: &DesiredState, observer: &Observer) -> Result<(), DriverError> {
+        let instance = desired.instance.as_str();
+        let tracked = self.tracked(instance);
+        if desired.deployment.deleted {
+            self.applier
+                .delete_deployment(instance)
+                .await
+                .map_err(other)?;
+            // Its pods go with the namespace; every stopped node is answered at once.
+            let plan = {
+                let t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+                let mut book = t.book.lock().unwrap_or_else(|p| p.into_inner());
+                book.want(&desired.nodes)
+            };
+            for o in plan.report {
+                observer.observe(instance, o);
+            }
+            let mut all = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+            all.remove(instance);
+            return Ok(());
+        }
+        let database = *self
+            .database
+            .get_or_try_init(|| self.applier.database_flavor())
+            .await
+            .map_err(other)?;
+        let (book, password) = {
+            let t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+            (t.book.clone(), t.password.get().cloned())
+        };
+        let password = match password {
+            Some(p) => p,
+            None => {
+                let p = self.password(instance).await?;
+                let t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+                // One apply per deployment at a time: nobody set it meanwhile.
+                let _ = t.password.set(p.clone());
+                p
+            }
+        };
+        // New pods run the newest spec any running node is moving to (mid-rollout the
+        // replaced nodes keep theirs: OnDelete).
+        let newest = desired
+            .nodes
+            .iter()
+            .filter(|n| n.phase != NodePhase::Gone)
+            .map(|n| &n.launch)
+            .max_by_key(|l| l.generation)
+            .filter(|l| l.generation > desired.deployment.generation);
+        // A launch carries the spec's node-facing half (config already merged with the
+        // secret config); sizes stay the deployment's.
+        let (spec, generation) = match newest {
+            Some(l) => (
+                Spec {
+                    version: l.version,
+                    image: l.image.clone(),
+                    vars: l.vars.clone(),
+                    config: l.config.clone(),
+                    secret_config: BTreeMap::new(),
+                    ..desired.deployment.spec.clone()
+                },
+                l.generation,
+            ),
+            None => (
+                desired.deployment.spec.clone(),
+                desired.deployment.generation,
+            ),
+        };
+        let set = desired::desired(
+            DesiredInput {
+                deployment: &desired.deployment,
+                spec: &spec,
+                generation,
+                database,
+                database_password: &password,
+            },
+            &self.settings,
+        )
+        .map_err(other)?;
+        self.applier.apply(&set).await.map_err(other)?;
+        // The book knows what is wanted before the watcher's first report arrives.
+        let plan = book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .want(&desired.nodes);
+        {
+            let mut t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+            if t.watcher.is_none() {
+                t.watcher = Some(self.start_watcher(instance, book.clone(), observer));
+            }
+        }
+        for o in plan.report {
+            observer.observe(instance, o);
+        }
+        for d in plan.delete {
+            let outcome = self
+                .applier
+                .delete_pod(instance, &d.node, Some(&d.uid))
+                .await
+                .map_err(other)?;
+            tracing::info!(instance, node = d.node, ?outcome, "deleted a node pod");
+        }
+        Ok(())
+    }
+}
