@@ -13,6 +13,7 @@ use kanmon_control::{
         serve_ok, Driver, LocalDriver, LocalDriverConfig, LoopbackDriver, NodeStatePublisher,
         NodesFilePublisher, NullPublisher, ProcessDriver,
     },
+    k8s::{self, KubeDriver},
     metrics::{self, MetricsSources},
     runtime::{Runtime, Settings},
     store::Store,
@@ -43,7 +44,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match args.command {
-            Command::Serve(serve_args) => serve(serve_args).await,
+            Command::Serve(serve_args) => serve(*serve_args).await,
             Command::DemoNode { listen } => demo_node(&listen).await,
             command => {
                 let out = cli::run(&args.conn, command).await?;
@@ -69,6 +70,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "admin token written to {} (use it with --token-file or KANMON_TOKEN_FILE)",
             token_file.display()
         );
+    }
+    if args.driver == DriverKind::Kubernetes && args.nodes_file.is_some() {
+        // The edge reads the cluster's EndpointSlices; a nodes file would be a second truth.
+        anyhow::bail!("--nodes-file cannot be used with --driver kubernetes");
     }
     let publisher: Arc<dyn NodeStatePublisher> = match &args.nodes_file {
         Some(path) => Arc::new(NodesFilePublisher::new(path)),
@@ -98,6 +103,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let driver = Arc::new(LocalDriver::new(config));
             local = Some(driver.clone());
             Arc::new(ProcessDriver::new(driver))
+        }
+        DriverKind::Kubernetes => {
+            let client = k8s::connect(args.kube.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API")?;
+            Arc::new(KubeDriver::new(
+                client,
+                args.kube.settings(args.grace),
+                store.clone(),
+            ))
         }
     };
     let tls = match (&args.tls_cert, &args.tls_key) {

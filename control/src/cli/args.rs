@@ -70,7 +70,7 @@ pub enum Command {
     )]
     Up(UpArgs),
     /// Run the control plane's HTTP API (creates an admin token on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, show, edit and delete deployments.
     #[command(subcommand)]
     Deployments(DeploymentsCmd),
@@ -213,6 +213,11 @@ pub enum DriverKind {
     Loopback,
     /// Child processes started from --node-program (the demo game node by default).
     Local,
+    /// Pods of a Kubernetes cluster, one namespace per deployment (see the Kubernetes driver
+    /// options). The edge learns nodes from the cluster's EndpointSlices itself, so nothing
+    /// is published to it (--nodes-file is refused), and a node drains when its pod is
+    /// deleted (its endpoint turns `serving && terminating`).
+    Kubernetes,
 }
 
 /// `--wait` and its limit.
@@ -416,7 +421,8 @@ pub struct UpArgs {
     /// Base domain of deployment hostnames.
     #[arg(long, default_value = "kanmon.test")]
     pub base_domain: String,
-    /// How long a draining node may keep connections before it is stopped.
+    /// How long a draining node may keep connections before it is stopped (under kubernetes
+    /// also a deleted pod's drain after its preStop pause).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
     /// Time between samples of each database's pg_stat_statements (query load, top queries).
@@ -470,10 +476,12 @@ pub struct ServeArgs {
     /// Directory for node logs (local driver).
     #[arg(long, default_value = "logs")]
     pub log_dir: PathBuf,
-    /// Write node states to this proxy nodes file (file discovery).
+    /// Write node states to this proxy nodes file (file discovery; not with --driver
+    /// kubernetes, whose edge reads EndpointSlices).
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
-    /// How long a draining node may keep connections before it is stopped.
+    /// How long a draining node may keep connections before it is stopped (under kubernetes
+    /// also a deleted pod's drain after its preStop pause).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a started node has to become healthy.
@@ -488,6 +496,9 @@ pub struct ServeArgs {
     /// Largest CrashLoopBackOff delay.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub backoff_cap: Duration,
+    /// Options of `--driver kubernetes`.
+    #[command(flatten)]
+    pub kube: super::kube_args::KubeArgs,
 }
 
 /// A duration of more than zero (an interval of zero would sample without pause).

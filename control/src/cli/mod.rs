@@ -3,6 +3,7 @@
 pub mod args;
 pub mod client;
 mod export;
+pub mod kube_args;
 pub mod logs;
 mod table;
 mod users;

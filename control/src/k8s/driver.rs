@@ -10,18 +10,18 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::Client;
 use tokio::{sync::OnceCell, task::AbortHandle};
 
 use super::{
-    apply::Applier, book::Book, desired, names::Names, watch_observations, DatabaseFlavor,
-    DesiredInput, KubeSettings,
+    apply::Applier, book::Book, desired, watch_observations, DatabaseFlavor, DesiredInput,
+    KubeSettings,
 };
 use crate::{
     domain::Spec,
     driver::{DesiredState, Driver, DriverError, NodePhase, Observer},
     runtime::random_secret,
+    store::Store,
 };
 
 /// One deployment as the driver knows it.
@@ -44,6 +44,7 @@ impl Drop for Tracked {
 /// Runs deployments as namespaces of a cluster (see configs/kubernetes/README.md).
 pub struct KubeDriver {
     client: Client,
+    store: Arc<Store>,
     applier: Applier,
     settings: KubeSettings,
     database: OnceCell<DatabaseFlavor>,
@@ -63,9 +64,10 @@ fn other(e: impl std::fmt::Display) -> DriverError {
 }
 
 impl KubeDriver {
-    /// A driver on `client`.
-    pub fn new(client: Client, settings: KubeSettings) -> Self {
+    /// A driver on `client`, keeping its database passwords in `store`.
+    pub fn new(client: Client, settings: KubeSettings, store: Arc<Store>) -> Self {
         Self {
+            store,
             applier: Applier::new(client.clone(), settings.clone()),
             client,
             settings,
@@ -79,21 +81,18 @@ impl KubeDriver {
         all.entry(instance.to_string()).or_default().clone()
     }
 
-    /// The password in the deployment's database Secret, or a new one: PostgreSQL takes it
-    /// only when it initialises its volume, so it must never change. Never logged.
-    async fn password(&self, instance: &str) -> Result<String, DriverError> {
-        let names = Names::new(&self.settings.namespace_prefix, instance).map_err(other)?;
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &names.namespace);
-        let secret = api
-            .get_opt(&names.database_secret)
-            .await
-            .map_err(|_| DriverError::Other(format!("reading Secret {}", names.database_secret)))?;
-        let kept = secret
-            .and_then(|s| s.data)
-            .and_then(|d| d.get("password").cloned())
-            .and_then(|p| String::from_utf8(p.0).ok())
-            .filter(|p| !p.is_empty());
-        Ok(kept.unwrap_or_else(random_secret))
+    /// The deployment's database password, generated once and kept in the store (the
+    /// cluster's Secret is written, never read back: the driver needs no `get` on Secrets).
+    /// PostgreSQL takes it only when it initialises its volume, so it must never change.
+    fn password(&self, instance: &str) -> Result<String, DriverError> {
+        let key = format!("k8s.database-password.{instance}");
+        let failed = |e: crate::store::StoreError| DriverError::Other(format!("store: {e}"));
+        if let Some(p) = self.store.meta(&key).map_err(failed)? {
+            return Ok(p);
+        }
+        let p = random_secret();
+        self.store.set_meta(&key, &p).map_err(failed)?;
+        Ok(p)
     }
 
     fn start_watcher(
@@ -160,7 +159,7 @@ impl Driver for KubeDriver {
         let password = match password {
             Some(p) => p,
             None => {
-                let p = self.password(instance).await?;
+                let p = self.password(instance)?;
                 let t = tracked.lock().unwrap_or_else(|p| p.into_inner());
                 // One apply per deployment at a time: nobody set it meanwhile.
                 let _ = t.password.set(p.clone());
