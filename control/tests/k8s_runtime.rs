@@ -1,0 +1,252 @@
+//! The control plane's runtime with `KubeDriver` against the wire-level API fixture and its
+//! simulated cluster (kanmon-testkit): a created deployment's pods become Ready and the deploy
+//! completes; a reboot rolls one pod at a time (an old pod is deleted only once every other
+//! node's pod is Ready); a crashing image crash-loops one node while the other serves, and a
+//! good deploy recovers.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kanmon_control::{
+    domain::{
+        CreateDeployment, DeploymentType, NodeRunState, OpKind, OpStatus, Operation, Timings,
+    },
+    driver::NullPublisher,
+    k8s::{connect, KubeDriver, KubeSettings},
+    runtime::{Runtime, Settings},
+    store::Store,
+};
+use kanmon_router::{InstanceName, Zone};
+use kanmon_testkit::k8s::{
+    sim::{SimCluster, SimOpts},
+    ApiFixture, Kind,
+};
+use serde_json::Value;
+
+/// Generous: the machine is shared and loaded.
+const WAIT: Duration = Duration::from_secs(90);
+
+fn settings() -> Settings {
+    Settings {
+        timings: Timings {
+            // With the null publisher the domain waits the whole grace before the pod goes.
+            grace: Duration::from_millis(200),
+            health_timeout: Duration::from_secs(60),
+            crashloop_timeout: Duration::from_secs(120),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(400),
+        },
+        ..Settings::default()
+    }
+}
+
+fn request() -> CreateDeployment {
+    CreateDeployment {
+        org: "acme".into(),
+        title: "rpg".into(),
+        instance: InstanceName::parse("alpha").unwrap(),
+        zone: Zone::parse("us-east1").unwrap(),
+        kind: DeploymentType::Production,
+        version: "3.35.0".parse().unwrap(),
+        node_cpus: 2,
+        db_cpus: 1,
+        delete_protection: None,
+    }
+}
+
+/// Waits (bounded) until operation `id` is finished.
+async fn finished(rt: &Runtime, id: u64) -> Operation {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let op = rt.store().op(id).unwrap().unwrap();
+        if op.status.is_final() {
+            return op;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation {id} did not finish: {op:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let ok = tokio::time::timeout(WAIT, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "timed out waiting for {what}");
+}
+
+/// A node pod as the monitor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PodState {
+    uid: String,
+    ready: bool,
+    terminating: bool,
+}
+
+fn pods(api: &ApiFixture) -> BTreeMap<String, PodState> {
+    api.list(Kind::Pod)
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["kanmon.dev/component"] == "node")
+        .map(|p: Value| {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                PodState {
+                    uid: p["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    ready,
+                    terminating: !p["metadata"]["deletionTimestamp"].is_null(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn node_states(rt: &Runtime) -> Vec<NodeRunState> {
+    rt.deployment("alpha")
+        .unwrap()
+        .nodes
+        .iter()
+        .map(|n| n.state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_cluster() {
+    let api = Arc::new(ApiFixture::start().await);
+    let _sim = SimCluster::start(
+        &api,
+        SimOpts {
+            grace: Duration::from_millis(300),
+            ..SimOpts::default()
+        },
+    );
+    let client = connect(Some(&api.kubeconfig())).await.unwrap();
+    let store = Arc::new(Store::in_memory().unwrap());
+    let driver = KubeDriver::new(client, KubeSettings::default(), store.clone());
+    let rt = Runtime::start(store, settings(), Arc::new(driver), Arc::new(NullPublisher)).unwrap();
+
+    // Created: both pods Ready, the deploy completes with both nodes Ready at the pods' IPs.
+    let (_, first) = rt.create(request(), "ann").unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    let dep = rt.deployment("alpha").unwrap();
+    assert_eq!(dep.nodes.len(), 2);
+    assert!(dep
+        .nodes
+        .iter()
+        .all(|n| n.state == NodeRunState::Ready && n.addr.is_some_and(|a| a.port() == 7350)));
+    let before = pods(&api);
+    assert!(before.values().all(|p| p.ready), "{before:#?}");
+    // The database password is generated once and applied (never read back from the cluster).
+    let secret = api
+        .get(Kind::Secret, "kanmon-alpha", "alpha-db-credentials")
+        .unwrap();
+    assert!(secret["data"]["password"].is_string(), "{secret:#?}");
+
+    // A reboot: the monitor checks, whenever it first sees an old pod terminating, that every
+    // other node's pod is Ready (so no two nodes are down at once, and each step waited for
+    // the previous new pod).
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let monitor = {
+        let (api, violations, deleted) = (api.clone(), violations.clone(), deleted.clone());
+        let old: BTreeMap<String, String> = before
+            .iter()
+            .map(|(n, p)| (n.clone(), p.uid.clone()))
+            .collect();
+        tokio::spawn(async move {
+            loop {
+                let now = pods(&api);
+                for (node, p) in &now {
+                    let is_old = old.get(node) == Some(&p.uid);
+                    let seen = deleted.lock().unwrap().contains(node);
+                    if is_old && p.terminating && !seen {
+                        deleted.lock().unwrap().push(node.clone());
+                        let others_ready = old
+                            .keys()
+                            .filter(|n| *n != node)
+                            .all(|n| now.get(n).is_some_and(|o| o.ready && !o.terminating));
+                        if !others_ready {
+                            violations.lock().unwrap().push(format!("{node}: {now:?}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
+    assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
+    monitor.abort();
+    let after = pods(&api);
+    for (node, p) in &after {
+        assert_ne!(p.uid, before[node].uid, "{node} was not replaced");
+        assert!(p.ready && !p.terminating, "{node}: {p:?}");
+    }
+    assert_eq!(deleted.lock().unwrap().len(), 2, "both old pods deleted");
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:#?}",
+        violations.lock().unwrap()
+    );
+    assert!(node_states(&rt).iter().all(|s| *s == NodeRunState::Ready));
+
+    // A crashing image: the first replaced node crash-loops, the other keeps serving.
+    let bad = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.0".parse().unwrap(),
+                image: Some("registry.example/crash:1".into()),
+            },
+            "ann",
+        )
+        .unwrap();
+    eventually("a node in CrashLoopBackOff", || {
+        node_states(&rt).contains(&NodeRunState::CrashLoopBackOff)
+    })
+    .await;
+    let states = node_states(&rt);
+    assert!(states.contains(&NodeRunState::Ready), "{states:?}");
+    let serving = pods(&api).values().filter(|p| p.ready).count();
+    assert!(serving >= 1, "{:#?}", pods(&api));
+
+    // A good deploy supersedes it and recovers both nodes.
+    let good = rt
+        .submit(
+            "alpha",
+            OpKind::Deploy {
+                version: "3.37.0".parse().unwrap(),
+                image: None,
+            },
+            "ann",
+        )
+        .unwrap();
+    let bad = finished(&rt, bad.id).await;
+    assert!(bad.error.unwrap_or_default().contains("superseded"));
+    assert_eq!(finished(&rt, good.id).await.status, OpStatus::Completed);
+    assert!(node_states(&rt).iter().all(|s| *s == NodeRunState::Ready));
+    eventually("both pods ready on the good image", || {
+        let p = pods(&api);
+        p.len() == 2 && p.values().all(|p| p.ready && !p.terminating)
+    })
+    .await;
+}
