@@ -1,7 +1,8 @@
 //! The Kubernetes driver's building blocks: what a deployment looks like as cluster objects,
 //! how they are applied, and how pods are read back into node observations.
 //!
-//! Everything here is independent of the runtime's driver trait, so wiring it is small:
+//! The building blocks are independent of the runtime's driver trait; [`KubeDriver`] wires
+//! them into it (with the pod-UID → incarnation book of `book.rs`):
 //! - [`desired`] is pure: a deployment, the spec to run and [`KubeSettings`] in, the typed
 //!   object set of its namespace out (golden-tested, no I/O);
 //! - [`Applier`] carries an object set to the API server with server-side apply under one field
