@@ -177,6 +177,27 @@ impl Book {
         plan
     }
 
+    /// The deployment is gone with its namespace and nothing more will be watched: every
+    /// listed incarnation that has not reported its exit is answered with one now.
+    pub(super) fn close(&mut self, nodes: &[DesiredNode]) -> Vec<Observation> {
+        let mut out = Vec::new();
+        for n in nodes {
+            let (node, incarnation) = (&n.launch.id, n.launch.incarnation);
+            let ended = self
+                .bound
+                .values()
+                .any(|b| &b.node == node && b.incarnation == incarnation && b.retired);
+            if !ended && self.answered.insert((node.clone(), incarnation)) {
+                out.push(Observation::Exited {
+                    node: node.clone(),
+                    incarnation,
+                    code: None,
+                });
+            }
+        }
+        out
+    }
+
     /// Keeps a report of an unclaimed pod for [`Book::want`] to replay (a pod that is
     /// going or gone is nobody's successor).
     fn hold(&mut self, o: PodObservation) {

@@ -115,3 +115,15 @@ fn a_restarted_incarnation_is_replaced_and_a_podless_stop_answered_once() {
     assert_eq!(incarnations(&plan.report), [3]);
     assert!(empty.want(&[node(3, NodePhase::Gone)]).report.is_empty());
 }
+
+#[test]
+fn closing_a_deleted_deployment_answers_each_incarnation_not_yet_exited() {
+    let mut book = Book::default();
+    book.want(&[node(1, NodePhase::Run)]);
+    book.observe(started("u1"));
+    book.observe(pod("u1", NodeObservation::Exited { code: Some(0) }));
+    // Incarnation 1 reported its exit; incarnation 2 never did.
+    assert!(book.close(&[node(1, NodePhase::Gone)]).is_empty());
+    assert_eq!(incarnations(&book.close(&[node(2, NodePhase::Gone)])), [2]);
+    assert!(book.close(&[node(2, NodePhase::Gone)]).is_empty(), "once");
+}

@@ -134,13 +134,14 @@ impl Driver for KubeDriver {
                 .delete_deployment(instance)
                 .await
                 .map_err(other)?;
-            // Its pods go with the namespace; every stopped node is answered at once.
-            let plan = {
+            // Its pods go with the namespace and its watcher stops: every node not yet
+            // reported gone is answered now.
+            let exits = {
                 let t = tracked.lock().unwrap_or_else(|p| p.into_inner());
                 let mut book = t.book.lock().unwrap_or_else(|p| p.into_inner());
-                book.want(&desired.nodes)
+                book.close(&desired.nodes)
             };
-            for o in plan.report {
+            for o in exits {
                 observer.observe(instance, o);
             }
             let mut all = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
