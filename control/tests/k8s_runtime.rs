@@ -250,3 +250,65 @@ async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_adds_and_removes_pods_as_the_operation_asks() {
+    let api = Arc::new(ApiFixture::start().await);
+    let _sim = SimCluster::start(
+        &api,
+        SimOpts {
+            grace: Duration::from_millis(300),
+            ..SimOpts::default()
+        },
+    );
+    let client = connect(Some(&api.kubeconfig())).await.unwrap();
+    let store = Arc::new(Store::in_memory().unwrap());
+    let driver = KubeDriver::new(client, KubeSettings::default(), store.clone());
+    let rt = Runtime::start(store, settings(), Arc::new(driver), Arc::new(NullPublisher)).unwrap();
+    let (_, first) = rt
+        .create(
+            CreateDeployment {
+                node_cpus: 1,
+                ..request()
+            },
+            "ann",
+        )
+        .unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    assert_eq!(pods(&api).len(), 1);
+
+    // Up: the second node's pod is created when the operation starts it, not after.
+    let up = rt
+        .submit(
+            "alpha",
+            OpKind::Scale {
+                node_cpus: 2,
+                db_cpus: 1,
+            },
+            "ann",
+        )
+        .unwrap();
+    assert_eq!(finished(&rt, up.id).await.status, OpStatus::Completed);
+    assert_eq!(node_states(&rt), [NodeRunState::Ready, NodeRunState::Ready]);
+    let p = pods(&api);
+    assert!(p.len() == 2 && p.values().all(|p| p.ready), "{p:#?}");
+
+    // Down: the removed node's pod goes and is not made again.
+    let down = rt
+        .submit(
+            "alpha",
+            OpKind::Scale {
+                node_cpus: 1,
+                db_cpus: 1,
+            },
+            "ann",
+        )
+        .unwrap();
+    assert_eq!(finished(&rt, down.id).await.status, OpStatus::Completed);
+    assert_eq!(node_states(&rt), [NodeRunState::Ready]);
+    eventually("one node pod left", || {
+        let p = pods(&api);
+        p.len() == 1 && p.contains_key("alpha-0")
+    })
+    .await;
+}

@@ -41,6 +41,28 @@ impl Drop for Tracked {
     }
 }
 
+/// Sets the node StatefulSet's replicas to cover exactly the nodes the domain runs or drains
+/// (pods are `{instance}-{slot}`). The spec's node count would make the StatefulSet controller
+/// add a scaled-up node's pod only once the operation is over (the persisted spec changes
+/// last) and remove a scaled-down node's pod before the operation drained it; with this, a
+/// pod appears when its node is asked to run and goes when it is `Gone`.
+fn keep_listed_pods(set: &mut super::ObjectSet, desired: &DesiredState) {
+    let listed = desired
+        .nodes
+        .iter()
+        .filter(|n| n.phase != NodePhase::Gone)
+        .map(|n| n.launch.slot + 1)
+        .max()
+        .unwrap_or(0);
+    for o in &mut set.objects {
+        if o.resource.kind == "StatefulSet"
+            && o.object.metadata.name.as_deref() == Some(desired.instance.as_str())
+        {
+            o.object.data["spec"]["replicas"] = serde_json::Value::from(listed);
+        }
+    }
+}
+
 /// Runs deployments as namespaces of a cluster (see configs/kubernetes/README.md).
 pub struct KubeDriver {
     client: Client,
@@ -195,7 +217,7 @@ impl Driver for KubeDriver {
                 desired.deployment.generation,
             ),
         };
-        let set = desired::desired(
+        let mut set = desired::desired(
             DesiredInput {
                 deployment: &desired.deployment,
                 spec: &spec,
@@ -206,6 +228,7 @@ impl Driver for KubeDriver {
             &self.settings,
         )
         .map_err(other)?;
+        keep_listed_pods(&mut set, desired);
         self.applier.apply(&set).await.map_err(other)?;
         // The book knows what is wanted before the watcher's first report arrives.
         let plan = book
