@@ -81,6 +81,18 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/whoami": { "get": op("The caller and its grants", "any valid token", None, "200") },
             "/v1/versions": { "get": op("Released versions with support status", "any valid token", None, "200") },
             "/v1/zones": { "get": op("Zone catalog", "any valid token", None, "200") },
+            "/v1/orgs/{org}/zones": {
+                "parameters": path_param("org", "string"),
+                "get": op("The zone catalog as the organization sees it: {org, zones: [{zone, on_request, available, enabled_by, enabled_at}]}", "any valid token", None, "200"),
+            },
+            "/v1/orgs/{org}/zones/{zone}": {
+                "parameters": [
+                    { "name": "org", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "zone", "in": "path", "required": true, "schema": { "type": "string" } },
+                ],
+                "put": op("Enable an on-request zone for the organization (audited); 422 for a zone that is not on request", "admin", None, "200"),
+                "delete": op_404("Take an on-request zone back from the organization (its deployments there stay)", "admin", "200"),
+            },
             "/v1/users": { "post": op("Create a user or service user; returns its token once", "admin", Some("NewUser"), "201") },
             "/v1/users/{name}/grants": {
                 "parameters": path_param("name", "string"),
@@ -117,6 +129,10 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/keys": { "parameters": instance_param(), "get": op("Server key and runtime key", "secrets", None, "200") },
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
             "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
+            "/v1/deployments/{instance}/downgrade-allowance": {
+                "parameters": instance_param(),
+                "post": op("Allow one deploy to the given older supported version (the support team's intervention, audited); used up by the deploy that completes to it", "admin", Some("DowngradeAllowance"), "200"),
+            },
             "/v1/deployments/{instance}/operations": {
                 "parameters": instance_param(),
                 "get": op("Operations, newest first", "view", None, "200"),
@@ -158,6 +174,8 @@ pub(super) async fn document() -> Json<Value> {
                     "version": { "type": "string" }, "org": { "type": "string" }, "title": { "type": "string" },
                     "node_cpus": { "type": "integer", "minimum": 1 }, "db_cpus": { "type": "integer", "minimum": 1 },
                     "delete_protection": { "type": "boolean" } } },
+                "DowngradeAllowance": { "type": "object", "required": ["version"], "properties": {
+                    "version": { "type": "string", "description": "an older supported version than the running one" } } },
                 "Edit": { "type": "object", "properties": {
                     "delete_protection": { "type": "boolean" }, "fallback_to_draining": { "type": "boolean" } } },
                 "Operation": { "oneOf": [

@@ -6,6 +6,7 @@ mod effects;
 mod exports;
 pub mod scrub;
 mod settings;
+mod support;
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +20,7 @@ use std::{
 use tokio::sync::mpsc;
 
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
-pub use settings::{default_catalog, default_zones, Settings};
+pub use settings::{default_catalog, default_zones, Settings, SettingsError};
 
 use crate::{
     domain::{
@@ -249,7 +250,8 @@ impl Runtime {
             runtime_key: random_secret(),
         };
         let version = req.version;
-        let dep = Deployment::create(req, &s.catalog, &s.zones, &s.base_domain, keys, who, now())?;
+        let zones = self.zones_for(&req.org)?;
+        let dep = Deployment::create(req, &s.catalog, &zones, &s.base_domain, keys, who, now())?;
         let name = dep.instance.to_string();
         {
             let mut all = self.controllers();

@@ -1,4 +1,8 @@
-//! Runtime settings with the platform defaults.
+//! Runtime settings with the platform defaults, optionally read from a file ([`file`]).
+
+mod file;
+
+pub use file::SettingsError;
 
 use std::{path::PathBuf, time::Duration};
 
