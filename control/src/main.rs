@@ -81,6 +81,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(base) = &args.base_domain {
         settings.base_domain = base.clone();
     }
+    if let Some(every) = args.billing_interval {
+        settings.billing_interval = every;
+    }
     settings.timings = Timings {
         grace: args.grace,
         health_timeout: args.health_timeout,
@@ -108,6 +111,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let runtime = Runtime::start(store, settings, driver, publisher)?;
+    tokio::spawn(kanmon_control::billing::run(runtime.clone()));
     let app = api::App::new(runtime.clone());
     let sources = MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
     let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)

@@ -12,6 +12,7 @@ mod operations;
 pub mod refusals;
 mod support;
 pub mod tls;
+mod usage;
 mod views;
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub fn router_for(app: App) -> Router {
             post(support::allow_downgrade),
         )
         .route("/v1/deployments/{instance}/logs", get(logs::logs))
+        .route("/v1/deployments/{instance}/usage", get(usage::usage))
         .route(
             "/v1/deployments/{instance}/operations",
             get(operations::list).post(operations::submit),

@@ -72,6 +72,17 @@ fn logs_op() -> Value {
     v
 }
 
+/// The usage (billing) read: its date range.
+fn usage_op() -> Value {
+    let mut v = op("CPUs charged per UTC day, the day's highest sample: {instance, from, to, days: [{date, node_cpus, db_cpus, samples, carried}], in_progress: {date, node_cpus, db_cpus, samples} | null}; a day without samples carries the last known tier", "billing", None, "200");
+    let q = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string", "format": "date" } });
+    v["parameters"] = json!([
+        q("from", "First day, YYYY-MM-DD (default: 30 days before to)"),
+        q("to", "Last day, YYYY-MM-DD (default: today, UTC)"),
+    ]);
+    v
+}
+
 /// `GET /openapi.json`.
 pub(super) async fn document() -> Json<Value> {
     Json(json!({
@@ -129,6 +140,7 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/keys": { "parameters": instance_param(), "get": op("Server key and runtime key", "secrets", None, "200") },
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
             "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
+            "/v1/deployments/{instance}/usage": { "parameters": instance_param(), "get": usage_op() },
             "/v1/deployments/{instance}/downgrade-allowance": {
                 "parameters": instance_param(),
                 "post": op("Allow one deploy to the given older supported version (the support team's intervention, audited); used up by the deploy that completes to it", "admin", Some("DowngradeAllowance"), "200"),
@@ -167,7 +179,7 @@ pub(super) async fn document() -> Json<Value> {
                 "Grant": { "type": "object", "required": ["user", "scope", "permissions"], "properties": {
                     "user": { "type": "string" },
                     "scope": { "type": "object", "description": "{level: organization, org} | {level: title, org, title} | {level: deployment, instance}; org \"*\" = every organization" },
-                    "permissions": { "type": "array", "items": { "enum": ["view", "edit", "deploy", "delete", "export", "scale", "secrets"] } } } },
+                    "permissions": { "type": "array", "items": { "enum": ["view", "edit", "deploy", "delete", "export", "scale", "secrets", "billing"] } } } },
                 "NewDeployment": { "type": "object", "required": ["instance", "zone", "type", "version"], "properties": {
                     "instance": { "type": "string", "pattern": "^[a-z][a-z0-9-]{1,61}[a-z0-9]$" },
                     "zone": { "type": "string" }, "type": { "enum": ["development", "production"] },

@@ -177,6 +177,17 @@ pub enum Command {
         kanmon logs demo --follow   # new lines every 2 s until Ctrl-C"
     )]
     Logs(LogsArgs),
+    /// Show the CPUs charged per UTC day, the day's highest sample (needs billing).
+    Usage {
+        /// Deployment instance name.
+        instance: String,
+        /// First day, YYYY-MM-DD (default: 30 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Show a deployment's server key and runtime key (needs the secrets permission).
     Keys {
         /// Deployment instance name.
@@ -502,6 +513,10 @@ pub struct ServeArgs {
     /// control/README.md). Without it the built-in catalogs apply.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// How often deployments' CPUs are sampled for billing (default: the config file's, else
+    /// 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub billing_interval: Option<Duration>,
     /// Which driver runs nodes.
     #[arg(long, value_enum, default_value = "loopback")]
     pub driver: DriverKind,

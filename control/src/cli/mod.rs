@@ -206,6 +206,9 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
                 .unwrap_or_default();
             Ok(table(&["version", "support", ""], &rows))
         }
+        Command::Usage { instance, from, to } => {
+            support::usage(&c, &instance, from.as_deref(), to.as_deref(), json_out).await
+        }
         Command::Zones(args) => support::zones(&c, args, json_out).await,
         Command::Whoami => Ok(pretty(&c.get("/v1/whoami").await?)),
         Command::Users(cmd) => users::run(&c, cmd, json_out).await,

@@ -1,5 +1,6 @@
-//! `kanmon zones ...` and `kanmon deployments allow-downgrade`: the zone catalog, and the
-//! support team's interventions (on-request zones per organization, one allowed downgrade).
+//! `kanmon zones ...`, `kanmon deployments allow-downgrade` and `kanmon usage`: the zone
+//! catalog, the support team's interventions (on-request zones per organization, one allowed
+//! downgrade) and what is billed.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -80,4 +81,50 @@ pub(super) async fn allow_downgrade(
             cell(&d["version"])
         )
     })
+}
+
+/// Runs `kanmon usage`.
+pub(super) async fn usage(
+    c: &Client,
+    instance: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    json_out: bool,
+) -> Result<String, ClientError> {
+    let mut path = format!("/v1/deployments/{}/usage", segment(instance));
+    let query: Vec<String> = [("from", from), ("to", to)]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", segment(v))))
+        .collect();
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let v = c.get(&path).await?;
+    if json_out {
+        return Ok(pretty(&v));
+    }
+    let row = |d: &Value, note: &str| {
+        vec![
+            cell(&d["date"]),
+            cell(&d["node_cpus"]),
+            cell(&d["db_cpus"]),
+            cell(&d["samples"]),
+            note.to_string(),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = v["days"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| row(d, if d["carried"] == true { "carried" } else { "" }))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v["in_progress"].is_object() {
+        rows.push(row(&v["in_progress"], "in progress"));
+    }
+    Ok(table(
+        &["date", "node_cpus", "db_cpus", "samples", ""],
+        &rows,
+    ))
 }

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod allowance_tests;
+pub mod billing;
 pub mod controller;
 pub mod crashloop;
 pub mod deployment;

@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod schema;
+mod usage;
 mod zones;
 
 use std::{path::Path, sync::Mutex};

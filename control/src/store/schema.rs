@@ -61,6 +61,20 @@ CREATE TABLE zone_grants (
     PRIMARY KEY (org, zone)
 );
 "#,
+    r#"
+CREATE TABLE meters (
+    instance TEXT PRIMARY KEY,
+    body     TEXT NOT NULL
+);
+CREATE TABLE usage_days (
+    instance  TEXT NOT NULL,
+    day       INTEGER NOT NULL,
+    node_cpus INTEGER NOT NULL,
+    db_cpus   INTEGER NOT NULL,
+    samples   INTEGER NOT NULL,
+    PRIMARY KEY (instance, day)
+);
+"#,
 ];
 
 /// Brings the schema up to date. WAL mode lets readers (the API) run while a step is written;

@@ -1,10 +1,13 @@
 //! The control plane's configuration file (`kanmon serve --config FILE`, `kanmon up --config
 //! FILE`): the platform catalogs DESIGN.md says live in configuration (released versions,
-//! zones) and the base domain. Parsed into raw serde types, then validated once into
+//! zones), the base domain and the billing sample interval. Parsed into raw serde types, then validated once into
 //! [`Settings`]; a key the file does not know is an error naming the key and its line, so a
 //! typo never silently falls back to a default.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use kanmon_router::{Catalog, Version, Zone};
 use serde::Deserialize;
@@ -49,6 +52,7 @@ struct RawFile {
     base_domain: Option<String>,
     versions: Option<Vec<String>>,
     zones: Option<Vec<RawZone>>,
+    billing_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +133,17 @@ impl Settings {
             }
             settings.zones = parsed;
         }
+        if let Some(text) = raw.billing_interval {
+            let every = humantime::parse_duration(&text)
+                .map_err(|e| rule("billing_interval".into(), format!("{text:?}: {e}")))?;
+            if every < Duration::from_secs(1) {
+                return Err(rule(
+                    "billing_interval".into(),
+                    "must be at least 1s".into(),
+                ));
+            }
+            settings.billing_interval = every;
+        }
         Ok(settings)
     }
 }
@@ -199,5 +214,13 @@ zones = [{ name = "eu-north1" }, { name = "ap-south-1", on_request = true }]
             .unwrap_err()
             .to_string();
         assert!(e.contains("zones[0].name"), "{e}");
+        let e = parse("billing_interval = \"0s\"").unwrap_err().to_string();
+        assert!(e.contains("billing_interval"), "{e}");
+        assert_eq!(
+            parse("billing_interval = \"90s\"")
+                .unwrap()
+                .billing_interval,
+            Duration::from_secs(90)
+        );
     }
 }
