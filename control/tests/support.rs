@@ -197,6 +197,9 @@ async fn a_platform_admin_allows_one_downgrade() {
         "{}",
         stdout(&out)
     );
+    let (_, d) = s.get("/v1/deployments/alpha", &owner).await;
+    assert_eq!(d["downgrade_allowance"]["version"], "3.36.0", "{d}");
+    assert_eq!(d["downgrade_allowance"]["by"], "admin", "{d}");
     // Only the allowed version, and only by someone who may deploy.
     let (status, body) = s
         .post(
