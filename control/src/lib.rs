@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod billing;
 pub mod bootstrap;
 pub mod cli;
 pub mod domain;

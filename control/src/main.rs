@@ -74,16 +74,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Arc::new(NodesFilePublisher::new(path)),
         None => Arc::new(NullPublisher),
     };
-    let mut settings = Settings {
-        base_domain: args.base_domain.clone(),
-        timings: Timings {
-            grace: args.grace,
-            health_timeout: args.health_timeout,
-            crashloop_timeout: args.crashloop_timeout,
-            backoff_base: args.backoff_base,
-            backoff_cap: args.backoff_cap,
-        },
-        ..Settings::default()
+    let mut settings = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    if let Some(base) = &args.base_domain {
+        settings.base_domain = base.clone();
+    }
+    if let Some(every) = args.billing_interval {
+        settings.billing_interval = every;
+    }
+    settings.timings = Timings {
+        grace: args.grace,
+        health_timeout: args.health_timeout,
+        crashloop_timeout: args.crashloop_timeout,
+        backoff_base: args.backoff_base,
+        backoff_cap: args.backoff_cap,
     };
     let mut local = None;
     let driver: Arc<dyn Driver> = match args.driver {
@@ -105,6 +111,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let runtime = Runtime::start(store, settings, driver, publisher)?;
+    tokio::spawn(kanmon_control::billing::run(runtime.clone()));
     let app = api::App::new(runtime.clone());
     let sources = MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
     let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)

@@ -177,6 +177,17 @@ pub enum Command {
         kanmon logs demo --follow   # new lines every 2 s until Ctrl-C"
     )]
     Logs(LogsArgs),
+    /// Show the CPUs charged per UTC day, the day's highest sample (needs billing).
+    Usage {
+        /// Deployment instance name.
+        instance: String,
+        /// First day, YYYY-MM-DD (default: 30 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Show a deployment's server key and runtime key (needs the secrets permission).
     Keys {
         /// Deployment instance name.
@@ -184,8 +195,9 @@ pub enum Command {
     },
     /// List released versions and their support status.
     Versions,
-    /// List zones.
-    Zones,
+    /// List zones (with --org: as that organization sees them), or enable an on-request zone
+    /// for an organization (admin).
+    Zones(ZonesArgs),
     /// Show who the token belongs to and its grants.
     Whoami,
     /// Create users and service users, rotate their tokens.
@@ -285,6 +297,14 @@ pub enum DeploymentsCmd {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Allow one deploy to an older version (platform admin: the support team's intervention).
+    AllowDowngrade {
+        /// Instance name.
+        instance: String,
+        /// The older supported version the next deploy may move to.
+        #[arg(long)]
+        version: String,
+    },
     /// Delete a deployment (refused while delete protection is on).
     Delete {
         /// Instance name.
@@ -292,6 +312,40 @@ pub enum DeploymentsCmd {
         /// Wait and show progress.
         #[command(flatten)]
         wait: Wait,
+    },
+}
+
+/// `kanmon zones [--org ORG] [enable|disable ZONE --org ORG]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ZonesArgs {
+    /// Show the zones as this organization sees them (on-request zones it was given count as
+    /// available).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Enable or disable an on-request zone.
+    #[command(subcommand)]
+    pub cmd: Option<ZonesCmd>,
+}
+
+/// `kanmon zones enable|disable`
+#[derive(Debug, Subcommand)]
+pub enum ZonesCmd {
+    /// Enable an on-request zone for an organization (admin; audited).
+    Enable {
+        /// Zone (on request; see `kanmon zones`).
+        zone: String,
+        /// Organization.
+        #[arg(long)]
+        org: String,
+    },
+    /// Take an on-request zone back from an organization (its deployments there stay).
+    Disable {
+        /// Zone.
+        zone: String,
+        /// Organization.
+        #[arg(long)]
+        org: String,
     },
 }
 
@@ -413,9 +467,13 @@ pub struct UpArgs {
     /// Zone of the demo deployment.
     #[arg(long, default_value = "us-east1")]
     pub zone: String,
-    /// Base domain of deployment hostnames.
-    #[arg(long, default_value = "kanmon.test")]
-    pub base_domain: String,
+    /// Base domain of deployment hostnames (default: the config file's, else kanmon.test).
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// Platform configuration (TOML: released versions, zones, base domain; see
+    /// control/README.md). Without it the built-in catalogs apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
@@ -454,9 +512,17 @@ pub struct ServeArgs {
     /// Where the first-start admin token is written (default: next to the database).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
-    /// Base domain of deployment hostnames.
-    #[arg(long, default_value = "kanmon.test")]
-    pub base_domain: String,
+    /// Base domain of deployment hostnames (default: the config file's, else kanmon.test).
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// Platform configuration (TOML: released versions, zones, base domain; see
+    /// control/README.md). Without it the built-in catalogs apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How often deployments' CPUs are sampled for billing (default: the config file's, else
+    /// 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub billing_interval: Option<Duration>,
     /// Which driver runs nodes.
     #[arg(long, value_enum, default_value = "loopback")]
     pub driver: DriverKind,

@@ -284,6 +284,7 @@ impl ControlPlane {
             ..cfg.settings.clone()
         };
         let runtime = Runtime::start(store, settings, driver, publisher)?;
+        tokio::spawn(crate::billing::run(runtime.clone()));
         if let Some(dbs) = &databases {
             runtime.set_exporter(Arc::new(Dumper::new(dbs.clone(), cfg.dir.join("exports"))));
         }
