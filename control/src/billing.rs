@@ -66,7 +66,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{billing::DAY_MS, CreateDeployment, DeploymentType, OpKind, OpStatus},
-        driver::{LoopbackDriver, NullPublisher},
+        driver::{LoopbackDriver, NullPublisher, ProcessDriver},
         runtime::Settings,
         store::Store,
     };
@@ -99,7 +99,7 @@ mod tests {
         let rt = Runtime::start(
             Arc::new(Store::in_memory().unwrap()),
             settings,
-            Arc::new(LoopbackDriver::new()),
+            Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
             Arc::new(NullPublisher),
         )
         .unwrap();

@@ -19,7 +19,7 @@ impl Runtime {
         who: &str,
     ) -> Result<Deployment, RuntimeError> {
         let catalog = self.inner.settings.catalog.clone();
-        let (_, dep) = self.with(instance, |ctl| {
+        let (_, dep) = self.with(instance, false, |ctl| {
             ctl.deployment.allow_downgrade(&catalog, to, who, now())?;
             Ok(Vec::new())
         })?;
