@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod certs;
 pub mod cli;
 pub mod domain;
 pub mod driver;

@@ -7,6 +7,7 @@ use clap::Parser;
 use kanmon_control::{
     api,
     bootstrap::bootstrap_admin,
+    certs,
     cli::{self, args::DriverKind, Cli, Command, ServeArgs},
     domain::Timings,
     driver::{
@@ -106,7 +107,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let runtime = Runtime::start(store, settings, driver, publisher)?;
     let app = api::App::new(runtime.clone());
-    let sources = MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    let mut sources =
+        MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    if let Some(dir) = &args.cert_dir {
+        let cert_metrics = kanmon_control::metrics::certs::CertMetrics::new()?;
+        let keeper = certs::local_keeper(dir, &args.base_domain, cert_metrics.clone())?;
+        keeper.spawn(runtime.clone(), certs::PASS);
+        sources = sources.with_certs(cert_metrics);
+    }
     let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
         .await
         .with_context(|| format!("binding {}", args.metrics_listen))?;

@@ -467,6 +467,10 @@ pub struct ServeArgs {
     /// Write node states to this proxy nodes file (file discovery).
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
+    /// Keep a certificate per deployment in this proxy `cert_dir`, issued by the local CA
+    /// made there (`ca.crt` is what clients trust).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,

@@ -9,6 +9,7 @@
 //! memory) are set at scrape time from a snapshot, so a deleted deployment or a stopped node
 //! leaves the output with nothing to forget.
 
+pub mod certs;
 pub mod procfs;
 mod serve;
 

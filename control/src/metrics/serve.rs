@@ -26,6 +26,8 @@ pub struct MetricsSources {
     pub local: Option<Arc<LocalDriver>>,
     /// One scrape at a time: gauges are reset and set again from a snapshot.
     scrape: Arc<Mutex<()>>,
+    /// The certificate keeper's series, when it runs.
+    certs: Option<super::certs::CertMetrics>,
 }
 
 impl MetricsSources {
@@ -36,7 +38,14 @@ impl MetricsSources {
             auth,
             local,
             scrape: Arc::default(),
+            certs: None,
         }
+    }
+
+    /// Also renders the certificate keeper's series.
+    pub fn with_certs(mut self, certs: super::certs::CertMetrics) -> Self {
+        self.certs = Some(certs);
+        self
     }
 
     /// Brings the state gauges up to date and renders every series.
@@ -60,7 +69,11 @@ impl MetricsSources {
             })
             .collect();
         m.observe_processes(&samples);
-        m.render()
+        let mut text = m.render();
+        if let Some(certs) = &self.certs {
+            text.push_str(&certs.render());
+        }
+        text
     }
 }
 

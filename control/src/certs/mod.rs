@@ -1,0 +1,73 @@
+//! Certificates per deployment: every live deployment has a certificate for exactly its
+//! hostname in the proxy's `cert_dir`, renewed at two thirds of its lifetime; a deleted
+//! deployment's certificate is revoked and removed.
+//!
+//! The [`CertKeeper`] reconciles what is on disk against the deployments (rather than
+//! reacting to create and delete calls): a certificate missed while the control plane was
+//! down, or a renewal that failed, is picked up on the next pass, and the files themselves are
+//! the state, so a restart needs nothing else. Where certificates come from is a
+//! [`CertSource`]: the local CA (`kanmon up`, offline). Files are written key first, each
+//! atomically, so the proxy's hot reload never sees half a pair.
+
+mod keeper;
+mod local;
+#[cfg(test)]
+mod tests;
+
+use kanmon_proxy::devcerts::{CertInfo, DevCertError, PemPair};
+
+pub use keeper::{wants, CertKeeper, RetryPolicy, Want};
+pub use local::LocalCaSource;
+
+/// Why a certificate could not be obtained, written or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The local CA refused or failed.
+    #[error("local CA: {0}")]
+    Local(#[from] DevCertError),
+    /// Reading or removing a file in `cert_dir`.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How often a keeper looks for deployments without a certificate: about how long a new
+/// deployment waits for its own. A pass reads only memory unless something is due.
+pub const PASS: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A keeper issuing from the local CA in `cert_dir` (made there, owner-only, when missing)
+/// for hostnames under `base_domain`.
+pub fn local_keeper(
+    cert_dir: &std::path::Path,
+    base_domain: &str,
+    metrics: crate::metrics::certs::CertMetrics,
+) -> Result<CertKeeper, CertError> {
+    crate::private::create_dir(cert_dir).map_err(|source| CertError::Io {
+        path: cert_dir.into(),
+        source,
+    })?;
+    let ca = kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?;
+    Ok(CertKeeper::new(
+        cert_dir.to_path_buf(),
+        std::sync::Arc::new(LocalCaSource::new(ca)),
+        metrics,
+        RetryPolicy::default(),
+    ))
+}
+
+/// Where certificates come from.
+#[async_trait::async_trait]
+pub trait CertSource: Send + Sync {
+    /// A fresh certificate (chain, leaf first) and key for exactly `hostname`.
+    async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError>;
+    /// Revokes a certificate this source issued (one no longer in use).
+    async fn revoke(&self, cert_pem: &str) -> Result<(), CertError>;
+    /// Whether the certificate `info` describes is one this source stands behind (a
+    /// certificate of another CA, e.g. after a switch of source, is replaced).
+    fn accepts(&self, info: &CertInfo) -> bool;
+}
