@@ -111,7 +111,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
     if let Some(dir) = &args.cert_dir {
         let cert_metrics = kanmon_control::metrics::certs::CertMetrics::new()?;
-        let keeper = certs::local_keeper(dir, &args.base_domain, cert_metrics.clone())?;
+        let mut account = args.db.clone().into_os_string();
+        account.push(".acme-account.json");
+        let keeper = certs::keeper(
+            &args.certs.source()?,
+            dir,
+            &args.base_domain,
+            std::path::Path::new(&account),
+            cert_metrics.clone(),
+        )
+        .await?;
         keeper.spawn(runtime.clone(), certs::PASS);
         sources = sources.with_certs(cert_metrics);
     }

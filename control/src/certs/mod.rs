@@ -6,9 +6,11 @@
 //! reacting to create and delete calls): a certificate missed while the control plane was
 //! down, or a renewal that failed, is picked up on the next pass, and the files themselves are
 //! the state, so a restart needs nothing else. Where certificates come from is a
-//! [`CertSource`]: the local CA (`kanmon up`, offline). Files are written key first, each
+//! [`CertSource`]: the local CA (`kanmon up`, offline) or an ACME CA ([`acme`]). Files are written key first, each
 //! atomically, so the proxy's hot reload never sees half a pair.
 
+pub mod acme;
+pub mod args;
 mod keeper;
 mod local;
 #[cfg(test)]
@@ -25,6 +27,9 @@ pub enum CertError {
     /// The local CA refused or failed.
     #[error("local CA: {0}")]
     Local(#[from] DevCertError),
+    /// The ACME CA refused, failed or could not be reached.
+    #[error("ACME: {0}")]
+    Acme(String),
     /// Reading or removing a file in `cert_dir`.
     #[error("{path}: {source}")]
     Io {
@@ -40,21 +45,40 @@ pub enum CertError {
 /// deployment waits for its own. A pass reads only memory unless something is due.
 pub const PASS: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// A keeper issuing from the local CA in `cert_dir` (made there, owner-only, when missing)
-/// for hostnames under `base_domain`.
-pub fn local_keeper(
+/// Which CA deployment certificates come from.
+#[derive(Debug, Clone, Default)]
+pub enum SourceConfig {
+    /// The local CA in `cert_dir` (works offline; clients trust its `ca.crt`).
+    #[default]
+    LocalCa,
+    /// An ACME CA.
+    Acme(acme::AcmeConfig),
+}
+
+/// A keeper writing into `cert_dir` (created owner-only when missing) for hostnames under
+/// `base_domain`, issuing from `source`; an ACME account is kept in `account_file`.
+pub async fn keeper(
+    source: &SourceConfig,
     cert_dir: &std::path::Path,
     base_domain: &str,
+    account_file: &std::path::Path,
     metrics: crate::metrics::certs::CertMetrics,
 ) -> Result<CertKeeper, CertError> {
     crate::private::create_dir(cert_dir).map_err(|source| CertError::Io {
         path: cert_dir.into(),
         source,
     })?;
-    let ca = kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?;
+    let source: std::sync::Arc<dyn CertSource> = match source {
+        SourceConfig::LocalCa => std::sync::Arc::new(LocalCaSource::new(
+            kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?,
+        )),
+        SourceConfig::Acme(cfg) => std::sync::Arc::new(
+            acme::AcmeSource::connect(cfg.clone(), account_file, cert_dir).await?,
+        ),
+    };
     Ok(CertKeeper::new(
         cert_dir.to_path_buf(),
-        std::sync::Arc::new(LocalCaSource::new(ca)),
+        source,
         metrics,
         RetryPolicy::default(),
     ))

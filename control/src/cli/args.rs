@@ -416,6 +416,9 @@ pub struct UpArgs {
     /// Base domain of deployment hostnames.
     #[arg(long, default_value = "kanmon.test")]
     pub base_domain: String,
+    /// Where deployment certificates come from (local CA by default, so it works offline).
+    #[command(flatten)]
+    pub certs: crate::certs::args::CertArgs,
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
@@ -451,6 +454,9 @@ pub struct ServeArgs {
     /// Base domain of deployment hostnames.
     #[arg(long, default_value = "kanmon.test")]
     pub base_domain: String,
+    /// Where deployment certificates come from (with --cert-dir).
+    #[command(flatten)]
+    pub certs: crate::certs::args::CertArgs,
     /// Which driver runs nodes.
     #[arg(long, value_enum, default_value = "loopback")]
     pub driver: DriverKind,
@@ -467,8 +473,8 @@ pub struct ServeArgs {
     /// Write node states to this proxy nodes file (file discovery).
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
-    /// Keep a certificate per deployment in this proxy `cert_dir`, issued by the local CA
-    /// made there (`ca.crt` is what clients trust).
+    /// Keep a certificate per deployment in this proxy `cert_dir` (from the local CA made
+    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
     /// How long a draining node may keep connections before it is stopped.

@@ -112,6 +112,9 @@ pub struct UpConfig {
     /// Serve the API over TLS with a `localhost` certificate from the local CA in
     /// `{dir}/certs` (clients pass `--ca {dir}/certs/ca.crt`).
     pub api_tls: bool,
+    /// Where deployment certificates come from (an ACME account is kept in
+    /// `{dir}/acme-account.json`).
+    pub certs: certs::SourceConfig,
 }
 
 impl UpConfig {
@@ -130,6 +133,7 @@ impl UpConfig {
             settings,
             demo: Some(DemoDeployment::default()),
             api_tls: false,
+            certs: certs::SourceConfig::LocalCa,
         }
     }
 }
@@ -305,11 +309,14 @@ impl ControlPlane {
             .local_addr()
             .map_err(io_err("reading the metrics address"))?;
         let cert_metrics = metrics::certs::CertMetrics::new().map_err(RuntimeError::from)?;
-        let keeper = certs::local_keeper(
+        let keeper = certs::keeper(
+            &cfg.certs,
             &cfg.dir.join("certs"),
             &cfg.settings.base_domain,
+            &cfg.dir.join("acme-account.json"),
             cert_metrics.clone(),
-        )?;
+        )
+        .await?;
         let app = api::App::new(runtime.clone());
         let sources = metrics::MetricsSources::new(
             runtime.clone(),
