@@ -231,11 +231,8 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
         )
     };
     let pebble_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let mut pebble = start_pebble();
     listening(chall_mgmt, "pebble-challtestsrv").await;
     listening(dns, "pebble-challtestsrv's DNS").await;
-    listening(acme, "pebble").await;
-    listening(mgmt, "pebble's management").await;
     listening(edge, "the edge").await;
     listening(node, "the node").await;
 
@@ -246,6 +243,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     acme_cfg.order_timeout = Duration::from_secs(60);
     let metrics = CertMetrics::new().unwrap();
     let account = d.join("acme-account.json");
+    // The CA is not up yet when the control plane starts: that does not stop it.
     let mut keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg),
         &cert_dir,
@@ -254,10 +252,11 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
         metrics.clone(),
     )
     .await
-    .expect("ACME account registered");
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&account), 0o600, "account key at rest");
+    .expect("the keeper starts while the CA is down");
+    assert!(!account.exists());
+    let mut pebble = start_pebble();
+    listening(acme, "pebble").await;
+    listening(mgmt, "pebble's management").await;
 
     let live = [Want {
         instance: "alpha".into(),
@@ -273,6 +272,9 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
         "issuance failed: {}",
         pebble_log()
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&account), 0o600, "account key at rest");
     assert_eq!(mode(&cert_dir.join(format!("{HOST}.key"))), 0o600);
     let root = d.join("pebble-root.crt");
     let root_pem = https(&pebble_ca)
@@ -286,6 +288,13 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     std::fs::write(&root, root_pem).unwrap();
     let first = leaf_on_disk(&cert_dir);
     serves(edge, &root, &first).await;
+    // With no challenge pending, a client offering acme-tls/1 is refused, though HOST's real
+    // certificate would verify for it.
+    let mut validator = (*client_config(&root)).clone();
+    validator.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    assert!(tls_connect(edge, HOST, std::sync::Arc::new(validator))
+        .await
+        .is_err());
     assert!(
         std::fs::read_dir(&cert_dir)
             .unwrap()

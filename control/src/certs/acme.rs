@@ -56,10 +56,12 @@ impl AcmeConfig {
     }
 }
 
-/// Issues and revokes through an ACME account.
+/// Issues and revokes through an ACME account, reached on first use: a CA that is down when
+/// the control plane starts is retried with the keeper's backoff like any failed issuance.
 pub struct AcmeSource {
-    account: Account,
+    account: tokio::sync::OnceCell<Account>,
     cfg: AcmeConfig,
+    account_file: PathBuf,
     cert_dir: PathBuf,
 }
 
@@ -75,67 +77,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
 }
 
 impl AcmeSource {
-    /// Restores the account from `account_file`, or registers one and writes the file (0600).
-    /// Challenge certificates go into `cert_dir`, the proxy's.
-    pub async fn connect(
-        cfg: AcmeConfig,
-        account_file: &Path,
-        cert_dir: &Path,
-    ) -> Result<Self, CertError> {
-        let builder = || match &cfg.ca_root {
-            Some(root) => Account::builder_with_root(root),
-            None => Account::builder(),
-        };
-        let account = match std::fs::read_to_string(account_file) {
-            Ok(text) => {
-                let creds: AccountCredentials = serde_json::from_str(&text)
-                    .map_err(|e| CertError::Acme(format!("account file: {e}")))?;
-                builder()
-                    .map_err(acme_err)?
-                    .from_credentials(creds)
-                    .await
-                    .map_err(acme_err)?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
-                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let eab = match &cfg.eab {
-                    Some((kid, hmac)) => {
-                        use base64::Engine;
-                        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                            .decode(hmac.trim().trim_end_matches('='))
-                            .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
-                        Some(ExternalAccountKey::new(kid.clone(), &key))
-                    }
-                    None => None,
-                };
-                let (account, creds) = builder()
-                    .map_err(acme_err)?
-                    .create(
-                        &NewAccount {
-                            contact: &contacts,
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        cfg.directory.clone(),
-                        eab.as_ref(),
-                    )
-                    .await
-                    .map_err(acme_err)?;
-                let text = serde_json::to_string(&creds)
-                    .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
-                crate::private::write_file(account_file, text.as_bytes())
-                    .map_err(io_err(account_file))?;
-                tracing::info!(account = account.id(), "ACME account registered");
-                account
-            }
-            Err(e) => return Err(io_err(account_file)(e)),
-        };
-        Ok(Self {
-            account,
+    /// A source for the CA `cfg` names, its account in `account_file` (0600), challenge
+    /// certificates in `cert_dir` (the proxy's).
+    pub fn new(cfg: AcmeConfig, account_file: &Path, cert_dir: &Path) -> Self {
+        Self {
+            account: tokio::sync::OnceCell::new(),
             cfg,
+            account_file: account_file.to_path_buf(),
             cert_dir: cert_dir.to_path_buf(),
-        })
+        }
+    }
+
+    /// The account: restored from the account file, or registered and written there.
+    pub async fn account(&self) -> Result<&Account, CertError> {
+        self.account
+            .get_or_try_init(|| connect(&self.cfg, &self.account_file))
+            .await
     }
 
     fn poll(&self) -> RetryPolicy {
@@ -144,6 +101,60 @@ impl AcmeSource {
             .backoff(1.5)
             .timeout(self.cfg.order_timeout)
     }
+}
+
+/// Restores the account from `account_file`, or registers one and writes the file (0600).
+async fn connect(cfg: &AcmeConfig, account_file: &Path) -> Result<Account, CertError> {
+    let builder = || match &cfg.ca_root {
+        Some(root) => Account::builder_with_root(root),
+        None => Account::builder(),
+    };
+    let account = match std::fs::read_to_string(account_file) {
+        Ok(text) => {
+            let creds: AccountCredentials = serde_json::from_str(&text)
+                .map_err(|e| CertError::Acme(format!("account file: {e}")))?;
+            builder()
+                .map_err(acme_err)?
+                .from_credentials(creds)
+                .await
+                .map_err(acme_err)?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
+            let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+            let eab = match &cfg.eab {
+                Some((kid, hmac)) => {
+                    use base64::Engine;
+                    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(hmac.trim().trim_end_matches('='))
+                        .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
+                    Some(ExternalAccountKey::new(kid.clone(), &key))
+                }
+                None => None,
+            };
+            let (account, creds) = builder()
+                .map_err(acme_err)?
+                .create(
+                    &NewAccount {
+                        contact: &contacts,
+                        terms_of_service_agreed: true,
+                        only_return_existing: false,
+                    },
+                    cfg.directory.clone(),
+                    eab.as_ref(),
+                )
+                .await
+                .map_err(acme_err)?;
+            let text = serde_json::to_string(&creds)
+                .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
+            crate::private::write_file(account_file, text.as_bytes())
+                .map_err(io_err(account_file))?;
+            tracing::info!(account = account.id(), "ACME account registered");
+            account
+        }
+        Err(e) => return Err(io_err(account_file)(e)),
+    };
+    Ok(account)
 }
 
 /// The challenge files of one hostname, removed when dropped (whatever the order's outcome).
@@ -182,7 +193,8 @@ impl CertSource for AcmeSource {
     async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError> {
         let ids = [Identifier::Dns(hostname.to_string())];
         let mut order = self
-            .account
+            .account()
+            .await?
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(acme_err)?;
@@ -253,7 +265,8 @@ impl CertSource for AcmeSource {
             .next()
             .ok_or_else(|| CertError::Acme("no certificate to revoke".into()))?
             .map_err(|e| CertError::Acme(format!("certificate PEM: {e}")))?;
-        self.account
+        self.account()
+            .await?
             .revoke(&RevocationRequest {
                 certificate: &der,
                 reason: None,

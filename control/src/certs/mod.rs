@@ -56,7 +56,8 @@ pub enum SourceConfig {
 }
 
 /// A keeper writing into `cert_dir` (created owner-only when missing) for hostnames under
-/// `base_domain`, issuing from `source`; an ACME account is kept in `account_file`.
+/// `base_domain`, issuing from `source`; an ACME account is kept in `account_file` (registered
+/// here if the CA answers, else on first use, so a CA outage never stops a start).
 pub async fn keeper(
     source: &SourceConfig,
     cert_dir: &std::path::Path,
@@ -72,9 +73,14 @@ pub async fn keeper(
         SourceConfig::LocalCa => std::sync::Arc::new(LocalCaSource::new(
             kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?,
         )),
-        SourceConfig::Acme(cfg) => std::sync::Arc::new(
-            acme::AcmeSource::connect(cfg.clone(), account_file, cert_dir).await?,
-        ),
+        SourceConfig::Acme(cfg) => {
+            let acme = acme::AcmeSource::new(cfg.clone(), account_file, cert_dir);
+            // Registered now when the CA answers; otherwise at the first issuance (retried).
+            if let Err(e) = acme.account().await {
+                tracing::warn!(error = %e, "ACME CA not reachable yet; retrying with issuance");
+            }
+            std::sync::Arc::new(acme)
+        }
     };
     Ok(CertKeeper::new(
         cert_dir.to_path_buf(),
