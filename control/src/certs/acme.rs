@@ -9,7 +9,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use instant_acme::{
@@ -273,6 +273,30 @@ impl CertSource for AcmeSource {
             })
             .await
             .map_err(acme_err)
+    }
+
+    async fn suggested_renewal(&self, cert_pem: &str) -> Option<super::Suggestion> {
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()?
+            .ok()?;
+        let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
+        let (info, retry) = match self.account().await.ok()?.renewal_info(&id).await {
+            Ok(answer) => answer,
+            // Most often: the CA has no renewalInfo endpoint (pebble 2.4 has none).
+            Err(e) => {
+                tracing::debug!(error = %e, "no ACME renewal information");
+                return None;
+            }
+        };
+        let start = SystemTime::from(info.suggested_window.start);
+        let end = SystemTime::from(info.suggested_window.end).max(start);
+        // RFC 9773 §4.2: a uniformly random point in the window, so the CA's clients spread out.
+        let span = end.duration_since(start).unwrap_or_default();
+        let offset = span.mul_f64(rand::random::<f64>());
+        Some(super::Suggestion {
+            renew_at: start + offset,
+            ask_in: retry,
+        })
     }
 
     /// Any certificate for the hostname: one of the local CA issued before the switch to ACME

@@ -52,6 +52,18 @@ impl RetryPolicy {
     }
 }
 
+/// How long a CA that made no renewal suggestion (or supports none) is left alone before it is
+/// asked again about the same certificate.
+pub const NO_SUGGESTION_RECHECK: Duration = Duration::from_secs(6 * 3600);
+/// The least time between two questions about one certificate, whatever the CA asks.
+const MIN_RECHECK: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    renew_at: Option<SystemTime>,
+    ask_again: SystemTime,
+}
+
 #[derive(Debug)]
 struct Retry {
     failures: u32,
@@ -67,6 +79,8 @@ pub struct CertKeeper {
     /// What is on disk, by hostname (read once, then kept up to date by our own writes).
     known: HashMap<String, CertInfo>,
     failing: HashMap<String, Retry>,
+    /// The CA's renewal suggestions, by hostname.
+    hints: HashMap<String, Hint>,
 }
 
 impl std::fmt::Debug for CertKeeper {
@@ -96,6 +110,7 @@ impl CertKeeper {
             retry,
             known: HashMap::new(),
             failing: HashMap::new(),
+            hints: HashMap::new(),
         }
     }
 
@@ -161,7 +176,7 @@ impl CertKeeper {
                     || !source.accepts(info)
             }
         };
-        if !due {
+        if !due && !self.suggested_now(w, now).await {
             return Ok(());
         }
         let pair = source.obtain(&w.hostname).await?;
@@ -174,7 +189,39 @@ impl CertKeeper {
         );
         self.metrics.expires(&w.instance, info.not_after);
         self.known.insert(w.hostname.clone(), info);
+        self.hints.remove(&w.hostname);
         Ok(())
+    }
+
+    /// Whether the CA's renewal suggestion for the current certificate has come, asking it
+    /// when the last answer is stale.
+    async fn suggested_now(&mut self, w: &Want, now: SystemTime) -> bool {
+        let stale = self
+            .hints
+            .get(&w.hostname)
+            .is_none_or(|h| now >= h.ask_again);
+        if stale {
+            let pem = std::fs::read_to_string(crt_path(&self.dir, &w.hostname)).ok();
+            let suggestion = match &pem {
+                Some(pem) => self.source.suggested_renewal(pem).await,
+                None => None,
+            };
+            let hint = match suggestion {
+                Some(s) => Hint {
+                    renew_at: Some(s.renew_at),
+                    ask_again: now + s.ask_in.max(MIN_RECHECK),
+                },
+                None => Hint {
+                    renew_at: None,
+                    ask_again: now + NO_SUGGESTION_RECHECK,
+                },
+            };
+            self.hints.insert(w.hostname.clone(), hint);
+        }
+        self.hints
+            .get(&w.hostname)
+            .and_then(|h| h.renew_at)
+            .is_some_and(|at| now >= at)
     }
 
     async fn retire(&mut self, w: &Want) -> Result<(), CertError> {
@@ -197,6 +244,7 @@ impl CertKeeper {
             }
         }
         self.known.remove(&w.hostname);
+        self.hints.remove(&w.hostname);
         self.metrics.forget(&w.instance);
         tracing::info!(deployment = %w.instance, "certificate revoked and removed");
         Ok(())

@@ -18,7 +18,7 @@ mod tests;
 
 use kanmon_proxy::devcerts::{CertInfo, DevCertError, PemPair};
 
-pub use keeper::{wants, CertKeeper, RetryPolicy, Want};
+pub use keeper::{wants, CertKeeper, RetryPolicy, Want, NO_SUGGESTION_RECHECK};
 pub use local::LocalCaSource;
 
 /// Why a certificate could not be obtained, written or revoked.
@@ -100,4 +100,18 @@ pub trait CertSource: Send + Sync {
     /// Whether the certificate `info` describes is one this source stands behind (a
     /// certificate of another CA, e.g. after a switch of source, is replaced).
     fn accepts(&self, info: &CertInfo) -> bool;
+    /// When the CA suggests renewing `cert_pem` (ACME Renewal Information, RFC 9773), for CAs
+    /// that say: earlier than two thirds of the lifetime when the CA plans a revocation.
+    async fn suggested_renewal(&self, _cert_pem: &str) -> Option<Suggestion> {
+        None
+    }
+}
+
+/// A CA's renewal suggestion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suggestion {
+    /// Renew from then on.
+    pub renew_at: std::time::SystemTime,
+    /// Ask again after this long (the CA's `Retry-After`).
+    pub ask_in: std::time::Duration,
 }

@@ -16,11 +16,14 @@ use crate::metrics::certs::CertMetrics;
 
 const HOST: &str = "alpha.us-east1.kanmon.test";
 
-/// The local CA, made to fail on demand, counting attempts.
+/// The local CA, made to fail on demand, counting attempts; optionally a CA that suggests
+/// renewing ten days after issuance (as ACME Renewal Information would before a revocation).
 struct Flaky {
     inner: LocalCaSource,
     down: AtomicBool,
     attempts: AtomicUsize,
+    suggests: Option<Duration>,
+    asked: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -41,15 +44,32 @@ impl CertSource for Flaky {
     fn accepts(&self, info: &CertInfo) -> bool {
         self.inner.accepts(info)
     }
+    async fn suggested_renewal(&self, cert_pem: &str) -> Option<Suggestion> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let after = self.suggests?;
+        let info = CertInfo::from_pem(cert_pem).ok()?;
+        Some(Suggestion {
+            renew_at: info.not_before + after,
+            ask_in: Duration::from_secs(3600),
+        })
+    }
 }
 
 fn setup() -> (tempfile::TempDir, Arc<Flaky>, CertKeeper, CertMetrics) {
+    setup_with(None)
+}
+
+fn setup_with(
+    suggests: Option<Duration>,
+) -> (tempfile::TempDir, Arc<Flaky>, CertKeeper, CertMetrics) {
     let dir = tempfile::tempdir().unwrap();
     let ca = LocalCa::open_or_create(dir.path(), "kanmon.test").unwrap();
     let source = Arc::new(Flaky {
         inner: LocalCaSource::new(ca),
         down: AtomicBool::new(false),
         attempts: AtomicUsize::new(0),
+        suggests,
+        asked: AtomicUsize::new(0),
     });
     let metrics = CertMetrics::new().unwrap();
     let keeper = CertKeeper::new(
@@ -180,5 +200,47 @@ async fn a_certificate_of_a_replaced_ca_is_reissued() {
     );
     restarted.reconcile(&[want(true)], now).await;
     assert_ne!(on_disk(&dir).unwrap(), before);
+    assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_ca_suggestion_renews_before_two_thirds_and_is_asked_rarely() {
+    let day = Duration::from_secs(86_400);
+    let (dir, source, mut keeper, _metrics) = setup_with(Some(day * 10));
+    let start = SystemTime::now();
+    keeper.reconcile(&[want(true)], start).await;
+    let first = on_disk(&dir).unwrap();
+    // Passes before the suggested time ask once an hour at most and renew nothing.
+    for minute in 1..=30 {
+        keeper
+            .reconcile(&[want(true)], start + Duration::from_secs(60 * minute))
+            .await;
+    }
+    assert_eq!(source.asked.load(Ordering::SeqCst), 1);
+    assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
+    // After the suggested time (day 10 of 90, long before day 60), the next answer renews.
+    keeper.reconcile(&[want(true)], start + day * 11).await;
+    assert_eq!(source.attempts.load(Ordering::SeqCst), 2);
+    assert_ne!(on_disk(&dir).unwrap(), first);
+}
+
+#[tokio::test]
+async fn a_ca_without_suggestions_is_asked_every_few_hours_only() {
+    let (_dir, source, mut keeper, _metrics) = setup();
+    let start = SystemTime::now();
+    for minute in 0..120 {
+        keeper
+            .reconcile(&[want(true)], start + Duration::from_secs(60 * minute))
+            .await;
+    }
+    assert_eq!(source.asked.load(Ordering::SeqCst), 1);
+    // First asked a minute in (at issuance the certificate was new), so again 6 h after that.
+    keeper
+        .reconcile(
+            &[want(true)],
+            start + Duration::from_secs(60) + NO_SUGGESTION_RECHECK,
+        )
+        .await;
+    assert_eq!(source.asked.load(Ordering::SeqCst), 2);
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
 }
