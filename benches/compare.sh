@@ -8,6 +8,7 @@
 # targets run in turn ROUNDS times and each cell is the median), CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
 # ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
 # HTTP_DURATION (5s), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
+# H2_CONNS (h2 connections the `kanmon-h2` target's WebSockets share; default IDLE_CONNS / 100),
 # CARGO_TARGET_DIR (where kanmon-bench is built).
 #
 # Per-load tables and progress go to stderr; stdout gets the one comparison table.
@@ -16,6 +17,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
+# `kanmon-h2` (not in the default set): kanmon again, its WebSocket loads as RFC 8441 streams.
 LOADS="${LOADS:-idle connect reconnect echo http}"
 ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
@@ -28,6 +30,8 @@ IDLE_HOLD="${IDLE_HOLD:-5s}"
 HTTP_CONNS="${HTTP_CONNS:-64}"
 HTTP_DURATION="${HTTP_DURATION:-5s}"
 LOAD_TIMEOUT="${LOAD_TIMEOUT:-60s}"
+# Client flags of the WebSocket loads (set by the kanmon-h2 target).
+WS_ARGS=()
 if [[ -z "${KANMON_PROXY:-}" ]]; then
   KANMON_PROXY="$ROOT/target/release/kanmon-proxy"
   if [[ ! -x "$KANMON_PROXY" && -n "${CARGO_TARGET_DIR:-}" ]]; then
@@ -161,7 +165,7 @@ run_loads() {
   local name="$1" port="$2" pid="$3"
   local out="$WORK/results/r$ROUND"
   mkdir -p "$out"
-  local common=(--connect "127.0.0.1:$port" --ca "$CA" --timeout "$LOAD_TIMEOUT")
+  local common=(--connect "127.0.0.1:$port" --ca "$CA" --timeout "$LOAD_TIMEOUT" "${WS_ARGS[@]}")
   local ws="wss://$HOST:$port/ws"
   # Other work on the machine skews every number: say how busy it was.
   log "[$name] load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -176,7 +180,7 @@ run_loads() {
   measured ws-connect "$BENCH" ws-connect --url "$ws" "${common[@]}" -n "$CONNECTS" \
     -c "$CONNECT_CONCURRENCY" --out "$out/$name.ws-connect.json" >&2 || log "[$name] ws-connect failed"
   fi
-  if want reconnect; then
+  if want reconnect && (( ${#WS_ARGS[@]} == 0 )); then
   # The same crowd coming back: each in-flight slot is one client that keeps its TLS session,
   # so all but its first connection resume with the ticket the proxy sent.
   log "[$name] ws-connect --resume $CONNECTS x $CONNECT_CONCURRENCY in flight"
@@ -188,7 +192,7 @@ run_loads() {
   measured ws-echo "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" \
     -b "$ECHO_SIZE" --out "$out/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
   fi
-  if want http; then
+  if want http && (( ${#WS_ARGS[@]} == 0 )); then
   log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
   measured http "$BENCH" http --url "https://$HOST:$port/v2/healthcheck" "${common[@]}" \
     -c "$HTTP_CONNS" -d "$HTTP_DURATION" --out "$out/$name.http.json" >&2 || log "[$name] http failed"
@@ -249,12 +253,24 @@ target_direct() {
   stop "$pid"
 }
 
-target_kanmon() {
+target_kanmon() { kanmon_as kanmon; }
+
+# The same proxy with every WebSocket as an extended CONNECT stream over shared h2 connections
+# (at most 100 streams each); reconnects (TLS resumption) and plain HTTP do not apply.
+target_kanmon-h2() {
+  WS_ARGS=(--h2 --h2-connections "${H2_CONNS:-$(( (IDLE_CONNS + 99) / 100 ))}")
+  kanmon_as kanmon-h2
+  WS_ARGS=()
+}
+
+# Starts kanmon-proxy and runs the loads as target $1.
+kanmon_as() {
+  local target="$1"
   if [[ ! -x "$KANMON_PROXY" ]]; then
-    log "[kanmon] skipped: $KANMON_PROXY not found (cargo build --release -p kanmon-proxy)"
+    log "[$target] skipped: $KANMON_PROXY not found (cargo build --release -p kanmon-proxy)"
     return 0
   fi
-  local dir="$WORK/kanmon"
+  local dir="$WORK/$target"
   mkdir -p "$dir/certs"
   cp "$CERT" "$KEY" "$dir/certs/"
   cat >"$dir/nodes.toml" <<EOF
@@ -294,10 +310,10 @@ EOF
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_KANMON"; then
-    log "[kanmon] skipped: proxy did not start; last log lines:"; tail -n 20 "$dir/out.log" >&2
+    log "[$target] skipped: proxy did not start; last log lines:"; tail -n 20 "$dir/out.log" >&2
     stop "$pid"; return 0
   fi
-  run_loads kanmon "$PORT_KANMON" "$pid"
+  run_loads "$target" "$PORT_KANMON" "$pid"
   stop "$pid"
 }
 
@@ -405,8 +421,8 @@ for ROUND in $(seq 1 "$ROUNDS"); do
   (( ROUNDS > 1 )) && log "round $ROUND of $ROUNDS"
   for t in $TARGETS; do
     case "$t" in
-      direct | kanmon | nginx | haproxy) "target_$t" ;;
-      *) log "unknown target $t (direct, kanmon, nginx, haproxy)"; exit 2 ;;
+      direct | kanmon | kanmon-h2 | nginx | haproxy) "target_$t" ;;
+      *) log "unknown target $t (direct, kanmon, kanmon-h2, nginx, haproxy)"; exit 2 ;;
     esac
   done
 done

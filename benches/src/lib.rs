@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod compare;
+pub mod h2ws;
 pub mod loads;
 pub mod node;
 pub mod ports;

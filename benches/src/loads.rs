@@ -9,14 +9,75 @@ pub mod idle;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::h2ws::{self, H2Io, H2WsError};
 use crate::target::{DialError, Stream, Target};
 
-/// A client WebSocket over a plain or TLS stream.
-pub type WsClient = WebSocketStream<Stream>;
+/// A client WebSocket over a plain or TLS stream, or over an h2 stream (RFC 8441).
+pub type WsClient = WebSocketStream<WsIo>;
+
+/// What a client WebSocket runs over.
+pub enum WsIo {
+    /// Its own connection (HTTP/1.1 upgrade).
+    Direct(Stream),
+    /// A stream of a shared h2 connection (extended CONNECT).
+    H2(H2Io),
+}
+
+impl WsIo {
+    /// Whether its TLS session was resumed (a stream of a shared h2 connection: never, it
+    /// made no handshake of its own).
+    pub fn resumed(&self) -> bool {
+        match self {
+            WsIo::Direct(s) => s.resumed(),
+            WsIo::H2(_) => false,
+        }
+    }
+}
+
+macro_rules! each_io {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            WsIo::Direct($s) => $e,
+            WsIo::H2($s) => $e,
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for WsIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        each_io!(self, s => std::pin::Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for WsIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        each_io!(self, s => std::pin::Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        each_io!(self, s => std::pin::Pin::new(s).poll_flush(cx))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        each_io!(self, s => std::pin::Pin::new(s).poll_shutdown(cx))
+    }
+}
 
 /// Bounds every load obeys, so a run always ends by itself.
 #[derive(Debug, Clone, Copy)]
@@ -89,13 +150,17 @@ fn client_ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// Dials `target` and performs the WebSocket upgrade, within `op_timeout`.
+/// Dials `target` and performs the WebSocket upgrade (or, with `--h2`, opens an extended
+/// CONNECT stream on one of the shared h2 connections), within `op_timeout`.
 pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, Failure> {
     let attempt = async {
+        if let Some(pool) = target.h2() {
+            return open_h2(target, pool).await;
+        }
         let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
         let (ws, _resp) = tokio_tungstenite::client_async_with_config(
             target.url.as_str(),
-            stream,
+            WsIo::Direct(stream),
             Some(client_ws_config()),
         )
         .await
@@ -105,6 +170,45 @@ pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, 
     tokio::time::timeout(op_timeout, attempt)
         .await
         .unwrap_or_else(|_| Err("timeout".into()))
+}
+
+/// An RFC 8441 WebSocket on the next shared h2 connection (dialed first if it is not open).
+async fn open_h2(target: &Target, pool: &h2ws::H2Pool) -> Result<WsClient, Failure> {
+    let slot = pool.slot();
+    let client = {
+        let mut open = slot.lock().await;
+        match open.as_ref() {
+            Some(c) => c.clone(),
+            None => {
+                let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
+                let c = h2ws::connect(stream)
+                    .await
+                    .map_err(|e| Failure::new("h2_connect", e))?;
+                *open = Some(c.clone());
+                c
+            }
+        }
+    };
+    match h2ws::open_with_config(
+        &client,
+        &target.host,
+        &target.path,
+        Some(client_ws_config()),
+    )
+    .await
+    {
+        Ok(ws) => {
+            let (io, role, config) = (ws.into_inner(), Role::Client, client_ws_config());
+            Ok(WebSocketStream::from_raw_socket(WsIo::H2(io), role, Some(config)).await)
+        }
+        Err(H2WsError::Status(s)) if (400..500).contains(&s) => Err(Failure::new("upgrade_4xx", s)),
+        Err(H2WsError::Status(s)) => Err(Failure::new("upgrade_5xx", s)),
+        Err(e) => {
+            // The shared connection broke: the next user dials a fresh one.
+            *slot.lock().await = None;
+            Err(Failure::new("h2", e))
+        }
+    }
 }
 
 /// Sends `msg` and waits for the same message back (pings and pongs skipped).

@@ -106,6 +106,13 @@ struct Common {
     /// One connect, echo, request or close fails after this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     op_timeout: Duration,
+    /// WebSocket loads: open each WebSocket as an RFC 8441 extended CONNECT stream over
+    /// shared h2 connections instead of a connection of its own.
+    #[arg(long)]
+    h2: bool,
+    /// With `--h2`: how many h2 connections the WebSockets share.
+    #[arg(long, default_value_t = 1, requires = "h2")]
+    h2_connections: usize,
 }
 
 impl Common {
@@ -293,6 +300,9 @@ fn main() -> anyhow::Result<()> {
                 },
             )
         }),
+        Command::Http(a) if a.common.h2 => {
+            anyhow::bail!("--h2 is for the WebSocket loads (ws-connect, ws-echo, ws-idle)")
+        }
         Command::Http(a) => run_load(&a.common, |t| {
             http::run(
                 t,
@@ -319,8 +329,11 @@ where
 {
     let rt = runtime()?;
     let report = rt.block_on(async {
-        let target =
+        let mut target =
             Target::new(&common.url, common.connect.as_deref(), common.ca.as_deref()).await?;
+        if common.h2 {
+            target = target.over_h2(common.h2_connections);
+        }
         anyhow::Ok(load(Arc::new(target)).await)
     })?;
     // Worker tasks are all joined; do not wait on stray connection drivers.

@@ -75,6 +75,8 @@ pub struct Target {
     /// The loopback address dialed.
     pub connect: SocketAddr,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// WebSockets as RFC 8441 streams over these shared h2 connections (`--h2`).
+    h2: Option<Arc<crate::h2ws::H2Pool>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -132,7 +134,25 @@ impl Target {
             path,
             connect,
             tls,
+            h2: None,
         })
+    }
+
+    /// The same target with WebSockets opened as RFC 8441 streams over `connections` shared
+    /// h2 connections (TLS with ALPN `h2`).
+    pub fn over_h2(mut self, connections: usize) -> Self {
+        if let Some((connector, name)) = &self.tls {
+            let mut config = ClientConfig::clone(connector.config());
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            self.tls = Some((TlsConnector::from(Arc::new(config)), name.clone()));
+        }
+        self.h2 = Some(Arc::new(crate::h2ws::H2Pool::new(connections)));
+        self
+    }
+
+    /// The shared h2 connections, when WebSockets go over h2.
+    pub fn h2(&self) -> Option<&crate::h2ws::H2Pool> {
+        self.h2.as_deref()
     }
 
     /// Whether connections use TLS.

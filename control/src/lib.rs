@@ -12,6 +12,7 @@ pub mod certs;
 pub mod cli;
 pub mod domain;
 pub mod driver;
+pub mod k8s;
 pub mod metrics;
 pub mod private;
 pub mod runtime;

@@ -12,7 +12,7 @@ use kanmon_control::{
     domain::Timings,
     driver::{
         serve_ok, Driver, LocalDriver, LocalDriverConfig, LoopbackDriver, NodeStatePublisher,
-        NodesFilePublisher, NullPublisher,
+        NodesFilePublisher, NullPublisher, ProcessDriver,
     },
     metrics::{self, MetricsSources},
     runtime::{Runtime, Settings},
@@ -88,7 +88,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut local = None;
     let driver: Arc<dyn Driver> = match args.driver {
-        DriverKind::Loopback => Arc::new(LoopbackDriver::new()),
+        DriverKind::Loopback => Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
         DriverKind::Local => {
             let mut config = LocalDriverConfig::demo_node(&args.node_program, &args.log_dir);
             if !args.node_args.is_empty() {
@@ -98,7 +98,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings.node_logs = Some(args.log_dir.clone());
             let driver = Arc::new(LocalDriver::new(config));
             local = Some(driver.clone());
-            driver
+            Arc::new(ProcessDriver::new(driver))
         }
     };
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -13,7 +13,7 @@ use kanmon_control::{
     runtime::Settings,
     up::{
         issue_certs, progress::say, proxy_config, ControlPlane, Databases, DemoDeployment,
-        ProxyPublisher, UpConfig,
+        ProxyPublisher, StatsConfig, UpConfig,
     },
 };
 use kanmon_proxy::{
@@ -127,6 +127,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     up.api_tls = args.api_tls;
     up.certs = args.certs.source()?;
     up.metrics_listen = args.metrics_listen;
+    up.database_stats = StatsConfig {
+        interval: args.database_stats_interval,
+        top_queries: args.top_queries,
+    };
     up.settings = settings;
     up.settings.timings.grace = args.grace;
     up.node.stop_grace = args.grace;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kanmon_control::{
     domain::NodeLaunch,
-    driver::{Driver, LocalDriver, LocalDriverConfig, NodeHealth},
+    driver::{LocalDriver, LocalDriverConfig, NodeHealth, Processes},
 };
 
 fn launch(id: &str, incarnation: u64) -> NodeLaunch {

@@ -1,5 +1,6 @@
-//! The pingora `ProxyHttp` application for HTTP/2 connections (gRPC among them): SNI →
-//! deployment → ready node, decided by [`Routes`] like the HTTP/1.1 lane.
+//! The pingora `ProxyHttp` application for HTTP/2 connections (gRPC and RFC 8441 WebSockets
+//! among them): SNI → deployment → ready node, under the same request policy as the HTTP/1.1
+//! lane (`policy`: [`Routes`], forwarding headers, accounting).
 //!
 //! Per request: check `:authority` against the connection's SNI (421), look the deployment up
 //! (404), pick a ready node with the router (503 + Retry-After), and hold the router's
@@ -17,15 +18,17 @@ use pingora::{
 };
 
 use crate::{
-    accounting::{labels, RequestAccount},
+    accounting::labels,
+    h2ws::{self, Connect, Tunnels},
+    policy::{self, RequestAccount, Routes},
     responses::Refusal,
-    routing::Routes,
     tls::SniTarget,
 };
 
 /// The proxy application.
 pub struct KanmonProxy {
     routes: Routes,
+    tunnels: Tunnels,
 }
 
 /// Per-request state.
@@ -37,12 +40,14 @@ pub struct RequestCtx {
     refused: Option<Refusal>,
     /// The deployment the request went to (for metric labels).
     deployment: Option<Arc<Deployment>>,
+    /// Already counted (an RFC 8441 WebSocket is, once its 200 is out).
+    counted: bool,
 }
 
 impl KanmonProxy {
-    /// The application deciding with `routes`.
-    pub fn new(routes: Routes) -> Self {
-        Self { routes }
+    /// The application deciding with `routes`; RFC 8441 WebSockets run under `tunnels`.
+    pub fn new(routes: Routes, tunnels: Tunnels) -> Self {
+        Self { routes, tunnels }
     }
 
     async fn refuse(
@@ -69,6 +74,14 @@ fn sni_target(session: &Session) -> Option<&SniTarget> {
         .as_ref()?
         .extension
         .get::<SniTarget>()
+}
+
+/// The client's address as the policy sees it: the TCP peer's.
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// The request's host: `:authority` for HTTP/2, else the `Host` header; port stripped.
@@ -103,6 +116,7 @@ impl ProxyHttp for KanmonProxy {
             grpc: false,
             refused: None,
             deployment: None,
+            counted: false,
         }
     }
 
@@ -117,6 +131,13 @@ impl ProxyHttp for KanmonProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let connect = h2ws::connect_kind(session.req_header());
+        if connect == Connect::Other {
+            // CONNECT is allowed through pingora only for RFC 8441 WebSockets. Counted under
+            // the deployment the SNI names, like every refusal.
+            ctx.deployment = self.routes.named_deployment(sni_target(session));
+            return h2ws::not_allowed(session).await;
+        }
         let guard = match self.routes.route(
             sni_target(session),
             request_host(session),
@@ -132,6 +153,30 @@ impl ProxyHttp for KanmonProxy {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         ctx.deployment = Some(Arc::clone(guard.deployment()));
         ctx.guard = Some(guard);
+        if connect == Connect::WebSocket {
+            let client = client_ip(session);
+            let (metrics, start) = (self.routes.metrics(), ctx.start);
+            let dep = ctx.deployment.clone();
+            let counted = &mut ctx.counted;
+            let answered = |status| {
+                RequestAccount::default().record(
+                    metrics,
+                    dep.as_ref(),
+                    status,
+                    start.elapsed().as_secs_f64(),
+                );
+                *counted = true;
+            };
+            return h2ws::serve(
+                &self.routes,
+                &self.tunnels,
+                session,
+                &mut ctx.guard,
+                client,
+                answered,
+            )
+            .await;
+        }
         Ok(false)
     }
 
@@ -163,25 +208,13 @@ impl ProxyHttp for KanmonProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        // The HTTP/1.1 lane's rule: a client's forwarding headers never reach the node as if
-        // the edge had set them; the edge sets its own.
-        let theirs: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|name| crate::h1::head::is_client_forwarding(name.as_str()))
-            .cloned()
-            .collect();
-        for name in &theirs {
-            upstream.remove_header(name);
+        // The same rule as the HTTP/1.1 lane's (`policy`).
+        for name in policy::not_forwarded(&upstream.headers, false) {
+            upstream.remove_header(&name);
         }
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        for (name, value) in policy::edge_forwarded(client_ip(session)) {
+            upstream.insert_header(name, value.to_string())?;
         }
-        upstream.insert_header("x-forwarded-proto", "https")?;
         Ok(())
     }
 
@@ -211,12 +244,14 @@ impl ProxyHttp for KanmonProxy {
                 None => 0,
             },
         };
-        RequestAccount::default().record(
-            self.routes.metrics(),
-            ctx.deployment.as_ref(),
-            status,
-            ctx.start.elapsed().as_secs_f64(),
-        );
+        if !ctx.counted {
+            RequestAccount::default().record(
+                self.routes.metrics(),
+                ctx.deployment.as_ref(),
+                status,
+                ctx.start.elapsed().as_secs_f64(),
+            );
+        }
         match e {
             // A node failing a request is the operator's business.
             Some(e) if e.esource() == &pingora::ErrorSource::Upstream => {

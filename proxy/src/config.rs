@@ -77,6 +77,30 @@ pub struct Listen {
     pub tls: SocketAddr,
     /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
     pub admin: SocketAddr,
+    /// Whether connections from `trusted_proxies` start with a PROXY protocol header (which
+    /// is then required from them) carrying the client's address.
+    pub proxy_protocol: ProxyProtocolMode,
+    /// The load balancers allowed to send a PROXY protocol header; from anywhere else a
+    /// header is refused, so a client cannot claim another's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a trusted peer has to send its whole header: a silent one cannot hold a
+    /// connection slot.
+    #[serde(with = "humantime_serde")]
+    pub proxy_protocol_timeout: Duration,
+}
+
+/// `listen.proxy_protocol`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ProxyProtocolMode {
+    /// No header is expected from anyone.
+    #[serde(rename = "off")]
+    Off,
+    /// Binary version 2 (what cloud load balancers send).
+    #[serde(rename = "v2")]
+    V2,
+    /// Version 2, or the text version 1 of older balancers.
+    #[serde(rename = "v1+v2")]
+    V1V2,
 }
 
 impl Default for Listen {
@@ -84,6 +108,9 @@ impl Default for Listen {
         Self {
             tls: SocketAddr::from(([0, 0, 0, 0], 443)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            proxy_protocol: ProxyProtocolMode::Off,
+            trusted_proxies: Vec::new(),
+            proxy_protocol_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -413,6 +440,14 @@ impl ProxyConfig {
         if cfg.limits.min_body_rate == 0 {
             return Err(rule("limits.min_body_rate", "must be at least 1"));
         }
+        if cfg.listen.proxy_protocol != ProxyProtocolMode::Off
+            && cfg.listen.trusted_proxies.is_empty()
+        {
+            return Err(rule(
+                "listen.trusted_proxies",
+                "must list the load balancers' networks when listen.proxy_protocol is on",
+            ));
+        }
         if cfg.shutdown.grace_period.is_zero() {
             return Err(rule("shutdown.grace_period", "must be more than 0s"));
         }
@@ -422,6 +457,10 @@ impl ProxyConfig {
                 cfg.limits.request_read_timeout,
             ),
             ("limits.write_timeout", cfg.limits.write_timeout),
+            (
+                "listen.proxy_protocol_timeout",
+                cfg.listen.proxy_protocol_timeout,
+            ),
             ("upstream.connect_timeout", cfg.upstream.connect_timeout),
             ("upstream.response_timeout", cfg.upstream.response_timeout),
         ] {
@@ -510,6 +549,23 @@ grace_period = "10s"
             .shutdown
             .upgrade_sock
             .starts_with("/tmp"));
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        let text = "[listen]\nproxy_protocol = \"v1+v2\"\n";
+        let err = ProxyConfig::parse(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.trusted_proxies"), "{err}");
+        let text = "[listen]\nproxy_protocol = \"v2\"\ntrusted_proxies = [\"10.0.0.0/8\"]\nproxy_protocol_timeout = \"2s\"\n";
+        let cfg = ProxyConfig::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(cfg.listen.proxy_protocol, ProxyProtocolMode::V2);
+        assert_eq!(cfg.listen.proxy_protocol_timeout, Duration::from_secs(2));
+        let err = ProxyConfig::parse("[listen]\nproxy_protocol = \"v3\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy_protocol"), "{err}");
     }
 
     #[test]

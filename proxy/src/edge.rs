@@ -4,6 +4,8 @@
 //!
 //! Before the handshake, the client's address must be under its per-client limits
 //! (`client_limits`): a refusal is a closed socket, counted, with no TLS work spent on it.
+//! From a trusted load balancer that address is the one its PROXY protocol header carries,
+//! read first (`proxy_protocol`); it then stands in the socket digest for the TCP peer's.
 //!
 //! After the handshake the connection goes by ALPN: h2 to pingora's HTTP application
 //! (keep-alive reuse loops here, so a reused connection is never handshaken twice), HTTP/1.1
@@ -20,7 +22,12 @@ use pingora::{
 };
 
 use crate::{
-    client_limits::ClientLimits, clock::Clock, h1::Lane, inflight::Inflight, metrics::Metrics,
+    client_limits::{ClientLimits, ClientSlot},
+    clock::Clock,
+    h1::Lane,
+    inflight::Inflight,
+    metrics::Metrics,
+    proxy_protocol::{accept, Policy, Refusal, Versions},
     rehome,
 };
 
@@ -43,6 +50,16 @@ pub struct EdgeLimits {
     pub handshake_timeout: Duration,
     /// Per-client-address limits on open and new connections.
     pub clients: Arc<ClientLimits>,
+    /// Which peers send a PROXY protocol header first.
+    pub proxy_protocol: Policy,
+}
+
+/// Where a connection stands with the per-client limits before its handshake.
+enum Admission {
+    /// Admitted under its TCP peer's address.
+    Admitted(ClientSlot),
+    /// From a trusted balancer: admitted once its PROXY protocol header names the client.
+    AfterHeader(Versions),
 }
 
 /// TLS termination in front of an HTTP application.
@@ -52,6 +69,7 @@ pub struct EdgeApp<A> {
     lane: Arc<Lane>,
     handshake_timeout: Duration,
     clients: Arc<ClientLimits>,
+    proxy_protocol: Policy,
     clock: Clock,
     metrics: Metrics,
     connections: Inflight,
@@ -78,6 +96,7 @@ impl<A> EdgeApp<A> {
             lane,
             handshake_timeout: limits.handshake_timeout,
             clients: limits.clients,
+            proxy_protocol: limits.proxy_protocol,
             clock: Clock::new(),
             metrics,
             connections,
@@ -89,6 +108,78 @@ impl<A> EdgeApp<A> {
         self.metrics.tls_failures.with_label_values(&[reason]).inc();
         tracing::debug!(reason, error = %error, "TLS handshake failed");
     }
+
+    /// The client's place under its address's limits, or `None` (counted) when refused.
+    fn admit(&self, client_ip: Option<IpAddr>) -> Option<ClientSlot> {
+        match self.clients.admit(client_ip, self.clock.now_ms()) {
+            Ok(slot) => Some(slot),
+            Err(refused) => {
+                let reason = refused.reason();
+                self.metrics
+                    .refused_connections
+                    .with_label_values(&[reason])
+                    .inc();
+                let client = client_ip.map(tracing::field::display);
+                tracing::debug!(
+                    reason,
+                    client,
+                    "connection refused before the TLS handshake"
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads the PROXY protocol header of a connection from a trusted balancer and makes its
+    /// source the connection's address; `None` (counted) when the connection must close.
+    async fn proxy_header(
+        &self,
+        l4: &mut L4Stream,
+        versions: Versions,
+        peer: Option<IpAddr>,
+    ) -> Option<Option<IpAddr>> {
+        match accept::read_header(l4, versions, self.proxy_protocol.timeout).await {
+            Ok(Some(header)) => Some(accept::carry_client_address(l4, &header, peer)),
+            Ok(None) => {
+                tracing::debug!("trusted proxy closed without a PROXY protocol header");
+                None
+            }
+            Err(refusal) => {
+                self.metrics.proxy_protocol_refused(refusal);
+                let peer = peer.map(tracing::field::display);
+                tracing::debug!(
+                    reason = refusal.reason(),
+                    peer,
+                    "PROXY protocol header refused"
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether an untrusted peer starts with a PROXY protocol header (counted; the
+    /// connection must close). Only looked for while the protocol is on.
+    async fn untrusted_header(&self, l4: &mut L4Stream, peer: Option<IpAddr>) -> bool {
+        if !self.proxy_protocol.enabled() {
+            return false;
+        }
+        match accept::sends_header(l4).await {
+            Ok(false) => false,
+            Ok(true) => {
+                self.metrics.proxy_protocol_refused(Refusal::Untrusted);
+                let peer = peer.map(tracing::field::display);
+                tracing::debug!(
+                    peer,
+                    "PROXY protocol header from an untrusted source refused"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::debug!(%error, "connection failed before the TLS handshake");
+                true
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -98,22 +189,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // Refused before anything else is spent on it. The address is the TCP peer's (the
-        // place to take it from a PROXY-protocol header instead, once there is one).
-        let client_ip: Option<IpAddr> = stream
+        let peer: Option<IpAddr> = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let slot = match self.clients.admit(client_ip, self.clock.now_ms()) {
-            Ok(slot) => slot,
-            Err(refused) => {
-                let reason = refused.reason();
-                self.metrics
-                    .refused_connections
-                    .with_label_values(&[reason])
-                    .inc();
-                tracing::debug!(reason, "connection refused before the TLS handshake");
-                return None;
-            }
+        let expects_header = self.proxy_protocol.expects_header(peer);
+        // Refused before anything else is spent on it, unless the client's address is still
+        // to come in a PROXY protocol header.
+        let admission = match expects_header {
+            Some(versions) => Admission::AfterHeader(versions),
+            None => Admission::Admitted(self.admit(peer)?),
         };
         let _connection = self.connections.enter();
         // The listener is plain TCP, so the stream is pingora's L4 stream; the acceptor needs
@@ -125,7 +209,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 return None;
             }
         };
-        let l4 = if self.rehome {
+        let mut l4 = if self.rehome {
             match rehome::onto_current_runtime(l4) {
                 Ok(moved) => moved,
                 Err(rehome::Rehome::Kept { stream, error }) => {
@@ -140,17 +224,30 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         } else {
             l4
         };
+        // After the move: what is read past the header is put back into this stream.
+        let slot = match admission {
+            Admission::Admitted(slot) => slot,
+            Admission::AfterHeader(versions) => {
+                let client_ip = self.proxy_header(&mut l4, versions, peer).await?;
+                self.admit(client_ip)?
+            }
+        };
+        let untrusted_header = expects_header.is_none();
         let handshake = REFUSED_BY_RESOLVER.scope(Cell::new(false), async {
+            if untrusted_header && self.untrusted_header(&mut l4, peer).await {
+                return None;
+            }
             let result = self.acceptor.tls_handshake(l4).await;
-            (result, REFUSED_BY_RESOLVER.with(Cell::get))
+            Some((result, REFUSED_BY_RESOLVER.with(Cell::get)))
         });
         let tls: Stream = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok((Ok(tls), _)) => Box::new(tls),
-            Ok((Err(e), true)) => {
+            Ok(None) => return None,
+            Ok(Some((Ok(tls), _))) => Box::new(tls),
+            Ok(Some((Err(e), true))) => {
                 tracing::debug!(error = %e, "TLS handshake refused: no certificate for this name");
                 return None;
             }
-            Ok((Err(e), false)) => {
+            Ok(Some((Err(e), false))) => {
                 self.failed("protocol", &e);
                 return None;
             }

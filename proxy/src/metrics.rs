@@ -51,6 +51,9 @@ pub mod names {
     /// Connections cut because a peer was too slow (a write past `write_timeout`, a body
     /// under `min_body_rate`, a head past `request_read_timeout`), by reason.
     pub const CONNECTIONS_CUT: &str = "kanmon_connections_cut_total";
+    /// Connections closed by the PROXY protocol rules (missing, untrusted or bad header), by
+    /// reason.
+    pub const PROXY_PROTOCOL_ERRORS: &str = "kanmon_proxy_protocol_errors_total";
 }
 
 /// Discovery hardening: refusals and cluster requirements (kept apart so it merges cleanly).
@@ -121,6 +124,8 @@ pub struct Metrics {
     /// `kanmon_connections_cut_total{reason}` (`client_write_timeout`, `node_write_timeout`,
     /// `slow_body`, `slow_head`)
     pub cut_connections: IntCounterVec,
+    /// `kanmon_proxy_protocol_errors_total{reason}` (`proxy_protocol::Refusal::reason`)
+    pub proxy_protocol_errors: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -197,6 +202,7 @@ impl Metrics {
                 opts(names::CONNECTIONS_CUT, "Connections cut because a peer was too slow: a write past limits.write_timeout, a request body under limits.min_body_rate."),
                 &["reason"],
             )?,
+            proxy_protocol_errors: proxy_protocol_errors()?,
             registry,
         };
         let r = &m.registry;
@@ -217,6 +223,7 @@ impl Metrics {
         r.register(Box::new(m.generation.clone()))?;
         r.register(Box::new(m.refused_connections.clone()))?;
         r.register(Box::new(m.cut_connections.clone()))?;
+        r.register(Box::new(m.proxy_protocol_errors.clone()))?;
         for reason in ["client_connections", "client_handshakes"] {
             m.refused_connections.with_label_values(&[reason]);
         }
@@ -236,6 +243,13 @@ impl Metrics {
             m.session_tickets.with_label_values(&[event]);
         }
         Ok(m)
+    }
+
+    /// Counts `refusal` of a connection by the PROXY protocol rules.
+    pub fn proxy_protocol_refused(&self, refusal: crate::proxy_protocol::Refusal) {
+        self.proxy_protocol_errors
+            .with_label_values(&[refusal.reason()])
+            .inc();
     }
 
     /// Creates a discovery source's counters at zero, so `increase()` sees its first
@@ -268,4 +282,19 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `kanmon_proxy_protocol_errors_total`, every reason at zero.
+fn proxy_protocol_errors() -> Result<IntCounterVec, prometheus::Error> {
+    let errors = IntCounterVec::new(
+        opts(
+            names::PROXY_PROTOCOL_ERRORS,
+            "Connections closed by the PROXY protocol rules: a header missing from a trusted balancer, sent from an untrusted source, malformed, truncated, oversized or late, by reason.",
+        ),
+        &["reason"],
+    )?;
+    for refusal in crate::proxy_protocol::Refusal::ALL {
+        errors.with_label_values(&[refusal.reason()]);
+    }
+    Ok(errors)
 }

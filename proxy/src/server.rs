@@ -27,6 +27,7 @@ use crate::{
     discovery::{file::FileSource, kubernetes::KubernetesSource, DiscoverySource, Publisher},
     edge::{EdgeApp, EdgeLimits},
     h1::Lane,
+    h2ws::Tunnels,
     inflight::Inflight,
     metrics::Metrics,
     routing::Routes,
@@ -208,9 +209,22 @@ impl Proxy {
 
         let (going_away_tx, going_away) = tokio::sync::watch::channel(false);
         let routes = Routes::new(table.clone(), metrics.clone(), settings.clone());
+        let tunnels = Tunnels {
+            connections: inflight.clone(),
+            going_away: going_away.clone(),
+        };
         let lane = Arc::new(Lane::new(routes.clone(), inflight.clone(), going_away));
-        let app = KanmonProxy::new(routes);
-        let proxy = pingora::proxy::http_proxy(&server.configuration, app);
+        let app = KanmonProxy::new(routes, tunnels);
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, app);
+        // RFC 8441: h2 clients may open WebSockets on the connection they have
+        // (SETTINGS_ENABLE_CONNECT_PROTOCOL); the CONNECTs pingora then lets through are
+        // served by `h2ws` or refused (405) in the application, never proxied as CONNECT.
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.enable_connect_protocol();
+        proxy.h2_options = Some(h2);
+        let mut options = proxy.server_options.clone().unwrap_or_default();
+        options.allow_connect_method_proxying = true;
+        proxy.server_options = Some(options);
         let mut tls =
             TlsSettings::with_callbacks(Box::new(SniCallbacks::new(&settings.base_domain)))?;
         tls.set_cert_resolver(certs.clone());
@@ -241,6 +255,7 @@ impl Proxy {
                     cfg.limits.max_handshakes_per_client,
                     cfg.limits.exempt_loopback,
                 ),
+                proxy_protocol: crate::proxy_protocol::Policy::new(&cfg.listen),
             },
             metrics.clone(),
             inflight.clone(),

@@ -13,12 +13,16 @@ use std::{net::SocketAddr, time::Duration};
 
 use std::future::Future;
 
+use kanmon_router::ConnectionGuard;
+
 use crate::{
     bufpool::Lent,
     h1::{
         head::{self, Framing},
         write::{write_within, WriteFail},
     },
+    node_series,
+    routing::Routes,
     wsframe::{FrameBoundary, CLOSE_GOING_AWAY},
 };
 use tokio::{
@@ -66,6 +70,28 @@ pub async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Tun
         .map_err(|e| fail(e.to_string()))?;
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
     Ok(stream)
+}
+
+/// Connects to the node `guard` picked; when that fails, counts it, ejects the node and (once
+/// per request, `retried`) moves `guard` to another ready node and tries that one (the
+/// routing policy's rule, [`Routes::connect_failed`]). `None`: no node could be reached.
+pub async fn connect_picked(
+    routes: &Routes,
+    guard: &mut Option<ConnectionGuard>,
+    retried: &mut bool,
+) -> Option<(TcpStream, SocketAddr)> {
+    let limit = routes.settings().connect_timeout;
+    loop {
+        let addr = guard.as_ref().map(ConnectionGuard::addr)?;
+        match connect(addr, limit).await {
+            Ok(node) => return Some((node, addr)),
+            Err(e) => {
+                if !routes.connect_failed(guard, retried, &e) {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A node's response head: its status, and every byte read so far (head plus whatever
@@ -160,6 +186,49 @@ fn write_end(fail: WriteFail, stalled: TunnelEnd) -> TunnelEnd {
         WriteFail::Closed(_) => TunnelEnd::Error,
         WriteFail::TimedOut => stalled,
     }
+}
+
+/// A WebSocket's life once both handshakes are done, the same for an HTTP/1.1 upgrade and an
+/// RFC 8441 stream: counted in its node's WebSocket gauge while it lasts, relayed under the
+/// idle and write limits and the shutdown rule ([`relay`]), its node's series removed when it
+/// was the last one of a node that left, a side that stopped reading counted as cut.
+pub async fn websocket<C>(
+    routes: &Routes,
+    guard: &ConnectionGuard,
+    client: C,
+    node: TcpStream,
+    frames: FrameBoundary,
+    going_away: watch::Receiver<bool>,
+) -> TunnelEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = routes.metrics();
+    let dep = guard.deployment();
+    let gauge = metrics.websockets.with_label_values(&[
+        dep.instance().as_str(),
+        dep.zone().as_str(),
+        guard.node().id(),
+    ]);
+    let settings = routes.settings();
+    let limits = Limits {
+        idle: settings.websocket_idle_timeout,
+        write: settings.write_timeout,
+    };
+    gauge.inc();
+    let end = relay(client, node, limits, frames, going_away).await;
+    gauge.dec();
+    node_series::websocket_closed(metrics, routes.table(), dep, guard.node().id(), &gauge);
+    tracing::debug!(?end, node = guard.node().id(), "websocket ended");
+    let stalled = match end {
+        TunnelEnd::ClientStalled => Some("client_write_timeout"),
+        TunnelEnd::NodeStalled => Some("node_write_timeout"),
+        _ => None,
+    };
+    if let Some(reason) = stalled {
+        metrics.cut_connections.with_label_values(&[reason]).inc();
+    }
+    end
 }
 
 /// Copies bytes both ways until both sides are done, an error, `limits.idle` without

@@ -1,20 +1,18 @@
 //! Kubernetes discovery end to end: a real `kanmon-proxy` process with `kind = "kubernetes"`,
 //! its kube client pointed (through a kubeconfig) at the API fixture of
-//! `common/k8s_fixture.rs`, and WebSocket clients through the proxy to demo nodes.
+//! `kanmon-testkit` (testkit/src/k8s), and WebSocket clients through the proxy to demo nodes.
 //!
 //! Covered: initial list → traffic; a pod turning terminating → draining (no new connections,
 //! the open one kept); endpoint removal; the API down and back (table kept, `/readyz` ready but saying stale,
 //! then resynced and ready); a 410 relist; a malformed event skipped and counted.
 
 mod common;
-#[path = "common/k8s_fixture.rs"]
-mod k8s_fixture;
 
 use std::{collections::HashMap, time::Duration};
 
 use common::*;
-use k8s_fixture::*;
 use kanmon_bench::node::{spawn_node, NodeHandle};
+use kanmon_testkit::k8s::*;
 
 const NS: &str = "games";
 const ERRORS: &str = r#"kanmon_discovery_errors_total{source="kubernetes"}"#;

@@ -1,5 +1,5 @@
 //! Kubernetes discovery as a tenant boundary and as a monitored dependency, against the API
-//! fixture of `common/k8s_fixture.rs` (TLS, bearer token, strict about endpoint addresses):
+//! fixture of `kanmon-testkit` (testkit/src/k8s) (TLS, bearer token, strict about endpoint addresses):
 //! an instance is routed only from the namespace that owns it and only to allowed addresses;
 //! FQDN and unlabelled slices are reported; the counters exist from the start; a silent API is
 //! noticed within the documented time; the last-success gauge moves while a quiet watch is in
@@ -7,8 +7,6 @@
 //! real cluster when `KANMON_TEST_KUBECONFIG` names one.
 
 mod common;
-#[path = "common/k8s_fixture.rs"]
-mod k8s_fixture;
 
 use std::{
     sync::Arc,
@@ -16,7 +14,6 @@ use std::{
 };
 
 use common::*;
-use k8s_fixture::*;
 use kanmon_bench::node::spawn_node;
 use kanmon_proxy::{
     config::Discovery,
@@ -27,6 +24,7 @@ use kanmon_proxy::{
     metrics::Metrics,
 };
 use kanmon_router::HealthTable;
+use kanmon_testkit::k8s::*;
 use serde_json::json;
 
 const ERRORS: &str = r#"kanmon_discovery_errors_total{source="kubernetes"}"#;

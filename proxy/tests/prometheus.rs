@@ -9,158 +9,16 @@
 //! and every wait is bounded.
 
 mod common;
-
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+// The launcher the platform test (tests/tests/prometheus_platform.rs) uses too.
+#[path = "../../tests/src/prometheus.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod prometheus_server;
 
 use common::*;
 use kanmon_bench::node::spawn_node;
-use serde_json::Value;
+use prometheus_server::{dashboard_exprs, dashboards_dir, Prometheus};
 
 const GAMMA: &str = "gamma.eu-west1.kanmon.test";
-
-struct Prometheus {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
-    log: std::path::PathBuf,
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping `target` every second with `rules` loaded.
-    fn start(dir: &Path, target: std::net::SocketAddr, rules: &Path) -> Self {
-        let port = free_port();
-        let config = format!(
-            r#"
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - "{rules}"
-scrape_configs:
-  - job_name: kanmon-proxy
-    static_configs:
-      - targets: ["{target}"]
-"#,
-            rules = rules.display()
-        );
-        let config_path = dir.join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.join("prometheus.log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("prometheus is installed by scripts/setup.sh test");
-        Self {
-            child,
-            url: format!("http://{port}"),
-            http: reqwest::Client::new(),
-            log,
-        }
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Option<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .query(query)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        resp.json().await.ok()
-    }
-
-    /// An instant query: `Err` with Prometheus' error text when it fails to evaluate.
-    async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let v = self
-            .get("/api/v1/query", &[("query", expr)])
-            .await
-            .ok_or_else(|| format!("no answer for {expr}"))?;
-        if v["status"] != "success" {
-            return Err(format!("{expr}: {}", v["error"]));
-        }
-        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// The single value of `expr` (0 when it returns nothing).
-    async fn value(&self, expr: &str) -> f64 {
-        let result = self.query(expr).await.unwrap();
-        result
-            .first()
-            .and_then(|r| r["value"][1].as_str())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    async fn wait_for(&self, what: &str, expr: &str, want: impl Fn(f64) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self.query(expr).await {
-                let v = r
-                    .first()
-                    .and_then(|r| r["value"][1].as_str())
-                    .and_then(|v| v.parse().ok());
-                if v.is_some_and(&want) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus never saw {what} ({expr}); its log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        // Stopped by its own PID, whatever the test did.
-        let _gone = self.child.kill();
-        let _reaped = self.child.wait();
-    }
-}
-
-/// Every PromQL expression of the shipped Grafana dashboards, with the template variables
-/// set to the deployment `beta` (the one with refusals) in `us-east1`.
-fn dashboard_exprs(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for panel in doc["panels"].as_array().unwrap() {
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                let expr = target["expr"].as_str().unwrap();
-                let expr = expr
-                    .replace("$deployment", "beta")
-                    .replace("$zone", "us-east1")
-                    .replace("$node", ".*");
-                let title = format!(
-                    "{} / {}",
-                    path.file_name().unwrap().to_string_lossy(),
-                    panel["title"].as_str().unwrap_or("?")
-                );
-                out.push((title, expr));
-            }
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reads_the_metrics_as_operators_expect() {
@@ -182,11 +40,11 @@ async fn prometheus_reads_the_metrics_as_operators_expect() {
     }
     assert_eq!(proxy.get(GAMMA, GAMMA, "/").await.0, 404);
 
-    let dashboards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/dashboards");
+    let dashboards = dashboards_dir();
     let prom = Prometheus::start(
         proxy.dir.path(),
-        proxy.admin_addr,
-        &dashboards.join("alerts.yml"),
+        &[("kanmon-proxy", proxy.admin_addr)],
+        &[&dashboards.join("alerts.yml")],
     );
     prom.wait_for(
         "alpha's 200s",
@@ -210,14 +68,8 @@ async fn prometheus_reads_the_metrics_as_operators_expect() {
         Some(proxy.admin_addr.to_string().as_str())
     );
     // No kanmon label collided with a target label (it would arrive as `exported_*`).
-    let labels = prom.get("/api/v1/labels", &[]).await.unwrap();
-    let labels: Vec<&str> = labels["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert!(labels.contains(&"deployment"), "{labels:?}");
+    let labels = prom.label_names().await;
+    assert!(labels.iter().any(|l| l == "deployment"), "{labels:?}");
     assert!(
         !labels.iter().any(|l| l.starts_with("exported_")),
         "{labels:?}"
@@ -249,7 +101,10 @@ async fn prometheus_reads_the_metrics_as_operators_expect() {
     assert_eq!(ready.len(), 2, "{ready:?}");
 
     // Every dashboard expression evaluates; the ones this traffic feeds return data.
-    let exprs = dashboard_exprs(&dashboards);
+    let exprs = dashboard_exprs(
+        &dashboards,
+        &[("deployment", "beta"), ("zone", "us-east1"), ("node", ".*")],
+    );
     assert!(exprs.len() >= 10, "{exprs:?}");
     let must_have_data = [
         "Requests by status",
@@ -272,31 +127,9 @@ async fn prometheus_reads_the_metrics_as_operators_expect() {
     }
 
     // The alert rules loaded and evaluate cleanly.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rules = prom.get("/api/v1/rules", &[]).await.unwrap();
-        let rules: Vec<Value> = rules["data"]["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-            .collect();
-        let evaluated = rules.iter().all(|r| {
-            r["lastEvaluation"]
-                .as_str()
-                .is_some_and(|t| !t.starts_with("0001"))
-        });
-        if !rules.is_empty() && evaluated {
-            for r in &rules {
-                assert_eq!(r["health"], "ok", "{r}");
-            }
-            assert!(rules.len() >= 6, "{rules:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rules never evaluated: {rules:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let rules = prom.evaluated_rules().await;
+    for r in &rules {
+        assert_eq!(r["health"], "ok", "{r}");
     }
+    assert!(rules.len() >= 6, "{rules:?}");
 }

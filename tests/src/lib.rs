@@ -7,6 +7,7 @@
 //! which `scripts/test.sh` does); [`node_program`] finds the binary next to the test's target
 //! directory.
 
+pub mod prometheus;
 mod timeline;
 pub mod up_process;
 

@@ -33,6 +33,8 @@ pub struct UpOpts {
     pub database: bool,
     /// Where the output goes.
     pub output: Output,
+    /// More arguments of `kanmon up`.
+    pub extra_args: Vec<String>,
 }
 
 /// A running `kanmon up`; SIGINT, then SIGKILL after a bounded wait, when dropped.
@@ -44,6 +46,10 @@ pub struct UpProcess {
     pub tls: SocketAddr,
     /// The control API address.
     pub api: SocketAddr,
+    /// The proxy's admin listener (`/metrics`).
+    pub admin: SocketAddr,
+    /// The control plane's metrics listener.
+    pub metrics: SocketAddr,
     /// The state directory.
     pub state: PathBuf,
 }
@@ -75,9 +81,9 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 }
 
 impl UpProcess {
-    /// Starts `kanmon up --dir state` on new free ports (grace 2 s).
+    /// Starts `kanmon up --dir state` on new free ports (grace 2 s), then `opts.extra_args`.
     pub fn start(state: &Path, opts: &UpOpts) -> Self {
-        let (tls, admin, api) = (free_port(), free_port(), free_port());
+        let (tls, admin, api, metrics) = (free_port(), free_port(), free_port(), free_port());
         let log = state.with_extension(format!("{}.log", tls.port()));
         let mut cmd = Command::new(workspace_bin("kanmon"));
         cmd.arg("up")
@@ -87,7 +93,8 @@ impl UpProcess {
             .args(["--listen", &tls.to_string()])
             .args(["--admin", &admin.to_string()])
             .args(["--api", &api.to_string()])
-            .args(["--metrics-listen", "127.0.0.1:0"]);
+            .args(["--metrics-listen", &metrics.to_string()])
+            .args(&opts.extra_args);
         if !opts.database {
             cmd.arg("--no-database");
         }
@@ -118,6 +125,8 @@ impl UpProcess {
             log,
             tls,
             api,
+            admin,
+            metrics,
             state: state.to_path_buf(),
         }
     }

@@ -236,6 +236,7 @@ async fn up_as_root_from_a_private_directory_runs_its_databases_and_resumes() {
     let opts = UpOpts {
         database: true,
         output: Output::File,
+        extra_args: Vec::new(),
     };
     let mut up = UpProcess::start(&state, &opts);
     let body = up.served().await;

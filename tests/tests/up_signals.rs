@@ -23,6 +23,7 @@ fn with_database(output: Output) -> UpOpts {
     UpOpts {
         database: true,
         output,
+        extra_args: Vec::new(),
     }
 }
 

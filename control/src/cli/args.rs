@@ -422,6 +422,12 @@ pub struct UpArgs {
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// Time between samples of each database's pg_stat_statements (query load, top queries).
+    #[arg(long, value_parser = positive_duration, default_value = "10s")]
+    pub database_stats_interval: Duration,
+    /// Queries per deployment in kanmon_database_top_query_* (by total execution time).
+    #[arg(long, default_value_t = 10)]
+    pub top_queries: usize,
 }
 
 /// `kanmon serve`
@@ -494,6 +500,15 @@ pub struct ServeArgs {
     pub backoff_cap: Duration,
 }
 
+/// A duration of more than zero (an interval of zero would sample without pause).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -518,5 +533,16 @@ mod tests {
             }
         }
         check(&super::Cli::command(), "kanmon");
+    }
+
+    #[test]
+    fn a_zero_database_stats_interval_is_refused() {
+        use clap::Parser;
+        let err = super::Cli::try_parse_from(["kanmon", "up", "--database-stats-interval", "0s"])
+            .expect_err("zero refused");
+        assert!(err.to_string().contains("more than zero"), "{err}");
+        assert!(
+            super::Cli::try_parse_from(["kanmon", "up", "--database-stats-interval", "1s"]).is_ok()
+        );
     }
 }

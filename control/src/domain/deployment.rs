@@ -194,10 +194,11 @@ pub struct NodeRecord {
     /// about a process that was already replaced cannot move the new one's state.
     #[serde(default)]
     pub incarnation: u64,
-    /// HTTP/WebSocket address, once the driver reported it.
-    pub addr: Option<String>,
+    /// HTTP/WebSocket address, once the driver reported it (stored as `"ip:port"`, the form
+    /// the store and the API always had).
+    pub addr: Option<std::net::SocketAddr>,
     /// gRPC address, if any.
-    pub grpc: Option<String>,
+    pub grpc: Option<std::net::SocketAddr>,
 }
 
 /// Everything a driver needs to start one node. The config holds secret values, so `Debug` is

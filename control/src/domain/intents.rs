@@ -59,9 +59,9 @@ pub enum Event {
         /// Which start of the node this is about.
         incarnation: u64,
         /// HTTP/WebSocket address.
-        addr: String,
+        addr: std::net::SocketAddr,
         /// gRPC address.
-        grpc: Option<String>,
+        grpc: Option<std::net::SocketAddr>,
     },
     /// The node passed its health check.
     NodeHealthy {

@@ -176,3 +176,118 @@ proptest! {
         }
     }
 }
+
+/// An observation a driver might send: about any node, for its current incarnation, the one
+/// before or the one after, in any order and as often as it likes.
+#[derive(Debug, Clone)]
+enum Seen {
+    Started,
+    Ready,
+    Draining,
+    Exited(Option<i32>),
+    Restarting,
+}
+
+fn seen() -> impl Strategy<Value = Seen> {
+    prop_oneof![
+        1 => Just(Seen::Started),
+        3 => Just(Seen::Ready),
+        1 => Just(Seen::Draining),
+        2 => prop::option::of(0i32..3).prop_map(Seen::Exited),
+        1 => Just(Seen::Restarting),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum World {
+    Submit(u8, u8),
+    Deliver(usize),
+    Timer,
+    Observe(u32, i8, Seen),
+}
+
+fn world() -> impl Strategy<Value = World> {
+    prop_oneof![
+        1 => (0u8..6, 0u8..8).prop_map(|(k, x)| World::Submit(k, x)),
+        4 => (0usize..16).prop_map(World::Deliver),
+        2 => Just(World::Timer),
+        4 => (0u32..4, -1i8..=1, seen()).prop_map(|(s, d, o)| World::Observe(s, d, o)),
+    ]
+}
+
+fn observation(sim: &Sim, slot: u32, delta: i8, seen: Seen) -> crate::driver::Observation {
+    use crate::driver::{Endpoints, Observation};
+    let dep = &sim.ctl.deployment;
+    let node = deployment::node_id(&dep.instance, slot);
+    let current = dep
+        .nodes
+        .iter()
+        .find(|n| n.slot == slot)
+        .map_or(1, |n| n.incarnation);
+    let incarnation = current.saturating_add_signed(i64::from(delta));
+    match seen {
+        Seen::Started => Observation::Started {
+            node,
+            incarnation,
+            endpoints: Endpoints {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + slot as u16)),
+                grpc: None,
+            },
+        },
+        Seen::Ready => Observation::Ready { node, incarnation },
+        Seen::Draining => Observation::Draining { node, incarnation },
+        Seen::Exited(code) => Observation::Exited {
+            node,
+            incarnation,
+            code,
+        },
+        Seen::Restarting => Observation::Restarting {
+            node,
+            incarnation,
+            restarts: 1,
+        },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever a driver reports (stale, early, repeated, about the wrong incarnation), mixed
+    /// with operations and time: an incarnation marked draining is never published ready
+    /// again (no new connection reaches it), and one deployment never runs two operations.
+    #[test]
+    fn no_observation_sequence_sends_traffic_to_a_draining_node(
+        cpus in 1u32..4,
+        steps in prop::collection::vec(world(), 1..200),
+    ) {
+        let mut sim = Sim::new(DeploymentType::Production, cpus.max(2), timings());
+        sim.submit(OpKind::Deploy { version: v("3.35.0"), image: None }).unwrap();
+        for step in steps {
+            match step {
+                World::Submit(k, x) => { let _ = sim.submit(op(k, x)); }
+                World::Deliver(i) => { sim.deliver(i); }
+                World::Timer => { sim.fire_timer(); }
+                World::Observe(slot, delta, seen) => {
+                    let o = observation(&sim, slot, delta, seen);
+                    if let Some(ev) = crate::runtime::event_of("alpha", o) {
+                        let out = sim.ctl.handle_event(ev, &sim.catalog, sim.now);
+                        sim.apply(out);
+                    }
+                }
+            }
+            let dep = &sim.ctl.deployment;
+            let published = crate::driver::deployment_spec(dep);
+            for n in published.nodes.iter().filter(|n| n.state == kanmon_router::NodeState::Ready) {
+                let record = dep.nodes.iter().find(|r| r.id == n.id).unwrap();
+                prop_assert!(
+                    !sim.marked.contains(&(n.id.clone(), record.generation, record.incarnation)),
+                    "{} (incarnation {}) was marked draining and is published ready",
+                    n.id,
+                    record.incarnation
+                );
+            }
+            let running = sim.saved.values().filter(|o| o.status == OpStatus::InProgress).count();
+            prop_assert!(running <= 1, "{running} operations in progress");
+        }
+    }
+}

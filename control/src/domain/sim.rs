@@ -66,6 +66,10 @@ pub(crate) struct Sim {
     pub(crate) timers: Vec<Timestamp>,
     pub(crate) behaviour: NodeBehaviour,
     pub(crate) draining: Vec<String>,
+    /// Every process (node, generation, incarnation) ever marked draining: it must never be
+    /// ready again. The generation is part of it because a node removed by a scale-down and
+    /// added back later starts its incarnations again from 1.
+    pub(crate) marked: std::collections::BTreeSet<(String, u64, u64)>,
     pub(crate) saved: BTreeMap<OpId, Operation>,
     pub(crate) next_id: OpId,
     pub(crate) catalog: Catalog,
@@ -92,6 +96,7 @@ impl Sim {
             timers: Vec::new(),
             behaviour: NodeBehaviour::Healthy,
             draining: Vec::new(),
+            marked: Default::default(),
             saved: BTreeMap::new(),
             next_id: 1,
             catalog: cat,
@@ -116,7 +121,7 @@ impl Sim {
                     self.pending.push(Event::NodeStarted {
                         node: spec.id.clone(),
                         incarnation,
-                        addr: format!("127.0.0.1:{}", 7000 + spec.slot),
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + spec.slot as u16)),
                         grpc: None,
                     });
                     match self.behaviour {
@@ -135,6 +140,11 @@ impl Sim {
                     self.pending.push(Event::NodeExited { node, incarnation })
                 }
                 Intent::MarkDraining { node } => {
+                    let record = self.ctl.deployment.nodes.iter().find(|n| n.id == node);
+                    if let Some(r) = record {
+                        self.marked
+                            .insert((node.clone(), r.generation, r.incarnation));
+                    }
                     self.draining.push(node.clone());
                     self.pending.push(Event::ConnectionsDrained { node });
                 }

@@ -141,7 +141,7 @@ fn initial_deploy_starts_one_node_per_cpu_in_production() {
         .iter()
         .all(|n| n.state == NodeRunState::Ready && n.generation == 1));
     assert_eq!(nodes[2].id, "alpha-2");
-    assert_eq!(nodes[1].addr.as_deref(), Some("127.0.0.1:7001"));
+    assert_eq!(nodes[1].addr, Some("127.0.0.1:7001".parse().unwrap()));
     let dev = running(DeploymentType::Development, 4);
     assert_eq!(dev.ctl.deployment.nodes.len(), 1);
 }

@@ -35,7 +35,7 @@ use super::{
     lifeline::{die_with_parent, Launcher},
     log_file::{LogFile, Retention, SharedLogFile},
     node_log::{Record, Stream, LOG_LINE_LIMIT},
-    Driver, DriverError, Endpoints, NodeHealth,
+    DriverError, Endpoints, NodeHealth, Processes,
 };
 use crate::domain::NodeLaunch;
 
@@ -373,7 +373,7 @@ async fn http_ok(addr: SocketAddr) -> bool {
 }
 
 #[async_trait]
-impl Driver for LocalDriver {
+impl Processes for LocalDriver {
     async fn start_node(
         &self,
         instance: &str,
@@ -457,6 +457,15 @@ impl Driver for LocalDriver {
         } else {
             NodeHealth::NotYet
         }
+    }
+
+    async fn exit_code(&self, instance: &str, node: &str) -> Option<i32> {
+        let child = self
+            .procs()
+            .get(&(instance.to_string(), node.to_string()))
+            .map(|p| p.child.clone())?;
+        let status = child.lock().await.try_wait().ok()??;
+        status.code()
     }
 }
 

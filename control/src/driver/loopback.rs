@@ -14,7 +14,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{Driver, DriverError, Endpoints, NodeHealth};
+use super::{DriverError, Endpoints, NodeHealth, Processes};
 use crate::domain::NodeLaunch;
 
 /// Image name that makes a node exit right after starting.
@@ -80,7 +80,7 @@ pub async fn serve_ok(listener: TcpListener) {
 }
 
 #[async_trait]
-impl Driver for LoopbackDriver {
+impl Processes for LoopbackDriver {
     async fn start_node(
         &self,
         instance: &str,

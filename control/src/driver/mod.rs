@@ -3,7 +3,14 @@
 //! Both are small traits in the pingora-load-balancing style, so the runtime does not care
 //! whether nodes are tasks in this process, local processes or Kubernetes pods, nor whether the
 //! proxy is in-process (`kanmon up`) or reads a nodes file.
+//!
+//! A [`Driver`] declares and observes: it is handed a deployment's [`DesiredState`] (the
+//! whole deployment, every time the domain changes it) and streams [`Observation`]s back.
+//! Drivers of processes (local children, in-process listeners) implement the imperative
+//! [`Processes`] and get the declarative side from [`ProcessDriver`]; a cluster driver
+//! implements [`Driver`] itself (apply objects, watch pods).
 
+mod desired;
 mod file;
 pub(crate) mod lifeline;
 mod local;
@@ -11,17 +18,20 @@ pub mod log_file;
 pub mod log_query;
 mod loopback;
 pub mod node_log;
+mod processes;
 mod publish;
 
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
+pub use desired::{DesiredNode, DesiredState, NodePhase, Observation, Observer, Probe};
 pub use file::NodesFilePublisher;
 pub use local::{LocalDriver, LocalDriverConfig, CONFIG_ENV};
 pub use loopback::{serve_ok, LoopbackDriver, CRASH_IMAGE};
 pub use node_log::LOG_LINE_LIMIT;
-pub use publish::{deployment_spec, HealthTablePublisher, NullPublisher};
+pub use processes::ProcessDriver;
+pub use publish::{deployment_spec, NullPublisher, ProxyPublisher, SOURCE};
 
 use crate::domain::NodeLaunch;
 
@@ -62,9 +72,27 @@ pub enum NodeHealth {
     Exited,
 }
 
-/// Runs nodes. Calls for one node arrive in order (the runtime serialises a node's intents).
+/// Runs a deployment's nodes the way the domain wants them.
+///
+/// The runtime calls [`Driver::apply`] for one deployment at a time and in order, with the
+/// whole desired state after every change (never a diff: a driver compares it with what exists
+/// and converges, as a controller does), and retries a failed apply with the latest state.
+/// What happens to nodes, when it happens, goes to `observer`: [`Observation::Started`] when a
+/// node of a `Run` incarnation exists, `Ready` when it passes its probe, `Exited` when it is
+/// gone (asked by `Gone`, failed to start, crashed), each once per incarnation. After a
+/// control-plane restart the same incarnations are applied again: a driver adopts a node that
+/// still runs with the same incarnation and reports it started and ready again.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
+    /// Makes `desired.instance`'s nodes converge to `desired`. Returns once the change is
+    /// handed to the platform, not once nodes are there (that is what observations say).
+    async fn apply(&self, desired: &DesiredState, observer: &Observer) -> Result<(), DriverError>;
+}
+
+/// Imperative control of one node, for drivers whose nodes are processes the control plane
+/// starts itself; [`ProcessDriver`] orders these calls (one node's calls arrive in order).
+#[async_trait]
+pub trait Processes: Send + Sync + 'static {
     /// Starts a node and returns where it listens once it exists (healthy or not). Starting
     /// a node id that is already running with the same incarnation adopts it: the runtime
     /// re-sends starts after a control-plane restart.
@@ -77,6 +105,11 @@ pub trait Driver: Send + Sync + 'static {
 
     /// One health check.
     async fn health(&self, instance: &str, node: &str) -> NodeHealth;
+
+    /// The exit code of a node that exited by itself, when known.
+    async fn exit_code(&self, _instance: &str, _node: &str) -> Option<i32> {
+        None
+    }
 }
 
 /// Why publishing to the proxy failed.

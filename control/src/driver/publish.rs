@@ -1,8 +1,7 @@
 //! Building the router's view of a deployment, and the in-process publisher.
 
-use std::sync::Arc;
-
-use kanmon_router::{DeploymentSpec, HealthTable, InstanceName, NodeSpec, NodeState, Zone};
+use kanmon_proxy::discovery::Publisher;
+use kanmon_router::{DeploymentSpec, InstanceName, NodeSpec, NodeState, Zone};
 
 use super::{NodeStatePublisher, PublishError};
 use crate::domain::{Deployment, NodeRunState};
@@ -14,11 +13,10 @@ pub fn deployment_spec(dep: &Deployment) -> DeploymentSpec {
         .nodes
         .iter()
         .filter_map(|n| {
-            let addr = n.addr.as_deref()?.parse().ok()?;
             Some(NodeSpec {
                 id: n.id.clone(),
-                addr,
-                grpc: n.grpc.as_deref().and_then(|g| g.parse().ok()),
+                addr: n.addr?,
+                grpc: n.grpc,
                 state: match n.state {
                     NodeRunState::Ready => NodeState::Ready,
                     NodeRunState::Draining => NodeState::Draining,
@@ -36,33 +34,45 @@ pub fn deployment_spec(dep: &Deployment) -> DeploymentSpec {
     }
 }
 
-/// Publishes straight into the proxy's [`HealthTable`] (the `kanmon up` wiring, proxy in the
-/// same process): a draining mark is visible to the very next connection.
-#[derive(Debug, Clone)]
-pub struct HealthTablePublisher {
-    table: Arc<HealthTable>,
+/// Discovery source label of the in-process control plane in the proxy's metrics.
+pub const SOURCE: &str = "inprocess";
+
+/// Publishes into a proxy in the same process through its discovery [`Publisher`]: the table
+/// swap is immediate (a draining mark reaches the router before the next connection) and the
+/// proxy's `kanmon_nodes` gauges, departed node series and `/readyz` follow. The only way the
+/// control plane writes an in-process proxy's table, so they can never disagree.
+#[derive(Clone)]
+pub struct ProxyPublisher {
+    publisher: Publisher,
 }
 
-impl HealthTablePublisher {
-    /// Publishes into `table`.
-    pub fn new(table: Arc<HealthTable>) -> Self {
-        Self { table }
+impl std::fmt::Debug for ProxyPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyPublisher").finish_non_exhaustive()
     }
 }
 
-impl NodeStatePublisher for HealthTablePublisher {
+impl ProxyPublisher {
+    /// Publishes through `publisher` (from `kanmon_proxy::Proxy::publisher`).
+    pub fn new(publisher: Publisher) -> Self {
+        publisher.announce(SOURCE);
+        Self { publisher }
+    }
+}
+
+impl NodeStatePublisher for ProxyPublisher {
     fn publish(&self, spec: DeploymentSpec) -> Result<(), PublishError> {
-        self.table.publish_deployment(spec);
+        self.publisher.publish_deployment(SOURCE, spec);
         Ok(())
     }
 
     fn remove(&self, instance: &InstanceName) -> Result<(), PublishError> {
-        self.table.remove_deployment(instance.as_str());
+        self.publisher.remove_deployment(SOURCE, instance.as_str());
         Ok(())
     }
 
     fn active_connections(&self, instance: &InstanceName, zone: &Zone, node: &str) -> Option<u64> {
-        let snapshot = self.table.load();
+        let snapshot = self.publisher.table().load();
         let dep = snapshot.find(instance.as_str(), zone.as_str())?;
         let node = dep.nodes().iter().find(|n| n.id() == node)?;
         Some(node.stats().active())
@@ -85,13 +95,18 @@ impl NodeStatePublisher for NullPublisher {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use kanmon_router::HealthTable;
+
     use super::*;
     use crate::domain::sim::running_deployment;
 
     #[test]
-    fn health_table_sees_draining_at_once() {
+    fn the_proxy_sees_draining_at_once_and_its_gauges_follow() {
         let table = Arc::new(HealthTable::new());
-        let publisher = HealthTablePublisher::new(table.clone());
+        let metrics = kanmon_proxy::metrics::Metrics::new().unwrap();
+        let publisher = ProxyPublisher::new(Publisher::new(table.clone(), metrics.clone()));
         let mut dep = running_deployment();
         publisher.publish(deployment_spec(&dep)).unwrap();
         dep.nodes[1].state = NodeRunState::Draining;
@@ -100,6 +115,9 @@ mod tests {
         let found = snap.find("alpha", "us-east1").unwrap();
         assert_eq!(found.count(NodeState::Ready), 1);
         assert_eq!(found.count(NodeState::Draining), 1);
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let gauge = "kanmon_nodes{deployment=\"alpha\",state=\"draining\",zone=\"us-east1\"} 1";
+        assert!(text.contains(gauge), "{text}");
         assert_eq!(
             publisher.active_connections(&dep.instance, &dep.zone, "alpha-1"),
             Some(0)

@@ -6,10 +6,12 @@
 //! has its own registry) never collide. Label values come only from bounded sets: operation
 //! kinds and outcomes, deployments and nodes the control plane created, axum route templates
 //! and status codes. Gauges of the current state (queue depth, nodes by state, node CPU and
-//! memory) are set at scrape time from a snapshot, so a deleted deployment or a stopped node
-//! leaves the output with nothing to forget.
+//! memory, database load) are set at scrape time from a snapshot, so a deleted deployment, a
+//! stopped node or a query that left a database's top list leaves the output with nothing to
+//! forget.
 
 pub mod certs;
+pub mod database;
 pub mod procfs;
 mod serve;
 
@@ -18,7 +20,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-pub use serve::{count_requests, router, serve, MetricsSources};
+pub use database::DatabaseSample;
+pub use serve::{count_requests, router, serve, DatabaseSource, MetricsSources};
 
 use crate::domain::{Deployment, NodeRunState, OpStatus, Operation};
 
@@ -42,6 +45,16 @@ pub mod names {
     pub const NODE_CPU: &str = "kanmon_node_cpu_seconds_total";
     /// Resident memory of a node process under the local driver.
     pub const NODE_MEMORY: &str = "kanmon_node_memory_bytes";
+    /// CPU time of a deployment's PostgreSQL server processes (postmaster and children).
+    pub const DATABASE_CPU: &str = "kanmon_database_cpu_seconds_total";
+    /// Statements a deployment's database executed (`pg_stat_statements` calls).
+    pub const DATABASE_CALLS: &str = "kanmon_database_calls_total";
+    /// Execution time of those statements.
+    pub const DATABASE_QUERY_SECONDS: &str = "kanmon_database_query_seconds_total";
+    /// Calls of one of a deployment's top queries, by `queryid` and normalised text.
+    pub const DATABASE_TOP_QUERY_CALLS: &str = "kanmon_database_top_query_calls_total";
+    /// Execution time of one of a deployment's top queries.
+    pub const DATABASE_TOP_QUERY_SECONDS: &str = "kanmon_database_top_query_seconds_total";
 }
 
 /// Every operation kind (the `kind` label), so its counters exist at 0 from start.
@@ -94,6 +107,11 @@ pub struct ControlMetrics {
     auth_failures: IntCounter,
     node_cpu: CounterVec,
     node_memory: IntGaugeVec,
+    database_cpu: CounterVec,
+    database_calls: CounterVec,
+    database_query_seconds: CounterVec,
+    top_query_calls: CounterVec,
+    top_query_seconds: CounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -145,6 +163,26 @@ impl ControlMetrics {
                 opts(names::NODE_MEMORY, "Resident memory of a node process under the local driver."),
                 &["deployment", "node"],
             )?,
+            database_cpu: CounterVec::new(
+                opts(names::DATABASE_CPU, "CPU seconds (user + system) of a deployment's PostgreSQL server processes under kanmon up."),
+                &["deployment"],
+            )?,
+            database_calls: CounterVec::new(
+                opts(names::DATABASE_CALLS, "Statements a deployment's database executed (pg_stat_statements), since the control plane started."),
+                &["deployment"],
+            )?,
+            database_query_seconds: CounterVec::new(
+                opts(names::DATABASE_QUERY_SECONDS, "Execution time of the statements a deployment's database executed (pg_stat_statements)."),
+                &["deployment"],
+            )?,
+            top_query_calls: CounterVec::new(
+                opts(names::DATABASE_TOP_QUERY_CALLS, "Calls of a deployment's most expensive queries (top N by total time; normalised text, never a literal value)."),
+                &["deployment", "queryid", "query"],
+            )?,
+            top_query_seconds: CounterVec::new(
+                opts(names::DATABASE_TOP_QUERY_SECONDS, "Total execution time of a deployment's most expensive queries (top N by total time)."),
+                &["deployment", "queryid", "query"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.operations.clone()))?;
@@ -158,6 +196,15 @@ impl ControlMetrics {
         m.registry.register(Box::new(m.auth_failures.clone()))?;
         m.registry.register(Box::new(m.node_cpu.clone()))?;
         m.registry.register(Box::new(m.node_memory.clone()))?;
+        for c in [
+            &m.database_cpu,
+            &m.database_calls,
+            &m.database_query_seconds,
+            &m.top_query_calls,
+            &m.top_query_seconds,
+        ] {
+            m.registry.register(Box::new(c.clone()))?;
+        }
         for kind in OP_KINDS {
             for outcome in [OpStatus::Completed, OpStatus::Failed] {
                 m.operations.with_label_values(&[kind, outcome.as_str()]);
@@ -262,6 +309,41 @@ impl ControlMetrics {
         }
     }
 
+    /// Sets the database series from `samples`: a deployment not sampled (its database
+    /// stopped) and a query no longer in its top list leave.
+    pub fn observe_databases(&self, samples: &[DatabaseSample]) {
+        for c in [
+            &self.database_cpu,
+            &self.database_calls,
+            &self.database_query_seconds,
+            &self.top_query_calls,
+            &self.top_query_seconds,
+        ] {
+            c.reset();
+        }
+        for s in samples {
+            let dep = [s.deployment.as_str()];
+            if let Some(cpu) = s.cpu_seconds {
+                self.database_cpu.with_label_values(&dep).inc_by(cpu);
+            }
+            self.database_calls
+                .with_label_values(&dep)
+                .inc_by(s.calls as f64);
+            self.database_query_seconds
+                .with_label_values(&dep)
+                .inc_by(s.query_seconds);
+            for q in &s.top {
+                let labels = [s.deployment.as_str(), q.queryid.as_str(), q.query.as_str()];
+                self.top_query_calls
+                    .with_label_values(&labels)
+                    .inc_by(q.calls as f64);
+                self.top_query_seconds
+                    .with_label_values(&labels)
+                    .inc_by(q.seconds);
+            }
+        }
+    }
+
     /// Brings the refused-authentications counter up to `total` (the API's own count, which
     /// only grows).
     pub fn observe_auth_failures(&self, total: u64) {
@@ -308,6 +390,45 @@ mod tests {
         let one = m.render();
         assert!(!one.contains("alpha-1"), "{one}");
         assert!(one.contains(r#"node="alpha-0""#));
+    }
+
+    fn db(top: &[(&str, &str)]) -> DatabaseSample {
+        DatabaseSample {
+            deployment: "alpha".into(),
+            cpu_seconds: Some(2.5),
+            calls: 7,
+            query_seconds: 0.5,
+            top: top
+                .iter()
+                .map(|(id, q)| database::TopQuery {
+                    queryid: id.to_string(),
+                    query: q.to_string(),
+                    calls: 3,
+                    seconds: 0.25,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn queries_that_leave_the_top_list_leave_the_output() {
+        let m = ControlMetrics::new().unwrap();
+        m.observe_databases(&[db(&[("11", "SELECT $1"), ("22", "SELECT * FROM t")])]);
+        let before = m.render();
+        assert!(before.contains(
+            r#"kanmon_database_top_query_seconds_total{deployment="alpha",query="SELECT * FROM t",queryid="22"} 0.25"#
+        ), "{before}");
+        assert!(before.contains(r#"kanmon_database_cpu_seconds_total{deployment="alpha"} 2.5"#));
+        assert!(before.contains(r#"kanmon_database_calls_total{deployment="alpha"} 7"#));
+        m.observe_databases(&[db(&[("11", "SELECT $1"), ("33", "DELETE FROM t")])]);
+        let after = m.render();
+        assert!(!after.contains(r#"queryid="22""#), "{after}");
+        assert!(after.contains(r#"queryid="33""#), "{after}");
+        // The same query's counter is set, not added to.
+        assert!(after.contains(r#"kanmon_database_calls_total{deployment="alpha"} 7"#));
+        // A database that stopped leaves entirely.
+        m.observe_databases(&[]);
+        assert!(!m.render().contains(r#"deployment="alpha""#));
     }
 
     #[test]

@@ -11,11 +11,19 @@ use axum::{
     Router,
 };
 
-use super::{ControlMetrics, NodeSample, UNMATCHED_ROUTE};
+use super::{ControlMetrics, DatabaseSample, NodeSample, UNMATCHED_ROUTE};
 use crate::{api::refusals::AuthFailures, driver::LocalDriver, runtime::Runtime};
 
+/// The deployments' databases as a scrape sees them (under `kanmon up`: the local PostgreSQL
+/// servers, sampled on an interval by `crate::up::postgres::DatabaseStats`).
+pub trait DatabaseSource: Send + Sync + std::fmt::Debug {
+    /// One sample per running database; called at scrape time, so it must not wait on a
+    /// database.
+    fn samples(&self) -> Vec<DatabaseSample>;
+}
+
 /// What a scrape reads: the runtime's state and metrics, the API's refusal counter and, under
-/// the local driver, the node processes.
+/// the local driver, the node processes and the databases.
 #[derive(Debug, Clone)]
 pub struct MetricsSources {
     /// The control plane.
@@ -24,6 +32,8 @@ pub struct MetricsSources {
     pub auth: Arc<AuthFailures>,
     /// The local driver, whose node processes are sampled from `/proc`.
     pub local: Option<Arc<LocalDriver>>,
+    /// The deployments' databases, where the platform runs them.
+    pub databases: Option<Arc<dyn DatabaseSource>>,
     /// One scrape at a time: gauges are reset and set again from a snapshot.
     scrape: Arc<Mutex<()>>,
     /// The certificate keeper's series, when it runs.
@@ -37,9 +47,16 @@ impl MetricsSources {
             rt,
             auth,
             local,
+            databases: None,
             scrape: Arc::default(),
             certs: None,
         }
+    }
+
+    /// These sources with the deployments' databases.
+    pub fn with_databases(mut self, databases: Arc<dyn DatabaseSource>) -> Self {
+        self.databases = Some(databases);
+        self
     }
 
     /// Also renders the certificate keeper's series.
@@ -69,6 +86,12 @@ impl MetricsSources {
             })
             .collect();
         m.observe_processes(&samples);
+        let databases = self
+            .databases
+            .as_ref()
+            .map(|d| d.samples())
+            .unwrap_or_default();
+        m.observe_databases(&databases);
         let mut text = m.render();
         if let Some(certs) = &self.certs {
             text.push_str(&certs.render());

@@ -105,7 +105,7 @@ pub(super) fn run(inner: &Arc<Inner>, instance: String, op: OpId, secrets: Vec<S
             op,
             result: Ok(None),
         };
-        send(inner, Msg::Event(instance, ev));
+        send(inner, &instance, Msg::Event(ev));
         return;
     };
     let inner = inner.clone();
@@ -138,7 +138,8 @@ pub(super) fn run(inner: &Arc<Inner>, instance: String, op: OpId, secrets: Vec<S
         };
         send(
             &inner,
-            Msg::Event(instance, Event::ExportFinished { op, result }),
+            &instance,
+            Msg::Event(Event::ExportFinished { op, result }),
         );
     });
 }

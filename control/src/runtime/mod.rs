@@ -1,7 +1,9 @@
-//! The runtime around the sans-io controllers: one [`Controller`] per deployment behind a
-//! lock, an actor task that feeds them driver events and timer firings, and the code that
-//! carries their intents out (persist, publish, drive nodes, arm timers).
+//! The runtime around the sans-io controllers: one actor per deployment (its [`Controller`],
+//! its mailbox of driver observations and timer firings, see [`actor`]), and the one executor
+//! that carries intents out (persist, publish to the edge, drive nodes, arm timers).
 
+mod actor;
+mod desire;
 mod effects;
 mod exports;
 pub mod scrub;
@@ -11,22 +13,23 @@ use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, OnceLock, RwLock,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::mpsc;
+use actor::{Actor, Inputs, Msg};
 
+pub(crate) use desire::event_of;
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
 pub use settings::{default_catalog, default_zones, Settings};
 
 use crate::{
     domain::{
-        controller::Event, Controller, CreateDeployment, Deployment, DeploymentEdit, DomainError,
-        Intent, Keys, OpKind, Operation, Timestamp,
+        Controller, CreateDeployment, Deployment, DeploymentEdit, DomainError, Intent, Keys,
+        OpKind, Operation, Timestamp,
     },
-    driver::{deployment_spec, Driver, NodeStatePublisher},
+    driver::{DesiredState, Driver, NodeStatePublisher, Observer},
     metrics::ControlMetrics,
     store::{Store, StoreError},
 };
@@ -64,20 +67,15 @@ pub fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Messages to the actor.
-#[derive(Debug)]
-pub(crate) enum Msg {
-    Event(String, Event),
-    Timer(String),
-}
-
 pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) settings: Settings,
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) publisher: Arc<dyn NodeStatePublisher>,
-    controllers: Mutex<BTreeMap<String, Controller>>,
-    pub(crate) tx: mpsc::UnboundedSender<Msg>,
+    /// Every deployment's actor; the map is locked only to find or add one.
+    actors: RwLock<BTreeMap<String, Arc<Actor>>>,
+    /// Handed to the driver with every desired state; what it reports reaches the actors.
+    observer: Observer,
     /// Next operation id: allocated here rather than read from the store per request, so two
     /// concurrent submits can never get the same id.
     next_op: AtomicU64,
@@ -90,14 +88,22 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// The current incarnation of a node, if the node still exists.
-    pub(crate) fn incarnation(&self, instance: &str, node: &str) -> Option<u64> {
-        let all = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
-        let dep = &all.get(instance)?.deployment;
-        dep.nodes
-            .iter()
-            .find(|n| n.id == node)
-            .map(|n| n.incarnation)
+    fn actor(&self, instance: &str) -> Option<Arc<Actor>> {
+        let all = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        all.get(instance).cloned()
+    }
+
+    fn actors(&self) -> Vec<Arc<Actor>> {
+        let all = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        all.values().cloned().collect()
+    }
+
+    /// Delivers `msg` to the mailbox of `instance`'s actor.
+    pub(crate) fn send(&self, instance: &str, msg: Msg) {
+        match self.actor(instance) {
+            Some(actor) => actor.send(msg),
+            None => tracing::debug!(instance, "no such deployment; dropping a report"),
+        }
     }
 }
 
@@ -123,79 +129,102 @@ impl Runtime {
         driver: Arc<dyn Driver>,
         publisher: Arc<dyn NodeStatePublisher>,
     ) -> Result<Self, RuntimeError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut controllers = BTreeMap::new();
-        for dep in store.deployments()? {
-            let ops = store.unfinished_ops(dep.instance.as_str())?;
-            let name = dep.instance.to_string();
-            controllers.insert(name, Controller::new(dep, ops, settings.timings));
-        }
-        let names: Vec<String> = controllers.keys().cloned().collect();
         let next_op = store.next_op_id()?;
+        let deployments = store.deployments()?;
+        let mut unfinished = Vec::with_capacity(deployments.len());
+        for dep in deployments {
+            let ops = store.unfinished_ops(dep.instance.as_str())?;
+            unfinished.push((dep, ops));
+        }
+        let (observer, mut observations) = Observer::channel();
         let rt = Self {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 driver,
                 publisher,
-                controllers: Mutex::new(controllers),
-                tx,
+                actors: RwLock::new(BTreeMap::new()),
+                observer,
                 next_op: AtomicU64::new(next_op),
                 exporter: OnceLock::new(),
                 downloads: Downloads::default(),
                 metrics: ControlMetrics::new()?,
             }),
         };
-        for name in names {
-            let catalog = rt.inner.settings.catalog.clone();
-            let (_, dep) = rt.with(&name, |ctl| Ok(ctl.recover(&catalog, now())))?;
-            // The proxy may have restarted too: give it every live deployment again.
-            if !dep.deleted {
-                if let Err(e) = rt.inner.publisher.publish(deployment_spec(&dep)) {
-                    tracing::error!(error = %e, instance = %name, "publishing node states failed");
+        let inner = rt.inner.clone();
+        tokio::spawn(async move {
+            while let Some((instance, observation)) = observations.recv().await {
+                if let Some(ev) = event_of(&instance, observation) {
+                    inner.send(&instance, Msg::Event(ev));
                 }
             }
-        }
-        let actor = rt.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                actor.handle(msg);
-            }
         });
+        for (dep, ops) in unfinished {
+            let name = dep.instance.to_string();
+            rt.add(Controller::new(dep, ops, rt.inner.settings.timings));
+            let catalog = rt.inner.settings.catalog.clone();
+            // The proxy may have restarted too: every live deployment is published again.
+            rt.with(&name, true, |ctl| Ok(ctl.recover(&catalog, now())))?;
+        }
         Ok(rt)
     }
 
-    fn controllers(&self) -> MutexGuard<'_, BTreeMap<String, Controller>> {
+    /// Adds a deployment's actor and starts its mailbox loop. Each message is handled on the
+    /// blocking pool: a step may wait on the store or a publisher, and must not hold up the
+    /// async workers other deployments' steps and the API run on.
+    fn add(&self, ctl: Controller) {
+        let name = ctl.deployment.instance.to_string();
+        let (actor, inputs) = Actor::new(ctl);
+        let Inputs {
+            mut mailbox,
+            desired,
+        } = inputs;
         self.inner
-            .controllers
-            .lock()
+            .actors
+            .write()
             .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), actor);
+        tokio::spawn(desire::applier(self.inner.clone(), desired));
+        let rt = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = mailbox.recv().await {
+                let (rt, name) = (rt.clone(), name.clone());
+                if let Err(e) = tokio::task::spawn_blocking(move || rt.handle(&name, msg)).await {
+                    tracing::error!(error = %e, "control loop step panicked");
+                }
+            }
+        });
     }
 
-    fn handle(&self, msg: Msg) {
+    fn handle(&self, name: &str, msg: Msg) {
         let catalog = self.inner.settings.catalog.clone();
         let result = match msg {
-            Msg::Event(name, ev) => {
-                self.with(&name, |ctl| Ok(ctl.handle_event(ev, &catalog, now())))
+            Msg::Event(ev) => {
+                self.with(name, false, |ctl| Ok(ctl.handle_event(ev, &catalog, now())))
             }
-            Msg::Timer(name) => self.with(&name, |ctl| Ok(ctl.handle_timeout(&catalog, now()))),
+            Msg::Timer => self.with(name, false, |ctl| Ok(ctl.handle_timeout(&catalog, now()))),
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, "control loop step failed");
+            tracing::warn!(error = %e, instance = name, "control loop step failed");
         }
     }
 
-    /// Runs `f` on a deployment's controller, then persists and carries out its intents, all
-    /// under the lock so that the store, the proxy and the controller see steps in one order.
+    /// Runs `f` on a deployment's controller, then persists, publishes to the edge and carries
+    /// out its intents, under that deployment's lock only, so that the store, the edge and the
+    /// controller see its steps in one order while other deployments go on. `republish`
+    /// publishes even when no intent changed a node state (recovery, edits).
     fn with(
         &self,
         instance: &str,
+        republish: bool,
         f: impl FnOnce(&mut Controller) -> Result<Vec<Intent>, RuntimeError>,
     ) -> Result<(Vec<Intent>, Deployment), RuntimeError> {
-        let mut all = self.controllers();
-        let ctl = all
-            .get_mut(instance)
+        let actor = self
+            .inner
+            .actor(instance)
             .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))?;
+        let mut step = actor.lock();
+        let ctl = &mut step.ctl;
         let before = crashlooping(&ctl.deployment);
         let mut intents = f(ctl)?;
         let entered = crashlooping(&ctl.deployment)
@@ -216,24 +245,41 @@ impl Runtime {
             })
             .collect();
         self.inner.store.persist(&ctl.deployment, &ops)?;
+        actor.refresh(ctl);
         for op in &ops {
             self.inner.metrics.operation_finished(op);
         }
         let dep = ctl.deployment.clone();
-        let publish = intents.iter().any(|i| {
-            matches!(
-                i,
-                Intent::MarkDraining { .. } | Intent::MarkReady { .. } | Intent::Forget { .. }
-            )
-        });
-        if publish && !dep.deleted {
-            if let Err(e) = self.inner.publisher.publish(deployment_spec(&dep)) {
-                tracing::error!(error = %e, instance, "publishing node states failed");
-            }
+        effects::to_edge(&self.inner, &dep, &intents, republish);
+        if desire::desire(&mut step.desired, &dep, &intents) {
+            actor.want(self.desired_state(&dep, &step.desired));
         }
-        drop(all);
+        drop(step);
         effects::carry_out(&self.inner, &dep, intents.clone());
         Ok((intents, dep))
+    }
+
+    fn desired_state(
+        &self,
+        dep: &Deployment,
+        nodes: &BTreeMap<String, crate::driver::DesiredNode>,
+    ) -> DesiredState {
+        let s = &self.inner.settings;
+        DesiredState {
+            instance: dep.instance.to_string(),
+            deployment: dep.clone(),
+            grace: s.timings.grace,
+            nodes: {
+                let mut by_slot: Vec<_> = nodes.values().cloned().collect();
+                by_slot.sort_by_key(|n| n.launch.slot);
+                by_slot
+            },
+            probe: crate::driver::Probe {
+                interval: s.health_poll,
+                timeout: s.timings.health_timeout,
+                liveness: s.monitor_interval,
+            },
+        }
     }
 
     /// Creates a deployment with fresh keys and queues its first deploy (which starts the
@@ -251,11 +297,9 @@ impl Runtime {
         let version = req.version;
         let dep = Deployment::create(req, &s.catalog, &s.zones, &s.base_domain, keys, who, now())?;
         let name = dep.instance.to_string();
-        {
-            let mut all = self.controllers();
-            self.inner.store.insert_deployment(&dep)?;
-            all.insert(name.clone(), Controller::new(dep, Vec::new(), s.timings));
-        }
+        // The store refuses a taken name, so two creates of one name cannot both add an actor.
+        self.inner.store.insert_deployment(&dep)?;
+        self.add(Controller::new(dep, Vec::new(), s.timings));
         let op = self.submit(
             &name,
             OpKind::Deploy {
@@ -277,7 +321,9 @@ impl Runtime {
         let id = self.inner.next_op.fetch_add(1, Ordering::Relaxed);
         let catalog = self.inner.settings.catalog.clone();
         let op = Operation::new(id, instance, kind, who, now());
-        let (intents, _) = self.with(instance, |ctl| Ok(ctl.submit(op, &catalog, now())?))?;
+        let (intents, _) = self.with(instance, false, |ctl| {
+            Ok(ctl.submit(op, &catalog, now())?)
+        })?;
         // The last saved copy is the freshest status (it may have started or even finished).
         let latest = intents.iter().rev().find_map(|i| match i {
             Intent::SaveOp(o) if o.id == id => Some((**o).clone()),
@@ -288,31 +334,27 @@ impl Runtime {
 
     /// Edits mutable settings (refusing permanent ones) and republishes.
     pub fn edit(&self, instance: &str, edit: &DeploymentEdit) -> Result<Deployment, RuntimeError> {
-        let (_, dep) = self.with(instance, |ctl| {
+        let (_, dep) = self.with(instance, true, |ctl| {
             ctl.deployment.edit(edit)?;
             Ok(Vec::new())
         })?;
-        if !dep.deleted {
-            if let Err(e) = self.inner.publisher.publish(deployment_spec(&dep)) {
-                tracing::error!(error = %e, instance, "publishing node states failed");
-            }
-        }
         Ok(dep)
     }
 
     /// The current state of one deployment.
     pub fn deployment(&self, instance: &str) -> Result<Deployment, RuntimeError> {
-        self.controllers()
-            .get(instance)
-            .map(|c| c.deployment.clone())
+        self.inner
+            .actor(instance)
+            .map(|a| a.view().deployment.clone())
             .ok_or_else(|| RuntimeError::NotFound(instance.to_string()))
     }
 
     /// Every deployment (deleted ones included).
     pub fn deployments(&self) -> Vec<Deployment> {
-        self.controllers()
-            .values()
-            .map(|c| c.deployment.clone())
+        self.inner
+            .actors()
+            .iter()
+            .map(|a| a.view().deployment.clone())
             .collect()
     }
 
@@ -341,15 +383,12 @@ impl Runtime {
 
     /// Every deployment with the number of operations queued behind its running one.
     pub fn queue_depths(&self) -> Vec<(Deployment, usize)> {
-        self.controllers()
-            .values()
-            .map(|c| {
-                // The running operation heads the controller's queue; only pending ones wait.
-                let waiting = c
-                    .queue()
-                    .filter(|o| o.status == crate::domain::OpStatus::Pending)
-                    .count();
-                (c.deployment.clone(), waiting)
+        self.inner
+            .actors()
+            .iter()
+            .map(|a| {
+                let view = a.view();
+                (view.deployment.clone(), view.waiting)
             })
             .collect()
     }

@@ -5,8 +5,15 @@ use kanmon_router::{HealthTable, InstanceName, NodeState, Zone};
 use super::*;
 use crate::{
     domain::{DeploymentType, NodeRunState, OpStatus, Timings},
-    driver::{HealthTablePublisher, LoopbackDriver, CRASH_IMAGE},
+    driver::{LoopbackDriver, ProcessDriver, ProxyPublisher, CRASH_IMAGE},
 };
+
+/// The edge publisher `kanmon up` uses, over `table`.
+fn edge(table: &Arc<HealthTable>) -> Arc<ProxyPublisher> {
+    let metrics = kanmon_proxy::metrics::Metrics::new().unwrap();
+    let publisher = kanmon_proxy::discovery::Publisher::new(table.clone(), metrics);
+    Arc::new(ProxyPublisher::new(publisher))
+}
 
 fn settings() -> Settings {
     Settings {
@@ -55,8 +62,8 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         settings(),
-        Arc::new(LoopbackDriver::new()),
-        Arc::new(HealthTablePublisher::new(table.clone())),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
+        edge(&table),
     )
     .unwrap();
     let (dep, first) = rt
@@ -159,8 +166,8 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         slow_restart,
-        driver.clone(),
-        Arc::new(HealthTablePublisher::new(table.clone())),
+        Arc::new(ProcessDriver::new(driver.clone())),
+        edge(&table),
     )
     .unwrap();
     let (_, first) = rt
@@ -218,8 +225,8 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
     let rt = Runtime::start(
         Arc::new(Store::in_memory().unwrap()),
         settings(),
-        Arc::new(LoopbackDriver::new()),
-        Arc::new(HealthTablePublisher::new(Arc::new(HealthTable::new()))),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
+        edge(&Arc::new(HealthTable::new())),
     )
     .unwrap();
     let (_, first) = rt
@@ -254,4 +261,59 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
         m.render()
     );
     assert!(!rt.store().op(stuck.id).unwrap().unwrap().status.is_final());
+}
+
+mod isolation;
+
+/// Fails its first applies, as a cluster API that is briefly unreachable would.
+struct Flaky {
+    inner: ProcessDriver<LoopbackDriver>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl crate::driver::Driver for Flaky {
+    async fn apply(
+        &self,
+        desired: &crate::driver::DesiredState,
+        observer: &crate::driver::Observer,
+    ) -> Result<(), crate::driver::DriverError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(crate::driver::DriverError::Other(
+                "cluster unreachable".into(),
+            ));
+        }
+        self.inner.apply(desired, observer).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_apply_is_tried_again_until_the_nodes_run() {
+    let table = Arc::new(HealthTable::new());
+    let driver = Arc::new(Flaky {
+        inner: ProcessDriver::new(Arc::new(LoopbackDriver::new())),
+        failures: std::sync::atomic::AtomicU32::new(1),
+    });
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        driver.clone(),
+        edge(&table),
+    )
+    .unwrap();
+    let (_, first) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    assert_eq!(driver.failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let snap = table.load();
+    assert_eq!(
+        snap.find("alpha", "us-east1")
+            .unwrap()
+            .count(NodeState::Ready),
+        2
+    );
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::postgres::Databases;
 use crate::{
     domain::NodeLaunch,
-    driver::{Driver, DriverError, Endpoints, LocalDriver, NodeHealth},
+    driver::{DriverError, Endpoints, LocalDriver, NodeHealth, Processes},
 };
 
 /// A [`LocalDriver`] whose nodes get their deployment's database as `DATABASE_URL`; the
@@ -26,7 +26,7 @@ impl DatabaseDriver {
 }
 
 #[async_trait]
-impl Driver for DatabaseDriver {
+impl Processes for DatabaseDriver {
     async fn start_node(
         &self,
         instance: &str,
@@ -54,5 +54,9 @@ impl Driver for DatabaseDriver {
 
     async fn health(&self, instance: &str, node: &str) -> NodeHealth {
         self.local.health(instance, node).await
+    }
+
+    async fn exit_code(&self, instance: &str, node: &str) -> Option<i32> {
+        self.local.exit_code(instance, node).await
     }
 }

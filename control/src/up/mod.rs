@@ -23,16 +23,16 @@ use std::{
 use kanmon_proxy::{devcerts::LocalCa, ProxyConfig};
 use kanmon_router::{InstanceName, Zone};
 
+pub use crate::driver::ProxyPublisher;
 pub use driver::DatabaseDriver;
-pub use postgres::{Databases, DbError};
-pub use publisher::ProxyPublisher;
+pub use postgres::{DatabaseStats, Databases, DbError, StatsConfig};
 
 use crate::{
     api,
     bootstrap::{bootstrap_admin, BootstrapError},
     certs,
     domain::{CreateDeployment, DeploymentType},
-    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher},
+    driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher, ProcessDriver},
     metrics,
     runtime::{DatabaseExporter, Runtime, RuntimeError, Settings},
     store::{Store, StoreError},
@@ -115,6 +115,8 @@ pub struct UpConfig {
     /// Where deployment certificates come from (an ACME account is kept in
     /// `{dir}/acme-account.json`).
     pub certs: certs::SourceConfig,
+    /// How the databases' load is sampled for the metrics.
+    pub database_stats: StatsConfig,
 }
 
 impl UpConfig {
@@ -134,6 +136,7 @@ impl UpConfig {
             demo: Some(DemoDeployment::default()),
             api_tls: false,
             certs: certs::SourceConfig::LocalCa,
+            database_stats: StatsConfig::default(),
         }
     }
 }
@@ -280,7 +283,10 @@ impl ControlPlane {
             None
         };
         let local = Arc::new(LocalDriver::new(cfg.node.clone()));
-        let driver = Arc::new(DatabaseDriver::new(local.clone(), databases.clone()));
+        let driver = Arc::new(ProcessDriver::new(Arc::new(DatabaseDriver::new(
+            local.clone(),
+            databases.clone(),
+        ))));
         let publisher: Arc<dyn NodeStatePublisher> = match &databases {
             Some(dbs) => Arc::new(publisher::DatabaseCleanup {
                 inner: publisher,
@@ -318,15 +324,20 @@ impl ControlPlane {
         )
         .await?;
         let app = api::App::new(runtime.clone());
-        let sources = metrics::MetricsSources::new(
+        let mut sources = metrics::MetricsSources::new(
             runtime.clone(),
             app.auth_failures.clone(),
             Some(local.clone()),
         )
         .with_certs(cert_metrics);
+        let mut tasks = vec![keeper.spawn(runtime.clone(), certs::PASS)];
+        if let Some(dbs) = &databases {
+            let stats = DatabaseStats::new(dbs.clone(), cfg.database_stats.clone());
+            sources = sources.with_databases(stats.clone());
+            tasks.push(tokio::spawn(stats.run()));
+        }
         let routes = metrics::count_requests(api::router_for(app), runtime.metrics().clone());
-        let tasks = vec![
-            keeper.spawn(runtime.clone(), certs::PASS),
+        tasks.extend([
             tokio::spawn(async move {
                 let served = match tls {
                     Some(config) => match api::tls::TlsListener::new(listener, config) {
@@ -344,7 +355,7 @@ impl ControlPlane {
                     tracing::error!(error = %e, "metrics listener stopped");
                 }
             }),
-        ];
+        ]);
         if let Some(demo) = &cfg.demo {
             if runtime.deployment(&demo.instance).is_err() {
                 create_demo(&runtime, demo)?;

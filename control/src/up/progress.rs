@@ -28,10 +28,7 @@ pub async fn print_progress(rt: Runtime, every: Duration) {
                     "node {} {:?}{}",
                     n.id,
                     n.state,
-                    n.addr
-                        .as_deref()
-                        .map(|a| format!(" at {a}"))
-                        .unwrap_or_default()
+                    n.addr.map(|a| format!(" at {a}")).unwrap_or_default()
                 );
                 show(&mut seen, format!("{name}/node/{}", n.id), &name, line);
             }

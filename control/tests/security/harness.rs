@@ -14,7 +14,7 @@ use kanmon_control::{
     api::{self, App},
     bootstrap::bootstrap_admin,
     domain::Timings,
-    driver::{LoopbackDriver, NullPublisher},
+    driver::{LoopbackDriver, NullPublisher, ProcessDriver},
     runtime::{DatabaseExporter, Runtime, Settings},
     store::Store,
 };
@@ -96,7 +96,7 @@ impl Plane {
         let rt = Runtime::start(
             store,
             settings,
-            Arc::new(LoopbackDriver::new()),
+            Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
             Arc::new(NullPublisher),
         )
         .unwrap();

@@ -16,6 +16,8 @@
 
 use std::net::IpAddr;
 
+use crate::policy;
+
 pub use super::response::{parse_response, write_client_response, BadResponse, ResponseHead};
 
 /// Most header lines parsed in one head.
@@ -271,16 +273,15 @@ pub fn write_upstream_request(
         b" HTTP/1.1\r\n"
     });
     let mut wrote_host = false;
+    let connection = || {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| h.value)
+    };
     for h in req.headers.iter() {
-        // `TE: trailers` says the client takes trailers; chunked bodies pass through verbatim,
-        // so the node may send them (hyper, for one, only does when asked).
-        let te_trailers = h.name.eq_ignore_ascii_case("te")
-            && h.value.trim_ascii().eq_ignore_ascii_case(b"trailers");
         let is_host = h.name.eq_ignore_ascii_case("host");
-        let hop_by_hop = is_hop_by_hop(h.name, head.websocket)
-            || named_in_connection(req.headers, h.name, head.websocket);
-        if (hop_by_hop && !te_trailers)
-            || is_client_forwarding(h.name)
+        if !policy::forwardable(h.name, h.value, connection(), head.websocket)
             || h.name.eq_ignore_ascii_case("expect")
             // An absolute-form target's authority replaces `Host` (RFC 9112 §3.2.2).
             || (is_host && head.absolute_form)
@@ -303,46 +304,14 @@ pub fn write_upstream_request(
     if head.websocket {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
-    if let Some(ip) = client {
+    for (name, value) in policy::edge_forwarded(client) {
         use std::io::Write;
-        let _infallible = write!(out, "x-forwarded-for: {ip}\r\n");
+        let _infallible = write!(out, "{name}: {value}\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-proto: https\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
-/// Headers through which a client could pass itself off as the edge (its address, scheme or
-/// host as the proxy saw them): never forwarded, the proxy sets its own. Also the h2 path's
-/// rule (`app`).
-pub(crate) fn is_client_forwarding(name: &str) -> bool {
-    name.eq_ignore_ascii_case("forwarded")
-        || name.eq_ignore_ascii_case("x-real-ip")
-        || name
-            .as_bytes()
-            .get(..12)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"x-forwarded-"))
-}
-
-/// Whether a `Connection` header names `name` (RFC 9110 §7.6.1: hop-by-hop by declaration).
-/// A WebSocket's `Connection: upgrade` keeps its `Upgrade`.
-fn named_in_connection(headers: &[httparse::Header<'_>], name: &str, websocket: bool) -> bool {
-    if websocket && name.eq_ignore_ascii_case("upgrade") {
-        return false;
-    }
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-}
-
-/// Headers that belong to one hop only.
-pub(crate) fn is_hop_by_hop(name: &str, websocket: bool) -> bool {
-    name.eq_ignore_ascii_case("connection")
-        || name.eq_ignore_ascii_case("keep-alive")
-        || name.eq_ignore_ascii_case("proxy-connection")
-        || name.eq_ignore_ascii_case("te")
-        || (!websocket && name.eq_ignore_ascii_case("upgrade"))
-}
+pub(crate) use crate::policy::is_hop_by_hop;
 
 pub(crate) fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
     let v = value.trim_ascii();

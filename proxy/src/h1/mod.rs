@@ -8,15 +8,19 @@
 //! that chose h2 (gRPC among them) go to pingora.
 //!
 //! The parsing and framing logic (`head`, `response`, `chunked`, `body`) is sans-io and tested on its
-//! own; `lane` is the I/O loop; `pool` keeps connections to nodes.
+//! own; `lane` is the connection loop, `exchange` one request and its response, `upgrade` a
+//! WebSocket handshake before the tunnel; `pool` keeps connections to nodes. What every
+//! request passes (routing, forwarding headers, accounting) is `crate::policy`, shared with h2.
 
 pub mod body;
 pub mod chunked;
+mod exchange;
 pub mod head;
 pub mod lane;
 pub mod pace;
 pub mod pool;
 pub mod response;
+mod upgrade;
 pub mod write;
 
 pub use lane::Lane;

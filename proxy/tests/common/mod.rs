@@ -57,6 +57,8 @@ pub struct Opts {
     pub tls_extra: String,
     /// Extra lines for the `[limits]` table.
     pub limits_extra: String,
+    /// Extra lines for the `[listen]` table.
+    pub listen_extra: String,
 }
 
 impl Default for Opts {
@@ -70,6 +72,7 @@ impl Default for Opts {
             discovery: None,
             tls_extra: String::new(),
             limits_extra: String::new(),
+            listen_extra: String::new(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl TestProxy {
 [listen]
 tls = "{tls_addr}"
 admin = "{admin_addr}"
+{listen_extra}
 [tls]
 cert_dir = "certs"
 {tls_extra}
@@ -138,6 +142,7 @@ threads = 2
             extra = opts.extra,
             tls_extra = opts.tls_extra,
             limits_extra = opts.limits_extra,
+            listen_extra = opts.listen_extra,
             discovery = opts
                 .discovery
                 .clone()

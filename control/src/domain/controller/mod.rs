@@ -202,8 +202,8 @@ impl Controller {
             return out;
         }
         if let Event::NodeStarted { addr, grpc, .. } = &ev {
-            record.addr = Some(addr.clone());
-            record.grpc = grpc.clone();
+            record.addr = Some(*addr);
+            record.grpc = *grpc;
             return out;
         }
         let mut rollout = self.active.as_mut().and_then(|a| a.rollout.take());

@@ -9,8 +9,10 @@
 
 mod placement;
 mod server;
+mod stats;
 
 pub use placement::{data_root, ROOT_DATA_BASE};
+pub use stats::{DatabaseStats, StatsConfig};
 
 use std::{
     collections::HashMap,
@@ -117,6 +119,21 @@ struct Running {
     port: u16,
     password: String,
     server: Child,
+}
+
+/// The superuser `initdb` creates, as whom nodes, `pg_dump` and the sampler connect.
+const SUPERUSER: &str = "kanmon";
+/// The database the nodes are given.
+const DATABASE: &str = "postgres";
+
+/// How to reach one running server (for sampling its statistics).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerInfo {
+    pub(crate) instance: String,
+    pub(crate) port: u16,
+    pub(crate) password: String,
+    /// The postmaster's process id.
+    pub(crate) pid: u32,
 }
 
 /// The databases of all deployments under one state directory.
@@ -317,6 +334,19 @@ impl Databases {
         Ok(())
     }
 
+    /// The servers running now.
+    pub(crate) fn servers(&self) -> Vec<ServerInfo> {
+        self.running()
+            .iter()
+            .map(|(instance, r)| ServerInfo {
+                instance: instance.clone(),
+                port: r.port,
+                password: r.password.clone(),
+                pid: r.server.id(),
+            })
+            .collect()
+    }
+
     /// Stops the server of `instance` (fast shutdown) if it runs. Blocking.
     pub fn stop(&self, instance: &str) -> Result<(), DbError> {
         let Some(mut r) = self.running().remove(instance) else {
@@ -392,7 +422,7 @@ impl Drop for Databases {
 }
 
 fn url(password: &str, port: u16) -> String {
-    format!("postgres://kanmon:{password}@127.0.0.1:{port}/postgres")
+    format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}")
 }
 
 /// Creates `path` anew with mode 0600 (never readable by others, not even for a moment),

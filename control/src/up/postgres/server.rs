@@ -79,6 +79,9 @@ pub(super) fn start(
     cmd.arg("-D")
         .arg(data)
         .args(["-p", &port.to_string()])
+        // On the command line rather than in postgresql.conf: data directories an earlier
+        // version initialised get them too.
+        .args(super::stats::SERVER_SETTINGS.iter().flat_map(|s| ["-c", s]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io(&log_path))?)
         .stderr(log)

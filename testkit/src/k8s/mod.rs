@@ -1,17 +1,21 @@
-//! A stand-in Kubernetes API server on 127.0.0.1 for Services and EndpointSlices, speaking the
-//! real wire protocol to the real kube client: lists carry `metadata.resourceVersion`,
-//! `?watch=1` answers a chunked stream of JSON events (ADDED, MODIFIED, DELETED, BOOKMARK,
-//! ERROR), label selectors filter both, and a watch from a compacted resourceVersion gets a
-//! `410 Gone` Status (reason `Expired`). It can also go down (connections dropped), fall
-//! silent (a partition: nothing answered, nothing closed), expire every open watch, change
-//! objects without telling watchers, and send raw malformed lines.
+//! A stand-in Kubernetes API server on 127.0.0.1, speaking the real wire protocol to the real
+//! kube client (and to kubectl). For every kind in [`Kind`] — Namespaces, Pods, StatefulSets,
+//! Services, Secrets, NetworkPolicies, PodDisruptionBudgets, EndpointSlices — lists carry
+//! `metadata.resourceVersion`, `?watch=1` answers a chunked stream of JSON events (ADDED,
+//! MODIFIED, DELETED, BOOKMARK, ERROR), label selectors filter both, and a watch from a
+//! compacted resourceVersion gets a `410 Gone` Status (reason `Expired`). Objects are written
+//! by server-side apply (`PATCH application/apply-patch+yaml` with a `fieldManager`), read by
+//! `GET` and removed by `DELETE` (a Pod gracefully, a Namespace with everything in it, UID
+//! preconditions honoured); `/api`, `/apis` and the group documents answer discovery. It can
+//! also go down (connections dropped), fall silent (a partition: nothing answered, nothing
+//! closed), expire every open watch, change objects without telling watchers, and send raw
+//! malformed lines. [`sim::SimCluster`] plays the controllers and the kubelet behind it.
 //!
 //! Like a real API server it serves TLS only (its own CA, written into the kubeconfig) and
 //! answers 401 without the bearer token; by default it refuses endpoint addresses a real server
 //! refuses (loopback, link-local) and mirrors a Service's labels onto its slices only as the
 //! EndpointSlice controller does. Tests whose nodes listen on loopback opt in with
 //! [`FixtureOpts::loopback_endpoints`].
-#![allow(dead_code, unreachable_pub)]
 
 use std::{
     collections::BTreeMap,
@@ -24,9 +28,8 @@ use std::{
 use serde_json::{json, Value};
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, watch},
+    sync::{mpsc, watch, Notify},
 };
-use tokio_rustls::TlsAcceptor;
 
 /// How the fixture behaves where tests need a choice.
 #[derive(Debug, Clone, Copy)]
@@ -57,60 +60,16 @@ pub const LOOPBACK: FixtureOpts = FixtureOpts {
 /// The bearer token the fixture wants.
 pub const TOKEN: &str = "fixture-token-7f3a";
 
-#[path = "k8s_wire.rs"]
+mod kinds;
+mod objects;
+pub mod sim;
+mod slices;
+mod tls;
 mod wire;
+pub use kinds::Kind;
+pub use slices::{service_json, slice_json, Cond, NOT_SERVING, READY, TERMINATING};
+use tls::tls;
 use wire::{event, labels_match, serve, status_410};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    Service,
-    Slice,
-}
-
-impl Kind {
-    fn list_kind(self) -> &'static str {
-        match self {
-            Kind::Service => "ServiceList",
-            Kind::Slice => "EndpointSliceList",
-        }
-    }
-    fn api_version(self) -> &'static str {
-        match self {
-            Kind::Service => "v1",
-            Kind::Slice => "discovery.k8s.io/v1",
-        }
-    }
-    fn kind(self) -> &'static str {
-        match self {
-            Kind::Service => "Service",
-            Kind::Slice => "EndpointSlice",
-        }
-    }
-}
-
-/// Conditions of an endpoint.
-#[derive(Debug, Clone, Copy)]
-pub struct Cond {
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-}
-
-pub const READY: Cond = Cond {
-    ready: true,
-    serving: true,
-    terminating: false,
-};
-pub const TERMINATING: Cond = Cond {
-    ready: false,
-    serving: true,
-    terminating: true,
-};
-pub const NOT_SERVING: Cond = Cond {
-    ready: false,
-    serving: false,
-    terminating: false,
-};
 
 enum Frame {
     Line(String),
@@ -122,6 +81,7 @@ struct Watch {
     kind: Kind,
     namespace: Option<String>,
     selector: String,
+    fields: String,
     tx: mpsc::UnboundedSender<Frame>,
 }
 
@@ -139,6 +99,12 @@ struct State {
     requests: Vec<String>,
     /// When each event was handed to the watch streams (for latency measurements).
     emitted: Vec<Instant>,
+    /// Signalled on every write (the simulated cluster's controllers wait on it).
+    changed: Arc<Notify>,
+    /// Whether the CloudNativePG API is served.
+    cnpg: bool,
+    /// Pod logs `(namespace, pod)` → text, written by the simulated kubelet.
+    logs: BTreeMap<(String, String), String>,
 }
 
 pub struct ApiFixture {
@@ -154,33 +120,6 @@ impl Drop for ApiFixture {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// A CA and a server certificate for 127.0.0.1, the CA written to `dir/ca.pem`.
-fn tls(dir: &std::path::Path) -> TlsAcceptor {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    TlsAcceptor::from(Arc::new(config))
 }
 
 impl ApiFixture {
@@ -269,27 +208,11 @@ impl ApiFixture {
         self.silent.send_replace(silent);
     }
 
-    fn upsert(&self, kind: Kind, ns: &str, name: &str, mut object: Value, broadcast: bool) {
-        let mut st = self.state.lock().unwrap();
-        st.rv += 1;
-        let rv = st.rv;
-        object["apiVersion"] = json!(kind.api_version());
-        object["kind"] = json!(kind.kind());
-        object["metadata"]["name"] = json!(name);
-        object["metadata"]["namespace"] = json!(ns);
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        object["metadata"]["uid"] = json!(format!("uid-{ns}-{name}"));
-        let key = (kind, ns.to_string(), name.to_string());
-        let ty = if st.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        st.objects.insert(key, object.clone());
-        if broadcast {
-            st.history.push((rv, kind, ty, object.clone()));
-            broadcast_event(&mut st, kind, ns, ty, &object);
-        }
+    fn upsert(&self, kind: Kind, ns: &str, name: &str, object: Value, broadcast: bool) {
+        self.state
+            .lock()
+            .unwrap()
+            .upsert(kind, ns, name, object, broadcast);
     }
 
     /// Adds or replaces a game-deployment Service.
@@ -389,17 +312,62 @@ impl ApiFixture {
     }
 
     fn remove(&self, kind: Kind, ns: &str, name: &str, broadcast: bool) {
-        let mut st = self.state.lock().unwrap();
-        let Some(mut object) = st.objects.remove(&(kind, ns.to_string(), name.to_string())) else {
+        if self
+            .state
+            .lock()
+            .unwrap()
+            .remove(kind, ns, name, broadcast)
+            .is_none()
+        {
             panic!("no {kind:?} {ns}/{name}");
-        };
-        st.rv += 1;
-        let rv = st.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        if broadcast {
-            st.history.push((rv, kind, "DELETED", object.clone()));
-            broadcast_event(&mut st, kind, ns, "DELETED", &object);
         }
+    }
+
+    /// The stored object, if any (`ns` is ignored for cluster-scoped kinds).
+    pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Value> {
+        let ns = if kind.namespaced() { ns } else { "" };
+        let st = self.state.lock().unwrap();
+        st.objects
+            .get(&(kind, ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every stored object of `kind`.
+    pub fn list(&self, kind: Kind) -> Vec<Value> {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Writes an object as a controller would (events to the watches; UID kept on update).
+    pub fn put(&self, kind: Kind, ns: &str, name: &str, object: Value) -> Value {
+        self.state
+            .lock()
+            .unwrap()
+            .upsert(kind, ns, name, object, true)
+    }
+
+    /// Removes an object at once (a DELETED event); `false` if there was none.
+    pub fn delete_now(&self, kind: Kind, ns: &str, name: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .remove(kind, ns, name, true)
+            .is_some()
+    }
+
+    /// Serves (or stops serving) CloudNativePG's `postgresql.cnpg.io/v1` API, as if its
+    /// operator were installed.
+    pub fn serve_cnpg(&self, on: bool) {
+        self.state.lock().unwrap().cnpg = on;
+    }
+
+    /// Notified on every write, for controllers that react to changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.state.lock().unwrap().changed.clone()
     }
 
     /// Deletes a Service.
@@ -504,33 +472,10 @@ fn broadcast_event(st: &mut State, kind: Kind, ns: &str, ty: &str, object: &Valu
         if w.kind != kind
             || w.namespace.as_deref().is_some_and(|n| n != ns)
             || !labels_match(&labels, &w.selector)
+            || !wire::fields_match(object, &w.fields)
         {
             return !w.tx.is_closed();
         }
         w.tx.send(Frame::Line(line.clone())).is_ok()
     });
-}
-
-pub fn service_json(instance: &str) -> Value {
-    json!({
-        "metadata": {"labels": {"kanmon.dev/instance": instance, "kanmon.dev/zone": "us-east1",
-            "app.kubernetes.io/name": "game"}},
-        "spec": {"type": "ClusterIP", "ports": [
-            {"name": "http", "port": 7350, "targetPort": 7350, "protocol": "TCP"},
-            {"name": "grpc", "port": 7349, "targetPort": 7349, "protocol": "TCP"}]}
-    })
-}
-
-pub fn slice_json(service: &str, node: &str, ns: &str, addr: SocketAddr, c: Cond) -> Value {
-    json!({
-        "metadata": {"labels": {"kubernetes.io/service-name": service,
-            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
-        "endpoints": [{
-            "addresses": [addr.ip().to_string()],
-            "conditions": {"ready": c.ready, "serving": c.serving, "terminating": c.terminating},
-            "targetRef": {"kind": "Pod", "name": node, "namespace": ns},
-        }]
-    })
 }
