@@ -81,6 +81,8 @@ pub struct CertKeeper {
     failing: HashMap<String, Retry>,
     /// The CA's renewal suggestions, by hostname.
     hints: HashMap<String, Hint>,
+    /// Hostnames of deleted deployments whose certificate is gone: not looked at again.
+    retired: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for CertKeeper {
@@ -111,12 +113,18 @@ impl CertKeeper {
             known: HashMap::new(),
             failing: HashMap::new(),
             hints: HashMap::new(),
+            retired: std::collections::HashSet::new(),
         }
     }
 
     /// One pass over `wants` at time `now`.
     pub async fn reconcile(&mut self, wants: &[Want], now: SystemTime) {
         for w in wants {
+            if w.live {
+                self.retired.remove(&w.hostname);
+            } else if self.retired.contains(&w.hostname) {
+                continue;
+            }
             if let Some(r) = self.failing.get(&w.hostname) {
                 if now < r.next {
                     continue;
@@ -230,6 +238,7 @@ impl CertKeeper {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.metrics.forget(&w.instance);
+                self.retired.insert(w.hostname.clone());
                 return Ok(());
             }
             Err(source) => return Err(CertError::Io { path: crt, source }),
@@ -246,6 +255,7 @@ impl CertKeeper {
         self.known.remove(&w.hostname);
         self.hints.remove(&w.hostname);
         self.metrics.forget(&w.instance);
+        self.retired.insert(w.hostname.clone());
         tracing::info!(deployment = %w.instance, "certificate revoked and removed");
         Ok(())
     }

@@ -129,6 +129,14 @@ async fn a_deployment_gets_a_leaf_for_exactly_its_hostname_and_delete_removes_it
     assert!(on_disk(&dir).is_none());
     assert!(!key.exists());
     assert_eq!(metrics.expiry("alpha"), None);
+
+    // Later passes leave the retired name alone; should it come back, it is kept and
+    // retired again like any other.
+    keeper.reconcile(&[want(false)], now).await;
+    keeper.reconcile(&[want(true)], now).await;
+    assert!(on_disk(&dir).is_some());
+    keeper.reconcile(&[want(false)], now).await;
+    assert!(on_disk(&dir).is_none());
 }
 
 #[tokio::test]
