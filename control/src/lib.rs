@@ -9,6 +9,7 @@
 pub mod api;
 pub mod billing;
 pub mod bootstrap;
+pub mod certs;
 pub mod cli;
 pub mod domain;
 pub mod driver;

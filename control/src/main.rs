@@ -7,6 +7,7 @@ use clap::Parser;
 use kanmon_control::{
     api,
     bootstrap::bootstrap_admin,
+    certs,
     cli::{self, args::DriverKind, Cli, Command, ServeArgs},
     domain::Timings,
     driver::{
@@ -110,10 +111,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
         _ => None,
     };
+    let base_domain = settings.base_domain.clone();
     let runtime = Runtime::start(store, settings, driver, publisher)?;
     tokio::spawn(kanmon_control::billing::run(runtime.clone()));
     let app = api::App::new(runtime.clone());
-    let sources = MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    let mut sources =
+        MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    if let Some(dir) = &args.cert_dir {
+        let cert_metrics = kanmon_control::metrics::certs::CertMetrics::new()?;
+        let mut account = args.db.clone().into_os_string();
+        account.push(".acme-account.json");
+        let keeper = certs::keeper(
+            &args.certs.source()?,
+            dir,
+            &base_domain,
+            std::path::Path::new(&account),
+            cert_metrics.clone(),
+        )
+        .await?;
+        keeper.spawn(runtime.clone(), certs::PASS);
+        sources = sources.with_certs(cert_metrics);
+    }
     let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
         .await
         .with_context(|| format!("binding {}", args.metrics_listen))?;

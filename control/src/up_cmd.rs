@@ -128,6 +128,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut up = UpConfig::new(&dir, &program);
     up.api_listen = args.api;
     up.api_tls = args.api_tls;
+    up.certs = args.certs.source()?;
     up.metrics_listen = args.metrics_listen;
     up.database_stats = StatsConfig {
         interval: args.database_stats_interval,

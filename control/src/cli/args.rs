@@ -474,6 +474,9 @@ pub struct UpArgs {
     /// control/README.md). Without it the built-in catalogs apply.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where deployment certificates come from (local CA by default, so it works offline).
+    #[command(flatten)]
+    pub certs: crate::certs::args::CertArgs,
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
@@ -523,6 +526,9 @@ pub struct ServeArgs {
     /// 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub billing_interval: Option<Duration>,
+    /// Where deployment certificates come from (with --cert-dir).
+    #[command(flatten)]
+    pub certs: crate::certs::args::CertArgs,
     /// Which driver runs nodes.
     #[arg(long, value_enum, default_value = "loopback")]
     pub driver: DriverKind,
@@ -539,6 +545,10 @@ pub struct ServeArgs {
     /// Write node states to this proxy nodes file (file discovery).
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
+    /// Keep a certificate per deployment in this proxy `cert_dir` (from the local CA made
+    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
     /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,
