@@ -2,7 +2,8 @@
 # Installs the system packages kanmon needs on a Debian machine that has only Rust.
 # Usage: scripts/setup.sh [run|test|bench]   (default: test)
 #   run   – what `kanmon up` needs: cmake (pingora's build), PostgreSQL (deployment databases)
-#   test  – the above plus promtool (metrics format checks) and kubectl (manifest checks, if packaged)
+#   test  – the above plus promtool (metrics format checks), pebble + pebble-challtestsrv (ACME
+#           tests) and kubectl (manifest checks, if packaged)
 #   bench – the above plus nginx, haproxy, wrk and h2load for the comparison
 set -euo pipefail
 what="${1:-test}"
@@ -10,8 +11,8 @@ what="${1:-test}"
 pkgs=(cmake pkg-config postgresql)
 case "$what" in
   run) ;;
-  test) pkgs+=(prometheus) ;;
-  bench) pkgs+=(prometheus nginx haproxy wrk nghttp2-client) ;;
+  test) pkgs+=(prometheus pebble) ;;
+  bench) pkgs+=(prometheus pebble nginx haproxy wrk nghttp2-client) ;;
   *) echo "usage: $0 [run|test|bench]" >&2; exit 2 ;;
 esac
 

@@ -13,6 +13,20 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 
+/// How long a leaf is valid: what public CAs issue, and what clients such as Apple's accept.
+pub const LEAF_LIFETIME: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+/// How long the CA is valid.
+pub const CA_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+/// Backdating of `notBefore`, for a clock a little behind.
+const BACKDATE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `notBefore` and `notAfter` for a certificate valid `lifetime` from now.
+fn validity(params: &mut CertificateParams, lifetime: std::time::Duration) {
+    let now = std::time::SystemTime::now();
+    params.not_before = time::OffsetDateTime::from(now - BACKDATE);
+    params.not_after = time::OffsetDateTime::from(now + lifetime);
+}
+
 /// File name (without directory) of the CA certificate written by [`write_host_certs`].
 pub const CA_CERT_FILE: &str = "ca.crt";
 /// File name of the CA private key written by [`write_host_certs`].
@@ -77,6 +91,7 @@ fn ca_params() -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    validity(&mut params, CA_LIFETIME);
     params
 }
 
@@ -141,6 +156,7 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        validity(&mut params, LEAF_LIFETIME);
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err(&what))?;
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -263,6 +279,42 @@ mod tests {
             file_stem("Alpha.us-east1.kanmon.test"),
             "alpha.us-east1.kanmon.test"
         );
+    }
+
+    /// A leaf verifies now and a month from now, and no longer after its 90 days.
+    #[test]
+    fn leaves_live_ninety_days() {
+        use rustls::{
+            client::{danger::ServerCertVerifier, WebPkiServerVerifier},
+            pki_types::{ServerName, UnixTime},
+            RootCertStore,
+        };
+        let ca = TestCa::generate().unwrap();
+        let leaf = ca.issue(&["alpha.us-east1.kanmon.test"]).unwrap();
+        let der = |pem: &str| {
+            rustls_pemfile::certs(&mut pem.as_bytes())
+                .next()
+                .unwrap()
+                .unwrap()
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(der(&ca.pem().cert_pem)).unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let name = ServerName::try_from("alpha.us-east1.kanmon.test").unwrap();
+        let at = |days: u64| {
+            let t = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 86_400);
+            UnixTime::since_unix_epoch(t.duration_since(std::time::UNIX_EPOCH).unwrap())
+        };
+        let leaf = der(&leaf.cert_pem);
+        for (days, ok) in [(0, true), (30, true), (91, false)] {
+            let verified = verifier.verify_server_cert(&leaf, &[], &name, &[], at(days));
+            assert_eq!(verified.is_ok(), ok, "day {days}: {verified:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod billing;
 pub mod bootstrap;
+pub mod certs;
 pub mod cli;
 pub mod domain;
 pub mod driver;

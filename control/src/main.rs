@@ -7,6 +7,7 @@ use clap::Parser;
 use kanmon_control::{
     api,
     bootstrap::bootstrap_admin,
+    certs,
     cli::{self, args::DriverKind, Cli, Command, ServeArgs},
     domain::Timings,
     driver::{
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Up(up_args) = args.command {
         // Not inside a tokio runtime: the proxy runs pingora's own runtimes on this thread.
-        return up_cmd::run(up_args);
+        return up_cmd::run(*up_args);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,16 +80,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Arc::new(NodesFilePublisher::new(path)),
         None => Arc::new(NullPublisher),
     };
-    let mut settings = Settings {
-        base_domain: args.base_domain.clone(),
-        timings: Timings {
-            grace: args.grace,
-            health_timeout: args.health_timeout,
-            crashloop_timeout: args.crashloop_timeout,
-            backoff_base: args.backoff_base,
-            backoff_cap: args.backoff_cap,
-        },
-        ..Settings::default()
+    let mut settings = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    if let Some(base) = &args.base_domain {
+        settings.base_domain = base.clone();
+    }
+    if let Some(every) = args.billing_interval {
+        settings.billing_interval = every;
+    }
+    settings.timings = Timings {
+        grace: args.grace,
+        health_timeout: args.health_timeout,
+        crashloop_timeout: args.crashloop_timeout,
+        backoff_base: args.backoff_base,
+        backoff_cap: args.backoff_cap,
     };
     let mut local = None;
     let driver: Arc<dyn Driver> = match args.driver {
@@ -119,9 +126,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
         _ => None,
     };
+    let base_domain = settings.base_domain.clone();
     let runtime = Runtime::start(store, settings, driver, publisher)?;
+    tokio::spawn(kanmon_control::billing::run(runtime.clone()));
     let app = api::App::new(runtime.clone());
-    let sources = MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    let mut sources =
+        MetricsSources::new(runtime.clone(), app.auth_failures.clone(), local.clone());
+    if let Some(dir) = &args.cert_dir {
+        let cert_metrics = kanmon_control::metrics::certs::CertMetrics::new()?;
+        let mut account = args.db.clone().into_os_string();
+        account.push(".acme-account.json");
+        let keeper = certs::keeper(
+            &args.certs.source()?,
+            dir,
+            &base_domain,
+            std::path::Path::new(&account),
+            cert_metrics.clone(),
+        )
+        .await?;
+        keeper.spawn(runtime.clone(), certs::PASS);
+        sources = sources.with_certs(cert_metrics);
+    }
     let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
         .await
         .with_context(|| format!("binding {}", args.metrics_listen))?;

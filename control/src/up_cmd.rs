@@ -105,10 +105,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             "PostgreSQL is needed for the deployments' databases",
         )?))
     };
-    let settings = Settings {
-        base_domain: args.base_domain.clone(),
-        ..Settings::default()
+    let mut settings = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
     };
+    if let Some(base) = &args.base_domain {
+        settings.base_domain = base.clone();
+    }
     let ca = issue_certs(&dir.join("certs"), &settings)?;
     let cfg = proxy_config(&dir, args.listen, args.admin, &settings);
     let table = Arc::new(kanmon_router::HealthTable::new());
@@ -125,6 +128,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut up = UpConfig::new(&dir, &program);
     up.api_listen = args.api;
     up.api_tls = args.api_tls;
+    up.certs = args.certs.source()?;
     up.metrics_listen = args.metrics_listen;
     up.database_stats = StatsConfig {
         interval: args.database_stats_interval,
@@ -141,7 +145,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         zone: args.zone.clone(),
         ..DemoDeployment::default()
     });
-    let hostname = format!("{}.{}.{}", args.instance, args.zone, args.base_domain);
+    let hostname = format!(
+        "{}.{}.{}",
+        args.instance, args.zone, up.settings.base_domain
+    );
 
     let info = Started {
         api: args.api,

@@ -24,7 +24,7 @@ impl Drop for Child {
 async fn the_api_serves_tls_that_the_cli_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let ca = LocalCa::open_or_create(&certs).unwrap();
+    let ca = LocalCa::open_or_create(&certs, "kanmon.test").unwrap();
     let cert = ca.issue(&certs, "localhost").unwrap();
     let key = certs.join("localhost.key");
     let db = dir.path().join("k.db");

@@ -51,6 +51,9 @@ enum Command {
         /// Directory to write into (the proxy's cert_dir).
         #[arg(long, default_value = "configs/certs")]
         dir: PathBuf,
+        /// The base domain the CA is name-constrained to (every hostname must be under it).
+        #[arg(long, default_value = "kanmon.test")]
+        base_domain: String,
         /// Hostnames to issue certificates for.
         #[arg(required = true)]
         hostnames: Vec<String>,
@@ -76,8 +79,12 @@ fn main() -> anyhow::Result<()> {
     logging::subscriber(cli.log_format, env, std::io::stderr).init();
     raise_open_files_limit();
     match cli.command.unwrap_or(Command::Run) {
-        Command::DevCerts { dir, hostnames } => {
-            let ca = LocalCa::open_or_create(&dir)?;
+        Command::DevCerts {
+            dir,
+            base_domain,
+            hostnames,
+        } => {
+            let ca = LocalCa::open_or_create(&dir, &base_domain)?;
             for h in &hostnames {
                 let path = ca.issue(&dir, &h.to_ascii_lowercase())?;
                 println!("issued {}", path.display());

@@ -205,7 +205,21 @@ impl Platform {
         platform.wait_proxy().await;
         let first = platform.wait_op(1, Duration::from_secs(60)).await;
         assert_eq!(first["status"], "completed", "first deploy: {first}");
+        platform.wait_certificate().await;
         platform
+    }
+
+    /// Waits (bounded) until the proxy serves the demo's own certificate: the certificate
+    /// keeper issues it within a pass of the deployment's creation, which a fast first deploy
+    /// can beat.
+    async fn wait_certificate(&self) {
+        for _ in 0..400 {
+            if self.tls().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the proxy never served a certificate for {}", self.hostname);
     }
 
     async fn wait_proxy(&self) {

@@ -75,6 +75,8 @@ async fn serve_publishes_through_the_nodes_file() {
         .arg(d.join("logs"))
         .arg("--nodes-file")
         .arg(&nodes)
+        .arg("--cert-dir")
+        .arg(d.join("certs"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -99,6 +99,7 @@ impl From<DomainError> for ApiError {
             | DomainError::DeleteProtected
             | DomainError::Deleted
             | DomainError::Downgrade { .. }
+            | DomainError::NotADowngrade { .. }
             | DomainError::DatabaseCpuDown { .. } => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };

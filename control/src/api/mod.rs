@@ -10,14 +10,16 @@ mod logs;
 mod openapi;
 mod operations;
 pub mod refusals;
+mod support;
 pub mod tls;
+mod usage;
 mod views;
 
 use std::sync::Arc;
 
 use axum::{
     extract::rejection::JsonRejection,
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
     Json, Router,
 };
 
@@ -66,6 +68,11 @@ pub fn router_for(app: App) -> Router {
         .route("/v1/whoami", get(admin::whoami))
         .route("/v1/versions", get(admin::versions))
         .route("/v1/zones", get(admin::zones))
+        .route("/v1/orgs/{org}/zones", get(support::org_zones))
+        .route(
+            "/v1/orgs/{org}/zones/{zone}",
+            put(support::enable_zone).delete(support::disable_zone),
+        )
         .route("/v1/users", post(admin::create_user))
         .route("/v1/users/{name}/grants", get(admin::list_grants))
         .route("/v1/users/{name}/token", post(admin::rotate_token))
@@ -85,7 +92,12 @@ pub fn router_for(app: App) -> Router {
         )
         .route("/v1/deployments/{instance}/keys", get(deployments::keys))
         .route("/v1/deployments/{instance}/audit", get(deployments::audit))
+        .route(
+            "/v1/deployments/{instance}/downgrade-allowance",
+            post(support::allow_downgrade),
+        )
         .route("/v1/deployments/{instance}/logs", get(logs::logs))
+        .route("/v1/deployments/{instance}/usage", get(usage::usage))
         .route(
             "/v1/deployments/{instance}/operations",
             get(operations::list).post(operations::submit),

@@ -72,6 +72,17 @@ fn logs_op() -> Value {
     v
 }
 
+/// The usage (billing) read: its date range.
+fn usage_op() -> Value {
+    let mut v = op("CPUs charged per UTC day, the day's highest sample: {instance, from, to, days: [{date, node_cpus, db_cpus, samples, carried}], in_progress: {date, node_cpus, db_cpus, samples} | null}; a day without samples carries the last known tier", "billing", None, "200");
+    let q = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string", "format": "date" } });
+    v["parameters"] = json!([
+        q("from", "First day, YYYY-MM-DD (default: 30 days before to)"),
+        q("to", "Last day, YYYY-MM-DD (default: today, UTC)"),
+    ]);
+    v
+}
+
 /// `GET /openapi.json`.
 pub(super) async fn document() -> Json<Value> {
     Json(json!({
@@ -81,6 +92,18 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/whoami": { "get": op("The caller and its grants", "any valid token", None, "200") },
             "/v1/versions": { "get": op("Released versions with support status", "any valid token", None, "200") },
             "/v1/zones": { "get": op("Zone catalog", "any valid token", None, "200") },
+            "/v1/orgs/{org}/zones": {
+                "parameters": path_param("org", "string"),
+                "get": op("The zone catalog as the organization sees it: {org, zones: [{zone, on_request, available, enabled_by, enabled_at}]}", "any valid token", None, "200"),
+            },
+            "/v1/orgs/{org}/zones/{zone}": {
+                "parameters": [
+                    { "name": "org", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "zone", "in": "path", "required": true, "schema": { "type": "string" } },
+                ],
+                "put": op("Enable an on-request zone for the organization (audited); 422 for a zone that is not on request", "admin", None, "200"),
+                "delete": op_404("Take an on-request zone back from the organization (its deployments there stay)", "admin", "200"),
+            },
             "/v1/users": { "post": op("Create a user or service user; returns its token once", "admin", Some("NewUser"), "201") },
             "/v1/users/{name}/grants": {
                 "parameters": path_param("name", "string"),
@@ -117,6 +140,11 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/keys": { "parameters": instance_param(), "get": op("Server key and runtime key", "secrets", None, "200") },
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
             "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
+            "/v1/deployments/{instance}/usage": { "parameters": instance_param(), "get": usage_op() },
+            "/v1/deployments/{instance}/downgrade-allowance": {
+                "parameters": instance_param(),
+                "post": op("Allow one deploy to the given older supported version (the support team's intervention, audited); used up by the deploy that completes to it", "admin", Some("DowngradeAllowance"), "200"),
+            },
             "/v1/deployments/{instance}/operations": {
                 "parameters": instance_param(),
                 "get": op("Operations, newest first", "view", None, "200"),
@@ -151,13 +179,15 @@ pub(super) async fn document() -> Json<Value> {
                 "Grant": { "type": "object", "required": ["user", "scope", "permissions"], "properties": {
                     "user": { "type": "string" },
                     "scope": { "type": "object", "description": "{level: organization, org} | {level: title, org, title} | {level: deployment, instance}; org \"*\" = every organization" },
-                    "permissions": { "type": "array", "items": { "enum": ["view", "edit", "deploy", "delete", "export", "scale", "secrets"] } } } },
+                    "permissions": { "type": "array", "items": { "enum": ["view", "edit", "deploy", "delete", "export", "scale", "secrets", "billing"] } } } },
                 "NewDeployment": { "type": "object", "required": ["instance", "zone", "type", "version"], "properties": {
                     "instance": { "type": "string", "pattern": "^[a-z][a-z0-9-]{1,61}[a-z0-9]$" },
                     "zone": { "type": "string" }, "type": { "enum": ["development", "production"] },
                     "version": { "type": "string" }, "org": { "type": "string" }, "title": { "type": "string" },
                     "node_cpus": { "type": "integer", "minimum": 1 }, "db_cpus": { "type": "integer", "minimum": 1 },
                     "delete_protection": { "type": "boolean" } } },
+                "DowngradeAllowance": { "type": "object", "required": ["version"], "properties": {
+                    "version": { "type": "string", "description": "an older supported version than the running one" } } },
                 "Edit": { "type": "object", "properties": {
                     "delete_protection": { "type": "boolean" }, "fallback_to_draining": { "type": "boolean" } } },
                 "Operation": { "oneOf": [

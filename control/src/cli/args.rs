@@ -68,7 +68,7 @@ pub enum Command {
         kanmon up --dir /tmp/k     # elsewhere\n  \
         kanmon up --no-database    # without PostgreSQL"
     )]
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the control plane's HTTP API (creates an admin token on first start).
     Serve(Box<ServeArgs>),
     /// Create, list, show, edit and delete deployments.
@@ -177,6 +177,17 @@ pub enum Command {
         kanmon logs demo --follow   # new lines every 2 s until Ctrl-C"
     )]
     Logs(LogsArgs),
+    /// Show the CPUs charged per UTC day, the day's highest sample (needs billing).
+    Usage {
+        /// Deployment instance name.
+        instance: String,
+        /// First day, YYYY-MM-DD (default: 30 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Show a deployment's server key and runtime key (needs the secrets permission).
     Keys {
         /// Deployment instance name.
@@ -184,8 +195,9 @@ pub enum Command {
     },
     /// List released versions and their support status.
     Versions,
-    /// List zones.
-    Zones,
+    /// List zones (with --org: as that organization sees them), or enable an on-request zone
+    /// for an organization (admin).
+    Zones(ZonesArgs),
     /// Show who the token belongs to and its grants.
     Whoami,
     /// Create users and service users, rotate their tokens.
@@ -290,6 +302,14 @@ pub enum DeploymentsCmd {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Allow one deploy to an older version (platform admin: the support team's intervention).
+    AllowDowngrade {
+        /// Instance name.
+        instance: String,
+        /// The older supported version the next deploy may move to.
+        #[arg(long)]
+        version: String,
+    },
     /// Delete a deployment (refused while delete protection is on).
     Delete {
         /// Instance name.
@@ -297,6 +317,40 @@ pub enum DeploymentsCmd {
         /// Wait and show progress.
         #[command(flatten)]
         wait: Wait,
+    },
+}
+
+/// `kanmon zones [--org ORG] [enable|disable ZONE --org ORG]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ZonesArgs {
+    /// Show the zones as this organization sees them (on-request zones it was given count as
+    /// available).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Enable or disable an on-request zone.
+    #[command(subcommand)]
+    pub cmd: Option<ZonesCmd>,
+}
+
+/// `kanmon zones enable|disable`
+#[derive(Debug, Subcommand)]
+pub enum ZonesCmd {
+    /// Enable an on-request zone for an organization (admin; audited).
+    Enable {
+        /// Zone (on request; see `kanmon zones`).
+        zone: String,
+        /// Organization.
+        #[arg(long)]
+        org: String,
+    },
+    /// Take an on-request zone back from an organization (its deployments there stay).
+    Disable {
+        /// Zone.
+        zone: String,
+        /// Organization.
+        #[arg(long)]
+        org: String,
     },
 }
 
@@ -418,11 +472,17 @@ pub struct UpArgs {
     /// Zone of the demo deployment.
     #[arg(long, default_value = "us-east1")]
     pub zone: String,
-    /// Base domain of deployment hostnames.
-    #[arg(long, default_value = "kanmon.test")]
-    pub base_domain: String,
-    /// How long a draining node may keep connections before it is stopped (under kubernetes
-    /// also a deleted pod's drain after its preStop pause).
+    /// Base domain of deployment hostnames (default: the config file's, else kanmon.test).
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// Platform configuration (TOML: released versions, zones, base domain; see
+    /// control/README.md). Without it the built-in catalogs apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where deployment certificates come from (local CA by default, so it works offline).
+    #[command(flatten)]
+    pub certs: crate::certs::args::CertArgs,
+    /// How long a draining node may keep connections before it is stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
     /// Time between samples of each database's pg_stat_statements (query load, top queries).
@@ -460,9 +520,20 @@ pub struct ServeArgs {
     /// Where the first-start admin token is written (default: next to the database).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
-    /// Base domain of deployment hostnames.
-    #[arg(long, default_value = "kanmon.test")]
-    pub base_domain: String,
+    /// Base domain of deployment hostnames (default: the config file's, else kanmon.test).
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// Platform configuration (TOML: released versions, zones, base domain; see
+    /// control/README.md). Without it the built-in catalogs apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How often deployments' CPUs are sampled for billing (default: the config file's, else
+    /// 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub billing_interval: Option<Duration>,
+    /// Where deployment certificates come from (with --cert-dir).
+    #[command(flatten)]
+    pub certs: crate::certs::args::CertArgs,
     /// Which driver runs nodes.
     #[arg(long, value_enum, default_value = "loopback")]
     pub driver: DriverKind,
@@ -480,6 +551,10 @@ pub struct ServeArgs {
     /// kubernetes, whose edge reads EndpointSlices).
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
+    /// Keep a certificate per deployment in this proxy `cert_dir` (from the local CA made
+    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
     /// How long a draining node may keep connections before it is stopped (under kubernetes
     /// also a deleted pod's drain after its preStop pause).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]

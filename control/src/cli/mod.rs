@@ -5,6 +5,7 @@ pub mod client;
 mod export;
 pub mod kube_args;
 pub mod logs;
+mod support;
 mod table;
 mod users;
 
@@ -206,30 +207,10 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
                 .unwrap_or_default();
             Ok(table(&["version", "support", ""], &rows))
         }
-        Command::Zones => {
-            let v = c.get("/v1/zones").await?;
-            if json_out {
-                return Ok(pretty(&v));
-            }
-            let rows: Vec<Vec<String>> = v["zones"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|z| {
-                            vec![
-                                cell(&z["zone"]),
-                                if z["on_request"] == true {
-                                    "on request".into()
-                                } else {
-                                    "offered".into()
-                                },
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Ok(table(&["zone", "availability"], &rows))
+        Command::Usage { instance, from, to } => {
+            support::usage(&c, &instance, from.as_deref(), to.as_deref(), json_out).await
         }
+        Command::Zones(args) => support::zones(&c, args, json_out).await,
         Command::Whoami => Ok(pretty(&c.get("/v1/whoami").await?)),
         Command::Users(cmd) => users::run(&c, cmd, json_out).await,
         Command::Grant(g) => grant(&c, g, json_out).await,
@@ -372,6 +353,9 @@ async fn deployments(
             } else {
                 format!("{instance}: delete protection {state}")
             })
+        }
+        DeploymentsCmd::AllowDowngrade { instance, version } => {
+            support::allow_downgrade(c, &instance, &version, json_out).await
         }
         DeploymentsCmd::Delete { instance, wait } => {
             let op = c

@@ -314,10 +314,69 @@ pub struct Deployment {
     pub created_by: String,
     /// Set once a delete operation completed.
     pub deleted: bool,
+    /// One downgrade a platform admin allowed (the support team's intervention); consumed by
+    /// the deploy that completes to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade_allowance: Option<DowngradeAllowance>,
+}
+
+/// A platform admin's permission for one deploy to an older version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DowngradeAllowance {
+    /// The one older version a deploy may move to.
+    #[serde(with = "serde_names::version")]
+    pub version: Version,
+    /// The admin who allowed it.
+    pub by: String,
+    /// When.
+    pub at: Timestamp,
 }
 
 impl Deployment {
-    /// Validates a create request. The zone must be offered (`zones` lists `(zone, on_request)`)
+    /// Allows the next deploy to `to`, an older supported version than the running one. A new
+    /// allowance replaces an unused one: there is only ever one.
+    pub fn allow_downgrade(
+        &mut self,
+        catalog: &Catalog,
+        to: Version,
+        who: &str,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        if self.deleted {
+            return Err(DomainError::Deleted);
+        }
+        check_version(catalog, None, &to)?;
+        if Change::between(&self.spec.version, &to) != Change::Downgrade {
+            return Err(DomainError::NotADowngrade {
+                from: self.spec.version,
+                to,
+            });
+        }
+        self.downgrade_allowance = Some(DowngradeAllowance {
+            version: to,
+            by: who.to_string(),
+            at: now,
+        });
+        Ok(())
+    }
+
+    /// Whether a deploy to `to` is the allowed downgrade.
+    pub fn downgrade_allowed(&self, to: &Version) -> bool {
+        self.downgrade_allowance
+            .as_ref()
+            .is_some_and(|a| a.version == *to)
+    }
+
+    /// Called when a deploy completed: a deploy that reached the allowed version used the
+    /// allowance up.
+    pub fn deployed(&mut self) {
+        if self.downgrade_allowed(&self.spec.version) {
+            self.downgrade_allowance = None;
+        }
+    }
+
+    /// Validates a create request. The zone must be offered (`zones` lists `(zone, on_request)`,
+    /// on-request zones the organization was given listed as offered)
     /// and the version supported; keys come from the caller's CSPRNG.
     pub fn create(
         req: CreateDeployment,
@@ -330,7 +389,12 @@ impl Deployment {
     ) -> Result<Self, DomainError> {
         match zones.iter().find(|(z, _)| *z == req.zone) {
             None => return Err(DomainError::UnknownZone(req.zone.to_string())),
-            Some((_, true)) => return Err(DomainError::ZoneOnRequest(req.zone.to_string())),
+            Some((_, true)) => {
+                return Err(DomainError::ZoneOnRequest {
+                    zone: req.zone.to_string(),
+                    org: req.org.clone(),
+                })
+            }
             Some((_, false)) => {}
         }
         check_version(catalog, None, &req.version)?;
@@ -360,6 +424,7 @@ impl Deployment {
             created_at: now,
             created_by: who.to_string(),
             deleted: false,
+            downgrade_allowance: None,
             instance: req.instance,
             zone: req.zone,
         })

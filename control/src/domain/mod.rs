@@ -5,6 +5,9 @@
 //! out. That is what lets the lifecycle rules be unit- and property-tested by feeding node events
 //! and time, and replayed exactly.
 
+#[cfg(test)]
+mod allowance_tests;
+pub mod billing;
 pub mod controller;
 pub mod crashloop;
 pub mod deployment;
@@ -25,8 +28,8 @@ pub mod time;
 pub use controller::{Controller, Event, Intent, Timings};
 pub use crashloop::CrashLoop;
 pub use deployment::{
-    CreateDeployment, Deployment, DeploymentEdit, DeploymentType, Keys, NodeLaunch, NodeRecord,
-    NodeRunState, Spec,
+    CreateDeployment, Deployment, DeploymentEdit, DeploymentType, DowngradeAllowance, Keys,
+    NodeLaunch, NodeRecord, NodeRunState, Spec,
 };
 pub use ops::{OpId, OpKind, OpStatus, Operation, Progress};
 pub use permissions::{Grant, Permission, PermissionSet, Scope};
@@ -52,9 +55,21 @@ pub enum DomainError {
     /// The zone is not in the platform's zone catalog.
     #[error("zone {0:?} is not offered (see the zone catalog)")]
     UnknownZone(String),
-    /// The zone exists but is only available on request.
-    #[error("zone {0:?} is available on request only")]
-    ZoneOnRequest(String),
+    /// The zone exists but is only available on request, and the organization has not been
+    /// given it.
+    #[error(
+        "zone {zone:?} is available on request: ask the platform support team (a platform \
+         admin) to enable it for organization {org:?} (`kanmon zones enable {zone} --org {org}`)"
+    )]
+    ZoneOnRequest {
+        /// The zone.
+        zone: String,
+        /// The organization that asked for it.
+        org: String,
+    },
+    /// Only on-request zones are enabled per organization; the others are offered to all.
+    #[error("zone {0:?} is offered to every organization; only on-request zones are enabled")]
+    ZoneOffered(String),
     /// The version is not a supported release.
     #[error("version {version} is {status}")]
     VersionNotSupported {
@@ -69,6 +84,14 @@ pub enum DomainError {
         /// The running version.
         from: Version,
         /// The requested, older version.
+        to: Version,
+    },
+    /// A downgrade allowance must name an older version than the running one.
+    #[error("{to} is not older than the running {from}: only a downgrade needs allowing")]
+    NotADowngrade {
+        /// The running version.
+        from: Version,
+        /// The version named.
         to: Version,
     },
     /// Database CPUs can be raised, never lowered (the volume and tuning assume the size).

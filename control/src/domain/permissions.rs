@@ -23,11 +23,13 @@ pub enum Permission {
     Scale,
     /// Read keys and secret config.
     Secrets,
+    /// Read CPU usage records (what is billed): organization admins.
+    Billing,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 8] = [
         Self::View,
         Self::Edit,
         Self::Deploy,
@@ -35,6 +37,7 @@ impl Permission {
         Self::Export,
         Self::Scale,
         Self::Secrets,
+        Self::Billing,
     ];
 
     /// The lower-case name.
@@ -47,6 +50,7 @@ impl Permission {
             Self::Export => "export",
             Self::Scale => "scale",
             Self::Secrets => "secrets",
+            Self::Billing => "billing",
         }
     }
 

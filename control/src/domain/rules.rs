@@ -12,7 +12,11 @@ use super::{
 /// Checks an operation against the deployment's current state.
 pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<(), DomainError> {
     match kind {
-        OpKind::Deploy { version, .. } => check_version(catalog, Some(&dep.spec.version), version),
+        OpKind::Deploy { version, .. } => {
+            // The allowed downgrade still has to be a supported release.
+            let from = (!dep.downgrade_allowed(version)).then_some(&dep.spec.version);
+            check_version(catalog, from, version)
+        }
         OpKind::Scale { node_cpus, db_cpus } => {
             check_cpus("node_cpus", *node_cpus, MAX_NODE_CPUS)?;
             check_cpus("db_cpus", *db_cpus, MAX_DB_CPUS)?;

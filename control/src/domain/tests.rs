@@ -58,7 +58,7 @@ fn create_checks_zone_version_and_defaults() {
     );
     let mut c = create(DeploymentType::Production, 2);
     c.zone = kanmon_router::Zone::parse("us-east-1").unwrap();
-    assert!(matches!(mk(c), Err(DomainError::ZoneOnRequest(_))));
+    assert!(matches!(mk(c), Err(DomainError::ZoneOnRequest { .. })));
     let mut c = create(DeploymentType::Production, 2);
     c.version = v("3.30.0");
     assert!(matches!(

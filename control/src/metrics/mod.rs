@@ -10,6 +10,7 @@
 //! stopped node or a query that left a database's top list leaves the output with nothing to
 //! forget.
 
+pub mod certs;
 pub mod database;
 pub mod procfs;
 mod serve;

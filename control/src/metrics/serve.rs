@@ -36,6 +36,8 @@ pub struct MetricsSources {
     pub databases: Option<Arc<dyn DatabaseSource>>,
     /// One scrape at a time: gauges are reset and set again from a snapshot.
     scrape: Arc<Mutex<()>>,
+    /// The certificate keeper's series, when it runs.
+    certs: Option<super::certs::CertMetrics>,
 }
 
 impl MetricsSources {
@@ -47,12 +49,19 @@ impl MetricsSources {
             local,
             databases: None,
             scrape: Arc::default(),
+            certs: None,
         }
     }
 
     /// These sources with the deployments' databases.
     pub fn with_databases(mut self, databases: Arc<dyn DatabaseSource>) -> Self {
         self.databases = Some(databases);
+        self
+    }
+
+    /// Also renders the certificate keeper's series.
+    pub fn with_certs(mut self, certs: super::certs::CertMetrics) -> Self {
+        self.certs = Some(certs);
         self
     }
 
@@ -83,7 +92,11 @@ impl MetricsSources {
             .map(|d| d.samples())
             .unwrap_or_default();
         m.observe_databases(&databases);
-        m.render()
+        let mut text = m.render();
+        if let Some(certs) = &self.certs {
+            text.push_str(&certs.render());
+        }
+        text
     }
 }
 

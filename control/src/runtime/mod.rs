@@ -8,6 +8,7 @@ mod effects;
 mod exports;
 pub mod scrub;
 mod settings;
+mod support;
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +23,7 @@ use actor::{Actor, Inputs, Msg};
 
 pub(crate) use desire::event_of;
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
-pub use settings::{default_catalog, default_zones, Settings};
+pub use settings::{default_catalog, default_zones, Settings, SettingsError};
 
 use crate::{
     domain::{
@@ -295,7 +296,8 @@ impl Runtime {
             runtime_key: random_secret(),
         };
         let version = req.version;
-        let dep = Deployment::create(req, &s.catalog, &s.zones, &s.base_domain, keys, who, now())?;
+        let zones = self.zones_for(&req.org)?;
+        let dep = Deployment::create(req, &s.catalog, &zones, &s.base_domain, keys, who, now())?;
         let name = dep.instance.to_string();
         // The store refuses a taken name, so two creates of one name cannot both add an actor.
         self.inner.store.insert_deployment(&dep)?;

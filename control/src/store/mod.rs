@@ -8,6 +8,8 @@
 mod audit;
 mod auth;
 mod schema;
+mod usage;
+mod zones;
 
 use std::{path::Path, sync::Mutex};
 
@@ -15,6 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use audit::{AuditEntry, Outcome};
 pub use auth::{hash_token, StoredGrant, User};
+pub use zones::ZoneGrant;
 
 use crate::domain::{Deployment, OpId, OpStatus, Operation};
 

@@ -52,6 +52,29 @@ CREATE TABLE meta (
 ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE zone_grants (
+    org        TEXT NOT NULL,
+    zone       TEXT NOT NULL,
+    enabled_by TEXT NOT NULL,
+    enabled_at INTEGER NOT NULL,
+    PRIMARY KEY (org, zone)
+);
+"#,
+    r#"
+CREATE TABLE meters (
+    instance TEXT PRIMARY KEY,
+    body     TEXT NOT NULL
+);
+CREATE TABLE usage_days (
+    instance  TEXT NOT NULL,
+    day       INTEGER NOT NULL,
+    node_cpus INTEGER NOT NULL,
+    db_cpus   INTEGER NOT NULL,
+    samples   INTEGER NOT NULL,
+    PRIMARY KEY (instance, day)
+);
+"#,
 ];
 
 /// Brings the schema up to date. WAL mode lets readers (the API) run while a step is written;

@@ -3,7 +3,7 @@
 //! proxy, sharing the proxy's node health table so a draining mark reaches the router at once.
 //!
 //! The binary wires it as: [`postgres::Databases::new`] (fails with what to install),
-//! [`issue_certs`] + [`proxy_config`] → `kanmon_proxy::Proxy::build` with an external table,
+//! [`issue_certs`] (the local CA) + [`proxy_config`] → `kanmon_proxy::Proxy::build` with an external table,
 //! then [`ControlPlane::start`] on its own tokio runtime with a [`ProxyPublisher`] over
 //! `Proxy::publisher()`, and the proxy on the main thread until a signal has stopped the
 //! control plane ([`ControlPlane::shutdown`]: nodes, then databases). Tests use the same parts.
@@ -30,6 +30,7 @@ pub use postgres::{DatabaseStats, Databases, DbError, StatsConfig};
 use crate::{
     api,
     bootstrap::{bootstrap_admin, BootstrapError},
+    certs,
     domain::{CreateDeployment, DeploymentType},
     driver::{LocalDriver, LocalDriverConfig, NodeStatePublisher, ProcessDriver},
     metrics,
@@ -61,6 +62,9 @@ pub enum UpError {
     /// Certificates.
     #[error("local CA: {0}")]
     Certs(#[from] kanmon_proxy::devcerts::DevCertError),
+    /// The certificate keeper.
+    #[error("certificates: {0}")]
+    Keeper(#[from] certs::CertError),
     /// The API's TLS configuration.
     #[error("API TLS: {0}")]
     Tls(#[from] api::tls::TlsError),
@@ -108,6 +112,9 @@ pub struct UpConfig {
     /// Serve the API over TLS with a `localhost` certificate from the local CA in
     /// `{dir}/certs` (clients pass `--ca {dir}/certs/ca.crt`).
     pub api_tls: bool,
+    /// Where deployment certificates come from (an ACME account is kept in
+    /// `{dir}/acme-account.json`).
+    pub certs: certs::SourceConfig,
     /// How the databases' load is sampled for the metrics.
     pub database_stats: StatsConfig,
 }
@@ -128,35 +135,40 @@ impl UpConfig {
             settings,
             demo: Some(DemoDeployment::default()),
             api_tls: false,
+            certs: certs::SourceConfig::LocalCa,
             database_stats: StatsConfig::default(),
         }
     }
 }
 
-/// The zone wildcard certificates of every offered zone, signed by the local CA in
-/// `cert_dir` (created there on first use, ECDSA P-256, reused afterwards). Returns the CA
-/// certificate's path (what clients trust).
+/// Makes the local CA in `cert_dir` (created there on first use, ECDSA P-256, reused while it
+/// is fit; see [`kanmon_proxy::devcerts`]) and returns its certificate's path (what clients
+/// trust). Deployments get their certificates from the [`CertKeeper`] once they exist; the
+/// zone wildcards earlier versions issued are removed, so no two tenants share a certificate.
 pub fn issue_certs(cert_dir: &Path, settings: &Settings) -> Result<PathBuf, UpError> {
     // Owner-only before any key is written: no other user can open a key file in the moment
     // between its creation and its chmod.
     crate::private::create_dir(cert_dir)
         .map_err(io_err(format!("creating {}", cert_dir.display())))?;
-    let ca = LocalCa::open_or_create(cert_dir)?;
+    let ca = LocalCa::open_or_create(cert_dir, &settings.base_domain)?;
     for (zone, _) in &settings.zones {
-        ca.issue(
-            cert_dir,
-            &format!("_.{}.{}", zone.as_str(), settings.base_domain),
-        )?;
+        let stem = format!("_.{}.{}", zone.as_str(), settings.base_domain);
+        for ext in ["crt", "key"] {
+            crate::private::remove(&cert_dir.join(format!("{stem}.{ext}")));
+        }
     }
     Ok(ca.cert_path)
 }
 
 /// A TLS configuration for the API with a `localhost` certificate signed by the local CA in
 /// `cert_dir`, kept in `{cert_dir}/api/` (not among the proxy's SNI certificates).
-pub fn api_tls_config(cert_dir: &Path) -> Result<Arc<rustls::ServerConfig>, UpError> {
+pub fn api_tls_config(
+    cert_dir: &Path,
+    base_domain: &str,
+) -> Result<Arc<rustls::ServerConfig>, UpError> {
     let dir = cert_dir.join("api");
     crate::private::create_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    let ca = LocalCa::open_or_create(cert_dir)?;
+    let ca = LocalCa::open_or_create(cert_dir, base_domain)?;
     let cert = ca.issue(&dir, "localhost")?;
     Ok(api::tls::server_config(&cert, &dir.join("localhost.key"))?)
 }
@@ -263,7 +275,10 @@ impl ControlPlane {
                 .to_string(),
         };
         let tls = if cfg.api_tls {
-            Some(api_tls_config(&cfg.dir.join("certs"))?)
+            Some(api_tls_config(
+                &cfg.dir.join("certs"),
+                &cfg.settings.base_domain,
+            )?)
         } else {
             None
         };
@@ -284,6 +299,7 @@ impl ControlPlane {
             ..cfg.settings.clone()
         };
         let runtime = Runtime::start(store, settings, driver, publisher)?;
+        tokio::spawn(crate::billing::run(runtime.clone()));
         if let Some(dbs) = &databases {
             runtime.set_exporter(Arc::new(Dumper::new(dbs.clone(), cfg.dir.join("exports"))));
         }
@@ -299,13 +315,23 @@ impl ControlPlane {
         let metrics_addr = metrics_listener
             .local_addr()
             .map_err(io_err("reading the metrics address"))?;
+        let cert_metrics = metrics::certs::CertMetrics::new().map_err(RuntimeError::from)?;
+        let keeper = certs::keeper(
+            &cfg.certs,
+            &cfg.dir.join("certs"),
+            &cfg.settings.base_domain,
+            &cfg.dir.join("acme-account.json"),
+            cert_metrics.clone(),
+        )
+        .await?;
         let app = api::App::new(runtime.clone());
         let mut sources = metrics::MetricsSources::new(
             runtime.clone(),
             app.auth_failures.clone(),
             Some(local.clone()),
-        );
-        let mut tasks = Vec::new();
+        )
+        .with_certs(cert_metrics);
+        let mut tasks = vec![keeper.spawn(runtime.clone(), certs::PASS)];
         if let Some(dbs) = &databases {
             let stats = DatabaseStats::new(dbs.clone(), cfg.database_stats.clone());
             sources = sources.with_databases(stats.clone());

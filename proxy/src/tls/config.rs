@@ -20,7 +20,8 @@ use super::{
     tickets::{CountedTickets, TicketCounts},
 };
 
-/// Builds the edge's rustls configuration over `resolver`, offering `alpn` (wire order).
+/// Builds the edge's rustls configuration over `resolver`, offering `alpn` (wire order) and,
+/// after it, `acme-tls/1` for TLS-ALPN-01 (see [`super::acme`]).
 /// With `tickets` > 0 it sends that many stateless TLS 1.3 session tickets after each
 /// handshake (TLS 1.2 clients get one too) and resumes sessions from them, counted in
 /// `counts`: sealed with `keys` (a key file shared by replicas) or else with in-memory keys
@@ -41,7 +42,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = alpn;
+    config.alpn_protocols = super::acme::with_acme(alpn);
     config.ignore_client_order = true;
     config.send_tls13_tickets = tickets;
     if tickets > 0 {

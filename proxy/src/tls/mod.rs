@@ -1,5 +1,8 @@
 //! TLS: per-hostname certificates chosen by SNI, hot reloaded from a directory.
 
+pub mod acme;
+#[cfg(test)]
+mod acme_tests;
 pub mod callbacks;
 pub mod config;
 pub mod store;

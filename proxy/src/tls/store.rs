@@ -5,6 +5,8 @@
 //! to load keeps the previous certificate of its hostname (and is reported), so a bad deploy
 //! of one certificate never takes a tenant offline. An SNI that matches no certificate gets
 //! no certificate: the handshake is refused rather than answered with another tenant's.
+//! `<hostname>.tls-alpn-01.crt/.key` are TLS-ALPN-01 challenge certificates, kept apart and
+//! served only to ACME validators (see [`super::acme`]).
 
 use std::{
     collections::HashMap,
@@ -21,6 +23,7 @@ use rustls::{
     sign::CertifiedKey,
 };
 
+use super::acme;
 use crate::metrics::Metrics;
 
 /// Why one certificate pair could not be loaded.
@@ -77,6 +80,8 @@ type CertMap = HashMap<String, Arc<CertifiedKey>>;
 pub struct CertStore {
     dir: PathBuf,
     certs: ArcSwap<CertMap>,
+    /// Pending TLS-ALPN-01 challenge certificates, by hostname.
+    challenges: ArcSwap<CertMap>,
     metrics: Metrics,
 }
 
@@ -88,7 +93,10 @@ impl fmt::Debug for CertStore {
     }
 }
 
-fn load_pair(crt: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
+/// Loads a pair; `check` compares key and certificate, which a TLS-ALPN-01 challenge
+/// certificate cannot pass (webpki refuses its critical acmeIdentifier extension, and a
+/// mismatch there only fails that validation).
+fn load_pair(crt: &Path, key: &Path, check: bool) -> Result<CertifiedKey, CertError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| CertError::Io {
             path: p.into(),
@@ -117,6 +125,9 @@ fn load_pair(crt: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
         reason: e.to_string(),
     })?;
     let ck = CertifiedKey::new(chain, signing);
+    if !check {
+        return Ok(ck);
+    }
     ck.keys_match().map_err(|e| CertError::Rejected {
         path: key.into(),
         reason: format!("key does not match certificate: {e}"),
@@ -130,6 +141,7 @@ impl CertStore {
         Self {
             dir,
             certs: ArcSwap::from_pointee(CertMap::new()),
+            challenges: ArcSwap::from_pointee(CertMap::new()),
             metrics,
         }
     }
@@ -165,7 +177,9 @@ impl CertStore {
             }
         };
         let old = self.certs.load_full();
+        let old_challenges = self.challenges.load_full();
         let mut next = CertMap::new();
+        let mut next_challenges = CertMap::new();
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("crt") {
@@ -181,7 +195,11 @@ impl CertStore {
             if host == "ca" {
                 continue; // The local CA's own certificate, not a server certificate.
             }
-            match load_pair(&path, &path.with_extension("key")) {
+            let (host, old, next, check) = match host.strip_suffix(acme::CHALLENGE_SUFFIX) {
+                Some(h) => (h.to_string(), &old_challenges, &mut next_challenges, false),
+                None => (host, &old, &mut next, true),
+            };
+            match load_pair(&path, &path.with_extension("key"), check) {
                 Ok(ck) => {
                     next.insert(host.clone(), Arc::new(ck));
                     report.loaded.push(host);
@@ -195,6 +213,7 @@ impl CertStore {
             }
         }
         self.certs.store(Arc::new(next));
+        self.challenges.store(Arc::new(next_challenges));
         self.record(&report);
         report
     }
@@ -221,8 +240,35 @@ impl CertStore {
     }
 }
 
+impl CertStore {
+    /// Counts and logs a refused handshake.
+    fn refuse(&self, reason: &str) -> Option<Arc<CertifiedKey>> {
+        self.metrics.tls_failures.with_label_values(&[reason]).inc();
+        tracing::debug!(reason, "TLS handshake refused");
+        crate::edge::mark_refused();
+        None
+    }
+
+    /// The pending TLS-ALPN-01 challenge certificate of `sni`, if any.
+    pub fn find_challenge(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        self.challenges.load().get(sni).cloned()
+    }
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match acme::classify(hello.alpn()) {
+            acme::Offer::Service => {}
+            acme::Offer::Mixed => return self.refuse("acme_mixed_alpn"),
+            acme::Offer::Challenge => {
+                // RFC 8737 §3: the validator sends the hostname being validated as SNI.
+                let found = hello.server_name().and_then(|sni| self.find_challenge(sni));
+                return match found {
+                    Some(ck) => Some(ck),
+                    None => self.refuse("acme_no_challenge"),
+                };
+            }
+        }
         let Some(sni) = hello.server_name() else {
             self.metrics
                 .tls_failures

@@ -100,7 +100,7 @@ impl TestProxy {
     pub async fn start(opts: Opts) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
-        let ca = LocalCa::open_or_create(&certs).unwrap();
+        let ca = LocalCa::open_or_create(&certs, "kanmon.test").unwrap();
         for host in [ALPHA, BETA, "_.eu-west1.kanmon.test"] {
             ca.issue(&certs, host).unwrap();
         }

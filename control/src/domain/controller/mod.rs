@@ -365,6 +365,9 @@ impl Controller {
                     } else {
                         self.deployment.spec = r.spec;
                         self.deployment.generation = r.generation;
+                        if matches!(op.kind, OpKind::Deploy { .. }) {
+                            self.deployment.deployed();
+                        }
                     }
                 }
             }

@@ -1,4 +1,8 @@
-//! Runtime settings with the platform defaults.
+//! Runtime settings with the platform defaults, optionally read from a file ([`file`]).
+
+mod file;
+
+pub use file::SettingsError;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -26,6 +30,8 @@ pub struct Settings {
     /// Where the driver keeps node logs (`<dir>/<instance>/<node>.log`), served by the logs
     /// API; `None` for drivers whose logs live elsewhere (Kubernetes keeps pod logs itself).
     pub node_logs: Option<PathBuf>,
+    /// How often each deployment's CPUs are sampled for billing (the day's maximum is charged).
+    pub billing_interval: Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +45,7 @@ impl Default for Settings {
             monitor_interval: Duration::from_secs(2),
             export_ttl: super::DOWNLOAD_TTL,
             node_logs: None,
+            billing_interval: Duration::from_secs(5 * 60),
         }
     }
 }

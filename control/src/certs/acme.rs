@@ -1,0 +1,307 @@
+//! ACME (RFC 8555) as a certificate source, answering TLS-ALPN-01 (RFC 8737) through the edge.
+//!
+//! The challenge certificate goes into the proxy's `cert_dir` as
+//! `<hostname>.tls-alpn-01.crt/.key`, the same path real certificates take; the proxy serves it
+//! only to a validator offering `acme-tls/1` (see `kanmon_proxy::tls::acme`) and the files are
+//! removed once the order is decided. The certificate's key is an ECDSA P-256 key made here;
+//! only its CSR leaves the process. The account's credentials (its private key) are kept in a
+//! 0600 file beside the control plane's database and reused by later starts.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy, RevocationRequest,
+};
+use kanmon_proxy::{
+    devcerts::{write_pair, CertInfo, PemPair},
+    tls::acme::CHALLENGE_SUFFIX,
+};
+use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
+
+use super::{CertError, CertSource};
+
+/// Where and how to reach the ACME CA.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Contact e-mail address for the account (expiry and policy notices).
+    pub contact: Option<String>,
+    /// External Account Binding: key id and the HMAC key (base64url), when the CA needs it.
+    pub eab: Option<(String, String)>,
+    /// A PEM root to trust for the CA's own HTTPS endpoint instead of the system's (a test CA).
+    pub ca_root: Option<PathBuf>,
+    /// How long the proxy needs to load a challenge certificate before the CA may look
+    /// (its watcher settles in 50 ms; a mounted Secret takes longer).
+    pub challenge_settle: Duration,
+    /// How long to wait for the CA to validate and to issue.
+    pub order_timeout: Duration,
+}
+
+impl AcmeConfig {
+    /// A configuration for the CA at `directory`, with the defaults for everything else.
+    pub fn new(directory: &str) -> Self {
+        Self {
+            directory: directory.to_string(),
+            contact: None,
+            eab: None,
+            ca_root: None,
+            challenge_settle: Duration::from_secs(1),
+            order_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Issues and revokes through an ACME account, reached on first use: a CA that is down when
+/// the control plane starts is retried with the keeper's backoff like any failed issuance.
+pub struct AcmeSource {
+    account: tokio::sync::OnceCell<Account>,
+    cfg: AcmeConfig,
+    account_file: PathBuf,
+    cert_dir: PathBuf,
+}
+
+fn acme_err(e: instant_acme::Error) -> CertError {
+    CertError::Acme(e.to_string())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+impl AcmeSource {
+    /// A source for the CA `cfg` names, its account in `account_file` (0600), challenge
+    /// certificates in `cert_dir` (the proxy's).
+    pub fn new(cfg: AcmeConfig, account_file: &Path, cert_dir: &Path) -> Self {
+        Self {
+            account: tokio::sync::OnceCell::new(),
+            cfg,
+            account_file: account_file.to_path_buf(),
+            cert_dir: cert_dir.to_path_buf(),
+        }
+    }
+
+    /// The account: restored from the account file, or registered and written there.
+    pub async fn account(&self) -> Result<&Account, CertError> {
+        self.account
+            .get_or_try_init(|| connect(&self.cfg, &self.account_file))
+            .await
+    }
+
+    fn poll(&self) -> RetryPolicy {
+        RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(self.cfg.order_timeout)
+    }
+}
+
+/// Restores the account from `account_file`, or registers one and writes the file (0600).
+async fn connect(cfg: &AcmeConfig, account_file: &Path) -> Result<Account, CertError> {
+    let builder = || match &cfg.ca_root {
+        Some(root) => Account::builder_with_root(root),
+        None => Account::builder(),
+    };
+    let account = match std::fs::read_to_string(account_file) {
+        Ok(text) => {
+            let creds: AccountCredentials = serde_json::from_str(&text)
+                .map_err(|e| CertError::Acme(format!("account file: {e}")))?;
+            builder()
+                .map_err(acme_err)?
+                .from_credentials(creds)
+                .await
+                .map_err(acme_err)?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
+            let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+            let eab = match &cfg.eab {
+                Some((kid, hmac)) => {
+                    use base64::Engine;
+                    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(hmac.trim().trim_end_matches('='))
+                        .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
+                    Some(ExternalAccountKey::new(kid.clone(), &key))
+                }
+                None => None,
+            };
+            let (account, creds) = builder()
+                .map_err(acme_err)?
+                .create(
+                    &NewAccount {
+                        contact: &contacts,
+                        terms_of_service_agreed: true,
+                        only_return_existing: false,
+                    },
+                    cfg.directory.clone(),
+                    eab.as_ref(),
+                )
+                .await
+                .map_err(acme_err)?;
+            let text = serde_json::to_string(&creds)
+                .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
+            crate::private::write_file(account_file, text.as_bytes())
+                .map_err(io_err(account_file))?;
+            tracing::info!(account = account.id(), "ACME account registered");
+            account
+        }
+        Err(e) => return Err(io_err(account_file)(e)),
+    };
+    Ok(account)
+}
+
+/// The challenge files of one hostname, removed when dropped (whatever the order's outcome).
+struct ChallengeFiles<'a> {
+    dir: &'a Path,
+    stem: String,
+}
+
+impl Drop for ChallengeFiles<'_> {
+    fn drop(&mut self) {
+        for ext in ["crt", "key"] {
+            crate::private::remove(&self.dir.join(format!("{}.{ext}", self.stem)));
+        }
+    }
+}
+
+/// The RFC 8737 challenge certificate: self-signed, `hostname` its only name, the SHA-256 of
+/// the key authorization in the critical acmeIdentifier extension.
+fn challenge_cert(hostname: &str, digest: &[u8]) -> Result<PemPair, CertError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err)?;
+    let mut params = CertificateParams::new(vec![hostname.to_string()]).map_err(rcgen_err)?;
+    params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(rcgen_err)?;
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+fn rcgen_err(e: rcgen::Error) -> CertError {
+    CertError::Local(e.into())
+}
+
+#[async_trait::async_trait]
+impl CertSource for AcmeSource {
+    async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError> {
+        let ids = [Identifier::Dns(hostname.to_string())];
+        let mut order = self
+            .account()
+            .await?
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(acme_err)?;
+        let files = ChallengeFiles {
+            dir: &self.cert_dir,
+            stem: format!("{hostname}{CHALLENGE_SUFFIX}"),
+        };
+        let mut pending = false;
+        {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz.map_err(acme_err)?;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => {
+                        return Err(CertError::Acme(format!("authorization is {other:?}")));
+                    }
+                }
+                let mut challenge = authz
+                    .challenge(ChallengeType::TlsAlpn01)
+                    .ok_or_else(|| CertError::Acme("the CA offers no tls-alpn-01".into()))?;
+                let digest = challenge.key_authorization().digest();
+                let pair = challenge_cert(hostname, digest.as_ref())?;
+                write_pair(files.dir, &files.stem, &pair)?;
+                tokio::time::sleep(self.cfg.challenge_settle).await;
+                challenge.set_ready().await.map_err(acme_err)?;
+                pending = true;
+            }
+        }
+        let status = order.poll_ready(&self.poll()).await.map_err(acme_err)?;
+        drop(files);
+        if status != OrderStatus::Ready {
+            let mut why = Vec::new();
+            let mut authzs = order.authorizations();
+            while let Some(Ok(authz)) = authzs.next().await {
+                why.extend(
+                    authz
+                        .challenges
+                        .iter()
+                        .filter_map(|c| c.error.as_ref().map(|e| e.to_string())),
+                );
+            }
+            return Err(CertError::Acme(format!(
+                "order is {status:?} (validation {}): {}",
+                if pending { "failed" } else { "not started" },
+                why.join("; ")
+            )));
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err)?;
+        let csr = CertificateParams::new(vec![hostname.to_string()])
+            .map_err(rcgen_err)?
+            .serialize_request(&key)
+            .map_err(rcgen_err)?;
+        order.finalize_csr(csr.der()).await.map_err(acme_err)?;
+        let chain = order
+            .poll_certificate(&self.poll())
+            .await
+            .map_err(acme_err)?;
+        Ok(PemPair {
+            cert_pem: chain,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    async fn revoke(&self, cert_pem: &str) -> Result<(), CertError> {
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()
+            .ok_or_else(|| CertError::Acme("no certificate to revoke".into()))?
+            .map_err(|e| CertError::Acme(format!("certificate PEM: {e}")))?;
+        self.account()
+            .await?
+            .revoke(&RevocationRequest {
+                certificate: &der,
+                reason: None,
+            })
+            .await
+            .map_err(acme_err)
+    }
+
+    async fn suggested_renewal(&self, cert_pem: &str) -> Option<super::Suggestion> {
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()?
+            .ok()?;
+        let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
+        let (info, retry) = match self.account().await.ok()?.renewal_info(&id).await {
+            Ok(answer) => answer,
+            // Most often: the CA has no renewalInfo endpoint (pebble 2.4 has none).
+            Err(e) => {
+                tracing::debug!(error = %e, "no ACME renewal information");
+                return None;
+            }
+        };
+        let start = SystemTime::from(info.suggested_window.start);
+        let end = SystemTime::from(info.suggested_window.end).max(start);
+        // RFC 9773 §4.2: a uniformly random point in the window, so the CA's clients spread out.
+        let span = end.duration_since(start).unwrap_or_default();
+        let offset = span.mul_f64(rand::random::<f64>());
+        Some(super::Suggestion {
+            renew_at: start + offset,
+            ask_in: retry,
+        })
+    }
+
+    /// Any certificate for the hostname: one of the local CA issued before the switch to ACME
+    /// is replaced at its renewal time like any other.
+    fn accepts(&self, _info: &CertInfo) -> bool {
+        true
+    }
+}

@@ -1,0 +1,117 @@
+//! Certificates per deployment: every live deployment has a certificate for exactly its
+//! hostname in the proxy's `cert_dir`, renewed at two thirds of its lifetime; a deleted
+//! deployment's certificate is revoked and removed.
+//!
+//! The [`CertKeeper`] reconciles what is on disk against the deployments (rather than
+//! reacting to create and delete calls): a certificate missed while the control plane was
+//! down, or a renewal that failed, is picked up on the next pass, and the files themselves are
+//! the state, so a restart needs nothing else. Where certificates come from is a
+//! [`CertSource`]: the local CA (`kanmon up`, offline) or an ACME CA ([`acme`]). Files are written key first, each
+//! atomically, so the proxy's hot reload never sees half a pair.
+
+pub mod acme;
+pub mod args;
+mod keeper;
+mod local;
+#[cfg(test)]
+mod tests;
+
+use kanmon_proxy::devcerts::{CertInfo, DevCertError, PemPair};
+
+pub use keeper::{wants, CertKeeper, RetryPolicy, Want, NO_SUGGESTION_RECHECK};
+pub use local::LocalCaSource;
+
+/// Why a certificate could not be obtained, written or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The local CA refused or failed.
+    #[error("local CA: {0}")]
+    Local(#[from] DevCertError),
+    /// The ACME CA refused, failed or could not be reached.
+    #[error("ACME: {0}")]
+    Acme(String),
+    /// Reading or removing a file in `cert_dir`.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How often a keeper looks for deployments without a certificate: about how long a new
+/// deployment waits for its own. A pass reads only memory unless something is due.
+pub const PASS: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Which CA deployment certificates come from.
+#[derive(Debug, Clone, Default)]
+pub enum SourceConfig {
+    /// The local CA in `cert_dir` (works offline; clients trust its `ca.crt`).
+    #[default]
+    LocalCa,
+    /// An ACME CA.
+    Acme(acme::AcmeConfig),
+}
+
+/// A keeper writing into `cert_dir` (created owner-only when missing) for hostnames under
+/// `base_domain`, issuing from `source`; an ACME account is kept in `account_file` (registered
+/// here if the CA answers, else on first use, so a CA outage never stops a start).
+pub async fn keeper(
+    source: &SourceConfig,
+    cert_dir: &std::path::Path,
+    base_domain: &str,
+    account_file: &std::path::Path,
+    metrics: crate::metrics::certs::CertMetrics,
+) -> Result<CertKeeper, CertError> {
+    crate::private::create_dir(cert_dir).map_err(|source| CertError::Io {
+        path: cert_dir.into(),
+        source,
+    })?;
+    let source: std::sync::Arc<dyn CertSource> = match source {
+        SourceConfig::LocalCa => std::sync::Arc::new(LocalCaSource::new(
+            kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?,
+        )),
+        SourceConfig::Acme(cfg) => {
+            let acme = acme::AcmeSource::new(cfg.clone(), account_file, cert_dir);
+            // Registered now when the CA answers; otherwise at the first issuance (retried).
+            if let Err(e) = acme.account().await {
+                tracing::warn!(error = %e, "ACME CA not reachable yet; retrying with issuance");
+            }
+            std::sync::Arc::new(acme)
+        }
+    };
+    Ok(CertKeeper::new(
+        cert_dir.to_path_buf(),
+        source,
+        metrics,
+        RetryPolicy::default(),
+    ))
+}
+
+/// Where certificates come from.
+#[async_trait::async_trait]
+pub trait CertSource: Send + Sync {
+    /// A fresh certificate (chain, leaf first) and key for exactly `hostname`.
+    async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError>;
+    /// Revokes a certificate this source issued (one no longer in use).
+    async fn revoke(&self, cert_pem: &str) -> Result<(), CertError>;
+    /// Whether the certificate `info` describes is one this source stands behind (a
+    /// certificate of another CA, e.g. after a switch of source, is replaced).
+    fn accepts(&self, info: &CertInfo) -> bool;
+    /// When the CA suggests renewing `cert_pem` (ACME Renewal Information, RFC 9773), for CAs
+    /// that say: earlier than two thirds of the lifetime when the CA plans a revocation.
+    async fn suggested_renewal(&self, _cert_pem: &str) -> Option<Suggestion> {
+        None
+    }
+}
+
+/// A CA's renewal suggestion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suggestion {
+    /// Renew from then on.
+    pub renew_at: std::time::SystemTime,
+    /// Ask again after this long (the CA's `Retry-After`).
+    pub ask_in: std::time::Duration,
+}
