@@ -344,6 +344,17 @@ async fn prometheus_reads_the_whole_platform() {
         assert!(query.chars().count() <= 100, "{query}");
     }
 
+    // Several successful scrapes of each target inside the panels' 1m windows, so that rate()
+    // has two samples of every series even when a loaded machine made some scrapes time out.
+    for job in ["kanmon-proxy", "kanmon-control"] {
+        prom.wait_for(
+            "three good scrapes",
+            &format!(r#"sum_over_time(up{{job="{job}"}}[1m])"#),
+            |v| v >= 3.0,
+        )
+        .await;
+    }
+
     // Every dashboard expression evaluates; the panels this platform feeds show data.
     let exprs = dashboard_exprs(
         &dashboards,
