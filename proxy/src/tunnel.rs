@@ -108,6 +108,24 @@ pub struct ResponseHead {
     pub content_length: Option<usize>,
 }
 
+/// Sends an upgrade request to the node and reads its answer's head: the one exchange both
+/// the HTTP/1.1 upgrade and the RFC 8441 path make, with the same write and response deadlines.
+pub async fn upgrade_at_node(
+    node: &mut TcpStream,
+    addr: SocketAddr,
+    request: &[u8],
+    write_limit: Duration,
+    response_limit: Duration,
+) -> Result<ResponseHead, TunnelError> {
+    write_within(node, request, write_limit)
+        .await
+        .map_err(|e| TunnelError::Upstream {
+            addr,
+            reason: e.to_string(),
+        })?;
+    read_response_head(node, addr, response_limit).await
+}
+
 /// Reads the node's response head.
 pub async fn read_response_head(
     node: &mut TcpStream,

@@ -32,6 +32,7 @@ use tokio::{
 use nix::sys::signal::Signal;
 
 use super::{
+    env_name,
     lifeline::{die_with_parent, Launcher},
     log_file::{LogFile, Retention, SharedLogFile},
     node_log::{Record, Stream, LOG_LINE_LIMIT},
@@ -114,20 +115,6 @@ impl std::fmt::Debug for LocalDriver {
             .field("program", &self.config.program)
             .finish_non_exhaustive()
     }
-}
-
-fn env_key(prefix: &str, key: &str) -> String {
-    let k: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{prefix}{k}")
 }
 
 /// Reads lines (cut at [`LOG_LINE_LIMIT`]) that `node` prints on `stream` from `from` and
@@ -276,7 +263,7 @@ impl LocalDriver {
             // node dying at once and being recorded as crashed.
             .process_group(0);
         for (k, v) in &spec.vars {
-            cmd.env(env_key("KANMON_VAR_", k), v);
+            cmd.env(env_name("KANMON_VAR_", k), v);
         }
         if let Some(image) = &spec.image {
             cmd.env("KANMON_IMAGE", image);
@@ -293,7 +280,7 @@ impl LocalDriver {
         let config: BTreeMap<String, String> = spec
             .config
             .iter()
-            .map(|(k, v)| (env_key("KANMON_CONFIG_", k), v.clone()))
+            .map(|(k, v)| (env_name("KANMON_CONFIG_", k), v.clone()))
             .chain(extra)
             .collect();
         let config_path = config_file(&dir, &spec.id);
@@ -503,9 +490,9 @@ mod tests {
     }
 
     #[test]
-    fn env_keys_are_shell_safe() {
+    fn env_names_are_shell_safe() {
         assert_eq!(
-            env_key("KANMON_VAR_", "db.pool-size"),
+            env_name("KANMON_VAR_", "db.pool-size"),
             "KANMON_VAR_DB_POOL_SIZE"
         );
     }

@@ -150,3 +150,19 @@ pub trait NodeStatePublisher: Send + Sync + 'static {
         None
     }
 }
+
+/// An environment-variable name for a config or variable key: upper-case, non-alphanumerics as
+/// `_`. One rule for every driver, so a node sees the same names locally and on Kubernetes.
+pub(crate) fn env_name(prefix: &str, key: &str) -> String {
+    let k: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{prefix}{k}")
+}

@@ -66,21 +66,7 @@ pub fn labels(instance: &str, role: Option<Role>) -> BTreeMap<String, String> {
     l
 }
 
-/// An environment-variable name for a config or variable key: upper-case, non-alphanumerics as
-/// `_`, as the local driver names them (so a node sees the same names under both drivers).
-pub(super) fn env_name(prefix: &str, key: &str) -> String {
-    let k: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{prefix}{k}")
-}
+pub(super) use crate::driver::env_name;
 
 /// The selector of one component's pods.
 pub(super) fn selector(instance: &str, role: Role) -> BTreeMap<String, String> {

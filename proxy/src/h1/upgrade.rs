@@ -52,15 +52,13 @@ impl Lane {
             count(self.fail(&mut client, Refusal::BadGateway).await.0);
             return;
         };
-        let answer = async {
-            write_within(&mut node, &out, settings.write_timeout)
-                .await
-                .map_err(|e| tunnel::TunnelError::Upstream {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-            tunnel::read_response_head(&mut node, addr, settings.response_timeout).await
-        };
+        let answer = tunnel::upgrade_at_node(
+            &mut node,
+            addr,
+            &out,
+            settings.write_timeout,
+            settings.response_timeout,
+        );
         let response = match answer.await {
             Ok(r) => r,
             Err(e) => {

@@ -160,15 +160,13 @@ pub async fn serve(
     let Some((mut node, addr)) = tunnel::connect_picked(routes, guard, &mut retried).await else {
         return refuse(routes, session, Refusal::BadGateway).await;
     };
-    let answer = async {
-        write_within(&mut node, &out, settings.write_timeout)
-            .await
-            .map_err(|e| tunnel::TunnelError::Upstream {
-                addr,
-                reason: e.to_string(),
-            })?;
-        tunnel::read_response_head(&mut node, addr, settings.response_timeout).await
-    };
+    let answer = tunnel::upgrade_at_node(
+        &mut node,
+        addr,
+        &out,
+        settings.write_timeout,
+        settings.response_timeout,
+    );
     let response = match answer.await {
         Ok(r) => r,
         Err(e) => {
