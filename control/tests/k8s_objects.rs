@@ -228,6 +228,49 @@ fn nodes_follow_the_cpu_tier_and_the_timing_contract() {
     }
 }
 
+/// A database scale-up (1 → 2 CPUs) resizes the database: its resources and the PostgreSQL
+/// settings of the tier, in both flavours (the StatefulSet's `postgres -c` arguments, the
+/// CloudNativePG `Cluster`'s parameters).
+#[test]
+fn the_database_follows_its_cpu_tier() {
+    let mut d = deployment("alpha", DeploymentType::Production, 2);
+    for (db_cpus, memory, connections, shared) in
+        [(1, "1024Mi", "40", "256MB"), (2, "2048Mi", "60", "512MB")]
+    {
+        d.spec.db_cpus = db_cpus;
+        let objs = objects(&d, DatabaseFlavor::StatefulSet, &settings());
+        let c =
+            &find(&objs, "StatefulSet", "alpha-db")["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["resources"]["limits"]["cpu"], db_cpus.to_string());
+        assert_eq!(c["resources"]["requests"]["memory"], memory);
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.contains(&format!("max_connections={connections}").as_str()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&format!("shared_buffers={shared}").as_str()),
+            "{args:?}"
+        );
+        let objs = objects(&d, DatabaseFlavor::CloudNativePg, &settings());
+        let cluster = &find(&objs, "Cluster", "alpha-db")["spec"];
+        assert_eq!(cluster["resources"]["limits"]["cpu"], db_cpus.to_string());
+        assert_eq!(
+            cluster["postgresql"]["parameters"]["max_connections"],
+            connections
+        );
+        assert_eq!(
+            cluster["postgresql"]["parameters"]["shared_buffers"],
+            shared
+        );
+    }
+}
+
 #[test]
 fn a_changed_secret_is_a_changed_pod_template() {
     let d = deployment("alpha", DeploymentType::Production, 2);

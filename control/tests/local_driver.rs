@@ -17,6 +17,8 @@ fn launch(id: &str, incarnation: u64) -> NodeLaunch {
         image: None,
         vars: [("mode".to_string(), "pvp".to_string())].into(),
         config: Default::default(),
+        cpus: 1,
+        db_cpus: 1,
     }
 }
 

@@ -234,7 +234,7 @@ async fn a_server_left_behind_is_stopped_by_its_pid_and_a_stale_pid_file_harms_n
     let state = StateDir::new();
     let dir = state.path().join("postgres");
     let first = Databases::new(&dir).expect("databases");
-    tokio::task::block_in_place(|| first.ensure("demo")).expect("first start");
+    tokio::task::block_in_place(|| first.ensure("demo", 1)).expect("first start");
     let root = first.data_root().to_path_buf();
     let data = root.join("demo");
     tokio::task::block_in_place(|| drop(first));
@@ -261,7 +261,7 @@ async fn a_server_left_behind_is_stopped_by_its_pid_and_a_stale_pid_file_harms_n
     let leftover = postmaster_pid(&data).expect("leftover server's pid");
 
     let second = Databases::new(&dir).expect("databases");
-    tokio::task::block_in_place(|| second.ensure("demo")).expect("start over a leftover");
+    tokio::task::block_in_place(|| second.ensure("demo", 1)).expect("start over a leftover");
     let now = postmaster_pid(&data).expect("new server's pid");
     assert_ne!(now, leftover);
     assert!(
@@ -285,7 +285,7 @@ async fn a_server_left_behind_is_stopped_by_its_pid_and_a_stale_pid_file_harms_n
     )
     .expect("pid file");
     let third = Databases::new(&dir).expect("databases");
-    tokio::task::block_in_place(|| third.ensure("demo")).expect("start over a stale pid file");
+    tokio::task::block_in_place(|| third.ensure("demo", 1)).expect("start over a stale pid file");
     assert!(
         matches!(bystander.try_wait(), Ok(None)),
         "an unrelated process named by a stale pid file was signalled"

@@ -222,6 +222,18 @@ pub struct NodeLaunch {
     pub vars: BTreeMap<String, String>,
     /// Config merged with secret config (secret values win on a clash).
     pub config: BTreeMap<String, String>,
+    /// CPUs this node may use ([`super::tier::cpus_per_node`]): the local driver's CPU limit,
+    /// the Kubernetes container's requests and limits.
+    #[serde(default = "one")]
+    pub cpus: u32,
+    /// The deployment's database CPUs: the database is sized to this tier before the node
+    /// starts.
+    #[serde(default = "one")]
+    pub db_cpus: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl fmt::Debug for NodeLaunch {
@@ -232,6 +244,8 @@ impl fmt::Debug for NodeLaunch {
             .field("incarnation", &self.incarnation)
             .field("version", &self.version.to_string())
             .field("config_keys", &self.config.len())
+            .field("cpus", &self.cpus)
+            .field("db_cpus", &self.db_cpus)
             .finish_non_exhaustive()
     }
 }
@@ -485,6 +499,8 @@ impl Deployment {
             image: spec.image.clone(),
             vars: spec.vars.clone(),
             config,
+            cpus: super::tier::cpus_per_node(self.kind, spec.node_cpus),
+            db_cpus: spec.db_cpus,
         }
     }
 

@@ -23,6 +23,7 @@ mod serde_names;
 pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
+pub mod tier;
 pub mod time;
 
 pub use controller::{Controller, Event, Intent, Timings};

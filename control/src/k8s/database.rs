@@ -26,6 +26,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::domain::tier::{postgres_settings, PgSetting};
+
 use super::{
     names::{labels, selector, Names, Role},
     network::POSTGRES_PORT,
@@ -89,6 +91,15 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// The PostgreSQL settings of a `db_cpus` tier with the memory its resources give it (one
+/// sizing rule for both drivers: `domain::tier::postgres_settings`).
+fn tier_settings(db_cpus: u32, settings: &KubeSettings) -> Vec<PgSetting> {
+    postgres_settings(
+        db_cpus,
+        u64::from(db_cpus.max(1)) * u64::from(settings.memory_per_cpu_mib),
+    )
+}
+
 fn storage(settings: &KubeSettings) -> Result<Quantity, ObjectError> {
     let s = settings.database_storage.trim();
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -111,6 +122,11 @@ pub(super) fn cnpg_cluster(
     settings: &KubeSettings,
 ) -> Result<DynamicObject, ObjectError> {
     let res = resources(db_cpus, settings);
+    // The operator applies them, restarting the instance for those that need it.
+    let parameters: BTreeMap<&str, String> = tier_settings(db_cpus, settings)
+        .into_iter()
+        .map(|s| (s.name, s.value))
+        .collect();
     let mut pod_labels = labels(instance, Some(Role::Database));
     pod_labels.extend(selector(instance, Role::Database));
     let mut storage = json!({ "size": storage(settings)? });
@@ -131,6 +147,7 @@ pub(super) fn cnpg_cluster(
                 }},
                 "storage": storage,
                 "resources": res,
+                "postgresql": { "parameters": parameters },
             }
         }));
     obj.metadata.labels = Some(labels(instance, Some(Role::Database)));
@@ -154,6 +171,14 @@ pub(super) fn postgres_statefulset(
     let container = Container {
         name: "postgres".into(),
         image: Some(settings.database_image.clone()),
+        // The official image's entrypoint runs `postgres` with arguments that start with `-`;
+        // a new tier changes the pod template, so the pod is replaced and starts with them.
+        args: Some(
+            tier_settings(db_cpus, settings)
+                .into_iter()
+                .flat_map(|s| ["-c".to_string(), format!("{}={}", s.name, s.value)])
+                .collect(),
+        ),
         env: Some(vec![
             secret_env("POSTGRES_USER", &names.database_secret, "username"),
             secret_env("POSTGRES_PASSWORD", &names.database_secret, "password"),

@@ -157,7 +157,6 @@ pub fn desired(input: DesiredInput<'_>, settings: &KubeSettings) -> Result<Objec
         d,
         &launch,
         d.wanted_nodes(input.spec),
-        input.spec.node_cpus,
         &hash,
         settings,
     ))?);

@@ -91,7 +91,6 @@ pub(super) fn statefulset(
     d: &Deployment,
     launch: &NodeLaunch,
     replicas: u32,
-    node_cpus: u32,
     secret_hash: &str,
     settings: &KubeSettings,
 ) -> StatefulSet {
@@ -124,7 +123,6 @@ pub(super) fn statefulset(
             .iter()
             .map(|(k, v)| self::env(&env_name("KANMON_VAR_", k), v)),
     );
-    let per_node = (node_cpus / replicas.max(1)).max(1);
     let container = Container {
         name: "node".into(),
         image: Some(image(settings, launch)),
@@ -166,7 +164,8 @@ pub(super) fn statefulset(
             }),
             ..Lifecycle::default()
         }),
-        resources: Some(resources(per_node, settings)),
+        // The domain's split of the node CPUs over the nodes (`domain::tier::cpus_per_node`).
+        resources: Some(resources(launch.cpus, settings)),
         security_context: Some(restricted()),
         volume_mounts: Some(vec![
             VolumeMount {

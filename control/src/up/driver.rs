@@ -11,7 +11,8 @@ use crate::{
 };
 
 /// A [`LocalDriver`] whose nodes get their deployment's database as `DATABASE_URL`; the
-/// database is created and started before the deployment's first node.
+/// database is created and started before the deployment's first node, and resized to the
+/// node's `db_cpus` tier before a node of a scaled deployment starts.
 #[derive(Debug)]
 pub struct DatabaseDriver {
     local: Arc<LocalDriver>,
@@ -37,8 +38,8 @@ impl Processes for DatabaseDriver {
             std::future::pending::<()>().await;
         }
         if let Some(dbs) = &self.databases {
-            let (dbs, name) = (dbs.clone(), instance.to_string());
-            let url = tokio::task::spawn_blocking(move || dbs.ensure(&name))
+            let (dbs, name, db_cpus) = (dbs.clone(), instance.to_string(), spec.db_cpus);
+            let url = tokio::task::spawn_blocking(move || dbs.ensure(&name, db_cpus))
                 .await
                 .map_err(|e| DriverError::Other(format!("database task: {e}")))?
                 .map_err(|e| DriverError::Other(format!("database of {instance}: {e}")))?;

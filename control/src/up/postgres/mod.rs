@@ -10,9 +10,12 @@
 mod placement;
 mod server;
 mod stats;
+mod tier;
 
 pub use placement::{data_root, ROOT_DATA_BASE};
 pub use stats::{DatabaseStats, StatsConfig};
+
+use crate::domain::tier::{apply_needed, postgres_tier, Apply, PgSetting};
 
 use std::{
     collections::HashMap,
@@ -119,6 +122,9 @@ struct Running {
     port: u16,
     password: String,
     server: Child,
+    /// The CPU tier it was sized for, and that tier's settings.
+    db_cpus: u32,
+    settings: Vec<PgSetting>,
 }
 
 /// The superuser `initdb` creates, as whom nodes, `pg_dump` and the sampler connect.
@@ -222,21 +228,56 @@ impl Databases {
     }
 
     /// Creates the data directory (once), starts the server if it is not running (stopping one
-    /// a previous run left behind first), and returns the `postgres://` URL the deployment's
-    /// nodes get as `DATABASE_URL`. Blocking.
-    pub fn ensure(&self, instance: &str) -> Result<String, DbError> {
+    /// a previous run left behind first) sized for `db_cpus` CPUs, and returns the
+    /// `postgres://` URL the deployment's nodes get as `DATABASE_URL`. A running server of a
+    /// smaller tier is resized: its settings file rewritten, then reloaded, or restarted on the
+    /// same port when a changed setting needs it. The tier only rises (a node of an older
+    /// generation does not shrink it back). Blocking.
+    pub fn ensure(&self, instance: &str, db_cpus: u32) -> Result<String, DbError> {
         let _one_at_a_time = self.starting.lock().unwrap_or_else(|p| p.into_inner());
         if self.closed.load(Ordering::SeqCst) {
             return Err(DbError::Closed);
         }
+        let mut db_cpus = db_cpus.max(1);
+        let mut keep_port = None;
         let exited = match self.running().get_mut(instance) {
             Some(r) => match r.server.try_wait() {
-                Ok(None) => return Ok(url(&r.password, r.port)),
+                Ok(None) => {
+                    db_cpus = db_cpus.max(r.db_cpus);
+                    let settings = postgres_tier(db_cpus);
+                    match apply_needed(&r.settings, &settings) {
+                        None => return Ok(url(&r.password, r.port)),
+                        Some(Apply::Reload) => {
+                            let data = self.data_dir(instance);
+                            tier::write(&data, db_cpus, &settings, self.placement.user)?;
+                            server::reload(&r.server)?;
+                            tracing::info!(instance, db_cpus, "database settings reloaded");
+                            (r.db_cpus, r.settings) = (db_cpus, settings);
+                            return Ok(url(&r.password, r.port));
+                        }
+                        Some(Apply::Restart) => {
+                            tracing::info!(
+                                instance,
+                                from = r.db_cpus,
+                                to = db_cpus,
+                                "database restarts for its new CPU tier"
+                            );
+                            keep_port = Some(r.port);
+                            None
+                        }
+                    }
+                }
                 Ok(Some(status)) => Some(status.to_string()),
                 Err(e) => Some(e.to_string()),
             },
             None => None,
         };
+        if keep_port.is_some() {
+            // Resized: stop it (fast shutdown) and start it again below on the same port.
+            if let Some(mut r) = self.running().remove(instance) {
+                server::stop(&mut r.server)?;
+            }
+        }
         if let Some(status) = exited {
             tracing::warn!(
                 instance,
@@ -245,6 +286,7 @@ impl Databases {
             );
             self.running().remove(instance);
         }
+        let settings = postgres_tier(db_cpus);
         let data = self.data_dir(instance);
         let password = self.password(instance)?;
         if data.join("PG_VERSION").is_file() {
@@ -252,11 +294,16 @@ impl Databases {
         } else {
             self.initdb(instance, &data, &password)?;
         }
+        tier::write(&data, db_cpus, &settings, self.placement.user)?;
         // The port is free when chosen, but a node binding port 0 meanwhile can take it before
         // the server binds: then the start fails and another port is tried (bounded).
         let mut attempt = 1;
         let (port, child) = loop {
-            let port = free_port()?;
+            // A restarted server keeps its port, so running nodes' URLs stay right.
+            let port = match keep_port.take() {
+                Some(p) => p,
+                None => free_port()?,
+            };
             let postgres = self.tools.program("postgres");
             match server::start(&self.launcher, postgres, self.placement.user, &data, port) {
                 Ok(child) => break (port, child),
@@ -267,7 +314,13 @@ impl Databases {
                 Err(e) => return Err(e),
             }
         };
-        tracing::info!(instance, port, pid = child.id(), "database started");
+        tracing::info!(
+            instance,
+            port,
+            pid = child.id(),
+            db_cpus,
+            "database started"
+        );
         let url = url(&password, port);
         self.running().insert(
             instance.to_string(),
@@ -275,6 +328,8 @@ impl Databases {
                 port,
                 password,
                 server: child,
+                db_cpus,
+                settings,
             },
         );
         Ok(url)
@@ -332,6 +387,13 @@ impl Databases {
         std::fs::write(&conf, text).map_err(io(&conf))?;
         tracing::info!(instance, dir = %data.display(), "database initialised");
         Ok(())
+    }
+
+    /// The `DATABASE_URL` of `instance`'s server, if it runs.
+    pub fn url(&self, instance: &str) -> Option<String> {
+        self.running()
+            .get(instance)
+            .map(|r| url(&r.password, r.port))
     }
 
     /// The servers running now.

@@ -158,6 +158,15 @@ pub(super) fn stop(child: &mut Child) -> Result<(), DbError> {
     escalate(pid, || exited(child))
 }
 
+/// Tells a running server to read its configuration files again (SIGHUP).
+pub(super) fn reload(child: &Child) -> Result<(), DbError> {
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGHUP).map_err(|e| DbError::Command {
+        command: format!("kill -HUP {pid}"),
+        detail: e.to_string(),
+    })
+}
+
 /// Stops the server a previous run left running on `data`, found by the PID in its
 /// `postmaster.pid` once that process is checked to be a postgres serving `data`; a pid file
 /// naming anything else is stale and removed (a reused PID would stop the new server from
