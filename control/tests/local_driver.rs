@@ -144,3 +144,67 @@ async fn secrets_reach_nodes_through_a_private_file_not_the_environment() {
     driver.stop_node("alpha", "alpha-0").await.unwrap();
     assert!(!file.exists(), "the config file outlived its node");
 }
+
+/// The number of CPUs a cgroup's files allow (quota over period), in either cgroup version.
+fn cgroup_cpus(dir: &std::path::Path) -> f64 {
+    if let Ok(max) = std::fs::read_to_string(dir.join("cpu.max")) {
+        let (quota, period) = max.trim().split_once(' ').expect("cpu.max: QUOTA PERIOD");
+        return quota.parse::<f64>().expect("quota") / period.parse::<f64>().expect("period");
+    }
+    let read = |f: &str| -> f64 {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap_or_else(|e| panic!("{}/{f}: {e}", dir.display()))
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    read("cpu.cfs_quota_us") / read("cpu.cfs_period_us")
+}
+
+/// A node runs under its CPU tier: in a cgroup of its own whose quota is its CPUs, joined
+/// before the node's program runs, removed when the node stops; where cgroups are not
+/// writable the driver says so and the node runs unlimited (no cgroup at all).
+#[tokio::test]
+async fn a_node_runs_in_a_cgroup_with_its_cpus() {
+    use kanmon_control::driver::CpuLimitMode;
+    let dir = tempfile::tempdir().unwrap();
+    let driver = LocalDriver::new(config(dir.path()));
+    let mode = driver.cpu_limit_mode();
+    let mut spec = launch("alpha-0", 1);
+    spec.cpus = 2;
+    driver.start_node("alpha", &spec).await.unwrap();
+    assert_eq!(healthy(&driver, "alpha-0").await, NodeHealth::Healthy);
+    let pid = driver
+        .node_pids()
+        .into_iter()
+        .find(|(_, n, _)| n == "alpha-0")
+        .map(|(_, _, pid)| pid)
+        .expect("node pid");
+    let cgroup = driver.node_cgroup("alpha-0");
+    if mode == CpuLimitMode::None {
+        eprintln!("cgroups are not writable here: checking the unlimited fallback");
+        assert!(cgroup.is_none());
+        driver.stop_node("alpha", "alpha-0").await.unwrap();
+        return;
+    }
+    let cgroup = cgroup.expect("a cgroup in a cgroup mode");
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "{pid} not in {}: {procs}",
+        cgroup.display()
+    );
+    assert_eq!(cgroup_cpus(&cgroup), 2.0, "{mode:?}");
+    // Restarted with another tier (a new incarnation): the same cgroup, the new quota.
+    driver.stop_node("alpha", "alpha-0").await.unwrap();
+    assert!(!cgroup.exists(), "the cgroup outlived its node");
+    spec.cpus = 1;
+    spec.incarnation = 2;
+    driver.start_node("alpha", &spec).await.unwrap();
+    assert_eq!(cgroup_cpus(&cgroup), 1.0, "{mode:?}");
+    driver.stop_node("alpha", "alpha-0").await.unwrap();
+    assert!(!cgroup.exists());
+    let parent = cgroup.parent().unwrap().to_path_buf();
+    drop(driver);
+    assert!(!parent.exists(), "the driver's cgroup outlived it");
+}

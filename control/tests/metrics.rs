@@ -143,6 +143,18 @@ async fn operations_api_requests_and_node_processes_are_exported() {
         r#"kanmon_node_cpu_seconds_total{deployment="alpha",node="alpha-0"}"#,
     );
     assert!(cpu.is_some_and(|c| c >= 0.0), "{text}");
+    // Exactly one way of enforcing node CPU limits is in use, and it is named.
+    let modes: Vec<f64> = ["cgroup_v2", "cgroup_v1", "none"]
+        .iter()
+        .map(|m| {
+            value(
+                &text,
+                &format!(r#"kanmon_node_cpu_limit_mode{{mode="{m}"}}"#),
+            )
+            .unwrap_or_else(|| panic!("no cpu limit mode {m}: {text}"))
+        })
+        .collect();
+    assert_eq!(modes.iter().sum::<f64>(), 1.0, "{modes:?}");
     assert!(!text.contains("instance=") && !text.contains("job="));
 
     // Deleting the deployment stops its node: its series leave.

@@ -136,3 +136,134 @@ async fn each_deployment_gets_a_database_that_exports_and_stops() {
     }
     assert!(refused, "the database still listens on {port} after stop");
 }
+
+/// `SHOW name` over a real connection to `url`.
+async fn show(url: &str, name: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the database: {e}"));
+    let conn = tokio::spawn(conn);
+    let row = client
+        .query_one(&format!("SHOW {name}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("SHOW {name}: {e}"));
+    drop(client);
+    let _ = conn.await;
+    row.get(0)
+}
+
+/// The CPUs a node's cgroup allows (quota over period, cgroup v2 or v1).
+fn cgroup_cpus(dir: &std::path::Path) -> f64 {
+    if let Ok(max) = std::fs::read_to_string(dir.join("cpu.max")) {
+        let (quota, period) = max.trim().split_once(' ').expect("cpu.max");
+        return quota.parse::<f64>().expect("quota") / period.parse::<f64>().expect("period");
+    }
+    let read = |f: &str| -> f64 {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap_or_else(|e| panic!("{}/{f}: {e}", dir.display()))
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    read("cpu.cfs_quota_us") / read("cpu.cfs_period_us")
+}
+
+/// Scaling acts under `kanmon up`: a development deployment scaled from 1 to 2 node CPUs and 1
+/// to 2 database CPUs through the API gets a database restarted (on the same port) with the
+/// larger tier's settings, read back with `SHOW` over a real connection, and a node whose
+/// cgroup allows 2 CPUs (where cgroups are writable; else the driver reports `none`). The demo
+/// production deployment's two nodes get one CPU each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scaling_resizes_the_database_and_the_node_limits() {
+    use kanmon_control::{domain::tier::postgres_tier, driver::CpuLimitMode};
+    let platform = Platform::start(PlatformOpts {
+        database: true,
+        ..PlatformOpts::default()
+    })
+    .await;
+    let control = platform.control.as_ref().expect("control");
+    let local = control.local().clone();
+    let dbs = control.databases().expect("databases").clone();
+    let mode = local.cpu_limit_mode();
+    eprintln!("node CPU limits: {}", mode.as_str());
+    let node_cpus = |node: &str| local.node_cgroup(node).map(|c| cgroup_cpus(&c));
+    if mode != CpuLimitMode::None {
+        assert_eq!(node_cpus("demo-0"), Some(1.0));
+        assert_eq!(node_cpus("demo-1"), Some(1.0));
+    }
+
+    let created = platform
+        .api
+        .post(
+            "/v1/deployments",
+            &json!({ "instance": "solo", "zone": "us-east1", "type": "development",
+                     "version": platform.deployment().await["spec"]["version"],
+                     "node_cpus": 1, "db_cpus": 1 }),
+        )
+        .await
+        .expect("create solo");
+    let id = created["operation"]["id"].as_u64().expect("operation id");
+    let op = platform.wait_op(id, Duration::from_secs(60)).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let before = dbs.url("solo").expect("solo's database runs");
+    let want = |cpus: u32, name: &str| {
+        postgres_tier(cpus)
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value)
+            .expect(name)
+    };
+    assert_eq!(
+        show(&before, "max_connections").await,
+        want(1, "max_connections")
+    );
+    assert_eq!(
+        show(&before, "shared_buffers").await,
+        want(1, "shared_buffers")
+    );
+    if mode != CpuLimitMode::None {
+        assert_eq!(node_cpus("solo-0"), Some(1.0));
+    }
+
+    let op = platform
+        .api
+        .post(
+            "/v1/deployments/solo/operations",
+            &json!({ "kind": "scale", "node_cpus": 2, "db_cpus": 2 }),
+        )
+        .await
+        .expect("scale queued");
+    let op = platform
+        .wait_op(op["id"].as_u64().expect("id"), Duration::from_secs(60))
+        .await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let after = dbs.url("solo").expect("solo's database runs");
+    assert_eq!(
+        after, before,
+        "restarted on the same port, same credentials"
+    );
+    assert_eq!(show(&after, "max_connections").await, "60");
+    assert_eq!(
+        show(&after, "max_connections").await,
+        want(2, "max_connections")
+    );
+    assert_eq!(
+        show(&after, "shared_buffers").await,
+        want(2, "shared_buffers")
+    );
+    assert_eq!(show(&after, "work_mem").await, want(2, "work_mem"));
+    if mode != CpuLimitMode::None {
+        assert_eq!(
+            node_cpus("solo-0"),
+            Some(2.0),
+            "a development node gets all its CPUs"
+        );
+    }
+    // The demo deployment's database was not touched.
+    let demo = dbs.url("demo").expect("demo's database runs");
+    assert_eq!(
+        show(&demo, "max_connections").await,
+        want(1, "max_connections")
+    );
+    platform.stop().await;
+}

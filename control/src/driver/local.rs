@@ -32,6 +32,7 @@ use tokio::{
 use nix::sys::signal::Signal;
 
 use super::{
+    cpu_limit::{join_in_child, CpuLimitMode, CpuLimiter},
     env_name,
     lifeline::{die_with_parent, Launcher},
     log_file::{LogFile, Retention, SharedLogFile},
@@ -107,6 +108,8 @@ pub struct LocalDriver {
     /// Forks every node, so nodes get SIGTERM when the driver (or the process) goes, even by
     /// `kill -9`; made on the first start, inside the runtime the nodes are reaped by.
     launcher: OnceLock<Launcher<Command, Child>>,
+    /// Each node's CPU limit (a cgroup per node where the machine allows it).
+    cpu: CpuLimiter,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -175,7 +178,18 @@ impl LocalDriver {
             env: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             launcher: OnceLock::new(),
+            cpu: CpuLimiter::detect(),
         }
+    }
+
+    /// How the nodes' CPU limits are enforced (cgroup v2, cgroup v1, or not at all).
+    pub fn cpu_limit_mode(&self) -> CpuLimitMode {
+        self.cpu.mode()
+    }
+
+    /// The cgroup node `node` runs in (`None` when limits are not enforced).
+    pub fn node_cgroup(&self, node: &str) -> Option<PathBuf> {
+        self.cpu.cgroup_of(node)
     }
 
     /// Sets extra environment variables for the nodes of `instance` started from now on.
@@ -289,6 +303,9 @@ impl LocalDriver {
         crate::private::write_file(&config_path, &text).map_err(err)?;
         cmd.env(CONFIG_ENV, &config_path);
         die_with_parent(cmd.as_std_mut(), Signal::SIGTERM);
+        if let Some(procs) = self.cpu.prepare(&spec.id, spec.cpus).map_err(err)? {
+            join_in_child(cmd.as_std_mut(), procs);
+        }
         let mut child = self.launcher()?.spawn(cmd).map_err(err)?;
         let stdout = child
             .stdout
@@ -413,16 +430,16 @@ impl Processes for LocalDriver {
                 tracing::warn!(error = %e, node, "could not send SIGTERM; killing");
             }
         }
-        match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
+        let result = match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
             Ok(Ok(_)) => Ok(()),
-            _ => {
-                child
-                    .kill()
-                    .await
-                    .map_err(|e| DriverError::Other(format!("killing {node}: {e}")))?;
-                Ok(())
-            }
-        }
+            _ => child
+                .kill()
+                .await
+                .map_err(|e| DriverError::Other(format!("killing {node}: {e}"))),
+        };
+        // Exited and reaped: its cgroup is empty now.
+        self.cpu.release(node);
+        result
     }
 
     async fn health(&self, instance: &str, node: &str) -> NodeHealth {

@@ -10,6 +10,7 @@
 //! [`Processes`] and get the declarative side from [`ProcessDriver`]; a cluster driver
 //! implements [`Driver`] itself (apply objects, watch pods).
 
+pub mod cpu_limit;
 mod desired;
 mod file;
 pub(crate) mod lifeline;
@@ -25,6 +26,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
+pub use cpu_limit::CpuLimitMode;
 pub use desired::{DesiredNode, DesiredState, NodePhase, Observation, Observer, Probe};
 pub use file::NodesFilePublisher;
 pub use local::{LocalDriver, LocalDriverConfig, CONFIG_ENV};

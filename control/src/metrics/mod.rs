@@ -45,6 +45,8 @@ pub mod names {
     pub const NODE_CPU: &str = "kanmon_node_cpu_seconds_total";
     /// Resident memory of a node process under the local driver.
     pub const NODE_MEMORY: &str = "kanmon_node_memory_bytes";
+    /// How node CPU limits are enforced under the local driver: 1 for the mode in use.
+    pub const NODE_CPU_LIMIT_MODE: &str = "kanmon_node_cpu_limit_mode";
     /// CPU time of a deployment's PostgreSQL server processes (postmaster and children).
     pub const DATABASE_CPU: &str = "kanmon_database_cpu_seconds_total";
     /// Statements a deployment's database executed (`pg_stat_statements` calls).
@@ -107,6 +109,7 @@ pub struct ControlMetrics {
     auth_failures: IntCounter,
     node_cpu: CounterVec,
     node_memory: IntGaugeVec,
+    cpu_limit_mode: IntGaugeVec,
     database_cpu: CounterVec,
     database_calls: CounterVec,
     database_query_seconds: CounterVec,
@@ -163,6 +166,10 @@ impl ControlMetrics {
                 opts(names::NODE_MEMORY, "Resident memory of a node process under the local driver."),
                 &["deployment", "node"],
             )?,
+            cpu_limit_mode: IntGaugeVec::new(
+                opts(names::NODE_CPU_LIMIT_MODE, "1 for the way node CPU limits are enforced under the local driver (cgroup_v2, cgroup_v1, or none: no writable cgroup, nodes run unlimited)."),
+                &["mode"],
+            )?,
             database_cpu: CounterVec::new(
                 opts(names::DATABASE_CPU, "CPU seconds (user + system) of a deployment's PostgreSQL server processes under kanmon up."),
                 &["deployment"],
@@ -196,6 +203,7 @@ impl ControlMetrics {
         m.registry.register(Box::new(m.auth_failures.clone()))?;
         m.registry.register(Box::new(m.node_cpu.clone()))?;
         m.registry.register(Box::new(m.node_memory.clone()))?;
+        m.registry.register(Box::new(m.cpu_limit_mode.clone()))?;
         for c in [
             &m.database_cpu,
             &m.database_calls,
@@ -291,6 +299,15 @@ impl ControlMetrics {
                 let n = dep.nodes.iter().filter(|n| n.state == state).count();
                 self.nodes.with_label_values(&[name, label]).set(n as i64);
             }
+        }
+    }
+
+    /// Sets the CPU limit mode series: 1 for `mode`, 0 for the others.
+    pub fn observe_cpu_limit_mode(&self, mode: crate::driver::CpuLimitMode) {
+        for m in crate::driver::CpuLimitMode::ALL {
+            self.cpu_limit_mode
+                .with_label_values(&[m.as_str()])
+                .set(i64::from(m == mode));
         }
     }
 

@@ -86,6 +86,9 @@ impl MetricsSources {
             })
             .collect();
         m.observe_processes(&samples);
+        if let Some(local) = &self.local {
+            m.observe_cpu_limit_mode(local.cpu_limit_mode());
+        }
         let databases = self
             .databases
             .as_ref()

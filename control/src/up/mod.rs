@@ -374,6 +374,11 @@ impl ControlPlane {
         })
     }
 
+    /// The local process driver of the nodes (for their CPU limits, in tests and tools).
+    pub fn local(&self) -> &Arc<LocalDriver> {
+        &self.local
+    }
+
     /// The databases, when the platform runs them.
     pub fn databases(&self) -> Option<&Arc<Databases>> {
         self.databases.as_ref()
