@@ -96,14 +96,17 @@ pub enum Command {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Change node CPUs (node count) and database CPUs (only up); triggers a rolling reboot.
+    /// Change node CPUs (node count and each node's CPU limit) and database CPUs (only up: the
+    /// database's resources and PostgreSQL settings); triggers a rolling reboot.
     Scale {
         /// Deployment instance name.
         instance: String,
-        /// Node CPUs: 1 → one node, 2 → two (HA), more → more (development: always one node).
+        /// Node CPUs: 1 → one node, 2 → two (HA), more → more (development: always one node,
+        /// limited to all of them). Each node runs limited to its share.
         #[arg(long)]
         node_cpus: u32,
-        /// Database CPUs (can only be raised).
+        /// Database CPUs (can only be raised): sizes max_connections, shared_buffers, work_mem,
+        /// effective_cache_size and the worker processes; the database restarts for them.
         #[arg(long)]
         db_cpus: u32,
         /// Wait and show progress.
