@@ -208,3 +208,137 @@ async fn a_node_runs_in_a_cgroup_with_its_cpus() {
     drop(driver);
     assert!(!parent.exists(), "the driver's cgroup outlived it");
 }
+
+mod builds {
+    use super::*;
+    use kanmon_control::{
+        domain::build::Builder,
+        driver::build_local::{run_build, LocalBuildConfig},
+    };
+    use kanmon_router::Catalog;
+
+    fn catalog() -> Catalog {
+        Catalog::new(vec!["3.35.0".parse().unwrap(), "3.36.0".parse().unwrap()])
+    }
+
+    /// A game-server source whose build script writes a node program (a wrapper around the
+    /// demo node that reports the version it was built against).
+    fn source(dir: &std::path::Path) -> std::path::PathBuf {
+        let src = dir.join("game");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("build.sh"),
+            format!(
+                "echo compiling against $KANMON_BUILD_VERSION\n\
+                 printf '#!/bin/sh\\necho built-for=%s >&2\\nexec {} \"$@\"\\n' \"$KANMON_BUILD_VERSION\" > \"$KANMON_BUILD_OUTPUT\"\n",
+                env!("CARGO_BIN_EXE_kanmon")
+            ),
+        )
+        .unwrap();
+        src
+    }
+
+    fn cfg(dir: &std::path::Path, command: &str) -> LocalBuildConfig {
+        LocalBuildConfig {
+            command: command.into(),
+            dir: dir.join("builds"),
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// A build of a local directory yields an artifact stored by digest that the local driver
+    /// runs as a node program; the log holds the command's output; the work directory goes.
+    #[tokio::test]
+    async fn a_directory_build_yields_a_node_program_the_driver_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let b = Builder::new(
+            "main",
+            src.to_str().unwrap(),
+            "3.36.0".parse().unwrap(),
+            &catalog(),
+        )
+        .unwrap();
+        let out = run_build(&cfg(dir.path(), "sh build.sh"), &b, 1).await;
+        let image = out
+            .result
+            .clone()
+            .unwrap_or_else(|e| panic!("{e}: {}", out.log.text()));
+        assert!(
+            out.log.text().contains("compiling against 3.36.0"),
+            "{}",
+            out.log.text()
+        );
+        let digest = out.digest.expect("digest");
+        assert!(
+            image.ends_with(&format!("main-{}", &digest[..16])),
+            "{image}"
+        );
+        assert!(!dir.path().join("builds/work/main-1").exists());
+
+        let mut c = config(dir.path());
+        c.program = image.into();
+        let driver = LocalDriver::new(c);
+        driver
+            .start_node("alpha", &launch("alpha-0", 1))
+            .await
+            .unwrap();
+        assert_eq!(healthy(&driver, "alpha-0").await, NodeHealth::Healthy);
+        let path = dir.path().join("logs/alpha/alpha-0.log");
+        let mut log = String::new();
+        for _ in 0..100 {
+            log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains("built-for=3.36.0") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(log.contains("built-for=3.36.0"), "{log}");
+        driver.stop_node("alpha", "alpha-0").await.unwrap();
+    }
+
+    /// A git source (`file://`) is cloned; a failing command fails the build with its output
+    /// in the log; a build past its time is stopped; a source without an artifact fails.
+    #[tokio::test]
+    async fn git_sources_failures_and_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+                .args(args)
+                .current_dir(&src)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "."]);
+        git(&["commit", "-qm", "game"]);
+        let url = format!("file://{}", src.display());
+        let b = Builder::new("git", &url, "3.35.0".parse().unwrap(), &catalog()).unwrap();
+        let out = run_build(&cfg(dir.path(), "sh build.sh"), &b, 2).await;
+        assert!(out.result.is_ok(), "{:?}: {}", out.result, out.log.text());
+        assert!(out.log.text().contains("compiling against 3.35.0"));
+
+        let out = run_build(&cfg(dir.path(), "echo broken >&2; exit 3"), &b, 3).await;
+        let why = out.result.unwrap_err();
+        assert!(why.contains("failed"), "{why}");
+        assert!(out.log.text().contains("broken"), "{}", out.log.text());
+
+        let out = run_build(&cfg(dir.path(), "true"), &b, 4).await;
+        assert!(out.result.unwrap_err().contains("no artifact"));
+
+        let mut slow = cfg(dir.path(), "sleep 30");
+        slow.timeout = Duration::from_millis(1500);
+        let started = std::time::Instant::now();
+        let out = run_build(&slow, &b, 5).await;
+        assert!(out.result.unwrap_err().contains("longer than"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!dir.path().join("builds/work/git-5").exists());
+
+        // Unsupported versions are refused before anything runs.
+        assert!(Builder::new("old", &url, "3.20.0".parse().unwrap(), &catalog()).is_err());
+    }
+}

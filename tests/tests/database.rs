@@ -168,11 +168,11 @@ fn cgroup_cpus(dir: &std::path::Path) -> f64 {
     read("cpu.cfs_quota_us") / read("cpu.cfs_period_us")
 }
 
-/// Scaling acts under `kanmon up`: a development deployment scaled from 1 to 2 node CPUs and 1
-/// to 2 database CPUs through the API gets a database restarted (on the same port) with the
-/// larger tier's settings, read back with `SHOW` over a real connection, and a node whose
-/// cgroup allows 2 CPUs (where cgroups are writable; else the driver reports `none`). The demo
-/// production deployment's two nodes get one CPU each.
+/// Scaling acts under `kanmon up`: a development deployment (created through the API) scaled
+/// from 1 to 2 node CPUs and 1 to 2 database CPUs with `kanmon scale` gets a database
+/// restarted (on the same port) with the larger tier's settings, read back with `SHOW` over a
+/// real connection, and a node whose cgroup allows 2 CPUs (where cgroups are writable; else
+/// the driver reports `none`). The demo production deployment's two nodes get one CPU each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scaling_resizes_the_database_and_the_node_limits() {
     use kanmon_control::{domain::tier::postgres_tier, driver::CpuLimitMode};
@@ -225,18 +225,31 @@ async fn scaling_resizes_the_database_and_the_node_limits() {
         assert_eq!(node_cpus("solo-0"), Some(1.0));
     }
 
-    let op = platform
-        .api
-        .post(
-            "/v1/deployments/solo/operations",
-            &json!({ "kind": "scale", "node_cpus": 2, "db_cpus": 2 }),
-        )
-        .await
-        .expect("scale queued");
-    let op = platform
-        .wait_op(op["id"].as_u64().expect("id"), Duration::from_secs(60))
-        .await;
-    assert_eq!(op["status"], "completed", "{op}");
+    // Scaled with the CLI (`kanmon scale … --wait` against the API).
+    let kanmon = kanmon_tests::workspace_bin("kanmon");
+    let (api, token) = (control.api_addr, control.token.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(kanmon)
+            .args([
+                "scale",
+                "solo",
+                "--node-cpus",
+                "2",
+                "--db-cpus",
+                "2",
+                "--wait",
+            ])
+            .env("KANMON_SERVER", format!("http://{api}"))
+            .env("KANMON_TOKEN", token)
+            .env_remove("KANMON_TOKEN_FILE")
+            .output()
+            .expect("run kanmon scale")
+    })
+    .await
+    .expect("kanmon scale");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    assert!(progress.contains("completed"), "{progress}");
     let after = dbs.url("solo").expect("solo's database runs");
     assert_eq!(
         after, before,

@@ -8,6 +8,7 @@
 #[cfg(test)]
 mod allowance_tests;
 pub mod billing;
+pub mod build;
 pub mod controller;
 pub mod crashloop;
 pub mod deployment;
