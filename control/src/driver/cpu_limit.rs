@@ -344,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_runs_cgroups_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A pid above the kernel's maximum (4194304) never runs.
+        let dead = dir.path().join("kanmon-4999999-0");
+        let live = dir.path().join(format!("kanmon-{}-7", std::process::id()));
+        let other = dir.path().join("system.slice");
+        for d in [dead.join("alpha-0"), live.join("beta-0"), other.clone()] {
+            std::fs::create_dir_all(d).expect("dir");
+        }
+        sweep(dir.path());
+        assert!(!dead.exists(), "the dead run's cgroups stayed");
+        assert!(live.join("beta-0").exists() && other.exists());
+    }
+
+    #[test]
     fn the_quota_is_the_node_cpus() {
         assert_eq!(
             limit_files(CpuLimitMode::CgroupV2, 2),
