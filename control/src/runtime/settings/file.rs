@@ -53,6 +53,8 @@ struct RawFile {
     versions: Option<Vec<String>>,
     zones: Option<Vec<RawZone>>,
     billing_interval: Option<String>,
+    notifications: Option<super::notify::RawNotify>,
+    smtp: Option<super::notify::RawSmtp>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,8 @@ impl Settings {
             }
             settings.billing_interval = every;
         }
+        super::notify::apply(raw.notifications, raw.smtp, &mut settings.notify)
+            .map_err(|(key, why)| rule(key, why))?;
         Ok(settings)
     }
 }
