@@ -203,6 +203,10 @@ pub enum Command {
     /// Create users and service users, rotate their tokens.
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Notifications when operations end: webhook and e-mail subscriptions per organization
+    /// or deployment, and their delivery logs.
+    #[command(subcommand)]
+    Notify(super::notify::NotifyCmd),
     /// Grant permissions (admin).
     Grant(GrantArgs),
     /// List and revoke grants (`kanmon grant` adds them).

@@ -1,0 +1,503 @@
+//! Notifications when operations end, through a real `kanmon serve`: a webhook receiver in
+//! the test (HMAC verified independently, a 500 answered first to see the retry, the delivery
+//! log through the API and the CLI), an SMTP sink (Python's aiosmtpd, installed by
+//! `scripts/setup.sh`) started on loopback and stopped by PID, permissions, refused targets,
+//! and pending deliveries surviving a restart.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+    Router,
+};
+use common::Server;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    signature: String,
+    event: String,
+    delivery: String,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver on loopback: answers `failures` requests with 500, then 200.
+async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let count = Arc::new(Mutex::new(0usize));
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let (tx, count) = (tx.clone(), count.clone());
+            async move {
+                let h = |k: &str| {
+                    headers
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let got = Received {
+                    signature: h("kanmon-signature"),
+                    event: h("kanmon-event"),
+                    delivery: h("kanmon-delivery"),
+                    body: body.to_vec(),
+                };
+                let _ = tx.send(got);
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                if *n <= failures {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(15), rx.recv())
+        .await
+        .expect("the receiver heard nothing within 15 s")
+        .expect("receiver open")
+}
+
+/// Checks `Kanmon-Signature: t=<unix>,v1=<hex>` over `t.body` with the secret, computed here
+/// independently of the control plane's code.
+fn verify(secret: &str, r: &Received) {
+    let (t, v1) = r
+        .signature
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .unwrap_or_else(|| panic!("bad signature header {:?}", r.signature));
+    let unix: u64 = t.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now.abs_diff(unix) < 60,
+        "signature time {unix} vs now {now}"
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&r.body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v1, hex, "signature does not verify");
+}
+
+fn config(dir: &std::path::Path, extra: &str) -> String {
+    let path = dir.join("kanmon.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[notifications]\nretry_base = \"300ms\"\nretry_cap = \"1s\"\nattempts = 3\n{extra}"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn kanmon(s: &Server, token_file: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kanmon"))
+        .args(args)
+        .env("KANMON_SERVER", &s.url)
+        .env("KANMON_TOKEN_FILE", token_file)
+        .env_remove("KANMON_TOKEN")
+        .output()
+        .expect("run kanmon");
+    assert!(
+        out.status.success(),
+        "kanmon {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls the delivery log of `sub` until its newest delivery is in `state` (bounded).
+async fn wait_delivery(s: &Server, sub: u64, state: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (status, v) = s
+            .get(&format!("/v1/subscriptions/{sub}/deliveries"), &s.admin)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        if v["deliveries"][0]["state"] == state {
+            return v["deliveries"][0].clone();
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("delivery never became {state}: {last}");
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_retried_after_a_500_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let db = dir.path().join("k.db");
+    let s = Server::start(
+        &db,
+        &[
+            "--config",
+            &cfg,
+            "--notify-allow-loopback",
+            "--grace",
+            "100ms",
+        ],
+    );
+    let token_file = format!("{}.admin-token", db.display());
+    let (url, mut rx) = receiver(1).await;
+
+    // Tenant input that must never become a request.
+    let api_port = s.url.rsplit(':').next().unwrap().to_string();
+    let metrics = s.metrics_url.clone();
+    for bad in [
+        "file:///etc/passwd".to_string(),
+        "gopher://127.0.0.1/".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        format!("http://127.0.0.1:{api_port}/v1/users"),
+        metrics,
+    ] {
+        let (status, v) = s
+            .post(
+                "/v1/orgs/acme/subscriptions",
+                &s.admin,
+                json!({ "webhook": bad }),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    let (status, v) = s
+        .post(
+            "/v1/orgs/acme/subscriptions",
+            &s.admin,
+            json!({ "webhook": url, "events": ["operation.bogus"] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+
+    let (status, sub) = s
+        .post(
+            "/v1/orgs/acme/subscriptions",
+            &s.admin,
+            json!({ "webhook": url }),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    let secret = sub["secret"]
+        .as_str()
+        .expect("secret shown to admin")
+        .to_string();
+    assert_eq!(secret.len(), 64);
+    let id = sub["id"].as_u64().unwrap();
+
+    // The first deploy of a new deployment of acme ends: the receiver hears it twice (500, then 200).
+    let dep = s.create("alpha", "development", 1).await;
+    assert_eq!(dep["instance"], "alpha");
+    let first = next(&mut rx).await;
+    let second = next(&mut rx).await;
+    for r in [&first, &second] {
+        verify(&secret, r);
+        assert_eq!(r.event, "operation.completed");
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["event"], "operation.completed");
+        assert_eq!(body["deployment"]["instance"], "alpha");
+        assert_eq!(body["operation"]["kind"], "deploy");
+        assert_eq!(body["operation"]["status"], "completed");
+    }
+    assert_eq!(
+        first.delivery, second.delivery,
+        "a retry is the same delivery"
+    );
+    assert_eq!(first.body, second.body);
+
+    let d = wait_delivery(&s, id, "delivered").await;
+    let tries = d["tries"].as_array().unwrap();
+    assert_eq!(tries.len(), 2, "{d}");
+    assert_eq!(tries[0]["status"], 500);
+    assert!(tries[0]["error"].as_str().unwrap().contains("500"), "{d}");
+    assert_eq!(tries[1]["status"], 200);
+    assert!(tries[1]["error"].is_null(), "{d}");
+    assert!(tries[1]["at"].as_u64() >= tries[0]["at"].as_u64().map(|t| t + 250));
+
+    let out = kanmon(&s, &token_file, &["notify", "deliveries", &id.to_string()]);
+    assert!(out.contains("delivered") && out.contains("500"), "{out}");
+    let out = kanmon(&s, &token_file, &["notify", "list", "--org", "acme"]);
+    assert!(
+        out.contains(&url) && out.contains("operation.completed"),
+        "{out}"
+    );
+
+    // A deployment's editor manages its own subscriptions, never the organization's, and
+    // without `secrets` sees neither the signing secret nor the URL's path.
+    let bob = s
+        .user(
+            "bob",
+            &[(
+                json!({ "level": "deployment", "instance": "alpha" }),
+                &["view", "edit"],
+            )],
+        )
+        .await;
+    let (status, v) = s
+        .post(
+            "/v1/orgs/acme/subscriptions",
+            &bob,
+            json!({ "webhook": url }),
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["missing_permission"], "edit");
+    let (status, v) = s.get(&format!("/v1/subscriptions/{id}"), &bob).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, mine) = s
+        .post(
+            "/v1/deployments/alpha/subscriptions",
+            &bob,
+            json!({ "webhook": url, "events": ["operation.failed"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    assert!(mine["secret"].is_null(), "{mine}");
+    assert!(!mine.to_string().contains("/hook"), "{mine}");
+    let (status, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/subscriptions/{}", mine["id"]),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+
+    let (_, audit) = s.get("/v1/audit?limit=200", &s.admin).await;
+    let actions: Vec<(&str, &str)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("subscriptions.create", "allowed")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("subscriptions.create", "denied")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("subscriptions.delete", "allowed")),
+        "{actions:?}"
+    );
+    assert!(!audit.to_string().contains(&secret));
+}
+
+#[tokio::test]
+async fn a_pending_delivery_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    // Every try fails until the control plane is restarted with more tries to give.
+    let (url, mut rx) = receiver(usize::MAX).await;
+    let cfg = config(dir.path(), "");
+    let s = Server::start(
+        &db,
+        &[
+            "--config",
+            &cfg,
+            "--notify-allow-loopback",
+            "--grace",
+            "100ms",
+        ],
+    );
+    let (status, sub) = s
+        .post(
+            "/v1/orgs/acme/subscriptions",
+            &s.admin,
+            json!({ "webhook": url }),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    let id = sub["id"].as_u64().unwrap();
+    s.create("alpha", "development", 1).await;
+    next(&mut rx).await;
+    s.kill();
+    // What the killed process sent is behind us; what comes now is the next process's.
+    while rx.try_recv().is_ok() {}
+    // The same delivery is tried again by the next process.
+    let s = Server::start(
+        &db,
+        &[
+            "--config",
+            &cfg,
+            "--notify-allow-loopback",
+            "--grace",
+            "100ms",
+        ],
+    );
+    let again = next(&mut rx).await;
+    assert_eq!(again.event, "operation.completed");
+    let d = wait_delivery(&s, id, "failed").await;
+    assert_eq!(d["attempts"], 3, "{d}");
+    assert_eq!(d["tries"].as_array().unwrap().len(), 3, "{d}");
+}
+
+/// Python's aiosmtpd printing every message it gets; killed by PID on drop.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SmtpSink {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 -m aiosmtpd (scripts/setup.sh installs it)");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port, lines };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("aiosmtpd exited: {status} (is it installed? scripts/setup.sh)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("aiosmtpd did not listen on {port}");
+    }
+
+    /// Lines until one contains `needle` (bounded); returns them all.
+    fn until(&self, needle: &str) -> String {
+        let mut seen = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return seen;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("the SMTP sink never printed {needle:?}; got:\n{seen}");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill().and_then(|_| self.child.wait()) {
+            eprintln!("stopping aiosmtpd (pid {}): {e}", self.child.id());
+        }
+    }
+}
+
+#[tokio::test]
+async fn e_mail_reaches_an_smtp_sink() {
+    let sink = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"Kanmon <kanmon@kanmon.test>\"\n",
+            sink.port
+        ),
+    );
+    let db = dir.path().join("k.db");
+    let s = Server::start(&db, &["--config", &cfg, "--grace", "100ms"]);
+    let token_file = format!("{}.admin-token", db.display());
+    s.create("alpha", "development", 1).await;
+    let (status, v) = s
+        .post(
+            "/v1/deployments/alpha/subscriptions",
+            &s.admin,
+            json!({ "email": "not an address" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let out = kanmon(
+        &s,
+        &token_file,
+        &[
+            "notify",
+            "add",
+            "--deployment",
+            "alpha",
+            "--email",
+            "ops@example.com",
+            "--event",
+            "operation.completed",
+        ],
+    );
+    assert!(out.contains("email ops@example.com"), "{out}");
+    let (_, list) = s.get("/v1/deployments/alpha/subscriptions", &s.admin).await;
+    let id = list["subscriptions"][0]["id"].as_u64().unwrap();
+
+    let (status, op) = s
+        .post(
+            "/v1/deployments/alpha/operations",
+            &s.admin,
+            json!({ "kind": "reboot" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{op}");
+    let op = s.wait_op(op["id"].as_u64().unwrap()).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let mail = sink.until("Requested by:");
+    let subject = format!(
+        "Subject: [kanmon] alpha: operation {} (reboot) completed",
+        op["id"]
+    );
+    assert!(mail.contains(&subject), "{mail}");
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    let d = wait_delivery(&s, id, "delivered").await;
+    assert_eq!(d["tries"][0]["status"], 250, "{d}");
+}
