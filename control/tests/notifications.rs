@@ -318,6 +318,19 @@ async fn webhooks_are_signed_retried_after_a_500_and_logged() {
         "{actions:?}"
     );
     assert!(!audit.to_string().contains(&secret));
+
+    // The routes are in the OpenAPI document.
+    let (_, doc) = s
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    for (path, method) in [
+        ("/v1/orgs/{org}/subscriptions", "post"),
+        ("/v1/deployments/{instance}/subscriptions", "get"),
+        ("/v1/subscriptions/{id}", "delete"),
+        ("/v1/subscriptions/{id}/deliveries", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{path} {method}");
+    }
 }
 
 #[tokio::test]

@@ -66,11 +66,14 @@ pub enum NotifyCmd {
     },
 }
 
-fn base(at: &Where) -> String {
+fn base(at: &Where) -> Result<String, ClientError> {
     match (&at.org, &at.deployment) {
-        (Some(org), _) => format!("/v1/orgs/{}/subscriptions", super::segment(org)),
-        (None, Some(i)) => format!("/v1/deployments/{}/subscriptions", super::segment(i)),
-        (None, None) => unreachable!("clap requires --org or --deployment"),
+        (Some(org), _) => Ok(format!("/v1/orgs/{}/subscriptions", super::segment(org))),
+        (None, Some(i)) => Ok(format!(
+            "/v1/deployments/{}/subscriptions",
+            super::segment(i)
+        )),
+        (None, None) => Err(ClientError::Usage("give --org or --deployment".into())),
     }
 }
 
@@ -112,7 +115,7 @@ pub(super) async fn run(c: &Client, cmd: NotifyCmd, json_out: bool) -> Result<St
             if !evs.is_empty() {
                 body["events"] = json!(evs);
             }
-            let v = c.post(&base(&at), &body).await?;
+            let v = c.post(&base(&at)?, &body).await?;
             if json_out {
                 return Ok(pretty(&v));
             }
@@ -133,7 +136,7 @@ pub(super) async fn run(c: &Client, cmd: NotifyCmd, json_out: bool) -> Result<St
             Ok(out)
         }
         NotifyCmd::List { at } => {
-            let v = c.get(&base(&at)).await?;
+            let v = c.get(&base(&at)?).await?;
             if json_out {
                 return Ok(pretty(&v));
             }
