@@ -514,3 +514,68 @@ async fn e_mail_reaches_an_smtp_sink() {
     let d = wait_delivery(&s, id, "delivered").await;
     assert_eq!(d["tries"][0]["status"], 250, "{d}");
 }
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_holds_up_no_operation() {
+    // Accepts connections and never answers: every try waits for the 10 s timeout.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hang.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while conns.len() < 100 {
+            match hang.accept().await {
+                Ok((c, _)) => conns.push(c),
+                Err(_) => break,
+            }
+        }
+        conns
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let db = dir.path().join("k.db");
+    let s = Server::start(
+        &db,
+        &[
+            "--config",
+            &cfg,
+            "--notify-allow-loopback",
+            "--grace",
+            "100ms",
+        ],
+    );
+    let (status, sub) = s
+        .post(
+            "/v1/orgs/acme/subscriptions",
+            &s.admin,
+            json!({ "webhook": format!("http://{addr}/hook") }),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    let started = std::time::Instant::now();
+    s.create("alpha", "development", 1).await;
+    for _ in 0..2 {
+        let (status, op) = s
+            .post(
+                "/v1/deployments/alpha/operations",
+                &s.admin,
+                json!({ "kind": "reboot" }),
+            )
+            .await;
+        assert_eq!(status, 202, "{op}");
+        let op = s.wait_op(op["id"].as_u64().unwrap()).await;
+        assert_eq!(op["status"], "completed", "{op}");
+    }
+    // Three operations ended while the first delivery's try was still hanging.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "operations took {took:?}");
+    let (_, log) = s
+        .get(
+            &format!("/v1/subscriptions/{}/deliveries", sub["id"]),
+            &s.admin,
+        )
+        .await;
+    let deliveries = log["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 3, "{log}");
+    assert!(deliveries.iter().all(|d| d["state"] == "pending"), "{log}");
+    held.abort();
+}
