@@ -27,6 +27,12 @@ pub const IN_FLIGHT: usize = 16;
 /// The store is looked at this often even without a wake-up (a retry falls due).
 const IDLE: Duration = Duration::from_secs(30);
 
+/// How long finished deliveries stay in the log.
+pub const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often old finished deliveries are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// What one try came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sent {
@@ -80,7 +86,16 @@ pub async fn run(rt: Runtime) {
     let wake = rt.delivery_wake();
     let mut tasks: JoinSet<u64> = JoinSet::new();
     let mut busy: HashSet<u64> = HashSet::new();
+    let mut pruned = crate::domain::Timestamp(0);
     loop {
+        let t = now();
+        if t >= pruned.after(PRUNE_EVERY) {
+            pruned = t;
+            let before = crate::domain::Timestamp(t.0.saturating_sub(KEEP.as_millis() as u64));
+            if let Err(e) = rt.store().prune_deliveries(before) {
+                tracing::error!(error = %e, "pruning old notification deliveries");
+            }
+        }
         if busy.len() < IN_FLIGHT {
             match rt.store().due_deliveries(now(), (IN_FLIGHT * 2) as u32) {
                 Ok(due) => {

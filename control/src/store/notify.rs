@@ -285,6 +285,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets finished deliveries (delivered or failed) whose last try was before `before`,
+    /// with their tries, so the log does not grow without end; pending ones are kept.
+    pub fn prune_deliveries(&self, before: Timestamp) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM deliveries WHERE state != 'pending' AND next_at < ?1",
+            params![before.0.min(i64::MAX as u64) as i64],
+        )?)
+    }
+
     /// A subscription's deliveries, newest first (at most `limit`), each with its tries.
     pub fn deliveries(
         &self,

@@ -1,8 +1,9 @@
 //! The control plane's configuration file (`kanmon serve --config FILE`, `kanmon up --config
 //! FILE`): the platform catalogs DESIGN.md says live in configuration (released versions,
-//! zones), the base domain and the billing sample interval. Parsed into raw serde types, then validated once into
-//! [`Settings`]; a key the file does not know is an error naming the key and its line, so a
-//! typo never silently falls back to a default.
+//! zones), the base domain, the billing sample interval and notification delivery
+//! (`[notifications]`, `[smtp]`, validated in `settings/notify.rs`). Parsed into raw serde
+//! types, then validated once into [`Settings`]; a key the file does not know is an error
+//! naming the key and its line, so a typo never silently falls back to a default.
 
 use std::{
     path::{Path, PathBuf},
