@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use lettre::{
     message::{header::ContentType, Mailbox},
-    transport::smtp::authentication::Credentials,
+    transport::smtp::{
+        authentication::Credentials,
+        client::{Certificate, Tls, TlsParameters},
+    },
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
 };
 use serde_json::Value;
@@ -50,13 +53,26 @@ pub(super) fn compose(payload: &Value) -> (String, String) {
     (subject, text)
 }
 
+/// TLS that trusts the configured CA besides the system's roots.
+fn with_ca(host: &str, pem: &[u8]) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+    TlsParameters::builder(host.to_string())
+        .add_root_certificate(Certificate::from_pem(pem)?)
+        .build_rustls()
+}
+
 fn transport(smtp: &Smtp) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let builder = match smtp.security {
-        SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
-        SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
-        SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            &smtp.host,
-        )),
+    type T = AsyncSmtpTransport<Tokio1Executor>;
+    let host = smtp.host.as_str();
+    let builder = match (smtp.security, &smtp.ca) {
+        (SmtpSecurity::Tls, None) => T::relay(host),
+        (SmtpSecurity::Starttls, None) => T::starttls_relay(host),
+        (SmtpSecurity::Tls, Some(ca)) => {
+            with_ca(host, ca).map(|p| T::builder_dangerous(host).tls(Tls::Wrapper(p)))
+        }
+        (SmtpSecurity::Starttls, Some(ca)) => {
+            with_ca(host, ca).map(|p| T::builder_dangerous(host).tls(Tls::Required(p)))
+        }
+        (SmtpSecurity::None, _) => Ok(T::builder_dangerous(host)),
     }
     .map_err(|e| format!("SMTP setup: {e}"))?;
     let mut builder = builder.port(smtp.port).timeout(Some(TIMEOUT));

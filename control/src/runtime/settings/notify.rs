@@ -45,6 +45,9 @@ pub struct Smtp {
     pub from: String,
     /// User name and password, when the server wants them.
     pub credentials: Option<(String, String)>,
+    /// CA certificates (PEM) the server's certificate must chain to, besides the system's
+    /// roots (a company relay with its own CA).
+    pub ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Smtp {
@@ -80,6 +83,7 @@ pub(super) struct RawSmtp {
     from: String,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 /// A rule a key broke: `(key, rule)`.
@@ -160,12 +164,31 @@ pub(super) fn apply(
             SmtpSecurity::Starttls => 587,
             SmtpSecurity::None => 25,
         });
+        let ca = match &s.ca_file {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    (
+                        "smtp.ca_file".to_string(),
+                        format!("reading {}: {e}", path.display()),
+                    )
+                })?;
+                if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err() {
+                    return Err((
+                        "smtp.ca_file".into(),
+                        format!("{} holds no PEM certificate", path.display()),
+                    ));
+                }
+                Some(pem)
+            }
+        };
         out.smtp = Some(Smtp {
             host: s.host,
             port,
             security,
             from: s.from,
             credentials,
+            ca,
         });
     }
     Ok(())
@@ -211,6 +234,10 @@ mod tests {
             ),
             ("[smtp]\nhost = \"m\"\nfrom = \"k@example.com\"\nport = 1\nsecurity = \"none\"\nusername = \"k\"\npassword_file = \"/dev/null\"", "smtp.security"),
             ("[notifications]\nretries = 3", "unknown field `retries`"),
+            (
+                "[smtp]\nhost = \"m\"\nfrom = \"k@example.com\"\nca_file = \"/dev/null\"",
+                "smtp.ca_file",
+            ),
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(key), "{bad}: {e}");
