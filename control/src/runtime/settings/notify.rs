@@ -173,7 +173,12 @@ pub(super) fn apply(
                         format!("reading {}: {e}", path.display()),
                     )
                 })?;
-                if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err() {
+                let certs = rustls_pemfile::certs(&mut pem.as_slice())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_default();
+                if certs.is_empty()
+                    || lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err()
+                {
                     return Err((
                         "smtp.ca_file".into(),
                         format!("{} holds no PEM certificate", path.display()),
