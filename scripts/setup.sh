@@ -3,7 +3,8 @@
 # Usage: scripts/setup.sh [run|test|bench]   (default: test)
 #   run   – what `kanmon up` needs: cmake (pingora's build), PostgreSQL (deployment databases)
 #   test  – the above plus promtool (metrics format checks), pebble + pebble-challtestsrv (ACME
-#           tests) and kubectl (manifest checks, if packaged)
+#           tests) and kubectl (manifest checks, if packaged); from PyPI, aiosmtpd (the SMTP
+#           sink of the notification tests)
 #   bench – the above plus nginx, haproxy, wrk and h2load for the comparison
 set -euo pipefail
 what="${1:-test}"
@@ -27,6 +28,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get update -qq
   # The prometheus package would start a service; we only need promtool, so keep it from starting.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The notification tests start Python's aiosmtpd on loopback as their SMTP sink.
+if [ "$what" != run ] && ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "setup: installing aiosmtpd (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2'
 fi
 # The postgresql package may start a cluster on port 5432; kanmon runs its own per deployment
 # (initdb in its data dir), so nothing here depends on that service.

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod driver;
 pub mod k8s;
 pub mod metrics;
+pub mod notify;
 pub mod private;
 pub mod runtime;
 pub mod store;

@@ -90,6 +90,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(every) = args.billing_interval {
         settings.billing_interval = every;
     }
+    if args.notify_allow_loopback {
+        settings.notify.allow_loopback = true;
+    }
     settings.timings = Timings {
         grace: args.grace,
         health_timeout: args.health_timeout,
@@ -150,6 +153,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(&args.metrics_listen)
         .await
         .with_context(|| format!("binding {}", args.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
     // Tests and scripts read this line to learn the port when --metrics-listen used port 0.
     println!(
         "metrics on http://{}/metrics",
@@ -164,6 +168,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // Webhooks are tenant input: they must never be aimed at our own listeners.
+    runtime.set_listeners(vec![addr, metrics_addr]);
+    tokio::spawn(kanmon_control::notify::run(runtime.clone()));
     if tls.is_none() {
         api::check_plain_http(addr, args.insecure_http)?;
     }

@@ -175,6 +175,21 @@ impl Cx<'_> {
         }
     }
 
+    /// Refuses with 403 unless the caller holds `p` on the organization itself (an
+    /// organization-level grant: title and deployment grants do not reach that far).
+    pub fn require_org(&self, p: Permission, org: &str) -> Result<(), ApiError> {
+        let t = Target {
+            org,
+            title: None,
+            instance: None,
+        };
+        if effective(&self.grants, &self.user.name, &t).contains(p) {
+            Ok(())
+        } else {
+            Err(ApiError::missing(p, &format!("organization {org}")))
+        }
+    }
+
     /// Refuses with 403 unless the caller is an administrator (user and grant management).
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.user.admin {

@@ -81,6 +81,26 @@ impl ApiError {
         }
     }
 
+    /// A 409: the request conflicts with the current state (a limit, a deleted deployment).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            missing: None,
+            audit_detail: None,
+        }
+    }
+
+    /// A 422: well-formed, but the platform cannot do it (e.g. nothing configured for it).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: message.into(),
+            missing: None,
+            audit_detail: None,
+        }
+    }
+
     /// A 404.
     pub fn not_found(what: impl Into<String>) -> Self {
         Self {

@@ -7,6 +7,7 @@ pub mod context;
 mod deployments;
 pub mod error;
 mod logs;
+mod notify;
 mod openapi;
 mod operations;
 pub mod refusals;
@@ -73,6 +74,15 @@ pub fn router_for(app: App) -> Router {
             "/v1/orgs/{org}/zones/{zone}",
             put(support::enable_zone).delete(support::disable_zone),
         )
+        .route(
+            "/v1/orgs/{org}/subscriptions",
+            get(notify::org_list).post(notify::org_create),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(notify::show).delete(notify::remove),
+        )
+        .route("/v1/subscriptions/{id}/deliveries", get(notify::deliveries))
         .route("/v1/users", post(admin::create_user))
         .route("/v1/users/{name}/grants", get(admin::list_grants))
         .route("/v1/users/{name}/token", post(admin::rotate_token))
@@ -98,6 +108,10 @@ pub fn router_for(app: App) -> Router {
         )
         .route("/v1/deployments/{instance}/logs", get(logs::logs))
         .route("/v1/deployments/{instance}/usage", get(usage::usage))
+        .route(
+            "/v1/deployments/{instance}/subscriptions",
+            get(notify::dep_list).post(notify::dep_create),
+        )
         .route(
             "/v1/deployments/{instance}/operations",
             get(operations::list).post(operations::submit),

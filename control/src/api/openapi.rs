@@ -83,6 +83,22 @@ fn usage_op() -> Value {
     v
 }
 
+/// A subscriptions collection (an organization's or a deployment's).
+fn subscriptions_path(param: Value, level: &str) -> Value {
+    json!({
+        "parameters": param,
+        "get": op("Notification subscriptions made here: {subscriptions: [{id, scope, org, channel, events, created_by, created_at}]}; webhook URLs show scheme and host only without secrets", &format!("view {level}"), None, "200"),
+        "post": op("Subscribe a webhook or e-mail address to operations that end; a webhook's signing secret (for Kanmon-Signature) is returned once, only to holders of secrets; 422 for e-mail without an SMTP server configured; 409 past 20 subscriptions", &format!("edit {level}"), Some("NewSubscription"), "201"),
+    })
+}
+
+fn new_subscription_schema() -> Value {
+    json!({ "type": "object", "description": "exactly one of webhook and email", "properties": {
+        "webhook": { "type": "string", "format": "uri", "description": "http(s) receiver; loopback, link-local, private addresses and the control plane's own listeners are refused" },
+        "email": { "type": "string", "format": "email" },
+        "events": { "type": "array", "items": { "enum": ["operation.completed", "operation.failed", "operation.superseded"] }, "description": "default: all" } } })
+}
+
 /// `GET /openapi.json`.
 pub(super) async fn document() -> Json<Value> {
     Json(json!({
@@ -141,6 +157,17 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
             "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
             "/v1/deployments/{instance}/usage": { "parameters": instance_param(), "get": usage_op() },
+            "/v1/deployments/{instance}/subscriptions": subscriptions_path(instance_param(), "on the deployment"),
+            "/v1/orgs/{org}/subscriptions": subscriptions_path(path_param("org", "string"), "at organization level"),
+            "/v1/subscriptions/{id}": {
+                "parameters": path_param("id", "integer"),
+                "get": op_404("One subscription (404 also when the caller may not view it)", "view where it lives", "200"),
+                "delete": op_404("Remove a subscription with its delivery log", "edit where it lives", "204"),
+            },
+            "/v1/subscriptions/{id}/deliveries": {
+                "parameters": path_param("id", "integer"),
+                "get": op_404("Deliveries, newest first (?limit=, default 50): {subscription, deliveries: [{id, operation, event, state: pending|delivered|failed, attempts, next_at, tries: [{attempt, at, status, error}]}]}", "view where it lives", "200"),
+            },
             "/v1/deployments/{instance}/downgrade-allowance": {
                 "parameters": instance_param(),
                 "post": op("Allow one deploy to the given older supported version (the support team's intervention, audited); used up by the deploy that completes to it", "admin", Some("DowngradeAllowance"), "200"),
@@ -186,6 +213,7 @@ pub(super) async fn document() -> Json<Value> {
                     "version": { "type": "string" }, "org": { "type": "string" }, "title": { "type": "string" },
                     "node_cpus": { "type": "integer", "minimum": 1 }, "db_cpus": { "type": "integer", "minimum": 1 },
                     "delete_protection": { "type": "boolean" } } },
+                "NewSubscription": new_subscription_schema(),
                 "DowngradeAllowance": { "type": "object", "required": ["version"], "properties": {
                     "version": { "type": "string", "description": "an older supported version than the running one" } } },
                 "Edit": { "type": "object", "properties": {

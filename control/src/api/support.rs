@@ -48,7 +48,7 @@ pub(super) async fn allow_downgrade(
 }
 
 /// An organization name as grants and deployments use it.
-fn check_org(org: &str) -> Result<(), ApiError> {
+pub(super) fn check_org(org: &str) -> Result<(), ApiError> {
     if org.is_empty() || org.len() > 64 {
         return Err(ApiError::bad_request("org must be 1-64 characters"));
     }

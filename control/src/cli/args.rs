@@ -206,6 +206,10 @@ pub enum Command {
     /// Create users and service users, rotate their tokens.
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Notifications when operations end: webhook and e-mail subscriptions per organization
+    /// or deployment, and their delivery logs.
+    #[command(subcommand)]
+    Notify(super::notify::NotifyCmd),
     /// Grant permissions (admin).
     Grant(GrantArgs),
     /// List and revoke grants (`kanmon grant` adds them).
@@ -534,6 +538,11 @@ pub struct ServeArgs {
     /// 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub billing_interval: Option<Duration>,
+    /// Let notification webhooks reach loopback receivers (tests and development only; the
+    /// control plane's own listeners stay refused). Same as `allow_loopback = true` under
+    /// `[notifications]` in --config.
+    #[arg(long)]
+    pub notify_allow_loopback: bool,
     /// Where deployment certificates come from (with --cert-dir).
     #[command(flatten)]
     pub certs: crate::certs::args::CertArgs,

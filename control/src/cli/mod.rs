@@ -5,6 +5,7 @@ pub mod client;
 mod export;
 pub mod kube_args;
 pub mod logs;
+pub mod notify;
 mod support;
 mod table;
 mod users;
@@ -213,6 +214,7 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
         Command::Zones(args) => support::zones(&c, args, json_out).await,
         Command::Whoami => Ok(pretty(&c.get("/v1/whoami").await?)),
         Command::Users(cmd) => users::run(&c, cmd, json_out).await,
+        Command::Notify(cmd) => notify::run(&c, cmd, json_out).await,
         Command::Grant(g) => grant(&c, g, json_out).await,
         Command::Grants(cmd) => grants(&c, cmd, json_out).await,
     }

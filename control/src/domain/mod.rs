@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crashloop;
 pub mod deployment;
 pub mod intents;
+pub mod notify;
 pub mod ops;
 pub mod permissions;
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub mod names {
     pub const NODES: &str = "kanmon_control_nodes";
     /// Times a node entered CrashLoopBackOff, by deployment.
     pub const CRASHLOOP_RESTARTS: &str = "kanmon_control_crashloop_restarts_total";
+    /// Notification delivery tries by `channel` (webhook, email) and `outcome` (delivered,
+    /// retrying, failed).
+    pub const NOTIFICATIONS: &str = "kanmon_control_notification_attempts_total";
     /// API requests by route template and status.
     pub const API_REQUESTS: &str = "kanmon_control_api_requests_total";
     /// Refused authentications (the counter of `api::refusals`).
@@ -105,6 +108,7 @@ pub struct ControlMetrics {
     queue_depth: IntGaugeVec,
     nodes: IntGaugeVec,
     crashloop_restarts: IntCounterVec,
+    notifications: IntCounterVec,
     api_requests: IntCounterVec,
     auth_failures: IntCounter,
     node_cpu: CounterVec,
@@ -145,6 +149,13 @@ impl ControlMetrics {
             nodes: IntGaugeVec::new(
                 opts(names::NODES, "Nodes by the state the control plane recorded, by deployment."),
                 &["deployment", "state"],
+            )?,
+            notifications: IntCounterVec::new(
+                opts(
+                    names::NOTIFICATIONS,
+                    "Notification delivery tries by channel and outcome (delivered, retrying, failed).",
+                ),
+                &["channel", "outcome"],
             )?,
             crashloop_restarts: IntCounterVec::new(
                 opts(names::CRASHLOOP_RESTARTS, "Times a node entered CrashLoopBackOff (it will be restarted after a delay), by deployment."),
@@ -200,6 +211,7 @@ impl ControlMetrics {
         m.registry
             .register(Box::new(m.crashloop_restarts.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
+        m.registry.register(Box::new(m.notifications.clone()))?;
         m.registry.register(Box::new(m.auth_failures.clone()))?;
         m.registry.register(Box::new(m.node_cpu.clone()))?;
         m.registry.register(Box::new(m.node_memory.clone()))?;
@@ -236,6 +248,18 @@ impl ControlMetrics {
                 .with_label_values(&[kind])
                 .observe(secs);
         }
+    }
+
+    /// Counts one notification delivery try over `channel` (`webhook` or `email`).
+    pub fn notification_sent(&self, channel: &'static str, delivered: bool, retrying: bool) {
+        let outcome = match (delivered, retrying) {
+            (true, _) => "delivered",
+            (false, true) => "retrying",
+            (false, false) => "failed",
+        };
+        self.notifications
+            .with_label_values(&[channel, outcome])
+            .inc();
     }
 
     /// Counts `n` nodes of `deployment` entering CrashLoopBackOff.

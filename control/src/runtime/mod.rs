@@ -23,7 +23,9 @@ use actor::{Actor, Inputs, Msg};
 
 pub(crate) use desire::event_of;
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
-pub use settings::{default_catalog, default_zones, Settings, SettingsError};
+pub use settings::{
+    default_catalog, default_zones, NotifySettings, Settings, SettingsError, Smtp, SmtpSecurity,
+};
 
 use crate::{
     domain::{
@@ -86,6 +88,10 @@ pub(crate) struct Inner {
     downloads: Downloads,
     /// Operations, restarts and the API's requests (see [`crate::metrics`]).
     metrics: ControlMetrics,
+    /// Wakes the notification worker when a step queued deliveries.
+    deliveries: Arc<tokio::sync::Notify>,
+    /// The control plane's own listeners (API, metrics), which webhooks may never reach.
+    listeners: OnceLock<Vec<std::net::SocketAddr>>,
 }
 
 impl Inner {
@@ -150,6 +156,8 @@ impl Runtime {
                 exporter: OnceLock::new(),
                 downloads: Downloads::default(),
                 metrics: ControlMetrics::new()?,
+                deliveries: Arc::default(),
+                listeners: OnceLock::new(),
             }),
         };
         let inner = rt.inner.clone();
@@ -249,6 +257,10 @@ impl Runtime {
         actor.refresh(ctl);
         for op in &ops {
             self.inner.metrics.operation_finished(op);
+        }
+        if ops.iter().any(|o| o.status.is_final()) {
+            // The store queued their notifications with them; the worker sends them.
+            self.inner.deliveries.notify_one();
         }
         let dep = ctl.deployment.clone();
         effects::to_edge(&self.inner, &dep, &intents, republish);
@@ -393,6 +405,26 @@ impl Runtime {
                 (view.deployment.clone(), view.waiting)
             })
             .collect()
+    }
+
+    /// What the notification worker waits on for new deliveries ([`crate::notify::run`]).
+    pub fn delivery_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.deliveries.clone()
+    }
+
+    /// Records the control plane's own listeners (once), so that webhooks never target them.
+    pub fn set_listeners(&self, addrs: Vec<std::net::SocketAddr>) {
+        if self.inner.listeners.set(addrs).is_err() {
+            tracing::warn!("listeners already recorded");
+        }
+    }
+
+    /// Where webhooks may go: the loopback switch of the settings and the own listeners.
+    pub fn reach(&self) -> crate::domain::notify::Reach {
+        crate::domain::notify::Reach {
+            allow_loopback: self.inner.settings.notify.allow_loopback,
+            own: self.inner.listeners.get().cloned().unwrap_or_default(),
+        }
     }
 
     /// The settings the runtime was started with.

@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod notify;
 mod schema;
 mod usage;
 mod zones;
@@ -17,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use audit::{AuditEntry, Outcome};
 pub use auth::{hash_token, StoredGrant, User};
+pub use notify::{Attempt, Delivery, DeliveryState};
 pub use zones::ZoneGrant;
 
 use crate::domain::{Deployment, OpId, OpStatus, Operation};
@@ -122,7 +124,7 @@ impl Store {
 
     /// Saves a deployment and the operations that changed with it, in one transaction, so a
     /// crash never leaves an operation marked done without the state it produced (or the
-    /// reverse).
+    /// reverse), nor without the notifications of its end.
     pub fn persist(&self, d: &Deployment, ops: &[Operation]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -136,6 +138,7 @@ impl Store {
                  ON CONFLICT(id) DO UPDATE SET status = excluded.status, body = excluded.body",
                 params![op.id as i64, op.instance, op.status.as_str(), encode(op)],
             )?;
+            notify::enqueue(&tx, d, op)?;
         }
         tx.commit()?;
         Ok(())

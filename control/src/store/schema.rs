@@ -75,6 +75,36 @@ CREATE TABLE usage_days (
     PRIMARY KEY (instance, day)
 );
 "#,
+    r#"
+CREATE TABLE subscriptions (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    org      TEXT NOT NULL,
+    instance TEXT,
+    body     TEXT NOT NULL,
+    secret   TEXT NOT NULL
+);
+CREATE INDEX subscriptions_by_org ON subscriptions (org);
+CREATE TABLE deliveries (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription INTEGER NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+    op           INTEGER NOT NULL,
+    event        TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    UNIQUE (subscription, op)
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_at);
+CREATE TABLE delivery_attempts (
+    delivery INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt  INTEGER NOT NULL,
+    at       INTEGER NOT NULL,
+    status   INTEGER,
+    error    TEXT,
+    PRIMARY KEY (delivery, attempt)
+);
+"#,
 ];
 
 /// Brings the schema up to date. WAL mode lets readers (the API) run while a step is written;

@@ -315,6 +315,8 @@ impl ControlPlane {
         let metrics_addr = metrics_listener
             .local_addr()
             .map_err(io_err("reading the metrics address"))?;
+        runtime.set_listeners(vec![api_addr, metrics_addr]);
+        tokio::spawn(crate::notify::run(runtime.clone()));
         let cert_metrics = metrics::certs::CertMetrics::new().map_err(RuntimeError::from)?;
         let keeper = certs::keeper(
             &cfg.certs,

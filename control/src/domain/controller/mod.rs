@@ -79,7 +79,7 @@ impl Controller {
         let is_deploy = matches!(op.kind, OpKind::Deploy { .. });
         out.push(Intent::SaveOp(Box::new(op.clone())));
         if stuck && is_deploy {
-            let reason = format!("superseded by operation {}", op.id);
+            let reason = format!("{} {}", super::notify::SUPERSEDED, op.id);
             self.finish(Err(reason), now, &mut out);
             self.queue.push_front(op);
         } else {

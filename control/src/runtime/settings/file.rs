@@ -1,8 +1,9 @@
 //! The control plane's configuration file (`kanmon serve --config FILE`, `kanmon up --config
 //! FILE`): the platform catalogs DESIGN.md says live in configuration (released versions,
-//! zones), the base domain and the billing sample interval. Parsed into raw serde types, then validated once into
-//! [`Settings`]; a key the file does not know is an error naming the key and its line, so a
-//! typo never silently falls back to a default.
+//! zones), the base domain, the billing sample interval and notification delivery
+//! (`[notifications]`, `[smtp]`, validated in `settings/notify.rs`). Parsed into raw serde
+//! types, then validated once into [`Settings`]; a key the file does not know is an error
+//! naming the key and its line, so a typo never silently falls back to a default.
 
 use std::{
     path::{Path, PathBuf},
@@ -53,6 +54,8 @@ struct RawFile {
     versions: Option<Vec<String>>,
     zones: Option<Vec<RawZone>>,
     billing_interval: Option<String>,
+    notifications: Option<super::notify::RawNotify>,
+    smtp: Option<super::notify::RawSmtp>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +147,8 @@ impl Settings {
             }
             settings.billing_interval = every;
         }
+        super::notify::apply(raw.notifications, raw.smtp, &mut settings.notify)
+            .map_err(|(key, why)| rule(key, why))?;
         Ok(settings)
     }
 }

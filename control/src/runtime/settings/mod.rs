@@ -1,8 +1,10 @@
 //! Runtime settings with the platform defaults, optionally read from a file ([`file`]).
 
 mod file;
+mod notify;
 
 pub use file::SettingsError;
+pub use notify::{NotifySettings, Smtp, SmtpSecurity};
 
 use std::{path::PathBuf, time::Duration};
 
@@ -32,6 +34,8 @@ pub struct Settings {
     pub node_logs: Option<PathBuf>,
     /// How often each deployment's CPUs are sampled for billing (the day's maximum is charged).
     pub billing_interval: Duration,
+    /// Notification delivery: retries, SMTP server, loopback switch.
+    pub notify: NotifySettings,
 }
 
 impl Default for Settings {
@@ -46,6 +50,7 @@ impl Default for Settings {
             export_ttl: super::DOWNLOAD_TTL,
             node_logs: None,
             billing_interval: Duration::from_secs(5 * 60),
+            notify: NotifySettings::default(),
         }
     }
 }
