@@ -32,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(90);
 fn settings() -> Settings {
     Settings {
         timings: Timings {
-            // With the null publisher the domain waits the whole grace before the pod goes.
+            // The pod is deleted at once (the cluster drains it); this bounds the node's drain.
             grace: Duration::from_millis(200),
             health_timeout: Duration::from_secs(60),
             crashloop_timeout: Duration::from_secs(120),
