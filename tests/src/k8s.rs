@@ -179,23 +179,25 @@ impl PodRuntime for LoopbackPods {
     }
 }
 
-/// `kanmon-proxy`'s configuration for the fixture: TLS on `tls`, admin on `admin`,
+/// `kanmon-proxy`'s configuration for a cluster: TLS on `tls`, admin on `admin`,
 /// certificates from `cert_dir`, Kubernetes discovery through `kubeconfig`, endpoints allowed
-/// only in `cidr`.
+/// only in `cidrs`.
 pub fn proxy_config(
     tls: SocketAddr,
     admin: SocketAddr,
     cert_dir: &Path,
     kubeconfig: &Path,
-    cidr: &str,
+    cidrs: &[String],
     upgrade_sock: &Path,
 ) -> String {
+    let cidrs: Vec<String> = cidrs.iter().map(|c| format!("{c:?}")).collect();
     format!(
         "[listen]\ntls = \"{tls}\"\nadmin = \"{admin}\"\n[tls]\ncert_dir = \"{}\"\n\
-         [discovery]\nkind = \"kubernetes\"\nkubeconfig = \"{}\"\nallowed_cidrs = [\"{cidr}\"]\n\
+         [discovery]\nkind = \"kubernetes\"\nkubeconfig = \"{}\"\nallowed_cidrs = [{}]\n\
          [shutdown]\nupgrade_sock = \"{}\"\n",
         cert_dir.display(),
         kubeconfig.display(),
+        cidrs.join(", "),
         upgrade_sock.display()
     )
 }

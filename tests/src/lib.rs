@@ -9,6 +9,7 @@
 
 pub mod clients;
 pub mod k8s;
+pub mod k8s_cluster;
 pub mod prometheus;
 pub mod serve;
 mod timeline;
