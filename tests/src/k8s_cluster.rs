@@ -2,7 +2,7 @@
 //! [`LoopbackPods`](crate::k8s::LoopbackPods), or — when `KANMON_TEST_KUBECONFIG` names a
 //! kubeconfig — a real cluster (kind, k3d, …), read with `kubectl`.
 //!
-//! A real cluster needs (read from the environment): `KANMON_TEST_NODE_IMAGE`, an image whose
+//! A real cluster needs (read from the environment): `KANMON_TEST_BENCH_IMAGE`, an image whose
 //! entrypoint is the demo node (`kanmon-bench node`; its arguments are the driver's, `--listen
 //! 0.0.0.0:7350 --grpc-listen 0.0.0.0:7349`), pullable by the cluster (kind: `kind load
 //! docker-image`); pod IPs routable from the machine running the test (the proxy runs here:
@@ -85,8 +85,8 @@ impl Cluster {
     /// the node image is missing), else the fixture with deleted pods serving for `grace`.
     pub async fn from_env(grace: Duration) -> Result<Self, String> {
         if let Some(kubeconfig) = std::env::var_os("KANMON_TEST_KUBECONFIG") {
-            let image = std::env::var("KANMON_TEST_NODE_IMAGE").map_err(|_| {
-                "KANMON_TEST_KUBECONFIG is set but KANMON_TEST_NODE_IMAGE (an image running \
+            let image = std::env::var("KANMON_TEST_BENCH_IMAGE").map_err(|_| {
+                "KANMON_TEST_KUBECONFIG is set but KANMON_TEST_BENCH_IMAGE (an image running \
                  `kanmon-bench node`) is not"
                     .to_string()
             })?;

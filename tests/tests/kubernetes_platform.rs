@@ -9,7 +9,7 @@
 //! image ends in CrashLoopBackOff while the other node keeps serving, and a good deploy
 //! recovers.
 //!
-//! With `KANMON_TEST_KUBECONFIG` (and `KANMON_TEST_NODE_IMAGE`, see `kanmon_tests::k8s_cluster`
+//! With `KANMON_TEST_KUBECONFIG` (and `KANMON_TEST_BENCH_IMAGE`, see `kanmon_tests::k8s_cluster`
 //! for what else a real cluster needs) the same scenario runs against a real API server: pods
 //! then answer `whoami` with their name, so a connection counts against a draining pod only if
 //! it ended before that pod was last seen in the cluster, and there are no per-pod accept
