@@ -181,9 +181,21 @@ async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_
             }
         })
     };
+    let requests_before = api.requests().len();
     let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
     assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
     monitor.abort();
+    // Only what changed is applied again: no object changes in a reboot but the StatefulSet's
+    // replicas (down while its last node is `Gone`, up again for the successor).
+    let applies: Vec<String> = api.requests()[requests_before..]
+        .iter()
+        .filter(|r| r.starts_with("APPLY"))
+        .cloned()
+        .collect();
+    assert!(
+        applies.len() <= 2 && applies.iter().all(|r| r.contains("statefulsets/alpha")),
+        "{applies:#?}"
+    );
     let after = pods(&api);
     for (node, p) in &after {
         assert_ne!(p.uid, before[node].uid, "{node} was not replaced");
