@@ -3,7 +3,10 @@
 //! running container passing its readiness probe, or — for a crashing image — exits and a
 //! CrashLoopBackOff with growing restart counts; a deleted pod keeps serving for the grace, then
 //! exits 0 and is removed) and the EndpointSlice controller (one slice per Service, the
-//! Service's labels mirrored, `serving && terminating` for a deleted pod).
+//! Service's labels mirrored, `serving && terminating` for a deleted pod). With a
+//! [`PodRuntime`] in [`SimOpts::runtime`], the pods it takes run real containers: the kubelet
+//! gives them the runtime's IPs, marks them Ready when the runtime's probe passes, and stops
+//! them when their grace has ended.
 //!
 //! Every write is conditional on a difference, so the controllers settle; they run on every
 //! change of the fixture and on a short tick (for the timed transitions) until dropped.
