@@ -64,15 +64,18 @@ pub fn start_serve(dir: &Path, args: &[&str]) -> (Proc, Client) {
     (serve, api)
 }
 
-/// Starts `kanmon-proxy` with `config` written to `dir/proxy.toml` (output discarded).
+/// Starts `kanmon-proxy` with `config` written to `dir/proxy.toml`, its output to
+/// `dir/proxy.log` (for a failing test to show).
 pub fn start_proxy(dir: &Path, config: &str) -> Proc {
     std::fs::write(dir.join("proxy.toml"), config).expect("proxy config");
+    let log = std::fs::File::create(dir.join("proxy.log")).expect("proxy log");
+    let err = log.try_clone().expect("proxy log");
     Proc(
         Command::new(workspace_bin("kanmon-proxy"))
             .arg("--config")
             .arg(dir.join("proxy.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log)
+            .stderr(err)
             .spawn()
             .expect("kanmon-proxy"),
     )
