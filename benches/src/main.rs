@@ -408,6 +408,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         tls,
         log_connections: !args.quiet,
+        record_accepts: false,
     };
     node::run_node(cfg, stop_signal()).await?;
     Ok(())

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Print `ws-connect node=ID` for each WebSocket (end-to-end tests count these lines).
     pub log_connections: bool,
+    /// Keep the instant of every WebSocket accepted ([`NodeStats::ws_accepted_at`]), for
+    /// tests that check when connections arrived (off by default: a load test would grow it).
+    pub record_accepts: bool,
 }
 
 impl NodeConfig {
@@ -50,6 +53,7 @@ impl NodeConfig {
             node_id: node_id.to_owned(),
             tls: None,
             log_connections: true,
+            record_accepts: false,
         }
     }
 }
@@ -81,12 +85,22 @@ pub struct NodeStats {
     ws_active: AtomicU64,
     http_requests: AtomicU64,
     grpc_requests: AtomicU64,
+    /// When each WebSocket was accepted (only with [`NodeConfig::record_accepts`]).
+    ws_accepted: std::sync::Mutex<Vec<std::time::Instant>>,
 }
 
 impl NodeStats {
     /// WebSocket upgrades accepted since start.
     pub fn ws_connections(&self) -> u64 {
         self.ws_total.load(Ordering::Relaxed)
+    }
+    /// When each WebSocket upgrade was accepted, in order (empty unless the node was started
+    /// with [`NodeConfig::record_accepts`]).
+    pub fn ws_accepted_at(&self) -> Vec<std::time::Instant> {
+        self.ws_accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     /// WebSockets open right now.
     pub fn ws_active(&self) -> u64 {
@@ -108,6 +122,7 @@ struct Shared {
     health_body: bytes::Bytes,
     id_header: http::HeaderValue,
     log_connections: bool,
+    record_accepts: bool,
     stats: Arc<NodeStats>,
     shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the node is drained when all are dropped.
@@ -150,6 +165,10 @@ impl NodeHandle {
     /// Live counters.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
+    }
+    /// The same counters, to keep reading after the node is shut down.
+    pub fn stats_handle(&self) -> Arc<NodeStats> {
+        self.stats.clone()
     }
     /// Stops accepting, closes WebSockets with 1001 (going away), lets HTTP connections finish
     /// their current request, and waits (bounded) until every connection is gone.
@@ -202,6 +221,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         health_body: bytes::Bytes::from(serde_json::json!({ "node": cfg.node_id }).to_string()),
         id_header,
         log_connections: cfg.log_connections,
+        record_accepts: cfg.record_accepts,
         stats: stats.clone(),
         shutdown: stop_rx,
         alive: alive_tx,

@@ -5,8 +5,11 @@
 //! deleting the deployment removes its namespace. Plus `kubectl apply --dry-run=client` of the
 //! desired objects against the fixture's discovery, where kubectl is installed.
 
+mod common;
+
 use std::{pin::Pin, time::Duration};
 
+use common::k8s::cluster;
 use futures_util::{Stream, StreamExt};
 use kanmon_control::{
     domain::{CreateDeployment, Deployment, DeploymentType, Keys, Timestamp},
@@ -16,10 +19,7 @@ use kanmon_control::{
     },
 };
 use kanmon_router::{Catalog, InstanceName, Version, Zone};
-use kanmon_testkit::k8s::{
-    sim::{SimCluster, SimOpts},
-    ApiFixture, Kind,
-};
+use kanmon_testkit::k8s::{sim::SimOpts, ApiFixture, Kind};
 
 type Obs = Pin<Box<dyn Stream<Item = Result<Observation, WatchError>> + Send>>;
 
@@ -124,15 +124,8 @@ fn endpoint(api: &ApiFixture, pod: &str) -> Option<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_runs_drains_and_crash_loops_on_the_simulated_cluster() {
-    let api = ApiFixture::start().await;
-    let _sim = SimCluster::start(
-        &api,
-        SimOpts {
-            // Long enough to look at the terminating endpoint on a loaded machine.
-            grace: Duration::from_secs(3),
-            ..SimOpts::default()
-        },
-    );
+    // Long enough to look at the terminating endpoint on a loaded machine.
+    let (api, _sim) = cluster(Duration::from_secs(3)).await;
     let client = connect(Some(&api.kubeconfig())).await.unwrap();
     let applier = Applier::new(client.clone(), KubeSettings::default());
     // The fixture serves no postgresql.cnpg.io API.
@@ -364,8 +357,7 @@ async fn kubectl_accepts_the_desired_objects() {
 /// still reported, and nothing already reported is reported again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_watch_relists_without_losing_or_repeating() {
-    let api = ApiFixture::start().await;
-    let _sim = SimCluster::start(&api, SimOpts::default());
+    let (api, _sim) = cluster(SimOpts::default().grace).await;
     let client = connect(Some(&api.kubeconfig())).await.unwrap();
     let applier = Applier::new(client.clone(), KubeSettings::default());
     applier.apply(&objects(&deployment(1), 1)).await.unwrap();
@@ -405,8 +397,7 @@ async fn an_expired_watch_relists_without_losing_or_repeating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_runs_pg_dump_and_returns_its_output() {
     use futures_util::AsyncReadExt;
-    let api = ApiFixture::start().await;
-    let _sim = SimCluster::start(&api, SimOpts::default());
+    let (api, _sim) = cluster(SimOpts::default().grace).await;
     let client = connect(Some(&api.kubeconfig())).await.unwrap();
     let settings = KubeSettings::default();
     let applier = Applier::new(client, settings.clone());

@@ -3,8 +3,11 @@
 //! ready at their pod IPs, under the instance and zone of the Service — and a pod deleted by a
 //! rolling step as draining until its successor is ready.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
+use common::k8s::cluster;
 use kanmon_control::{
     domain::{CreateDeployment, Deployment, DeploymentType, Keys, Timestamp},
     k8s::{connect, desired, Applier, DatabaseFlavor, DesiredInput, KubeSettings},
@@ -15,10 +18,7 @@ use kanmon_proxy::{
     metrics::Metrics,
 };
 use kanmon_router::{Catalog, HealthTable, InstanceName, Version, Zone};
-use kanmon_testkit::k8s::{
-    sim::{SimCluster, SimOpts},
-    ApiFixture, Kind,
-};
+use kanmon_testkit::k8s::Kind;
 
 /// `(node, state)` of alpha's nodes in the edge's table, sorted.
 fn states(table: &HealthTable) -> Vec<(String, &'static str)> {
@@ -52,14 +52,7 @@ async fn wait_for(table: &HealthTable, want: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_routes_what_the_driver_applies() {
-    let api = ApiFixture::start().await;
-    let _sim = SimCluster::start(
-        &api,
-        SimOpts {
-            grace: Duration::from_secs(2),
-            ..SimOpts::default()
-        },
-    );
+    let (api, _sim) = cluster(Duration::from_secs(2)).await;
     let v: Version = "3.35.0".parse().unwrap();
     let d = Deployment::create(
         CreateDeployment {

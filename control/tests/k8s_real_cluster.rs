@@ -6,6 +6,11 @@
 //! The node image must answer `GET /healthcheck` on port 7350 as a non-root user on a read-only
 //! root filesystem; by default `hashicorp/http-echo` (answers every path) is used, or
 //! `KANMON_TEST_NODE_IMAGE` with `KANMON_TEST_NODE_ARGS` (space-separated).
+//!
+//! The whole platform on a real cluster (`kanmon serve --driver kubernetes`, `kanmon-proxy`,
+//! 200 WebSocket clients, reboot, crash loop, recovery) is `tests/tests/kubernetes_platform.rs`,
+//! which runs against the cluster of the same `KANMON_TEST_KUBECONFIG` when
+//! `KANMON_TEST_BENCH_IMAGE` is a `kanmon-bench node` image.
 
 use std::{path::PathBuf, time::Duration};
 

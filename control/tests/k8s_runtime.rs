@@ -4,12 +4,15 @@
 //! node's pod is Ready); a crashing image crash-loops one node while the other serves, and a
 //! good deploy recovers.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use common::k8s::{cluster, eventually};
 use kanmon_control::{
     domain::{
         CreateDeployment, DeploymentType, NodeRunState, OpKind, OpStatus, Operation, Timings,
@@ -20,10 +23,7 @@ use kanmon_control::{
     store::Store,
 };
 use kanmon_router::{InstanceName, Zone};
-use kanmon_testkit::k8s::{
-    sim::{SimCluster, SimOpts},
-    ApiFixture, Kind,
-};
+use kanmon_testkit::k8s::{sim::SimCluster, ApiFixture, Kind};
 use serde_json::Value;
 
 /// Generous: the machine is shared and loaded.
@@ -32,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(90);
 fn settings() -> Settings {
     Settings {
         timings: Timings {
-            // With the null publisher the domain waits the whole grace before the pod goes.
+            // The pod is deleted at once (the cluster drains it); this bounds the node's drain.
             grace: Duration::from_millis(200),
             health_timeout: Duration::from_secs(60),
             crashloop_timeout: Duration::from_secs(120),
@@ -71,17 +71,6 @@ async fn finished(rt: &Runtime, id: u64) -> Operation {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let ok = tokio::time::timeout(WAIT, async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out waiting for {what}");
 }
 
 /// A node pod as the monitor sees it.
@@ -129,20 +118,19 @@ fn node_states(rt: &Runtime) -> Vec<NodeRunState> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_cluster() {
-    let api = Arc::new(ApiFixture::start().await);
-    let _sim = SimCluster::start(
-        &api,
-        SimOpts {
-            grace: Duration::from_millis(300),
-            ..SimOpts::default()
-        },
-    );
+/// The runtime with the Kubernetes driver on the simulated cluster.
+async fn runtime_on_cluster() -> (Arc<ApiFixture>, SimCluster, Runtime) {
+    let (api, sim) = cluster(Duration::from_millis(300)).await;
     let client = connect(Some(&api.kubeconfig())).await.unwrap();
     let store = Arc::new(Store::in_memory().unwrap());
     let driver = KubeDriver::new(client, KubeSettings::default(), store.clone());
     let rt = Runtime::start(store, settings(), Arc::new(driver), Arc::new(NullPublisher)).unwrap();
+    (api, sim, rt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_cluster() {
+    let (api, _sim, rt) = runtime_on_cluster().await;
 
     // Created: both pods Ready, the deploy completes with both nodes Ready at the pods' IPs.
     let (_, first) = rt.create(request(), "ann").unwrap();
@@ -193,9 +181,21 @@ async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_
             }
         })
     };
+    let requests_before = api.requests().len();
     let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
     assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
     monitor.abort();
+    // Only what changed is applied again: no object changes in a reboot but the StatefulSet's
+    // replicas (down while its last node is `Gone`, up again for the successor).
+    let applies: Vec<String> = api.requests()[requests_before..]
+        .iter()
+        .filter(|r| r.starts_with("APPLY"))
+        .cloned()
+        .collect();
+    assert!(
+        applies.len() <= 2 && applies.iter().all(|r| r.contains("statefulsets/alpha")),
+        "{applies:#?}"
+    );
     let after = pods(&api);
     for (node, p) in &after {
         assert_ne!(p.uid, before[node].uid, "{node} was not replaced");
@@ -253,18 +253,7 @@ async fn the_runtime_creates_reboots_and_recovers_a_deployment_on_the_simulated_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_adds_and_removes_pods_as_the_operation_asks() {
-    let api = Arc::new(ApiFixture::start().await);
-    let _sim = SimCluster::start(
-        &api,
-        SimOpts {
-            grace: Duration::from_millis(300),
-            ..SimOpts::default()
-        },
-    );
-    let client = connect(Some(&api.kubeconfig())).await.unwrap();
-    let store = Arc::new(Store::in_memory().unwrap());
-    let driver = KubeDriver::new(client, KubeSettings::default(), store.clone());
-    let rt = Runtime::start(store, settings(), Arc::new(driver), Arc::new(NullPublisher)).unwrap();
+    let (api, _sim, rt) = runtime_on_cluster().await;
     let (_, first) = rt
         .create(
             CreateDeployment {

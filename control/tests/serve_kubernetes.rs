@@ -7,23 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
-use kanmon_testkit::k8s::{
-    sim::{SimCluster, SimOpts},
-    ApiFixture, Kind,
+use common::{
+    k8s::{cluster, eventually},
+    Server,
 };
+use kanmon_testkit::k8s::{ApiFixture, Kind};
 use serde_json::json;
-
-/// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let ok = tokio::time::timeout(Duration::from_secs(60), async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out waiting for {what}");
-}
 
 fn ready_pods(api: &ApiFixture, ns: &str) -> usize {
     api.list(Kind::Pod)
@@ -45,14 +34,7 @@ fn ready_pods(api: &ApiFixture, ns: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_deployments_on_the_cluster() {
-    let api = ApiFixture::start().await;
-    let _sim = SimCluster::start(
-        &api,
-        SimOpts {
-            grace: Duration::from_millis(300),
-            ..SimOpts::default()
-        },
-    );
+    let (api, _sim) = cluster(Duration::from_millis(300)).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig();
     let db = dir.path().join("k.db");

@@ -7,7 +7,11 @@
 //! which `scripts/test.sh` does); [`node_program`] finds the binary next to the test's target
 //! directory.
 
+pub mod clients;
+pub mod k8s;
+pub mod k8s_cluster;
 pub mod prometheus;
+pub mod serve;
 mod timeline;
 pub mod up_process;
 
@@ -245,14 +249,18 @@ impl Platform {
         tls_connect(self.tls_addr, &self.hostname, self.tls.clone()).await
     }
 
+    /// Where WebSocket clients of the demo deployment connect.
+    pub fn ws_target(&self) -> clients::WsTarget {
+        clients::WsTarget {
+            addr: self.tls_addr,
+            host: self.hostname.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
     /// A WebSocket to the demo deployment's `/ws`.
     pub async fn ws(&self) -> Result<Ws, String> {
-        let tls = self.tls().await.map_err(|e| e.to_string())?;
-        let url = format!("wss://{}/ws", self.hostname);
-        let (ws, _) = tokio_tungstenite::client_async(url, tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(ws)
+        self.ws_target().ws().await
     }
 
     /// `GET path` through the proxy (HTTP/1.1, connection close): status and body.

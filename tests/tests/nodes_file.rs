@@ -3,48 +3,16 @@
 //! through the atomically rewritten nodes file: requests are routed to the deployment's
 //! nodes, and during a rolling reboot the file shows the node being replaced as draining.
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use kanmon_control::{cli::Client, runtime::Settings, up::issue_certs};
-use kanmon_tests::{client_config, free_port, http_get, node_program, tls_connect, workspace_bin};
+use kanmon_tests::{client_config, free_port, http_get, node_program, serve, tls_connect};
 use serde_json::json;
 
 const HOST: &str = "alpha.us-east1.kanmon.test";
 
-/// Stops the process when the test ends, however it ends: SIGTERM (so `kanmon serve` stops
-/// its nodes), then SIGKILL if it is still there after a bounded wait.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn wait_op(api: &Client, id: u64) -> serde_json::Value {
-    for _ in 0..600 {
-        let op = api.get(&format!("/v1/operations/{id}")).await.expect("op");
-        if matches!(op["status"].as_str(), Some("completed" | "failed")) {
-            return op;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("operation {id} did not finish");
+    serve::wait_op(api, id, Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,45 +23,25 @@ async fn serve_publishes_through_the_nodes_file() {
     let nodes = d.join("nodes.toml");
     std::fs::write(&nodes, "").expect("nodes file");
 
-    let mut serve = Command::new(workspace_bin("kanmon"))
-        .arg("serve")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
+    let node_program = node_program();
+    let (logs, certs) = (d.join("logs"), d.join("certs"));
+    let (serve, api) = serve::start_serve(
+        d,
+        &[
             "--driver",
             "local",
             "--grace",
             "3s",
-        ])
-        .arg("--db")
-        .arg(d.join("kanmon.db"))
-        .arg("--node-program")
-        .arg(node_program())
-        .arg("--log-dir")
-        .arg(d.join("logs"))
-        .arg("--nodes-file")
-        .arg(&nodes)
-        .arg("--cert-dir")
-        .arg(d.join("certs"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kanmon serve");
-    let stdout = serve.stdout.take().expect("stdout");
-    let serve = Proc(serve);
-    // Bounded: at most 20 lines, and EOF if the process exits.
-    let api_addr: SocketAddr = tokio::task::block_in_place(|| {
-        BufReader::new(stdout)
-            .lines()
-            .take(20)
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("listening on ").and_then(|a| a.parse().ok()))
-    })
-    .expect("kanmon serve printed its address");
-    let token = std::fs::read_to_string(d.join("kanmon.db.admin-token")).expect("token");
-    let api = Client::new(&format!("http://{api_addr}"), token.trim().to_string());
+            "--node-program",
+            node_program.to_str().expect("utf-8 path"),
+            "--log-dir",
+            logs.to_str().expect("utf-8 path"),
+            "--nodes-file",
+            nodes.to_str().expect("utf-8 path"),
+            "--cert-dir",
+            certs.to_str().expect("utf-8 path"),
+        ],
+    );
 
     let (tls_addr, admin_addr) = (free_port(), free_port());
     let config = format!(
@@ -103,16 +51,7 @@ async fn serve_publishes_through_the_nodes_file() {
         nodes.display(),
         d.join("upgrade.sock").display()
     );
-    std::fs::write(d.join("proxy.toml"), config).expect("proxy config");
-    let proxy = Proc(
-        Command::new(workspace_bin("kanmon-proxy"))
-            .arg("--config")
-            .arg(d.join("proxy.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kanmon-proxy"),
-    );
+    let proxy = serve::start_proxy(d, &config);
 
     let created = api
         .post(

@@ -6,115 +6,17 @@
 //! connected again at the end, the operation completed and the audit log holds it.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
-use futures_util::{SinkExt, StreamExt};
-use kanmon_tests::{Platform, PlatformOpts};
+use kanmon_tests::{
+    clients::{spawn_clients, stop_clients, wait_connected, Shared},
+    Platform, PlatformOpts,
+};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 const CLIENTS: usize = 200;
-
-/// One connection a client made: which node answered `whoami`, and the window in which the
-/// proxy picked it (from before the TCP connect to after the reply).
-#[derive(Debug, Clone)]
-struct Conn {
-    client: usize,
-    node: String,
-    from: Instant,
-    to: Instant,
-    /// The TLS handshake resumed an earlier session (the clients share one session cache).
-    resumed: bool,
-}
-
-#[derive(Default)]
-struct Shared {
-    conns: Mutex<Vec<Conn>>,
-    connected: AtomicUsize,
-    stop: AtomicBool,
-    /// While set, clients hang up after a short hold and reconnect.
-    churn: AtomicBool,
-    failures: AtomicUsize,
-    last_error: Mutex<String>,
-}
-
-/// Connects, asks `whoami`, records the node, then holds the connection (answering nothing)
-/// until it drops, and reconnects. Bounded: at most 500 attempts per client.
-async fn client(id: usize, platform: Arc<Platform>, shared: Arc<Shared>) {
-    for _ in 0..500 {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let from = Instant::now();
-        let mut ws = match platform.ws().await {
-            Ok(ws) => ws,
-            Err(e) => {
-                shared.failures.fetch_add(1, Ordering::Relaxed);
-                *shared.last_error.lock().unwrap() = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let resumed =
-            ws.get_ref().get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        if ws.send(Message::text("whoami")).await.is_err() {
-            continue;
-        }
-        let node = loop {
-            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => break Some(t.to_string()),
-                Ok(Some(Ok(_))) => continue,
-                _ => break None,
-            }
-        };
-        let Some(node) = node else { continue };
-        let to = Instant::now();
-        shared.conns.lock().unwrap().push(Conn {
-            client: id,
-            node,
-            from,
-            to,
-            resumed,
-        });
-        shared.connected.fetch_add(1, Ordering::SeqCst);
-        // Hold until the connection drops (the node closes it with 1001 when it stops), the
-        // churn hold ends, or the test ends.
-        let hold_until = Instant::now() + Duration::from_millis(300 + (id as u64 * 37) % 1200);
-        loop {
-            if shared.stop.load(Ordering::SeqCst) {
-                let _ = ws.close(None).await;
-                shared.connected.fetch_sub(1, Ordering::SeqCst);
-                return;
-            }
-            if shared.churn.load(Ordering::SeqCst) && Instant::now() >= hold_until {
-                let _ = ws.close(None).await;
-                break;
-            }
-            match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                Err(_) => continue,
-                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => break,
-                Ok(Some(Ok(_))) => continue,
-            }
-        }
-        shared.connected.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn wait_connected(shared: &Shared, n: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if shared.connected.load(Ordering::SeqCst) >= n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_reboot_never_routes_to_a_draining_node() {
@@ -124,17 +26,13 @@ async fn rolling_reboot_never_routes_to_a_draining_node() {
     assert_eq!(dep["nodes"].as_array().map(Vec::len), Some(2), "{dep}");
 
     let shared = Arc::new(Shared::default());
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(client(i, platform.clone(), shared.clone())))
-        .collect();
+    let tasks = spawn_clients(CLIENTS, &platform.ws_target(), &shared);
     assert!(
         wait_connected(&shared, CLIENTS, Duration::from_secs(60)).await,
-        "only {} of {CLIENTS} clients connected before the reboot ({} failures, last: {})",
-        shared.connected.load(Ordering::SeqCst),
-        shared.failures.load(Ordering::SeqCst),
-        shared.last_error.lock().unwrap()
+        "not all {CLIENTS} clients connected before the reboot: {}",
+        shared.describe()
     );
-    let before = shared.conns.lock().unwrap().len();
+    let before = shared.conns().len();
 
     let reboot_started = Instant::now();
     shared.churn.store(true, Ordering::SeqCst);
@@ -147,14 +45,12 @@ async fn rolling_reboot_never_routes_to_a_draining_node() {
     shared.churn.store(false, Ordering::SeqCst);
     assert!(
         wait_connected(&shared, CLIENTS, Duration::from_secs(60)).await,
-        "only {} of {CLIENTS} clients connected again after the reboot ({} failures, last: {})",
-        shared.connected.load(Ordering::SeqCst),
-        shared.failures.load(Ordering::SeqCst),
-        shared.last_error.lock().unwrap()
+        "not all {CLIENTS} clients connected again after the reboot: {}",
+        shared.describe()
     );
 
     // Routing: every connection reached a node that was ready while the proxy chose it.
-    let conns = shared.conns.lock().unwrap().clone();
+    let conns = shared.conns();
     let mut violations = Vec::new();
     for c in &conns {
         let key = format!("demo/{}", c.node);
@@ -250,10 +146,7 @@ async fn rolling_reboot_never_routes_to_a_draining_node() {
         "{ops}"
     );
 
-    shared.stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    stop_clients(&shared, tasks).await;
     let platform =
         Arc::try_unwrap(platform).unwrap_or_else(|_| panic!("clients still hold the platform"));
     platform.stop().await;

@@ -54,6 +54,15 @@ pub(super) async fn run<S>(io: S, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if shared.record_accepts {
+        let now = std::time::Instant::now();
+        let mut at = shared
+            .stats
+            .ws_accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        at.push(now);
+    }
     shared.stats.ws_total.fetch_add(1, Ordering::Relaxed);
     shared.stats.ws_active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(&shared);

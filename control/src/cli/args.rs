@@ -567,8 +567,9 @@ pub struct ServeArgs {
     /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
-    /// How long a draining node may keep connections before it is stopped (under kubernetes
-    /// also a deleted pod's drain after its preStop pause).
+    /// How long a draining node may keep connections before it is stopped. Under kubernetes
+    /// a rolling step deletes the pod at once (the cluster drains it) and this is the pod's
+    /// own drain after its preStop pause (terminationGracePeriodSeconds = --pre-stop + this).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a started node has to become healthy.

@@ -90,6 +90,16 @@ pub trait Driver: Send + Sync + 'static {
     /// Makes `desired.instance`'s nodes converge to `desired`. Returns once the change is
     /// handed to the platform, not once nodes are there (that is what observations say).
     async fn apply(&self, desired: &DesiredState, observer: &Observer) -> Result<(), DriverError>;
+
+    /// Whether stopping a node (`Gone`) is itself the drain, so a rolling step stops a node
+    /// at once instead of waiting the grace with it marked draining first. True where the
+    /// platform drains: a deleted pod's endpoint turns `serving && terminating` (the edge's
+    /// draining) and the pod keeps its connections through its preStop pause and termination
+    /// grace. False (the default) where the control plane tells the edge itself and must
+    /// give the node its grace before stopping it (local processes).
+    fn drains_on_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Imperative control of one node, for drivers whose nodes are processes the control plane

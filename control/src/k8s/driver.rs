@@ -31,6 +31,12 @@ struct Tracked {
     /// The database password, read back from the cluster or generated once.
     password: OnceCell<String>,
     watcher: Option<AbortHandle>,
+    /// Each object as last applied (`Kind/name` → JSON). Most desired states differ from the
+    /// last only in a node's phase, which changes no object or only the StatefulSet's
+    /// replicas; re-applying every object would cost one write each in a rolling step's path
+    /// (the pod deletion waits behind them). An object is applied again when it changes, and
+    /// every object after a control-plane restart (which also takes back hand edits).
+    applied: BTreeMap<String, serde_json::Value>,
 }
 
 impl Drop for Tracked {
@@ -229,7 +235,24 @@ impl Driver for KubeDriver {
         )
         .map_err(other)?;
         keep_listed_pods(&mut set, desired);
-        self.applier.apply(&set).await.map_err(other)?;
+        let mut changed = Vec::new();
+        {
+            let t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+            for o in std::mem::take(&mut set.objects) {
+                let json = serde_json::to_value(&o.object).map_err(other)?;
+                if t.applied.get(&o.describe()) != Some(&json) {
+                    changed.push((o, json));
+                }
+            }
+        }
+        if !changed.is_empty() {
+            let (objects, json): (Vec<_>, Vec<_>) = changed.into_iter().unzip();
+            let keys: Vec<String> = objects.iter().map(|o| o.describe()).collect();
+            set.objects = objects;
+            self.applier.apply(&set).await.map_err(other)?;
+            let mut t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+            t.applied.extend(keys.into_iter().zip(json));
+        }
         // The book knows what is wanted before the watcher's first report arrives.
         let plan = book
             .lock()
@@ -253,5 +276,13 @@ impl Driver for KubeDriver {
             tracing::info!(instance, node = d.node, ?outcome, "deleted a node pod");
         }
         Ok(())
+    }
+
+    /// A deleted pod is drained by the cluster: its endpoint turns `serving && terminating`
+    /// at once (the edge's draining), the preStop pause covers the edge's reaction, and the
+    /// termination grace is the node's own drain. Waiting the grace before the delete as
+    /// well would drain twice.
+    fn drains_on_stop(&self) -> bool {
+        true
     }
 }

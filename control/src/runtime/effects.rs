@@ -82,6 +82,18 @@ fn watch_drain(inner: &Arc<Inner>, dep: &Deployment, node: String) {
     let inner = inner.clone();
     let (instance, zone) = (dep.instance.clone(), dep.zone.clone());
     let name = instance.to_string();
+    if inner.driver.drains_on_stop() {
+        // Nothing to wait for here: the driver drains the node while it stops it. (Sent from
+        // a task, as every other report, never from inside the step that asked.)
+        tokio::spawn(async move {
+            send(
+                &inner,
+                &name,
+                Msg::Event(Event::ConnectionsDrained { node }),
+            );
+        });
+        return;
+    }
     let rounds = inner.settings.timings.grace.as_millis() / DRAIN_POLL.as_millis() + 1;
     tokio::spawn(async move {
         for _ in 0..rounds {

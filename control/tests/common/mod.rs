@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod k8s;
+
 use std::{
     io::{BufRead, BufReader},
     path::Path,

@@ -62,6 +62,7 @@ pub const TOKEN: &str = "fixture-token-7f3a";
 
 mod kinds;
 mod objects;
+pub mod pods;
 pub mod sim;
 mod slices;
 mod tls;

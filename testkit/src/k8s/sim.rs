@@ -3,7 +3,10 @@
 //! running container passing its readiness probe, or — for a crashing image — exits and a
 //! CrashLoopBackOff with growing restart counts; a deleted pod keeps serving for the grace, then
 //! exits 0 and is removed) and the EndpointSlice controller (one slice per Service, the
-//! Service's labels mirrored, `serving && terminating` for a deleted pod).
+//! Service's labels mirrored, `serving && terminating` for a deleted pod). With a
+//! [`PodRuntime`] in [`SimOpts::runtime`], the pods it takes run real containers: the kubelet
+//! gives them the runtime's IPs, marks them Ready when the runtime's probe passes, and stops
+//! them when their grace has ended.
 //!
 //! Every write is conditional on a difference, so the controllers settle; they run on every
 //! change of the fixture and on a short tick (for the timed transitions) until dropped.
@@ -17,7 +20,7 @@ use std::{
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{labels_match, ApiFixture, Kind, State};
+use super::{labels_match, pods::PodRuntime, ApiFixture, Kind, State};
 
 /// How the simulated cluster behaves.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub struct SimOpts {
     pub crash_marker: String,
     /// Time between the steps of a crash loop, and the controllers' tick.
     pub tick: Duration,
+    /// Runs real containers (listeners) for the pods it takes; none: pods only look alive.
+    pub runtime: Option<Arc<dyn PodRuntime>>,
 }
 
 impl Default for SimOpts {
@@ -37,6 +42,7 @@ impl Default for SimOpts {
             grace: Duration::from_millis(500),
             crash_marker: "crash".into(),
             tick: Duration::from_millis(25),
+            runtime: None,
         }
     }
 }
@@ -62,6 +68,8 @@ struct Timers {
     /// Pod UID → when its crash loop takes its next step.
     crash: HashMap<String, Instant>,
     next_ip: u32,
+    /// Pod UIDs whose container the runtime runs and has not stopped yet.
+    running: std::collections::HashSet<String>,
 }
 
 impl SimCluster {
@@ -316,6 +324,9 @@ fn kubelet(st: &mut State, opts: &SimOpts, t: &mut Timers, now: Instant) {
                 continue; // preStop and drain: still serving
             }
             if cs["state"]["terminated"].is_null() {
+                if let (true, Some(rt)) = (t.running.remove(&uid), &opts.runtime) {
+                    rt.stop(&uid);
+                }
                 let code = if crashing { 1 } else { 0 };
                 let ip = ip.unwrap_or_default();
                 next["status"] = pod_status(
@@ -336,9 +347,22 @@ fn kubelet(st: &mut State, opts: &SimOpts, t: &mut Timers, now: Instant) {
             Some(ip) => ip,
             None => {
                 t.next_ip += 1;
-                let ip = format!("10.244.{}.{}", t.next_ip / 250, t.next_ip % 250 + 2);
+                let (ip, runs) = match &opts.runtime {
+                    Some(rt) => {
+                        let ip = rt.pod_ip(t.next_ip);
+                        let runs = !crashing && rt.start(&pod, &ip);
+                        (ip, runs)
+                    }
+                    None => (
+                        format!("10.244.{}.{}", t.next_ip / 250, t.next_ip % 250 + 2),
+                        false,
+                    ),
+                };
+                if runs {
+                    t.running.insert(uid.clone());
+                }
                 let running = container_state(json!({"running": {}}), 0, None);
-                next["status"] = pod_status(&ip, running, !crashing);
+                next["status"] = pod_status(&ip, running, !crashing && !runs);
                 if crashing {
                     t.crash.insert(uid.clone(), now + opts.tick * 2);
                 }
@@ -346,6 +370,14 @@ fn kubelet(st: &mut State, opts: &SimOpts, t: &mut Timers, now: Instant) {
                 continue;
             }
         };
+        if t.running.contains(&uid) && !ready(&pod) {
+            // The readiness probe of a real container.
+            if opts.runtime.as_ref().is_some_and(|rt| rt.ready(&uid)) {
+                next["status"] = pod_status(&ip, cs.clone(), true);
+                put_if_changed(st, Kind::Pod, next);
+            }
+            continue;
+        }
         let Some(due) = t.crash.get(&uid).copied() else {
             continue;
         };
