@@ -11,6 +11,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -18,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use kanmon_control::{
     certs::{self, acme::AcmeConfig, SourceConfig, Want},
     metrics::certs::CertMetrics,
+    store::Store,
 };
 use kanmon_tests::{client_config, free_port, node_program, tls_connect, workspace_bin};
 use rustls::pki_types::CertificateDer;
@@ -34,6 +36,17 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// One keeper pass the way the control plane makes it: each certificate the keeper finds due
+/// is issued as its certificate operation would (the queue itself is tested in
+/// `kanmon-control`'s runtime tests).
+async fn pass(keeper: &certs::CertKeeper, wants: &[Want], now: SystemTime) {
+    for w in keeper.reconcile(wants, now).await {
+        if let Err(e) = keeper.issue(&w, now).await {
+            eprintln!("issuance failed (the keeper backs off and counts it): {e}");
+        }
     }
 }
 
@@ -242,18 +255,23 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     acme_cfg.challenge_settle = Duration::from_millis(500);
     acme_cfg.order_timeout = Duration::from_secs(60);
     let metrics = CertMetrics::new().unwrap();
-    let account = d.join("acme-account.json");
+    let db = d.join("control.db");
+    let store = Arc::new(Store::open(&db).unwrap());
+    let account_key = certs::acme::account_key(&acme_cfg.directory);
+    // An account file of an older version is not there: nothing to take over.
+    let legacy = d.join("acme-account.json");
     // The CA is not up yet when the control plane starts: that does not stop it.
-    let mut keeper = certs::keeper(
+    let keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg),
         &cert_dir,
         "kanmon.test",
-        &account,
+        store.clone(),
+        &legacy,
         metrics.clone(),
     )
     .await
     .expect("the keeper starts while the CA is down");
-    assert!(!account.exists());
+    assert_eq!(store.meta(&account_key).unwrap(), None);
     let mut pebble = start_pebble();
     listening(acme, "pebble").await;
     listening(mgmt, "pebble's management").await;
@@ -265,7 +283,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     }];
     // Create → a pebble certificate for exactly HOST, served by the edge.
     let t0 = SystemTime::now();
-    keeper.reconcile(&live, t0).await;
+    pass(&keeper, &live, t0).await;
     assert_eq!(
         metrics.failures("alpha"),
         0,
@@ -274,7 +292,20 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&account), 0o600, "account key at rest");
+    // The account key is in the store (its database file 0600), in no file of its own.
+    let stored = store
+        .meta(&account_key)
+        .unwrap()
+        .expect("account in the store");
+    assert!(stored.contains("key_pkcs8"), "credentials stored");
+    assert_eq!(mode(&db), 0o600, "account key at rest");
+    assert!(!legacy.exists());
+    // Every file written into cert_dir that holds a private key is owner-only.
+    for entry in std::fs::read_dir(&cert_dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "key") {
+            assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+        }
+    }
     assert_eq!(mode(&cert_dir.join(format!("{HOST}.key"))), 0o600);
     let root = d.join("pebble-root.crt");
     let root_pem = https(&pebble_ca)
@@ -325,7 +356,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
 
     // ...stays up while renewal (due at two thirds of the validity) replaces the certificate.
     let due = t0 + Duration::from_secs(VALIDITY * 2 / 3 + 5);
-    keeper.reconcile(&live, due).await;
+    pass(&keeper, &live, due).await;
     let second = leaf_on_disk(&cert_dir);
     assert_ne!(second, first, "renewed");
     serves(edge, &root, &second).await;
@@ -340,7 +371,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     // the failure is counted, the expiry is still exported.
     drop(pebble);
     let later = due + Duration::from_secs(VALIDITY * 2 / 3 + 5);
-    keeper.reconcile(&live, later).await;
+    pass(&keeper, &live, later).await;
     assert_eq!(metrics.failures("alpha"), 1);
     assert_eq!(leaf_on_disk(&cert_dir), second);
     assert!(metrics.expiry("alpha").is_some());
@@ -351,27 +382,28 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     pebble = start_pebble();
     listening(acme, "pebble").await;
     listening(mgmt, "pebble's management").await;
-    std::fs::remove_file(&account).unwrap();
     let mut acme_cfg = AcmeConfig::new(&format!("https://{acme}/dir"));
     acme_cfg.ca_root = Some(pebble_ca.clone());
     acme_cfg.challenge_settle = Duration::from_millis(500);
-    let mut keeper = certs::keeper(
+    let fresh = Arc::new(Store::open(&d.join("control-2.db")).unwrap());
+    let keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg),
         &cert_dir,
         "kanmon.test",
-        &account,
+        fresh,
+        &legacy,
         metrics.clone(),
     )
     .await
     .expect("ACME account registered again");
-    keeper.reconcile(&live, later).await;
+    pass(&keeper, &live, later).await;
     let third = leaf_on_disk(&cert_dir);
     assert_ne!(third, second, "renewed once the CA is back");
     let deleted = [Want {
         live: false,
         ..live[0].clone()
     }];
-    keeper.reconcile(&deleted, later).await;
+    pass(&keeper, &deleted, later).await;
     assert!(!cert_dir.join(format!("{HOST}.crt")).exists());
     assert!(!cert_dir.join(format!("{HOST}.key")).exists());
     assert_eq!(metrics.expiry("alpha"), None);

@@ -4,11 +4,14 @@
 //! `<hostname>.tls-alpn-01.crt/.key`, the same path real certificates take; the proxy serves it
 //! only to a validator offering `acme-tls/1` (see `kanmon_proxy::tls::acme`) and the files are
 //! removed once the order is decided. The certificate's key is an ECDSA P-256 key made here;
-//! only its CSR leaves the process. The account's credentials (its private key) are kept in a
-//! 0600 file beside the control plane's database and reused by later starts.
+//! only its CSR leaves the process. The account's credentials (its private key) are kept in the
+//! control plane's store (its SQLite database, 0600 like every file holding secrets), keyed by
+//! the directory URL, and reused by later starts; an account file left by an older version is
+//! moved into the store and removed.
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -23,6 +26,7 @@ use kanmon_proxy::{
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 
 use super::{CertError, CertSource};
+use crate::store::Store;
 
 /// Where and how to reach the ACME CA.
 #[derive(Debug, Clone)]
@@ -61,7 +65,8 @@ impl AcmeConfig {
 pub struct AcmeSource {
     account: tokio::sync::OnceCell<Account>,
     cfg: AcmeConfig,
-    account_file: PathBuf,
+    store: Arc<Store>,
+    legacy_file: PathBuf,
     cert_dir: PathBuf,
 }
 
@@ -77,21 +82,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
 }
 
 impl AcmeSource {
-    /// A source for the CA `cfg` names, its account in `account_file` (0600), challenge
-    /// certificates in `cert_dir` (the proxy's).
-    pub fn new(cfg: AcmeConfig, account_file: &Path, cert_dir: &Path) -> Self {
+    /// A source for the CA `cfg` names, its account in `store` (an account file an older
+    /// version left at `legacy_file` is moved there), challenge certificates in `cert_dir`
+    /// (the proxy's).
+    pub fn new(cfg: AcmeConfig, store: Arc<Store>, legacy_file: &Path, cert_dir: &Path) -> Self {
         Self {
             account: tokio::sync::OnceCell::new(),
             cfg,
-            account_file: account_file.to_path_buf(),
+            store,
+            legacy_file: legacy_file.to_path_buf(),
             cert_dir: cert_dir.to_path_buf(),
         }
     }
 
-    /// The account: restored from the account file, or registered and written there.
+    /// The account: restored from the store, or registered and saved there.
     pub async fn account(&self) -> Result<&Account, CertError> {
         self.account
-            .get_or_try_init(|| connect(&self.cfg, &self.account_file))
+            .get_or_try_init(|| connect(&self.cfg, &self.store, &self.legacy_file))
             .await
     }
 
@@ -103,57 +110,88 @@ impl AcmeSource {
     }
 }
 
-/// Restores the account from `account_file`, or registers one and writes the file (0600).
-async fn connect(cfg: &AcmeConfig, account_file: &Path) -> Result<Account, CertError> {
+/// The store's key of the account at the CA `directory`: one account per CA.
+pub fn account_key(directory: &str) -> String {
+    format!("acme.account {directory}")
+}
+
+fn store_err(e: crate::store::StoreError) -> CertError {
+    CertError::Acme(format!("account in the store: {e}"))
+}
+
+/// The stored credentials of the account at `cfg`'s CA, taking over an account file an older
+/// version wrote (then removed: the key lives in one place).
+fn stored_credentials(
+    cfg: &AcmeConfig,
+    store: &Store,
+    legacy_file: &Path,
+) -> Result<Option<String>, CertError> {
+    let key = account_key(&cfg.directory);
+    if let Some(text) = store.meta(&key).map_err(store_err)? {
+        return Ok(Some(text));
+    }
+    match std::fs::read_to_string(legacy_file) {
+        Ok(text) => {
+            store.set_meta(&key, &text).map_err(store_err)?;
+            crate::private::remove(legacy_file);
+            tracing::info!(file = %legacy_file.display(), "ACME account moved into the store");
+            Ok(Some(text))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(legacy_file)(e)),
+    }
+}
+
+/// Restores the account from the store, or registers one and saves it there.
+async fn connect(
+    cfg: &AcmeConfig,
+    store: &Store,
+    legacy_file: &Path,
+) -> Result<Account, CertError> {
     let builder = || match &cfg.ca_root {
         Some(root) => Account::builder_with_root(root),
         None => Account::builder(),
     };
-    let account = match std::fs::read_to_string(account_file) {
-        Ok(text) => {
-            let creds: AccountCredentials = serde_json::from_str(&text)
-                .map_err(|e| CertError::Acme(format!("account file: {e}")))?;
-            builder()
-                .map_err(acme_err)?
-                .from_credentials(creds)
-                .await
-                .map_err(acme_err)?
+    if let Some(text) = stored_credentials(cfg, store, legacy_file)? {
+        let creds: AccountCredentials = serde_json::from_str(&text)
+            .map_err(|e| CertError::Acme(format!("stored account: {e}")))?;
+        return builder()
+            .map_err(acme_err)?
+            .from_credentials(creds)
+            .await
+            .map_err(acme_err);
+    }
+    let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let eab = match &cfg.eab {
+        Some((kid, hmac)) => {
+            use base64::Engine;
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(hmac.trim().trim_end_matches('='))
+                .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
+            Some(ExternalAccountKey::new(kid.clone(), &key))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
-            let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-            let eab = match &cfg.eab {
-                Some((kid, hmac)) => {
-                    use base64::Engine;
-                    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(hmac.trim().trim_end_matches('='))
-                        .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
-                    Some(ExternalAccountKey::new(kid.clone(), &key))
-                }
-                None => None,
-            };
-            let (account, creds) = builder()
-                .map_err(acme_err)?
-                .create(
-                    &NewAccount {
-                        contact: &contacts,
-                        terms_of_service_agreed: true,
-                        only_return_existing: false,
-                    },
-                    cfg.directory.clone(),
-                    eab.as_ref(),
-                )
-                .await
-                .map_err(acme_err)?;
-            let text = serde_json::to_string(&creds)
-                .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
-            crate::private::write_file(account_file, text.as_bytes())
-                .map_err(io_err(account_file))?;
-            tracing::info!(account = account.id(), "ACME account registered");
-            account
-        }
-        Err(e) => return Err(io_err(account_file)(e)),
+        None => None,
     };
+    let (account, creds) = builder()
+        .map_err(acme_err)?
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            cfg.directory.clone(),
+            eab.as_ref(),
+        )
+        .await
+        .map_err(acme_err)?;
+    let text = serde_json::to_string(&creds)
+        .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
+    store
+        .set_meta(&account_key(&cfg.directory), &text)
+        .map_err(store_err)?;
+    tracing::info!(account = account.id(), "ACME account registered");
     Ok(account)
 }
 
