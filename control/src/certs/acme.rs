@@ -1,4 +1,7 @@
-//! ACME (RFC 8555) as a certificate source, answering TLS-ALPN-01 (RFC 8737) through the edge.
+//! ACME (RFC 8555) as a certificate source, answering TLS-ALPN-01 (RFC 8737) through the edge,
+//! or HTTP-01 on the edge's plain-HTTP listener where the CA is configured for it (the key
+//! authorization goes into `cert_dir` as `<hostname>.http-01`, see
+//! `kanmon_proxy::tls::http01`, and is removed with the challenge certificate).
 //!
 //! The challenge certificate goes into the proxy's `cert_dir` as
 //! `<hostname>.tls-alpn-01.crt/.key`, the same path real certificates take; the proxy serves it
@@ -20,8 +23,8 @@ use instant_acme::{
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy, RevocationRequest,
 };
 use kanmon_proxy::{
-    devcerts::{write_pair, CertInfo, PemPair},
-    tls::acme::CHALLENGE_SUFFIX,
+    devcerts::{write_atomic, write_pair, CertInfo, PemPair},
+    tls::{acme::CHALLENGE_SUFFIX, http01::HTTP01_EXTENSION},
 };
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 
@@ -44,6 +47,38 @@ pub struct AcmeConfig {
     pub challenge_settle: Duration,
     /// How long to wait for the CA to validate and to issue.
     pub order_timeout: Duration,
+    /// Which challenge the edge answers.
+    pub challenge: Challenge,
+}
+
+/// The ACME challenge the edge answers for this CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Challenge {
+    /// TLS-ALPN-01 (RFC 8737) on the edge's TLS listener: needs no other port.
+    #[default]
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    /// HTTP-01 on the edge's plain-HTTP listener (`listen.http`, port 80 for a public CA),
+    /// for CAs that do not offer TLS-ALPN-01.
+    #[value(name = "http-01")]
+    Http01,
+}
+
+impl Challenge {
+    fn acme_type(self) -> ChallengeType {
+        match self {
+            Self::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Self::Http01 => ChallengeType::Http01,
+        }
+    }
+
+    /// The challenge's name in RFC 8555's registry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TlsAlpn01 => "tls-alpn-01",
+            Self::Http01 => "http-01",
+        }
+    }
 }
 
 impl AcmeConfig {
@@ -56,6 +91,7 @@ impl AcmeConfig {
             ca_root: None,
             challenge_settle: Duration::from_secs(1),
             order_timeout: Duration::from_secs(120),
+            challenge: Challenge::TlsAlpn01,
         }
     }
 }
@@ -198,14 +234,29 @@ async fn connect(
 /// The challenge files of one hostname, removed when dropped (whatever the order's outcome).
 struct ChallengeFiles<'a> {
     dir: &'a Path,
-    stem: String,
+    hostname: &'a str,
+}
+
+impl ChallengeFiles<'_> {
+    /// The stem of the TLS-ALPN-01 certificate's files.
+    fn tls_alpn_stem(&self) -> String {
+        format!("{}{CHALLENGE_SUFFIX}", self.hostname)
+    }
+
+    /// The HTTP-01 key authorization's file.
+    fn http01_file(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}.{HTTP01_EXTENSION}", self.hostname))
+    }
 }
 
 impl Drop for ChallengeFiles<'_> {
     fn drop(&mut self) {
+        let stem = self.tls_alpn_stem();
         for ext in ["crt", "key"] {
-            crate::private::remove(&self.dir.join(format!("{}.{ext}", self.stem)));
+            crate::private::remove(&self.dir.join(format!("{stem}.{ext}")));
         }
+        crate::private::remove(&self.http01_file());
     }
 }
 
@@ -238,7 +289,7 @@ impl CertSource for AcmeSource {
             .map_err(acme_err)?;
         let files = ChallengeFiles {
             dir: &self.cert_dir,
-            stem: format!("{hostname}{CHALLENGE_SUFFIX}"),
+            hostname,
         };
         let mut pending = false;
         {
@@ -252,12 +303,23 @@ impl CertSource for AcmeSource {
                         return Err(CertError::Acme(format!("authorization is {other:?}")));
                     }
                 }
+                let kind = self.cfg.challenge;
                 let mut challenge = authz
-                    .challenge(ChallengeType::TlsAlpn01)
-                    .ok_or_else(|| CertError::Acme("the CA offers no tls-alpn-01".into()))?;
-                let digest = challenge.key_authorization().digest();
-                let pair = challenge_cert(hostname, digest.as_ref())?;
-                write_pair(files.dir, &files.stem, &pair)?;
+                    .challenge(kind.acme_type())
+                    .ok_or_else(|| CertError::Acme(format!("the CA offers no {}", kind.name())))?;
+                let key_auth = challenge.key_authorization();
+                match kind {
+                    Challenge::TlsAlpn01 => {
+                        let pair = challenge_cert(hostname, key_auth.digest().as_ref())?;
+                        write_pair(files.dir, &files.tls_alpn_stem(), &pair)?;
+                    }
+                    Challenge::Http01 => {
+                        // Not a secret (the validator reads it over plain HTTP); written
+                        // atomically so the proxy never loads half of it.
+                        let file = files.http01_file();
+                        write_atomic(&file, key_auth.as_str(), false)?;
+                    }
+                }
                 tokio::time::sleep(self.cfg.challenge_settle).await;
                 challenge.set_ready().await.map_err(acme_err)?;
                 pending = true;
