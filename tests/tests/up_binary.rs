@@ -135,7 +135,8 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     // Served once the first node is ready; both nodes are up once the first deploy completes.
     let mut deployed = false;
     for _ in 0..600 {
-        let op = client.get("/v1/operations/1").await;
+        // Operation 1 is the demo's certificate, 2 its first deploy.
+        let op = client.get("/v1/operations/2").await;
         if op.is_ok_and(|op| op["status"] == "completed") {
             deployed = true;
             break;

@@ -47,7 +47,8 @@ async fn node_addrs(up: &UpProcess) -> Vec<std::net::SocketAddr> {
     let client = Client::new(&format!("http://{}", up.api), up.token());
     let mut done = false;
     for _ in 0..600 {
-        let op = client.get("/v1/operations/1").await;
+        // Operation 1 is the demo's certificate, 2 its first deploy.
+        let op = client.get("/v1/operations/2").await;
         if op.is_ok_and(|op| op["status"] == "completed") {
             done = true;
             break;
