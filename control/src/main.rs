@@ -130,7 +130,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let base_domain = settings.base_domain.clone();
-    let runtime = Runtime::start(store, settings, driver, publisher)?;
+    let runtime = Runtime::start(store.clone(), settings, driver, publisher)?;
     tokio::spawn(kanmon_control::billing::run(runtime.clone()));
     let app = api::App::new(runtime.clone());
     let mut sources =
@@ -143,6 +143,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &args.certs.source()?,
             dir,
             &base_domain,
+            store.clone(),
             std::path::Path::new(&account),
             cert_metrics.clone(),
         )

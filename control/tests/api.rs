@@ -185,6 +185,23 @@ async fn lifecycle_rules_over_http() {
         )
         .await;
     assert_eq!(status, 422);
+    // Certificates are queued by the control plane only, even for an admin: every issuance
+    // draws on the rate limits of the CA account all tenants share.
+    let (status, body) = s
+        .post(
+            "/v1/deployments/alpha/operations",
+            &s.admin,
+            json!({ "kind": "certificate" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("queued by the control plane"),
+        "{body}"
+    );
     // Duplicate instance names.
     let (status, _) = s
         .post(

@@ -74,6 +74,10 @@ async fn on_changes<F: PartialEq>(
     let mut watch = watch_dir(dir, only);
     let rx = &mut watch.changes;
     let mut last = fingerprint();
+    // What was loaded at start-up may be older than the watch: a file written in between
+    // (e.g. the first deployment's certificate, while an embedding control plane starts)
+    // would otherwise wait for its next change. One reload once the watch is in place.
+    reload();
     let mut poll = tokio::time::interval(POLL);
     loop {
         let notified = tokio::select! {

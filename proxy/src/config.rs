@@ -77,6 +77,9 @@ pub struct Listen {
     pub tls: SocketAddr,
     /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
     pub admin: SocketAddr,
+    /// Optional plain-HTTP listener that answers only ACME HTTP-01 validations (see
+    /// `tls::http01`); none by default: TLS-ALPN-01 needs only the TLS listener.
+    pub http: Option<SocketAddr>,
     /// Whether connections from `trusted_proxies` start with a PROXY protocol header (which
     /// is then required from them) carrying the client's address.
     pub proxy_protocol: ProxyProtocolMode,
@@ -108,6 +111,7 @@ impl Default for Listen {
         Self {
             tls: SocketAddr::from(([0, 0, 0, 0], 443)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            http: None,
             proxy_protocol: ProxyProtocolMode::Off,
             trusted_proxies: Vec::new(),
             proxy_protocol_timeout: Duration::from_secs(5),

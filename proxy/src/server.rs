@@ -270,6 +270,15 @@ impl Proxy {
         );
         server.add_service(service);
 
+        if let Some(http) = cfg.listen.http {
+            let mut acme = Service::new(
+                "kanmon-acme-http".to_string(),
+                crate::tls::http01::Http01App::new(certs.clone()),
+            );
+            acme.add_tcp(&http.to_string());
+            acme.threads = Some(1);
+            server.add_service(acme);
+        }
         let mut admin = Service::new(
             "kanmon-admin".to_string(),
             AdminApp::new(metrics.clone(), certs, publisher.clone()),

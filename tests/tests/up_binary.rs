@@ -135,7 +135,8 @@ async fn up_serves_stops_on_sigint_and_resumes() {
     // Served once the first node is ready; both nodes are up once the first deploy completes.
     let mut deployed = false;
     for _ in 0..600 {
-        let op = client.get("/v1/operations/1").await;
+        // Operation 1 is the demo's certificate, 2 its first deploy.
+        let op = client.get("/v1/operations/2").await;
         if op.is_ok_and(|op| op["status"] == "completed") {
             deployed = true;
             break;
@@ -197,13 +198,24 @@ async fn up_serves_stops_on_sigint_and_resumes() {
         .get("/v1/deployments/demo/operations")
         .await
         .expect("operations");
-    let first = ops["operations"]
-        .as_array()
-        .and_then(|o| o.iter().find(|o| o["id"] == 1))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(first["kind"], "deploy", "{ops}");
-    assert_eq!(first["status"], "completed", "{ops}");
+    // The first operations of the demo: its certificate (queued first), then its deploy.
+    let first = |kind: &str| {
+        ops["operations"]
+            .as_array()
+            .and_then(|o| {
+                o.iter()
+                    .filter(|o| o["kind"] == kind)
+                    .min_by_key(|o| o["id"].as_u64())
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(first("deploy")["id"], 2, "{ops}");
+    assert_eq!(first("deploy")["status"], "completed", "{ops}");
+    let certificate = first("certificate");
+    assert_eq!(certificate["id"], 1, "{ops}");
+    assert_eq!(certificate["status"], "completed", "{ops}");
+    assert_eq!(certificate["result"]["hostname"], HOST, "{ops}");
     let list = client.get("/v1/deployments").await.expect("list");
     assert_eq!(
         list.to_string().matches("\"instance\":\"demo\"").count(),

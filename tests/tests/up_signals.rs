@@ -47,7 +47,8 @@ async fn node_addrs(up: &UpProcess) -> Vec<std::net::SocketAddr> {
     let client = Client::new(&format!("http://{}", up.api), up.token());
     let mut done = false;
     for _ in 0..600 {
-        let op = client.get("/v1/operations/1").await;
+        // Operation 1 is the demo's certificate, 2 its first deploy.
+        let op = client.get("/v1/operations/2").await;
         if op.is_ok_and(|op| op["status"] == "completed") {
             done = true;
             break;
@@ -99,13 +100,20 @@ async fn resumes(state: &StateDir, token: &str, identity: u64, end: &str) {
         .get("/v1/deployments/demo/operations")
         .await
         .expect("operations");
-    let first = ops["operations"]
-        .as_array()
-        .and_then(|o| o.iter().find(|o| o["id"] == 1))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(first["kind"], "deploy", "{ops}");
-    assert_eq!(first["status"], "completed", "{ops}");
+    // The first operations of the demo: its certificate (queued first), then its deploy.
+    let first = |kind: &str| {
+        ops["operations"]
+            .as_array()
+            .and_then(|o| {
+                o.iter()
+                    .filter(|o| o["kind"] == kind)
+                    .min_by_key(|o| o["id"].as_u64())
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(first("deploy")["id"], 2, "{ops}");
+    assert_eq!(first("deploy")["status"], "completed", "{ops}");
     assert_eq!(
         data_identity(state),
         identity,

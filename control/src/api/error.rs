@@ -118,6 +118,7 @@ impl From<DomainError> for ApiError {
             DomainError::PermanentChoice { .. }
             | DomainError::DeleteProtected
             | DomainError::Deleted
+            | DomainError::CertificateQueued
             | DomainError::Downgrade { .. }
             | DomainError::NotADowngrade { .. }
             | DomainError::DatabaseCpuDown { .. } => StatusCode::CONFLICT,

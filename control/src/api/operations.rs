@@ -24,6 +24,13 @@ pub(super) async fn submit(
     app.handle(&headers, &action, Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         let kind = super::body(kind)?;
+        if kind == OpKind::Certificate {
+            // Issuances draw on the one CA account every tenant shares (orders, duplicate
+            // certificates per week): only the control plane queues them.
+            return Err(ApiError::bad_request(
+                "certificate operations are queued by the control plane (on create and for renewals)",
+            ));
+        }
         for p in kind.permissions() {
             cx.require(p, &dep)?;
         }

@@ -1,14 +1,20 @@
-//! ACME (RFC 8555) as a certificate source, answering TLS-ALPN-01 (RFC 8737) through the edge.
+//! ACME (RFC 8555) as a certificate source, answering TLS-ALPN-01 (RFC 8737) through the edge,
+//! or HTTP-01 on the edge's plain-HTTP listener where the CA is configured for it (the key
+//! authorization goes into `cert_dir` as `<hostname>.http-01`, see
+//! `kanmon_proxy::tls::http01`, and is removed with the challenge certificate).
 //!
 //! The challenge certificate goes into the proxy's `cert_dir` as
 //! `<hostname>.tls-alpn-01.crt/.key`, the same path real certificates take; the proxy serves it
 //! only to a validator offering `acme-tls/1` (see `kanmon_proxy::tls::acme`) and the files are
 //! removed once the order is decided. The certificate's key is an ECDSA P-256 key made here;
-//! only its CSR leaves the process. The account's credentials (its private key) are kept in a
-//! 0600 file beside the control plane's database and reused by later starts.
+//! only its CSR leaves the process. The account's credentials (its private key) are kept in the
+//! control plane's store (its SQLite database, 0600 like every file holding secrets), keyed by
+//! the directory URL, and reused by later starts; an account file left by an older version is
+//! moved into the store and removed.
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -17,12 +23,13 @@ use instant_acme::{
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy, RevocationRequest,
 };
 use kanmon_proxy::{
-    devcerts::{write_pair, CertInfo, PemPair},
-    tls::acme::CHALLENGE_SUFFIX,
+    devcerts::{write_atomic, write_pair, CertInfo, PemPair},
+    tls::{acme::CHALLENGE_SUFFIX, http01::HTTP01_EXTENSION},
 };
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 
 use super::{CertError, CertSource};
+use crate::store::Store;
 
 /// Where and how to reach the ACME CA.
 #[derive(Debug, Clone)]
@@ -40,6 +47,38 @@ pub struct AcmeConfig {
     pub challenge_settle: Duration,
     /// How long to wait for the CA to validate and to issue.
     pub order_timeout: Duration,
+    /// Which challenge the edge answers.
+    pub challenge: Challenge,
+}
+
+/// The ACME challenge the edge answers for this CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Challenge {
+    /// TLS-ALPN-01 (RFC 8737) on the edge's TLS listener: needs no other port.
+    #[default]
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    /// HTTP-01 on the edge's plain-HTTP listener (`listen.http`, port 80 for a public CA),
+    /// for CAs that do not offer TLS-ALPN-01.
+    #[value(name = "http-01")]
+    Http01,
+}
+
+impl Challenge {
+    fn acme_type(self) -> ChallengeType {
+        match self {
+            Self::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Self::Http01 => ChallengeType::Http01,
+        }
+    }
+
+    /// The challenge's name in RFC 8555's registry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TlsAlpn01 => "tls-alpn-01",
+            Self::Http01 => "http-01",
+        }
+    }
 }
 
 impl AcmeConfig {
@@ -52,6 +91,7 @@ impl AcmeConfig {
             ca_root: None,
             challenge_settle: Duration::from_secs(1),
             order_timeout: Duration::from_secs(120),
+            challenge: Challenge::TlsAlpn01,
         }
     }
 }
@@ -61,7 +101,8 @@ impl AcmeConfig {
 pub struct AcmeSource {
     account: tokio::sync::OnceCell<Account>,
     cfg: AcmeConfig,
-    account_file: PathBuf,
+    store: Arc<Store>,
+    legacy_file: PathBuf,
     cert_dir: PathBuf,
 }
 
@@ -77,21 +118,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
 }
 
 impl AcmeSource {
-    /// A source for the CA `cfg` names, its account in `account_file` (0600), challenge
-    /// certificates in `cert_dir` (the proxy's).
-    pub fn new(cfg: AcmeConfig, account_file: &Path, cert_dir: &Path) -> Self {
+    /// A source for the CA `cfg` names, its account in `store` (an account file an older
+    /// version left at `legacy_file` is moved there), challenge certificates in `cert_dir`
+    /// (the proxy's).
+    pub fn new(cfg: AcmeConfig, store: Arc<Store>, legacy_file: &Path, cert_dir: &Path) -> Self {
         Self {
             account: tokio::sync::OnceCell::new(),
             cfg,
-            account_file: account_file.to_path_buf(),
+            store,
+            legacy_file: legacy_file.to_path_buf(),
             cert_dir: cert_dir.to_path_buf(),
         }
     }
 
-    /// The account: restored from the account file, or registered and written there.
+    /// The account: restored from the store, or registered and saved there.
     pub async fn account(&self) -> Result<&Account, CertError> {
         self.account
-            .get_or_try_init(|| connect(&self.cfg, &self.account_file))
+            .get_or_try_init(|| connect(&self.cfg, &self.store, &self.legacy_file))
             .await
     }
 
@@ -103,71 +146,117 @@ impl AcmeSource {
     }
 }
 
-/// Restores the account from `account_file`, or registers one and writes the file (0600).
-async fn connect(cfg: &AcmeConfig, account_file: &Path) -> Result<Account, CertError> {
+/// The store's key of the account at the CA `directory`: one account per CA.
+pub fn account_key(directory: &str) -> String {
+    format!("acme.account {directory}")
+}
+
+fn store_err(e: crate::store::StoreError) -> CertError {
+    CertError::Acme(format!("account in the store: {e}"))
+}
+
+/// The stored credentials of the account at `cfg`'s CA, taking over an account file an older
+/// version wrote (then removed: the key lives in one place).
+fn stored_credentials(
+    cfg: &AcmeConfig,
+    store: &Store,
+    legacy_file: &Path,
+) -> Result<Option<String>, CertError> {
+    let key = account_key(&cfg.directory);
+    if let Some(text) = store.meta(&key).map_err(store_err)? {
+        return Ok(Some(text));
+    }
+    match std::fs::read_to_string(legacy_file) {
+        Ok(text) => {
+            store.set_meta(&key, &text).map_err(store_err)?;
+            crate::private::remove(legacy_file);
+            tracing::info!(file = %legacy_file.display(), "ACME account moved into the store");
+            Ok(Some(text))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(legacy_file)(e)),
+    }
+}
+
+/// Restores the account from the store, or registers one and saves it there.
+async fn connect(
+    cfg: &AcmeConfig,
+    store: &Store,
+    legacy_file: &Path,
+) -> Result<Account, CertError> {
     let builder = || match &cfg.ca_root {
         Some(root) => Account::builder_with_root(root),
         None => Account::builder(),
     };
-    let account = match std::fs::read_to_string(account_file) {
-        Ok(text) => {
-            let creds: AccountCredentials = serde_json::from_str(&text)
-                .map_err(|e| CertError::Acme(format!("account file: {e}")))?;
-            builder()
-                .map_err(acme_err)?
-                .from_credentials(creds)
-                .await
-                .map_err(acme_err)?
+    if let Some(text) = stored_credentials(cfg, store, legacy_file)? {
+        let creds: AccountCredentials = serde_json::from_str(&text)
+            .map_err(|e| CertError::Acme(format!("stored account: {e}")))?;
+        return builder()
+            .map_err(acme_err)?
+            .from_credentials(creds)
+            .await
+            .map_err(acme_err);
+    }
+    let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let eab = match &cfg.eab {
+        Some((kid, hmac)) => {
+            use base64::Engine;
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(hmac.trim().trim_end_matches('='))
+                .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
+            Some(ExternalAccountKey::new(kid.clone(), &key))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let contact = cfg.contact.as_ref().map(|c| format!("mailto:{c}"));
-            let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-            let eab = match &cfg.eab {
-                Some((kid, hmac)) => {
-                    use base64::Engine;
-                    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(hmac.trim().trim_end_matches('='))
-                        .map_err(|e| CertError::Acme(format!("EAB HMAC key: {e}")))?;
-                    Some(ExternalAccountKey::new(kid.clone(), &key))
-                }
-                None => None,
-            };
-            let (account, creds) = builder()
-                .map_err(acme_err)?
-                .create(
-                    &NewAccount {
-                        contact: &contacts,
-                        terms_of_service_agreed: true,
-                        only_return_existing: false,
-                    },
-                    cfg.directory.clone(),
-                    eab.as_ref(),
-                )
-                .await
-                .map_err(acme_err)?;
-            let text = serde_json::to_string(&creds)
-                .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
-            crate::private::write_file(account_file, text.as_bytes())
-                .map_err(io_err(account_file))?;
-            tracing::info!(account = account.id(), "ACME account registered");
-            account
-        }
-        Err(e) => return Err(io_err(account_file)(e)),
+        None => None,
     };
+    let (account, creds) = builder()
+        .map_err(acme_err)?
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            cfg.directory.clone(),
+            eab.as_ref(),
+        )
+        .await
+        .map_err(acme_err)?;
+    let text = serde_json::to_string(&creds)
+        .map_err(|e| CertError::Acme(format!("account credentials: {e}")))?;
+    store
+        .set_meta(&account_key(&cfg.directory), &text)
+        .map_err(store_err)?;
+    tracing::info!(account = account.id(), "ACME account registered");
     Ok(account)
 }
 
 /// The challenge files of one hostname, removed when dropped (whatever the order's outcome).
 struct ChallengeFiles<'a> {
     dir: &'a Path,
-    stem: String,
+    hostname: &'a str,
+}
+
+impl ChallengeFiles<'_> {
+    /// The stem of the TLS-ALPN-01 certificate's files.
+    fn tls_alpn_stem(&self) -> String {
+        format!("{}{CHALLENGE_SUFFIX}", self.hostname)
+    }
+
+    /// The HTTP-01 key authorization's file.
+    fn http01_file(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}.{HTTP01_EXTENSION}", self.hostname))
+    }
 }
 
 impl Drop for ChallengeFiles<'_> {
     fn drop(&mut self) {
+        let stem = self.tls_alpn_stem();
         for ext in ["crt", "key"] {
-            crate::private::remove(&self.dir.join(format!("{}.{ext}", self.stem)));
+            crate::private::remove(&self.dir.join(format!("{stem}.{ext}")));
         }
+        crate::private::remove(&self.http01_file());
     }
 }
 
@@ -200,7 +289,7 @@ impl CertSource for AcmeSource {
             .map_err(acme_err)?;
         let files = ChallengeFiles {
             dir: &self.cert_dir,
-            stem: format!("{hostname}{CHALLENGE_SUFFIX}"),
+            hostname,
         };
         let mut pending = false;
         {
@@ -214,12 +303,23 @@ impl CertSource for AcmeSource {
                         return Err(CertError::Acme(format!("authorization is {other:?}")));
                     }
                 }
+                let kind = self.cfg.challenge;
                 let mut challenge = authz
-                    .challenge(ChallengeType::TlsAlpn01)
-                    .ok_or_else(|| CertError::Acme("the CA offers no tls-alpn-01".into()))?;
-                let digest = challenge.key_authorization().digest();
-                let pair = challenge_cert(hostname, digest.as_ref())?;
-                write_pair(files.dir, &files.stem, &pair)?;
+                    .challenge(kind.acme_type())
+                    .ok_or_else(|| CertError::Acme(format!("the CA offers no {}", kind.name())))?;
+                let key_auth = challenge.key_authorization();
+                match kind {
+                    Challenge::TlsAlpn01 => {
+                        let pair = challenge_cert(hostname, key_auth.digest().as_ref())?;
+                        write_pair(files.dir, &files.tls_alpn_stem(), &pair)?;
+                    }
+                    Challenge::Http01 => {
+                        // Not a secret (the validator reads it over plain HTTP); written
+                        // atomically so the proxy never loads half of it.
+                        let file = files.http01_file();
+                        write_atomic(&file, key_auth.as_str(), false)?;
+                    }
+                }
                 tokio::time::sleep(self.cfg.challenge_settle).await;
                 challenge.set_ready().await.map_err(acme_err)?;
                 pending = true;

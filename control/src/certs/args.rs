@@ -34,6 +34,11 @@ pub struct CertArgs {
     /// PEM root to trust for the ACME server's HTTPS (a test CA such as pebble).
     #[arg(long)]
     pub acme_ca_root: Option<PathBuf>,
+    /// Which ACME challenge the edge answers: tls-alpn-01 on its TLS listener, or http-01 on
+    /// its plain-HTTP listener (the proxy's `listen.http`; port 80 for a public CA), for CAs
+    /// without tls-alpn-01.
+    #[arg(long, value_enum, default_value = "tls-alpn-01")]
+    pub acme_challenge: super::acme::Challenge,
     /// How long the proxy gets to load a challenge certificate before the CA validates.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub acme_challenge_settle: Duration,
@@ -53,6 +58,7 @@ impl CertArgs {
                 cfg.contact = self.acme_contact.clone();
                 cfg.ca_root = self.acme_ca_root.clone();
                 cfg.challenge_settle = self.acme_challenge_settle;
+                cfg.challenge = self.acme_challenge;
                 if let (Some(kid), Some(file)) = (&self.acme_eab_kid, &self.acme_eab_hmac_file) {
                     let hmac = std::fs::read_to_string(file).map_err(|source| CertError::Io {
                         path: file.clone(),

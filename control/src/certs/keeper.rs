@@ -3,14 +3,17 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use kanmon_proxy::devcerts::{write_pair, CertInfo};
 
 use super::{CertError, CertSource};
-use crate::{metrics::certs::CertMetrics, runtime::Runtime};
+use crate::{
+    metrics::certs::CertMetrics,
+    runtime::{Runtime, SYSTEM_USER},
+};
 
 /// One deployment as the keeper sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +73,14 @@ struct Retry {
     next: SystemTime,
 }
 
-/// Keeps `cert_dir` in line with the deployments (see the module doc of [`super`]).
-pub struct CertKeeper {
-    dir: PathBuf,
-    source: Arc<dyn CertSource>,
-    metrics: CertMetrics,
-    retry: RetryPolicy,
+/// How long a certificate operation the keeper queued may take before the keeper looks at the
+/// deployment again (one interrupted by a restart never reports; a second queueing of one that
+/// still waits is refused by the queue, so this only bounds how soon that is noticed).
+const QUEUED_RECHECK: Duration = Duration::from_secs(60);
+
+/// What the keeper knows, behind one lock taken only between awaits.
+#[derive(Default)]
+struct State {
     /// What is on disk, by hostname (read once, then kept up to date by our own writes).
     known: HashMap<String, CertInfo>,
     failing: HashMap<String, Retry>,
@@ -83,12 +88,30 @@ pub struct CertKeeper {
     hints: HashMap<String, Hint>,
     /// Hostnames of deleted deployments whose certificate is gone: not looked at again.
     retired: std::collections::HashSet<String>,
+    /// Hostnames with a certificate operation queued, and when.
+    queued: HashMap<String, SystemTime>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    source: Arc<dyn CertSource>,
+    metrics: CertMetrics,
+    retry: RetryPolicy,
+    state: Mutex<State>,
+}
+
+/// Keeps `cert_dir` in line with the deployments (see the module doc of [`super`]): decides
+/// which certificates are due ([`CertKeeper::reconcile`]) and obtains one when its certificate
+/// operation runs ([`CertKeeper::issue`]). Cheap to clone (one shared state).
+#[derive(Clone)]
+pub struct CertKeeper {
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for CertKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertKeeper")
-            .field("dir", &self.dir)
+            .field("dir", &self.shared.dir)
             .finish_non_exhaustive()
     }
 }
@@ -106,112 +129,174 @@ impl CertKeeper {
         retry: RetryPolicy,
     ) -> Self {
         Self {
-            dir,
-            source,
-            metrics,
-            retry,
-            known: HashMap::new(),
-            failing: HashMap::new(),
-            hints: HashMap::new(),
-            retired: std::collections::HashSet::new(),
+            shared: Arc::new(Shared {
+                dir,
+                source,
+                metrics,
+                retry,
+                state: Mutex::new(State::default()),
+            }),
         }
     }
 
-    /// One pass over `wants` at time `now`.
-    pub async fn reconcile(&mut self, wants: &[Want], now: SystemTime) {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One pass over `wants` at time `now`: revokes and removes the certificates of deleted
+    /// deployments, and returns the live ones due for a certificate (none on disk, renewal
+    /// time, the CA's suggestion, a wrong name or CA) that are neither backing off after a
+    /// failure nor already queued. The caller queues a certificate operation for each through
+    /// [`CertKeeper::claim`], and the operation calls [`CertKeeper::issue`] when it runs.
+    pub async fn reconcile(&self, wants: &[Want], now: SystemTime) -> Vec<Want> {
+        let mut due = Vec::new();
         for w in wants {
-            if w.live {
-                self.retired.remove(&w.hostname);
-            } else if self.retired.contains(&w.hostname) {
+            let skip = {
+                let mut st = self.state();
+                if w.live {
+                    st.retired.remove(&w.hostname);
+                }
+                (!w.live && st.retired.contains(&w.hostname))
+                    || st.failing.get(&w.hostname).is_some_and(|r| now < r.next)
+                    || (w.live
+                        && st
+                            .queued
+                            .get(&w.hostname)
+                            .is_some_and(|at| now < *at + QUEUED_RECHECK))
+            };
+            if skip {
                 continue;
             }
-            if let Some(r) = self.failing.get(&w.hostname) {
-                if now < r.next {
-                    continue;
+            if w.live {
+                if self.due(w, now).await {
+                    due.push(w.clone());
                 }
-            }
-            let result = if w.live {
-                self.keep(w, now).await
-            } else {
-                self.retire(w).await
-            };
-            match result {
-                Ok(()) => {
-                    self.failing.remove(&w.hostname);
-                }
-                Err(e) => {
-                    let failures = self.failing.get(&w.hostname).map_or(0, |r| r.failures) + 1;
-                    let delay = self.retry.delay(failures);
-                    self.metrics.failed(&w.instance);
-                    tracing::warn!(
-                        deployment = %w.instance,
-                        error = %e,
-                        failures,
-                        retry_in = ?delay,
-                        "certificate not obtained or revoked; the current one (if any) stays"
-                    );
-                    self.failing.insert(
-                        w.hostname.clone(),
-                        Retry {
-                            failures,
-                            next: now + delay,
-                        },
-                    );
-                }
+            } else if let Err(e) = self.retire(w).await {
+                self.failed(w, &e, now);
             }
         }
+        due
+    }
+
+    /// Queues `w`'s certificate operation through `queue` (which says whether it queued one)
+    /// unless, by now, `w` is backing off or already queued: the state may have moved since
+    /// [`CertKeeper::reconcile`] looked. Under the keeper's lock, which an issuance takes to
+    /// record its outcome before its operation finishes: so either that outcome is seen here,
+    /// or the operation is still unfinished and the queue refuses a second one.
+    pub fn claim<E>(
+        &self,
+        w: &Want,
+        now: SystemTime,
+        queue: impl FnOnce() -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let mut st = self.state();
+        let busy = st.failing.get(&w.hostname).is_some_and(|r| now < r.next)
+            || st
+                .queued
+                .get(&w.hostname)
+                .is_some_and(|at| now < *at + QUEUED_RECHECK);
+        if busy {
+            return Ok(false);
+        }
+        let queued = queue()?;
+        st.queued.insert(w.hostname.clone(), now);
+        Ok(queued)
+    }
+
+    /// Records a failure of `w`'s issuance or revocation: retried after the backoff.
+    fn failed(&self, w: &Want, e: &CertError, now: SystemTime) {
+        let mut st = self.state();
+        let failures = st.failing.get(&w.hostname).map_or(0, |r| r.failures) + 1;
+        let delay = self.shared.retry.delay(failures);
+        self.shared.metrics.failed(&w.instance);
+        tracing::warn!(
+            deployment = %w.instance,
+            error = %e,
+            failures,
+            retry_in = ?delay,
+            "certificate not obtained or revoked; the current one (if any) stays"
+        );
+        st.failing.insert(
+            w.hostname.clone(),
+            Retry {
+                failures,
+                next: now + delay,
+            },
+        );
     }
 
     /// What is on disk for `hostname`, read once.
-    fn current(&mut self, hostname: &str) -> Option<&CertInfo> {
-        if !self.known.contains_key(hostname) {
-            let pem = std::fs::read_to_string(crt_path(&self.dir, hostname)).ok()?;
+    fn current(&self, hostname: &str) -> Option<CertInfo> {
+        let mut st = self.state();
+        if !st.known.contains_key(hostname) {
+            let pem = std::fs::read_to_string(crt_path(&self.shared.dir, hostname)).ok()?;
             let info = CertInfo::from_pem(&pem).ok()?;
-            self.known.insert(hostname.to_string(), info);
+            st.known.insert(hostname.to_string(), info);
         }
-        self.known.get(hostname)
+        st.known.get(hostname).cloned()
     }
 
-    async fn keep(&mut self, w: &Want, now: SystemTime) -> Result<(), CertError> {
-        let source = self.source.clone();
-        let metrics = self.metrics.clone();
+    /// Whether `w` needs a certificate now.
+    async fn due(&self, w: &Want, now: SystemTime) -> bool {
         let due = match self.current(&w.hostname) {
             None => true,
             Some(info) => {
-                metrics.expires(&w.instance, info.not_after);
+                self.shared.metrics.expires(&w.instance, info.not_after);
                 now >= info.renew_at()
                     || info.dns_names != [w.hostname.as_str()]
-                    || !source.accepts(info)
+                    || !self.shared.source.accepts(&info)
             }
         };
-        if !due && !self.suggested_now(w, now).await {
-            return Ok(());
+        due || self.suggested_now(w, now).await
+    }
+
+    /// Obtains a certificate for `w` and writes it (key first, each file atomically), at time
+    /// `now`; a failure keeps the current certificate and backs off. What a certificate
+    /// operation runs.
+    pub async fn issue(&self, w: &Want, now: SystemTime) -> Result<CertInfo, CertError> {
+        let result = self.obtain(w).await;
+        let mut st = self.state();
+        st.queued.remove(&w.hostname);
+        match result {
+            Ok(info) => {
+                st.failing.remove(&w.hostname);
+                st.hints.remove(&w.hostname);
+                st.known.insert(w.hostname.clone(), info.clone());
+                Ok(info)
+            }
+            Err(e) => {
+                drop(st);
+                self.failed(w, &e, now);
+                Err(e)
+            }
         }
-        let pair = source.obtain(&w.hostname).await?;
+    }
+
+    async fn obtain(&self, w: &Want) -> Result<CertInfo, CertError> {
+        let pair = self.shared.source.obtain(&w.hostname).await?;
         let info = CertInfo::from_pem(&pair.cert_pem)?;
-        write_pair(&self.dir, &w.hostname, &pair)?;
+        write_pair(&self.shared.dir, &w.hostname, &pair)?;
         tracing::info!(
             deployment = %w.instance,
             not_after = %humantime::format_rfc3339_seconds(info.not_after),
             "certificate issued"
         );
-        self.metrics.expires(&w.instance, info.not_after);
-        self.known.insert(w.hostname.clone(), info);
-        self.hints.remove(&w.hostname);
-        Ok(())
+        self.shared.metrics.expires(&w.instance, info.not_after);
+        Ok(info)
     }
 
     /// Whether the CA's renewal suggestion for the current certificate has come, asking it
     /// when the last answer is stale.
-    async fn suggested_now(&mut self, w: &Want, now: SystemTime) -> bool {
+    async fn suggested_now(&self, w: &Want, now: SystemTime) -> bool {
         let stale = self
+            .state()
             .hints
             .get(&w.hostname)
             .is_none_or(|h| now >= h.ask_again);
         if stale {
-            let pem = std::fs::read_to_string(crt_path(&self.dir, &w.hostname)).ok();
+            let pem = std::fs::read_to_string(crt_path(&self.shared.dir, &w.hostname)).ok();
             let suggestion = match &pem {
-                Some(pem) => self.source.suggested_renewal(pem).await,
+                Some(pem) => self.shared.source.suggested_renewal(pem).await,
                 None => None,
             };
             let hint = match suggestion {
@@ -224,38 +309,42 @@ impl CertKeeper {
                     ask_again: now + NO_SUGGESTION_RECHECK,
                 },
             };
-            self.hints.insert(w.hostname.clone(), hint);
+            self.state().hints.insert(w.hostname.clone(), hint);
         }
-        self.hints
+        self.state()
+            .hints
             .get(&w.hostname)
             .and_then(|h| h.renew_at)
             .is_some_and(|at| now >= at)
     }
 
-    async fn retire(&mut self, w: &Want) -> Result<(), CertError> {
-        let crt = crt_path(&self.dir, &w.hostname);
+    async fn retire(&self, w: &Want) -> Result<(), CertError> {
+        let dir = &self.shared.dir;
+        let crt = crt_path(dir, &w.hostname);
         let pem = match std::fs::read_to_string(&crt) {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.metrics.forget(&w.instance);
-                self.retired.insert(w.hostname.clone());
+                self.shared.metrics.forget(&w.instance);
+                self.state().retired.insert(w.hostname.clone());
                 return Ok(());
             }
             Err(source) => return Err(CertError::Io { path: crt, source }),
         };
         // Revoked before the files go: a failed revocation keeps the PEM to retry with.
-        self.source.revoke(&pem).await?;
-        for path in [crt, self.dir.join(format!("{}.key", w.hostname))] {
+        self.shared.source.revoke(&pem).await?;
+        for path in [crt, dir.join(format!("{}.key", w.hostname))] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(CertError::Io { path, source }),
             }
         }
-        self.known.remove(&w.hostname);
-        self.hints.remove(&w.hostname);
-        self.metrics.forget(&w.instance);
-        self.retired.insert(w.hostname.clone());
+        let mut st = self.state();
+        st.known.remove(&w.hostname);
+        st.hints.remove(&w.hostname);
+        st.failing.remove(&w.hostname);
+        st.retired.insert(w.hostname.clone());
+        self.shared.metrics.forget(&w.instance);
         tracing::info!(deployment = %w.instance, "certificate revoked and removed");
         Ok(())
     }
@@ -273,14 +362,53 @@ pub fn wants(rt: &Runtime) -> Vec<Want> {
         .collect()
 }
 
+#[async_trait::async_trait]
+impl crate::runtime::Certifier for CertKeeper {
+    async fn certify(&self, instance: &str, hostname: &str) -> Result<serde_json::Value, String> {
+        let w = Want {
+            instance: instance.to_string(),
+            hostname: hostname.to_string(),
+            live: true,
+        };
+        let renewal = self.current(hostname).is_some();
+        let info = self
+            .issue(&w, SystemTime::now())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({
+            "hostname": hostname,
+            "renewal": renewal,
+            "not_before": humantime::format_rfc3339_seconds(info.not_before).to_string(),
+            "not_after": humantime::format_rfc3339_seconds(info.not_after).to_string(),
+        }))
+    }
+}
+
 impl CertKeeper {
-    /// Reconciles against `rt` every `every` until the task is aborted. A pass reads only
-    /// memory unless something is due, so a short period is cheap; it is how soon a new
-    /// deployment gets its certificate.
-    pub fn spawn(mut self, rt: Runtime, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Becomes `rt`'s certifier (so creating a deployment queues its certificate) and
+    /// reconciles against `rt` every `every` until the task is aborted, queueing a certificate
+    /// operation (as [`SYSTEM_USER`]) for each deployment due. A pass reads only memory unless
+    /// something is due, so a short period is cheap; it is how soon a renewal is queued.
+    pub fn spawn(self, rt: Runtime, every: Duration) -> tokio::task::JoinHandle<()> {
+        rt.set_certifier(Arc::new(self.clone()));
         tokio::spawn(async move {
             loop {
-                self.reconcile(&wants(&rt), SystemTime::now()).await;
+                let now = SystemTime::now();
+                for w in self.reconcile(&wants(&rt), now).await {
+                    let (rt, keeper) = (rt.clone(), self.clone());
+                    let queued = tokio::task::spawn_blocking(move || {
+                        keeper.claim(&w, now, || {
+                            rt.queue_certificate(&w.instance, SYSTEM_USER)
+                                .map(|op| op.is_some())
+                        })
+                    })
+                    .await;
+                    match queued {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::debug!(error = %e, "certificate not queued"),
+                        Err(e) => tracing::error!(error = %e, "queueing a certificate panicked"),
+                    }
+                }
                 tokio::time::sleep(every).await;
             }
         })

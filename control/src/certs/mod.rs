@@ -2,10 +2,11 @@
 //! hostname in the proxy's `cert_dir`, renewed at two thirds of its lifetime; a deleted
 //! deployment's certificate is revoked and removed.
 //!
-//! The [`CertKeeper`] reconciles what is on disk against the deployments (rather than
-//! reacting to create and delete calls): a certificate missed while the control plane was
-//! down, or a renewal that failed, is picked up on the next pass, and the files themselves are
-//! the state, so a restart needs nothing else. Where certificates come from is a
+//! The [`CertKeeper`] reconciles what is on disk against the deployments: a certificate missed
+//! while the control plane was down, or a renewal that is due or failed, is picked up on the
+//! next pass, and the files themselves are the state, so a restart needs nothing else. Each
+//! issuance runs as a `certificate` operation in the deployment's queue (queued when the
+//! deployment is created, and by the keeper for renewals), so it is on record and audited. Where certificates come from is a
 //! [`CertSource`]: the local CA (`kanmon up`, offline) or an ACME CA ([`acme`]). Files are written key first, each
 //! atomically, so the proxy's hot reload never sees half a pair.
 
@@ -56,13 +57,15 @@ pub enum SourceConfig {
 }
 
 /// A keeper writing into `cert_dir` (created owner-only when missing) for hostnames under
-/// `base_domain`, issuing from `source`; an ACME account is kept in `account_file` (registered
-/// here if the CA answers, else on first use, so a CA outage never stops a start).
+/// `base_domain`, issuing from `source`; an ACME account is kept in `store` (registered here if
+/// the CA answers, else on first use, so a CA outage never stops a start; an account file an
+/// older version wrote at `legacy_account_file` is moved into the store).
 pub async fn keeper(
     source: &SourceConfig,
     cert_dir: &std::path::Path,
     base_domain: &str,
-    account_file: &std::path::Path,
+    store: std::sync::Arc<crate::store::Store>,
+    legacy_account_file: &std::path::Path,
     metrics: crate::metrics::certs::CertMetrics,
 ) -> Result<CertKeeper, CertError> {
     crate::private::create_dir(cert_dir).map_err(|source| CertError::Io {
@@ -74,7 +77,7 @@ pub async fn keeper(
             kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?,
         )),
         SourceConfig::Acme(cfg) => {
-            let acme = acme::AcmeSource::new(cfg.clone(), account_file, cert_dir);
+            let acme = acme::AcmeSource::new(cfg.clone(), store, legacy_account_file, cert_dir);
             // Registered now when the CA answers; otherwise at the first issuance (retried).
             if let Err(e) = acme.account().await {
                 tracing::warn!(error = %e, "ACME CA not reachable yet; retrying with issuance");

@@ -84,6 +84,15 @@ fn setup_with(
     (dir, source, keeper, metrics)
 }
 
+/// One pass the way the control plane makes it: the keeper says what is due, and each due
+/// certificate's operation (queued and run at once here) issues it.
+async fn pass(keeper: &CertKeeper, wants: &[Want], now: SystemTime) {
+    for w in keeper.reconcile(wants, now).await {
+        // A failure is recorded by the keeper (backoff, metric); the operation would fail.
+        let _failed = keeper.issue(&w, now).await;
+    }
+}
+
 fn want(live: bool) -> Want {
     Want {
         instance: "alpha".into(),
@@ -98,9 +107,9 @@ fn on_disk(dir: &tempfile::TempDir) -> Option<String> {
 
 #[tokio::test]
 async fn a_deployment_gets_a_leaf_for_exactly_its_hostname_and_delete_removes_it() {
-    let (dir, _source, mut keeper, metrics) = setup();
+    let (dir, _source, keeper, metrics) = setup();
     let now = SystemTime::now();
-    keeper.reconcile(&[want(true)], now).await;
+    pass(&keeper, &[want(true)], now).await;
     let info = CertInfo::from_pem(&on_disk(&dir).expect("certificate written")).unwrap();
     assert_eq!(info.dns_names, [HOST]);
     assert!(info.server_auth);
@@ -125,54 +134,48 @@ async fn a_deployment_gets_a_leaf_for_exactly_its_hostname_and_delete_removes_it
         .collect();
     assert_eq!(names.len(), 2, "ca.crt and the leaf: {names:?}");
 
-    keeper.reconcile(&[want(false)], now).await;
+    pass(&keeper, &[want(false)], now).await;
     assert!(on_disk(&dir).is_none());
     assert!(!key.exists());
     assert_eq!(metrics.expiry("alpha"), None);
 
     // Later passes leave the retired name alone; should it come back, it is kept and
     // retired again like any other.
-    keeper.reconcile(&[want(false)], now).await;
-    keeper.reconcile(&[want(true)], now).await;
+    pass(&keeper, &[want(false)], now).await;
+    pass(&keeper, &[want(true)], now).await;
     assert!(on_disk(&dir).is_some());
-    keeper.reconcile(&[want(false)], now).await;
+    pass(&keeper, &[want(false)], now).await;
     assert!(on_disk(&dir).is_none());
 }
 
 #[tokio::test]
 async fn renewal_at_two_thirds_survives_a_ca_outage_with_backoff() {
-    let (dir, source, mut keeper, metrics) = setup();
+    let (dir, source, keeper, metrics) = setup();
     let start = SystemTime::now();
-    keeper.reconcile(&[want(true)], start).await;
+    pass(&keeper, &[want(true)], start).await;
     let first = on_disk(&dir).unwrap();
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
 
     // Not due before two thirds of the lifetime.
     let early = start + LEAF_LIFETIME / 2;
-    keeper.reconcile(&[want(true)], early).await;
+    pass(&keeper, &[want(true)], early).await;
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
 
     // Due, but the CA is down: the current certificate stays, the failure is counted.
     source.down.store(true, Ordering::SeqCst);
     let due = start + LEAF_LIFETIME * 2 / 3 + Duration::from_secs(60);
-    keeper.reconcile(&[want(true)], due).await;
+    pass(&keeper, &[want(true)], due).await;
     assert_eq!(source.attempts.load(Ordering::SeqCst), 2);
     assert_eq!(on_disk(&dir).unwrap(), first);
     assert_eq!(metrics.failures("alpha"), 1);
     assert!(metrics.expiry("alpha").is_some(), "expiry still shown");
 
     // Within the backoff nothing is tried; after it, the next attempt; the delay doubles.
-    keeper
-        .reconcile(&[want(true)], due + Duration::from_secs(30))
-        .await;
+    pass(&keeper, &[want(true)], due + Duration::from_secs(30)).await;
     assert_eq!(source.attempts.load(Ordering::SeqCst), 2);
-    keeper
-        .reconcile(&[want(true)], due + Duration::from_secs(61))
-        .await;
+    pass(&keeper, &[want(true)], due + Duration::from_secs(61)).await;
     assert_eq!(source.attempts.load(Ordering::SeqCst), 3);
-    keeper
-        .reconcile(&[want(true)], due + Duration::from_secs(61 + 90))
-        .await;
+    pass(&keeper, &[want(true)], due + Duration::from_secs(61 + 90)).await;
     assert_eq!(
         source.attempts.load(Ordering::SeqCst),
         3,
@@ -181,9 +184,7 @@ async fn renewal_at_two_thirds_survives_a_ca_outage_with_backoff() {
 
     // The CA is back: renewed.
     source.down.store(false, Ordering::SeqCst);
-    keeper
-        .reconcile(&[want(true)], due + Duration::from_secs(61 + 121))
-        .await;
+    pass(&keeper, &[want(true)], due + Duration::from_secs(61 + 121)).await;
     assert_eq!(source.attempts.load(Ordering::SeqCst), 4);
     let renewed = on_disk(&dir).unwrap();
     assert_ne!(renewed, first);
@@ -191,22 +192,22 @@ async fn renewal_at_two_thirds_survives_a_ca_outage_with_backoff() {
 
 #[tokio::test]
 async fn a_certificate_of_a_replaced_ca_is_reissued() {
-    let (dir, source, mut keeper, _metrics) = setup();
+    let (dir, source, keeper, _metrics) = setup();
     let now = SystemTime::now();
-    keeper.reconcile(&[want(true)], now).await;
+    pass(&keeper, &[want(true)], now).await;
     // A restart over a new CA (the old one was replaced): the old CA's leaf is not its own.
     let ca = LocalCa::open_or_create(dir.path(), "kanmon.test").unwrap();
     assert!(!ca.replaced);
     let before = on_disk(&dir).unwrap();
     std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
     let fresh = LocalCa::open_or_create(dir.path(), "kanmon.test").unwrap();
-    let mut restarted = CertKeeper::new(
+    let restarted = CertKeeper::new(
         dir.path().to_path_buf(),
         Arc::new(LocalCaSource::new(fresh)),
         CertMetrics::new().unwrap(),
         RetryPolicy::default(),
     );
-    restarted.reconcile(&[want(true)], now).await;
+    pass(&restarted, &[want(true)], now).await;
     assert_ne!(on_disk(&dir).unwrap(), before);
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
 }
@@ -214,41 +215,68 @@ async fn a_certificate_of_a_replaced_ca_is_reissued() {
 #[tokio::test]
 async fn a_ca_suggestion_renews_before_two_thirds_and_is_asked_rarely() {
     let day = Duration::from_secs(86_400);
-    let (dir, source, mut keeper, _metrics) = setup_with(Some(day * 10));
+    let (dir, source, keeper, _metrics) = setup_with(Some(day * 10));
     let start = SystemTime::now();
-    keeper.reconcile(&[want(true)], start).await;
+    pass(&keeper, &[want(true)], start).await;
     let first = on_disk(&dir).unwrap();
     // Passes before the suggested time ask once an hour at most and renew nothing.
     for minute in 1..=30 {
-        keeper
-            .reconcile(&[want(true)], start + Duration::from_secs(60 * minute))
-            .await;
+        pass(
+            &keeper,
+            &[want(true)],
+            start + Duration::from_secs(60 * minute),
+        )
+        .await;
     }
     assert_eq!(source.asked.load(Ordering::SeqCst), 1);
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
     // After the suggested time (day 10 of 90, long before day 60), the next answer renews.
-    keeper.reconcile(&[want(true)], start + day * 11).await;
+    pass(&keeper, &[want(true)], start + day * 11).await;
     assert_eq!(source.attempts.load(Ordering::SeqCst), 2);
     assert_ne!(on_disk(&dir).unwrap(), first);
 }
 
 #[tokio::test]
 async fn a_ca_without_suggestions_is_asked_every_few_hours_only() {
-    let (_dir, source, mut keeper, _metrics) = setup();
+    let (_dir, source, keeper, _metrics) = setup();
     let start = SystemTime::now();
     for minute in 0..120 {
-        keeper
-            .reconcile(&[want(true)], start + Duration::from_secs(60 * minute))
-            .await;
+        pass(
+            &keeper,
+            &[want(true)],
+            start + Duration::from_secs(60 * minute),
+        )
+        .await;
     }
     assert_eq!(source.asked.load(Ordering::SeqCst), 1);
     // First asked a minute in (at issuance the certificate was new), so again 6 h after that.
-    keeper
-        .reconcile(
-            &[want(true)],
-            start + Duration::from_secs(60) + NO_SUGGESTION_RECHECK,
-        )
-        .await;
+    pass(
+        &keeper,
+        &[want(true)],
+        start + Duration::from_secs(60) + NO_SUGGESTION_RECHECK,
+    )
+    .await;
     assert_eq!(source.asked.load(Ordering::SeqCst), 2);
+    assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_due_certificate_is_handed_out_once_while_its_operation_waits() {
+    let (dir, source, keeper, _metrics) = setup();
+    let now = SystemTime::now();
+    let queue = || Ok::<_, ()>(true);
+    assert_eq!(keeper.reconcile(&[want(true)], now).await, [want(true)]);
+    assert_eq!(keeper.claim(&want(true), now, queue), Ok(true));
+    // Its operation waits in the queue (behind a deploy, say): not handed out again…
+    let soon = now + Duration::from_secs(5);
+    assert!(keeper.reconcile(&[want(true)], soon).await.is_empty());
+    assert_eq!(keeper.claim(&want(true), soon, queue), Ok(false));
+    // …until it has had a while (an operation interrupted by a restart never reports).
+    let later = now + Duration::from_secs(61);
+    assert_eq!(keeper.reconcile(&[want(true)], later).await, [want(true)]);
+    assert_eq!(keeper.claim(&want(true), later, queue), Ok(true));
+    keeper.issue(&want(true), later).await.unwrap();
+    assert!(on_disk(&dir).is_some());
+    assert!(keeper.reconcile(&[want(true)], later).await.is_empty());
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
 }

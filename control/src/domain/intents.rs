@@ -40,7 +40,8 @@ impl Default for Timings {
     }
 }
 
-/// Something the outside world reports about a node (or about the export in progress).
+/// Something the outside world reports about a node (or about the export or certificate in
+/// progress).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The export asked for by [`Intent::Export`] is done: the dump's description to add to
@@ -51,6 +52,14 @@ pub enum Event {
         op: OpId,
         /// `database` field of the result, or the failure.
         result: Result<Option<serde_json::Value>, String>,
+    },
+    /// The certificate asked for by [`Intent::Certificate`] is issued and in place (its
+    /// description, for the operation's result), or why not (the current one stays).
+    CertificateFinished {
+        /// The certificate operation.
+        op: OpId,
+        /// The certificate's description, or the failure.
+        result: Result<serde_json::Value, String>,
     },
     /// The driver started the node at these addresses.
     NodeStarted {
@@ -126,6 +135,14 @@ pub enum Intent {
     Export {
         /// The export operation.
         op: OpId,
+    },
+    /// Obtain a certificate for exactly `hostname` for certificate operation `op` (which stays
+    /// in progress meanwhile, like an export); report [`Event::CertificateFinished`].
+    Certificate {
+        /// The certificate operation.
+        op: OpId,
+        /// The deployment's hostname.
+        hostname: String,
     },
     /// Persist this operation (it was created or changed).
     SaveOp(Box<Operation>),

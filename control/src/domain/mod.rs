@@ -9,6 +9,8 @@
 mod allowance_tests;
 pub mod billing;
 pub mod build;
+#[cfg(test)]
+mod certificate_tests;
 pub mod controller;
 pub mod crashloop;
 pub mod deployment;
@@ -121,6 +123,10 @@ pub enum DomainError {
     /// The deployment is deleted (or being deleted) and takes no more operations.
     #[error("deployment is deleted")]
     Deleted,
+    /// A certificate operation is already waiting or running: one at a time is enough, and
+    /// each is an order at the CA.
+    #[error("a certificate operation is already queued")]
+    CertificateQueued,
     /// A variable or config key broke the key rules.
     #[error("invalid key {0:?}: use 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-'")]
     InvalidKey(String),

@@ -59,6 +59,10 @@ pub enum OpKind {
     },
     /// Produce an export of the deployment's settings.
     Export,
+    /// Obtain the deployment's certificate for exactly its hostname, or renew it. Queued by
+    /// the control plane itself (when the deployment is created and when a renewal is due),
+    /// never by a user: every deployment's issuance draws on the one CA account's rate limits.
+    Certificate,
     /// Remove all nodes and the deployment.
     Delete,
 }
@@ -73,6 +77,7 @@ impl OpKind {
             Self::SetVars { .. } => "set-vars",
             Self::SetConfig { .. } => "set-config",
             Self::Export => "export",
+            Self::Certificate => "certificate",
             Self::Delete => "delete",
         }
     }
@@ -81,7 +86,7 @@ impl OpKind {
     /// config change that sets or removes any secret config key.
     pub fn permissions(&self) -> Vec<Permission> {
         let own = match self {
-            Self::Deploy { .. } | Self::Reboot => Permission::Deploy,
+            Self::Deploy { .. } | Self::Reboot | Self::Certificate => Permission::Deploy,
             Self::Scale { .. } => Permission::Scale,
             Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
             Self::Export => Permission::Export,

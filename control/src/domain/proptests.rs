@@ -18,7 +18,7 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        2 => (0u8..8, 0u8..8).prop_map(|(k, x)| Action::Submit(k, x)),
+        2 => (0u8..9, 0u8..8).prop_map(|(k, x)| Action::Submit(k, x)),
         6 => (0usize..16).prop_map(Action::Deliver),
         2 => Just(Action::Timer),
         1 => any::<bool>().prop_map(Action::Crashy),
@@ -48,6 +48,7 @@ fn op(k: u8, x: u8) -> OpKind {
             remove_secret_config: Default::default(),
         },
         6 => OpKind::Export,
+        7 => OpKind::Certificate,
         _ => OpKind::Delete,
     }
 }

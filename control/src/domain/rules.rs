@@ -41,7 +41,7 @@ pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<()
             .chain(remove_secret_config)
             .try_for_each(|k| check_key(k)),
         OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
-        OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),
+        OpKind::Reboot | OpKind::Export | OpKind::Certificate | OpKind::Delete => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! that carries intents out (persist, publish to the edge, drive nodes, arm timers).
 
 mod actor;
+mod certify;
 mod desire;
 mod effects;
 mod exports;
@@ -21,6 +22,7 @@ use std::{
 
 use actor::{Actor, Inputs, Msg};
 
+pub use certify::{Certifier, SYSTEM_USER};
 pub(crate) use desire::event_of;
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
 pub use settings::{
@@ -84,6 +86,9 @@ pub(crate) struct Inner {
     next_op: AtomicU64,
     /// Dumps databases for `export` (set by `kanmon up`; none: exports hold settings only).
     exporter: OnceLock<Arc<dyn DatabaseExporter>>,
+    /// Obtains certificates for `certificate` operations (none: no certificate is managed
+    /// here, and creating a deployment queues none).
+    certifier: OnceLock<Arc<dyn Certifier>>,
     /// Download links of database dumps.
     downloads: Downloads,
     /// Operations, restarts and the API's requests (see [`crate::metrics`]).
@@ -154,6 +159,7 @@ impl Runtime {
                 observer,
                 next_op: AtomicU64::new(next_op),
                 exporter: OnceLock::new(),
+                certifier: OnceLock::new(),
                 downloads: Downloads::default(),
                 metrics: ControlMetrics::new()?,
                 deliveries: Arc::default(),
@@ -262,6 +268,7 @@ impl Runtime {
             // The store queued their notifications with them; the worker sends them.
             self.inner.deliveries.notify_one();
         }
+        certify::audit_finished(&self.inner, &ops);
         let dep = ctl.deployment.clone();
         effects::to_edge(&self.inner, &dep, &intents, republish);
         if desire::desire(&mut step.desired, &dep, &intents) {
@@ -295,8 +302,9 @@ impl Runtime {
         }
     }
 
-    /// Creates a deployment with fresh keys and queues its first deploy (which starts the
-    /// nodes), both recorded as done by `who`.
+    /// Creates a deployment with fresh keys and queues its certificate (when certificates are
+    /// managed here: first, so the nodes are served with it as soon as they are ready) and its
+    /// first deploy (which starts the nodes), all recorded as done by `who`.
     pub fn create(
         &self,
         req: CreateDeployment,
@@ -314,6 +322,9 @@ impl Runtime {
         // The store refuses a taken name, so two creates of one name cannot both add an actor.
         self.inner.store.insert_deployment(&dep)?;
         self.add(Controller::new(dep, Vec::new(), s.timings));
+        if self.inner.certifier.get().is_some() {
+            self.queue_certificate(&name, who)?;
+        }
         let op = self.submit(
             &name,
             OpKind::Deploy {
@@ -344,6 +355,20 @@ impl Runtime {
             _ => None,
         });
         latest.ok_or_else(|| RuntimeError::NotFound(format!("operation {id}")))
+    }
+
+    /// Queues a certificate operation for `instance` unless one is already waiting or running
+    /// (then `Ok(None)`).
+    pub fn queue_certificate(
+        &self,
+        instance: &str,
+        who: &str,
+    ) -> Result<Option<Operation>, RuntimeError> {
+        match self.submit(instance, OpKind::Certificate, who) {
+            Ok(op) => Ok(Some(op)),
+            Err(RuntimeError::Domain(DomainError::CertificateQueued)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Edits mutable settings (refusing permanent ones) and republishes.
@@ -382,6 +407,14 @@ impl Runtime {
     pub fn set_exporter(&self, exporter: Arc<dyn DatabaseExporter>) {
         if self.inner.exporter.set(exporter).is_err() {
             tracing::warn!("database exporter already set");
+        }
+    }
+
+    /// Lets `certificate` operations obtain certificates through `certifier` (once; later calls
+    /// are ignored). Set before the API serves, so every created deployment queues one.
+    pub fn set_certifier(&self, certifier: Arc<dyn Certifier>) {
+        if self.inner.certifier.set(certifier).is_err() {
+            tracing::warn!("certifier already set");
         }
     }
 

@@ -263,6 +263,7 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
     assert!(!rt.store().op(stuck.id).unwrap().unwrap().status.is_final());
 }
 
+mod certificates;
 mod isolation;
 
 /// Fails its first applies, as a cluster API that is briefly unreachable would.

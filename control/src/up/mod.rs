@@ -112,8 +112,7 @@ pub struct UpConfig {
     /// Serve the API over TLS with a `localhost` certificate from the local CA in
     /// `{dir}/certs` (clients pass `--ca {dir}/certs/ca.crt`).
     pub api_tls: bool,
-    /// Where deployment certificates come from (an ACME account is kept in
-    /// `{dir}/acme-account.json`).
+    /// Where deployment certificates come from (an ACME account is kept in the store).
     pub certs: certs::SourceConfig,
     /// How the databases' load is sampled for the metrics.
     pub database_stats: StatsConfig,
@@ -298,7 +297,7 @@ impl ControlPlane {
             node_logs: Some(cfg.node.log_dir.clone()),
             ..cfg.settings.clone()
         };
-        let runtime = Runtime::start(store, settings, driver, publisher)?;
+        let runtime = Runtime::start(store.clone(), settings, driver, publisher)?;
         tokio::spawn(crate::billing::run(runtime.clone()));
         if let Some(dbs) = &databases {
             runtime.set_exporter(Arc::new(Dumper::new(dbs.clone(), cfg.dir.join("exports"))));
@@ -322,6 +321,7 @@ impl ControlPlane {
             &cfg.certs,
             &cfg.dir.join("certs"),
             &cfg.settings.base_domain,
+            store.clone(),
             &cfg.dir.join("acme-account.json"),
             cert_metrics.clone(),
         )

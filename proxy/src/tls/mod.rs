@@ -5,6 +5,7 @@ pub mod acme;
 mod acme_tests;
 pub mod callbacks;
 pub mod config;
+pub mod http01;
 pub mod store;
 pub mod ticket_keys;
 pub mod tickets;

@@ -82,6 +82,8 @@ pub struct CertStore {
     certs: ArcSwap<CertMap>,
     /// Pending TLS-ALPN-01 challenge certificates, by hostname.
     challenges: ArcSwap<CertMap>,
+    /// Pending HTTP-01 challenges (`<hostname>.http-01` files).
+    http_challenges: ArcSwap<super::http01::Challenges>,
     metrics: Metrics,
 }
 
@@ -142,6 +144,7 @@ impl CertStore {
             dir,
             certs: ArcSwap::from_pointee(CertMap::new()),
             challenges: ArcSwap::from_pointee(CertMap::new()),
+            http_challenges: ArcSwap::from_pointee(super::http01::Challenges::new()),
             metrics,
         }
     }
@@ -180,9 +183,22 @@ impl CertStore {
         let old_challenges = self.challenges.load_full();
         let mut next = CertMap::new();
         let mut next_challenges = CertMap::new();
+        let mut http_challenges = super::http01::Challenges::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("crt") {
+            let ext = path.extension().and_then(|e| e.to_str());
+            if ext == Some(super::http01::HTTP01_EXTENSION) {
+                let host = path.file_stem().and_then(|s| s.to_str());
+                match (host, super::http01::read_key_authorization(&path)) {
+                    (Some(host), Ok(auth)) => {
+                        http_challenges.insert(host.to_ascii_lowercase(), auth);
+                    }
+                    (_, Err(e)) => tracing::warn!(error = %e, "HTTP-01 challenge not loaded"),
+                    (None, _) => {}
+                }
+                continue;
+            }
+            if ext != Some("crt") {
                 continue;
             }
             let Some(host) = path
@@ -214,6 +230,7 @@ impl CertStore {
         }
         self.certs.store(Arc::new(next));
         self.challenges.store(Arc::new(next_challenges));
+        self.http_challenges.store(Arc::new(http_challenges));
         self.record(&report);
         report
     }
@@ -247,6 +264,11 @@ impl CertStore {
         tracing::debug!(reason, "TLS handshake refused");
         crate::edge::mark_refused();
         None
+    }
+
+    /// The pending HTTP-01 challenges.
+    pub fn http_challenges(&self) -> Arc<super::http01::Challenges> {
+        self.http_challenges.load_full()
     }
 
     /// The pending TLS-ALPN-01 challenge certificate of `sni`, if any.

@@ -71,6 +71,9 @@ impl Controller {
             return Err(DomainError::Deleted);
         }
         validate(&self.deployment, &op.kind, catalog)?;
+        if op.kind == OpKind::Certificate && self.queue.iter().any(|o| o.kind == op.kind) {
+            return Err(DomainError::CertificateQueued);
+        }
         let mut out = Vec::new();
         let stuck = self
             .active
@@ -121,12 +124,19 @@ impl Controller {
                 self.finish(Err(e.to_string()), now, out);
                 continue;
             }
-            if kind == OpKind::Export {
-                // Finishes on `Event::ExportFinished`; until then it holds the queue.
+            if matches!(kind, OpKind::Export | OpKind::Certificate) {
+                // Finishes on `Event::ExportFinished` / `CertificateFinished`; until then it
+                // holds the queue.
                 if let Some(op) = self.queue.front() {
                     out.push(Intent::SaveOp(Box::new(op.clone())));
                 }
-                out.push(Intent::Export { op: id });
+                out.push(match kind {
+                    OpKind::Export => Intent::Export { op: id },
+                    _ => Intent::Certificate {
+                        op: id,
+                        hostname: self.deployment.hostname.clone(),
+                    },
+                });
                 return;
             }
             let (spec, generation) = self.target(&kind);
@@ -170,7 +180,7 @@ impl Controller {
                     .retain(|k, _| !remove_secret_config.contains(k));
                 spec.secret_config.extend(secret_config);
             }
-            OpKind::Reboot | OpKind::Export | OpKind::Delete => {
+            OpKind::Reboot | OpKind::Export | OpKind::Certificate | OpKind::Delete => {
                 return (spec, dep.generation.max(1))
             }
         }
@@ -180,10 +190,20 @@ impl Controller {
     /// A node event.
     pub fn handle_event(&mut self, ev: Event, catalog: &Catalog, now: Timestamp) -> Vec<Intent> {
         let mut out = Vec::new();
-        if let Event::ExportFinished { op, result } = ev {
-            self.export_finished(op, result, now, &mut out);
-            self.step(catalog, now, &mut out);
-            return out;
+        match ev {
+            Event::ExportFinished { op, result } => {
+                self.export_finished(op, result, now, &mut out);
+                self.step(catalog, now, &mut out);
+                return out;
+            }
+            Event::CertificateFinished { op, result } => {
+                if self.running(op, &OpKind::Certificate) {
+                    self.finish(result.map(Some), now, &mut out);
+                }
+                self.step(catalog, now, &mut out);
+                return out;
+            }
+            _ => {}
         }
         let (node, incarnation) = match &ev {
             Event::NodeStarted {
@@ -192,7 +212,7 @@ impl Controller {
             | Event::NodeHealthy { node, incarnation }
             | Event::NodeExited { node, incarnation } => (node.clone(), Some(*incarnation)),
             Event::ConnectionsDrained { node } => (node.clone(), None),
-            Event::ExportFinished { .. } => return out,
+            Event::ExportFinished { .. } | Event::CertificateFinished { .. } => return out,
         };
         let Some(record) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
             return out;
@@ -214,7 +234,7 @@ impl Controller {
                     Event::NodeHealthy { .. } => r.healthy(dep, t, now, &mut out),
                     Event::NodeExited { .. } => r.exited(dep, t, now, &mut out),
                     Event::ConnectionsDrained { .. } => r.drained(dep, &mut out),
-                    Event::NodeStarted { .. } | Event::ExportFinished { .. } => Outcome::Running,
+                    _ => Outcome::Running,
                 }
             }
             _ => {
@@ -240,9 +260,7 @@ impl Controller {
         now: Timestamp,
         out: &mut Vec<Intent>,
     ) {
-        let running = self.active.as_ref().is_some_and(|a| a.op == op)
-            && self.queue.front().is_some_and(|o| o.kind == OpKind::Export);
-        if !running {
+        if !self.running(op, &OpKind::Export) {
             return;
         }
         let result = result.map(|database| {
@@ -253,6 +271,13 @@ impl Controller {
             Some(doc)
         });
         self.finish(result, now, out);
+    }
+
+    /// Whether `op` is the operation in progress and of `kind`: a report about another (one
+    /// interrupted by a restart) is ignored.
+    fn running(&self, op: OpId, kind: &OpKind) -> bool {
+        self.active.as_ref().is_some_and(|a| a.op == op)
+            && self.queue.front().is_some_and(|o| o.kind == *kind)
     }
 
     /// Time passed.

@@ -1,0 +1,179 @@
+//! Certificates as operations: creating a deployment queues its `certificate` operation
+//! (before the first deploy, by the creating user), a due renewal is queued by the keeper as
+//! `kanmon`, both run in the deployment's queue and end up in its operations and audit logs.
+
+use std::time::{Duration, SystemTime};
+
+use kanmon_proxy::devcerts::{CertInfo, PemPair};
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+
+use super::*;
+use crate::{
+    certs::{CertError, CertKeeper, CertSource, RetryPolicy},
+    metrics::certs::CertMetrics,
+    store::Outcome,
+};
+
+/// Issues certificates valid for `LIFETIME` (renewal due after two thirds of it).
+struct ShortLived;
+
+const LIFETIME: Duration = Duration::from_secs(3);
+
+#[async_trait::async_trait]
+impl CertSource for ShortLived {
+    async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec![hostname.to_string()]).unwrap();
+        let now = SystemTime::now();
+        params.not_before = now.into();
+        params.not_after = (now + LIFETIME).into();
+        let cert = params.self_signed(&key).unwrap();
+        Ok(PemPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+    async fn revoke(&self, _cert_pem: &str) -> Result<(), CertError> {
+        Ok(())
+    }
+    fn accepts(&self, _info: &CertInfo) -> bool {
+        true
+    }
+}
+
+/// Waits (bounded) until `instance` has `n` finished certificate operations; returns them,
+/// oldest first.
+async fn certificate_ops(rt: &Runtime, instance: &str, n: usize) -> Vec<Operation> {
+    for _ in 0..500 {
+        let mut ops: Vec<_> = rt
+            .store()
+            .ops(instance, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.kind == OpKind::Certificate && o.status.is_final())
+            .collect();
+        if ops.len() >= n {
+            ops.reverse();
+            return ops;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{instance} has fewer than {n} finished certificate operations");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_renewal_queue_certificate_operations_that_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Arc::new(HealthTable::new());
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
+        edge(&table),
+    )
+    .unwrap();
+    let keeper = CertKeeper::new(
+        dir.path().to_path_buf(),
+        Arc::new(ShortLived),
+        CertMetrics::new().unwrap(),
+        RetryPolicy::default(),
+    );
+    let task = keeper.spawn(rt.clone(), Duration::from_millis(50));
+    let (dep, deploy) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    let first = &certificate_ops(&rt, "alpha", 1).await[0];
+    assert_eq!(first.status, OpStatus::Completed, "{:?}", first.error);
+    assert_eq!(first.requested_by, "ann");
+    assert!(first.id < deploy.id, "queued before the first deploy");
+    let result = first.result.clone().unwrap();
+    assert_eq!(result["hostname"], dep.hostname.as_str());
+    assert_eq!(result["renewal"], false);
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join(format!("{}.key", dep.hostname));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key at rest");
+    assert_eq!(finished(&rt, deploy.id).await.status, OpStatus::Completed);
+
+    // Two thirds into its life the certificate is renewed, by an operation of `kanmon`'s.
+    let ops = certificate_ops(&rt, "alpha", 2).await;
+    let renewal = &ops[1];
+    assert_eq!(renewal.status, OpStatus::Completed, "{:?}", renewal.error);
+    assert_eq!(renewal.requested_by, SYSTEM_USER);
+    assert_eq!(renewal.result.as_ref().unwrap()["renewal"], true);
+
+    let audit = rt.store().audit_log(Some("alpha"), 100).unwrap();
+    let audited: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "operations.certificate")
+        .collect();
+    assert!(audited.len() >= 2, "{audit:?}");
+    let by_ann = audited.iter().find(|e| e.who == "ann").expect("creator's");
+    assert_eq!(by_ann.outcome, Outcome::Allowed);
+    assert!(by_ann.detail.contains(&first.id.to_string()));
+    assert!(audited.iter().any(|e| e.who == SYSTEM_USER));
+    task.abort();
+}
+
+/// Fails every issuance, as a CA that is down would.
+struct Down;
+
+#[async_trait::async_trait]
+impl CertSource for Down {
+    async fn obtain(&self, _hostname: &str) -> Result<PemPair, CertError> {
+        Err(CertError::Acme("connection refused".into()))
+    }
+    async fn revoke(&self, _cert_pem: &str) -> Result<(), CertError> {
+        Ok(())
+    }
+    fn accepts(&self, _info: &CertInfo) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_certificate_operation_is_recorded_and_the_deploy_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Arc::new(HealthTable::new());
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
+        edge(&table),
+    )
+    .unwrap();
+    let metrics = CertMetrics::new().unwrap();
+    let keeper = CertKeeper::new(
+        dir.path().to_path_buf(),
+        Arc::new(Down),
+        metrics.clone(),
+        RetryPolicy::default(),
+    );
+    let task = keeper.spawn(rt.clone(), Duration::from_millis(50));
+    let (_, deploy) = rt
+        .create(request(DeploymentType::Production, 2), "ann")
+        .unwrap();
+    let failed = &certificate_ops(&rt, "alpha", 1).await[0];
+    assert_eq!(failed.status, OpStatus::Failed);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("connection refused"),
+        "{:?}",
+        failed.error
+    );
+    assert_eq!(finished(&rt, deploy.id).await.status, OpStatus::Completed);
+    assert_eq!(metrics.failures("alpha"), 1);
+    // Backing off (a minute at first): no second operation while the deploy ran, though the
+    // keeper passed every 50 ms.
+    let all = rt.store().ops("alpha", 100).unwrap();
+    let certs = all.iter().filter(|o| o.kind == OpKind::Certificate).count();
+    assert_eq!(certs, 1, "{all:?}");
+    let audit = rt.store().audit_log(Some("alpha"), 100).unwrap();
+    assert!(audit.iter().any(|e| e.action == "operations.certificate"
+        && e.outcome == Outcome::Error
+        && e.detail.contains("connection refused")));
+    task.abort();
+}
