@@ -606,7 +606,17 @@ async fn every_route_is_documented() {
     let paths = served["paths"].as_object().expect("paths");
     assert!(paths.len() >= 20, "{}", paths.len());
     let mut problems = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
     for (template, item) in paths {
+        for (m, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_string();
+            if !ids.insert(id.clone()) {
+                problems.push(format!(
+                    "{m} {template}: operationId {id:?} is not unique; give the handler \
+                     operation_id = \"...\" in #[utoipa::path]"
+                ));
+            }
+        }
         let url = format!("{}{}", s.url, fill(template));
         for m in METHODS {
             let method = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap();

@@ -276,6 +276,7 @@ pub(super) async fn list_grants(
     params(("id" = u64, Path, description = "Grant id (from `GET /v1/users/{name}/grants`)")),
     responses(
         (status = 204, description = "Revoked"),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such grant", body = ErrorBody),
     ))]
@@ -394,6 +395,7 @@ fn set_disabled(
 #[utoipa::path(get, path = "/v1/audit", tag = "platform", params(Limit),
     responses(
         (status = 200, description = "Audit records", body = Audit),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 pub(super) async fn audit_all(

@@ -73,7 +73,7 @@ impl Limit {
 /// Create a deployment and queue its first deploy.
 ///
 /// Needs `edit` on the title.
-#[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateBody,
+#[utoipa::path(post, path = "/v1/deployments", tag = "deployments", operation_id = "create_deployment", request_body = CreateBody,
     responses(
         (status = 201, description = "The deployment and its queued deploy", body = Created),
         (status = 400, description = "Bad body, name, zone or version", body = ErrorBody),
@@ -120,7 +120,7 @@ pub(super) async fn create(
 /// The deployments the caller may view.
 ///
 /// `view`, per deployment (the others are left out).
-#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments", operation_id = "list_deployments",
     responses((status = 200, description = "Deployments", body = Deployments)))]
 pub(super) async fn list(
     State(app): State<App>,
@@ -144,7 +144,7 @@ pub(super) async fn list(
 /// A deployment with its nodes and its queue of unfinished operations.
 ///
 /// Needs `view`; secret config values need `secrets`.
-#[utoipa::path(get, path = "/v1/deployments/{instance}", tag = "deployments",
+#[utoipa::path(get, path = "/v1/deployments/{instance}", tag = "deployments", operation_id = "show_deployment",
     params(("instance" = String, Path, description = "Instance name")),
     responses(
         (status = 200, description = "The deployment, with `queue`", body = DeploymentView),
@@ -177,7 +177,7 @@ pub(super) async fn show(
 ///
 /// The permanent choices (type, zone, instance) and the version (changed only by `deploy`) are
 /// refused with 409 unless unchanged. Needs `edit`.
-#[utoipa::path(patch, path = "/v1/deployments/{instance}", tag = "deployments",
+#[utoipa::path(patch, path = "/v1/deployments/{instance}", tag = "deployments", operation_id = "edit_deployment",
     params(("instance" = String, Path, description = "Instance name")), request_body = DeploymentEdit,
     responses(
         (status = 200, description = "The deployment", body = DeploymentView),
@@ -207,7 +207,7 @@ pub(super) async fn edit(
 /// Queue a delete operation (refused while delete protection is on).
 ///
 /// Needs `delete`.
-#[utoipa::path(delete, path = "/v1/deployments/{instance}", tag = "deployments",
+#[utoipa::path(delete, path = "/v1/deployments/{instance}", tag = "deployments", operation_id = "delete_deployment",
     params(("instance" = String, Path, description = "Instance name")),
     responses(
         (status = 202, description = "The queued delete operation", body = crate::domain::Operation),
@@ -234,7 +234,7 @@ pub(super) async fn delete(
 /// The deployment's server key and runtime key (secrets).
 ///
 /// Needs `secrets`.
-#[utoipa::path(get, path = "/v1/deployments/{instance}/keys", tag = "deployments",
+#[utoipa::path(get, path = "/v1/deployments/{instance}/keys", tag = "deployments", operation_id = "deployment_keys",
     params(("instance" = String, Path, description = "Instance name")),
     responses(
         (status = 200, description = "The keys", body = Keys),
@@ -259,10 +259,11 @@ pub(super) async fn keys(
 /// The deployment's audit log, newest first.
 ///
 /// Needs `view`.
-#[utoipa::path(get, path = "/v1/deployments/{instance}/audit", tag = "deployments",
+#[utoipa::path(get, path = "/v1/deployments/{instance}/audit", tag = "deployments", operation_id = "deployment_audit",
     params(("instance" = String, Path, description = "Instance name"), Limit),
     responses(
         (status = 200, description = "Audit records", body = Audit),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
         (status = 403, description = "Missing `view`", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
     ))]

@@ -18,7 +18,7 @@ use axum::{
 ///
 /// Needs `deploy` (deploy, reboot), `scale`, `edit` (set-vars, set-config; plus `secrets` for
 /// setting or removing secret config), `export` or `delete`.
-#[utoipa::path(post, path = "/v1/deployments/{instance}/operations", tag = "operations",
+#[utoipa::path(post, path = "/v1/deployments/{instance}/operations", tag = "operations", operation_id = "submit_operation",
     params(("instance" = String, Path, description = "Instance name")), request_body = OpKind,
     responses(
         (status = 202, description = "The queued operation", body = Operation),
@@ -56,10 +56,11 @@ pub(super) async fn submit(
 ///
 /// The file is deleted when its link expires (15 minutes). Needs `view` and `export` on the
 /// deployment; audited like every action.
-#[utoipa::path(get, path = "/v1/operations/{id}/download", tag = "operations",
+#[utoipa::path(get, path = "/v1/operations/{id}/download", tag = "operations", operation_id = "download_export",
     params(("id" = u64, Path, description = "Operation id")),
     responses(
         (status = 200, description = "The pg_dump SQL file", content_type = "application/sql", body = String),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
         (status = 403, description = "Missing `view` or `export`", body = ErrorBody),
         (status = 404, description = "No such operation, no dump, or its link has expired", body = ErrorBody),
     ))]
@@ -106,10 +107,11 @@ pub(super) async fn download(
 /// The deployment's operations, newest first.
 ///
 /// Needs `view`.
-#[utoipa::path(get, path = "/v1/deployments/{instance}/operations", tag = "operations",
+#[utoipa::path(get, path = "/v1/deployments/{instance}/operations", tag = "operations", operation_id = "list_operations",
     params(("instance" = String, Path, description = "Instance name"), Limit),
     responses(
         (status = 200, description = "Operations", body = Operations),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
         (status = 403, description = "Missing `view`", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
     ))]
@@ -138,10 +140,11 @@ pub(super) async fn list(
 /// One operation with its status and progress.
 ///
 /// Needs `view` on its deployment.
-#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations",
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", operation_id = "show_operation",
     params(("id" = u64, Path, description = "Operation id")),
     responses(
         (status = 200, description = "The operation", body = Operation),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
         (status = 403, description = "Missing `view`", body = ErrorBody),
         (status = 404, description = "No such operation", body = ErrorBody),
     ))]
