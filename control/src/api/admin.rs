@@ -102,6 +102,7 @@ pub(super) async fn zones(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(super) struct UserBody {
     /// 1-64 characters, not `anonymous`.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     /// A service user (CI, bots) rather than a person.
     #[serde(default)]
@@ -303,7 +304,7 @@ pub(super) async fn revoke_grant(
     params(("name" = String, Path, description = "User name"), Expiry),
     responses(
         (status = 200, description = "The new token (secret, shown only here)", body = NewToken),
-        (status = 400, description = "Bad expires_in", body = ErrorBody),
+        (status = 400, description = "Bad expires_in (JSON), or a query parameter of the wrong type (plain text, from the router)", content((ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 403, description = "Neither admin nor the user", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
     ))]

@@ -24,11 +24,13 @@ pub(super) struct CreateBody {
     #[schema(pattern = "^[a-z][a-z0-9-]{1,61}[a-z0-9]$")]
     instance: String,
     /// Permanent: a zone of the catalog.
+    #[schema(min_length = 1)]
     zone: String,
     /// Permanent.
     #[serde(rename = "type")]
     kind: DeploymentType,
     /// A supported version.
+    #[schema(min_length = 1)]
     version: String,
     /// Organization (permission scope); default `default`.
     #[serde(default = "default_scope")]

@@ -55,7 +55,7 @@ pub(super) struct LogParams {
             (Logs = "application/json"),
             (Record = "application/x-ndjson"),
         )),
-        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 400, description = "Bad query (JSON), or a query parameter of the wrong type (plain text, from the router)", content((ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 403, description = "Missing `view`", body = ErrorBody),
         (status = 404, description = "No such deployment, or the driver keeps no node logs", body = ErrorBody),
         (status = 500, description = "The log files could not be read", body = ErrorBody),

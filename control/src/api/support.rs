@@ -153,6 +153,7 @@ pub(super) async fn enable_zone(
         (status = 400, description = "Bad organization name", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "The zone is not enabled for the organization", body = ErrorBody),
+        (status = 422, description = "Not a zone of the catalog, or not on request", body = ErrorBody),
     ))]
 pub(super) async fn disable_zone(
     State(app): State<App>,

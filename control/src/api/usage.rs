@@ -76,7 +76,7 @@ fn day_answer(d: &UsageDay) -> answers::UsageDay {
     params(("instance" = String, Path, description = "Instance name"), Range),
     responses(
         (status = 200, description = "The days", body = Usage),
-        (status = 400, description = "Bad date, or from after to", body = ErrorBody),
+        (status = 400, description = "Bad date, or from after to (JSON), or a query parameter of the wrong type (plain text, from the router)", content((ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 403, description = "Missing `billing`", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
     ))]
