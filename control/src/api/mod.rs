@@ -15,6 +15,7 @@ mod routes;
 mod support;
 pub mod tls;
 mod usage;
+mod users;
 mod views;
 
 use std::sync::Arc;

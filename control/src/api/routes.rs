@@ -9,7 +9,7 @@
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{admin, deployments, logs, openapi, operations, support, usage, App};
+use super::{admin, deployments, logs, openapi, operations, support, usage, users, App};
 
 /// Liveness: the API answers (no token needed).
 #[utoipa::path(get, path = "/healthz", tag = "platform", security(()),
@@ -28,11 +28,11 @@ pub(super) fn table() -> OpenApiRouter<App> {
         .routes(routes!(admin::zones))
         .routes(routes!(support::org_zones))
         .routes(routes!(support::enable_zone, support::disable_zone))
-        .routes(routes!(admin::create_user))
+        .routes(routes!(users::create_user))
         .routes(routes!(admin::list_grants))
-        .routes(routes!(admin::rotate_token))
-        .routes(routes!(admin::disable_user))
-        .routes(routes!(admin::enable_user))
+        .routes(routes!(users::rotate_token))
+        .routes(routes!(users::disable_user))
+        .routes(routes!(users::enable_user))
         .routes(routes!(admin::create_grant))
         .routes(routes!(admin::revoke_grant))
         .routes(routes!(admin::audit_all))
