@@ -587,3 +587,159 @@ async fn cli_lists_and_revokes_grants_and_rotates_tokens() {
     let (ok, out, _) = kanmon(&["users", "rotate-token", "--help"], &admin_file);
     assert!(ok && out.contains("leaked token"), "{out}");
 }
+
+/// The methods a route may have; anything else the router answers 405 for a known path.
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// `template` with each `{param}` replaced by a value its type accepts.
+fn fill(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| match seg {
+            "{id}" => "1",
+            s if s.starts_with('{') => "probe",
+            s => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Issue #16's merge check: the router and the OpenAPI document list the same routes. Each
+/// documented method and path is routed to a handler (an authenticated route answers the API's
+/// own 401 to a request without a token, a public one 200), each other method of a documented
+/// path is the router's 405, and no code registers a route past the table with `.route(...)`.
+#[tokio::test]
+async fn every_route_is_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("k.db"), &[]);
+    let (status, served) = s.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        served,
+        common::openapi::doc().doc,
+        "the served document is the generated one"
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+    let paths = served["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 20, "{}", paths.len());
+    let mut problems = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (template, item) in paths {
+        for (m, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_string();
+            if !ids.insert(id.clone()) {
+                problems.push(format!(
+                    "{m} {template}: operationId {id:?} is not unique; give the handler \
+                     operation_id = \"...\" in #[utoipa::path]"
+                ));
+            }
+        }
+        let url = format!("{}{}", s.url, fill(template));
+        for m in METHODS {
+            let method = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap();
+            let resp = s.http.request(method, &url).send().await.expect("request");
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            match item.get(m) {
+                Some(op) => {
+                    let public = op["security"] == json!([{}]);
+                    let routed = if public {
+                        status == 200
+                    } else {
+                        status == 401 && body["error"].is_string()
+                    };
+                    if !routed {
+                        problems.push(format!(
+                            "{m} {template} is documented but not routed (answered {status})"
+                        ));
+                    }
+                    if !public && op["responses"]["401"].is_null() {
+                        problems.push(format!("{m} {template} does not document its 401"));
+                    }
+                }
+                None if status != 405 => problems.push(format!(
+                    "{m} {template} is routed (answered {status}) but not in the OpenAPI \
+                     document: add #[utoipa::path] to its handler and list it in \
+                     control/src/api/routes.rs"
+                )),
+                None => {}
+            }
+        }
+    }
+    // A route registered with `.route(...)` is served but never documented, and may sit on a
+    // path the document does not know at all: refuse the call itself.
+    let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    for entry in std::fs::read_dir(&api).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for call in [
+                ".route(",
+                ".route_service(",
+                ".nest(",
+                ".merge(",
+                ".nest_service(",
+            ] {
+                if code.contains(call) {
+                    problems.push(format!(
+                        "{}:{}: `{call}` registers a route outside the routing table; put \
+                         #[utoipa::path] on the handler and add `.routes(routes!(..))` in \
+                         control/src/api/routes.rs",
+                        path.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The answer check of `Server::call` (which every API test goes through) refuses what the
+/// document does not describe: a wrong type, a missing field, a field it does not list, an
+/// undocumented status.
+#[test]
+fn the_answer_check_refuses_what_the_document_does_not_describe() {
+    let doc = common::openapi::doc();
+    let user =
+        json!({ "name": "a", "service": false, "admin": true, "created_at": 1, "disabled": false });
+    let refuses = |method: &str, path: &str, status: u16, body: serde_json::Value| {
+        std::panic::catch_unwind(|| doc.check(method, path, status, &body)).is_err()
+    };
+    doc.check(
+        "GET",
+        "/v1/whoami",
+        200,
+        &json!({ "user": user, "grants": [] }),
+    );
+    assert!(refuses(
+        "GET",
+        "/v1/whoami",
+        200,
+        json!({ "user": 1, "grants": [] })
+    ));
+    assert!(refuses("GET", "/v1/whoami", 200, json!({ "user": user })));
+    assert!(refuses(
+        "GET",
+        "/v1/whoami",
+        200,
+        json!({ "user": user, "grants": [], "token": "kmn_x" })
+    ));
+    assert!(refuses(
+        "GET",
+        "/v1/deployments/alpha/keys",
+        409,
+        json!({ "error": "x" })
+    ));
+    doc.check(
+        "GET",
+        "/v1/deployments/alpha/keys",
+        403,
+        &json!({ "error": "x", "missing_permission": "secrets" }),
+    );
+    assert_eq!(
+        doc.template("/v1/users/bob/token?expires_in=1d"),
+        Some("/v1/users/{name}/token")
+    );
+}

@@ -1,4 +1,4 @@
-//! Platform routes: identity, catalogs, users, grants, the global audit log.
+//! Platform routes: identity, catalogs, grants, the global audit log (users: [`super::users`]).
 
 use axum::{
     extract::{Path, Query, State},
@@ -7,33 +7,47 @@ use axum::{
 };
 use kanmon_router::Support;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::{deployments::Limit, error::ApiError, App, Body};
-use crate::{
-    domain::{Grant, PermissionSet, Scope},
-    runtime::{now, random_secret},
-    store::{hash_token, User},
+use super::{
+    answers::{Audit, Grants, VersionEntry, Versions, Whoami, ZoneEntry, Zones},
+    deployments::Limit,
+    error::{ApiError, ErrorBody},
+    App, Body,
 };
+use crate::domain::{Grant, PermissionSet, Scope};
 
+/// The caller and its grants.
+///
+/// Any valid token.
+#[utoipa::path(get, path = "/v1/whoami", tag = "platform",
+    responses((status = 200, description = "The caller", body = Whoami)))]
 pub(super) async fn whoami(
     State(app): State<App>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Whoami>, ApiError> {
     app.handle(&headers, "whoami", None, |cx| {
         let grants = cx.app.rt.store().grants(&cx.user.name)?;
-        Ok(Json(json!({ "user": cx.user, "grants": grants })))
+        Ok(Json(Whoami {
+            user: cx.user.clone(),
+            grants,
+        }))
     })
 }
 
+/// Released versions with their support status, newest first.
+///
+/// Any valid token.
+#[utoipa::path(get, path = "/v1/versions", tag = "platform",
+    responses((status = 200, description = "The version catalog", body = Versions)))]
 pub(super) async fn versions(
     State(app): State<App>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Versions>, ApiError> {
     app.handle(&headers, "versions.list", None, |cx| {
         let catalog = &cx.app.rt.settings().catalog;
         let latest = catalog.latest().copied();
-        let versions: Vec<Value> = catalog
+        let versions = catalog
             .versions()
             .iter()
             .rev()
@@ -43,116 +57,69 @@ pub(super) async fn versions(
                     Support::Unsupported => "unsupported",
                     Support::Unknown => "unknown",
                 };
-                json!({ "version": v.to_string(), "support": support, "latest": Some(*v) == latest })
+                VersionEntry {
+                    version: v.to_string(),
+                    support,
+                    latest: Some(*v) == latest,
+                }
             })
             .collect();
-        Ok(Json(json!({ "versions": versions })))
+        Ok(Json(Versions { versions }))
     })
 }
 
+/// The zone catalog (on-request zones are offered only to the organizations they are enabled
+/// for: see `GET /v1/orgs/{org}/zones`).
+///
+/// Any valid token.
+#[utoipa::path(get, path = "/v1/zones", tag = "platform",
+    responses((status = 200, description = "The zone catalog", body = Zones)))]
 pub(super) async fn zones(
     State(app): State<App>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Zones>, ApiError> {
     app.handle(&headers, "zones.list", None, |cx| {
-        let zones: Vec<Value> = cx
+        let zones = cx
             .app
             .rt
             .settings()
             .zones
             .iter()
-            .map(|(z, on_request)| json!({ "zone": z.as_str(), "on_request": on_request }))
+            .map(|(z, on_request)| ZoneEntry {
+                zone: z.as_str().to_string(),
+                on_request: *on_request,
+            })
             .collect();
-        Ok(Json(json!({ "zones": zones })))
-    })
-}
-
-/// Body of `POST /v1/users`.
-#[derive(Debug, Deserialize)]
-pub(super) struct UserBody {
-    name: String,
-    #[serde(default)]
-    service: bool,
-    #[serde(default)]
-    admin: bool,
-    /// Token lifetime (`90d`, `12h`, or `never`); default [`DEFAULT_TOKEN_TTL`].
-    expires_in: Option<String>,
-}
-
-/// `?expires_in=` of a token rotation.
-#[derive(Debug, Deserialize)]
-pub(super) struct Expiry {
-    expires_in: Option<String>,
-}
-
-/// How long a token works when the request does not say: long enough for a CI secret's
-/// rotation cycle, short enough that a forgotten leaked token dies on its own.
-pub(super) const DEFAULT_TOKEN_TTL: std::time::Duration =
-    std::time::Duration::from_secs(90 * 24 * 3600);
-
-/// When a token issued now stops working: `None` for `never`.
-fn expiry(expires_in: Option<&str>) -> Result<Option<crate::domain::Timestamp>, ApiError> {
-    let ttl = match expires_in.map(str::trim) {
-        None => DEFAULT_TOKEN_TTL,
-        Some("never") => return Ok(None),
-        Some(text) => humantime::parse_duration(text).map_err(|e| {
-            ApiError::bad_request(format!("expires_in: {e} (use e.g. 90d, 12h or never)"))
-        })?,
-    };
-    if ttl.is_zero() {
-        return Err(ApiError::bad_request("expires_in must be longer than zero"));
-    }
-    Ok(Some(now().after(ttl)))
-}
-
-pub(super) async fn create_user(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body<UserBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    app.handle(&headers, "users.create", None, |cx| {
-        cx.require_admin()?;
-        let body = super::body(body)?;
-        if body.name.is_empty() || body.name.len() > 64 || body.name == "anonymous" {
-            return Err(ApiError::bad_request(
-                "user name must be 1-64 characters and not 'anonymous'",
-            ));
-        }
-        let expires_at = expiry(body.expires_in.as_deref())?;
-        let user = User {
-            name: body.name.clone(),
-            service: body.service,
-            admin: body.admin,
-            created_at: now(),
-            disabled: false,
-        };
-        cx.app.rt.store().create_user(&user)?;
-        let token = new_token();
-        cx.app
-            .rt
-            .store()
-            .add_token(&user.name, &hash_token(&token), expires_at)?;
-        cx.note(format!("user {}", user.name));
-        Ok((
-            StatusCode::CREATED,
-            Json(json!({ "user": user, "token": token, "expires_at": expires_at })),
-        ))
+        Ok(Json(Zones { zones }))
     })
 }
 
 /// Body of `POST /v1/grants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(super) struct GrantBody {
+    /// An existing user.
     user: String,
+    /// Organization (`org` `*` = every organization), title or deployment.
     scope: Scope,
+    #[schema(value_type = Vec<crate::domain::Permission>)]
     permissions: PermissionSet,
 }
 
+/// Grant permissions at organization, title or deployment level.
+///
+/// Needs `admin`.
+#[utoipa::path(post, path = "/v1/grants", tag = "users", request_body = GrantBody,
+    responses(
+        (status = 201, description = "The grant", body = Grant),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 pub(super) async fn create_grant(
     State(app): State<App>,
     headers: HeaderMap,
     body: Body<GrantBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Grant>), ApiError> {
     app.handle(&headers, "grants.create", None, |cx| {
         cx.require_admin()?;
         let body = super::body(body)?;
@@ -168,21 +135,25 @@ pub(super) async fn create_grant(
             permissions: body.permissions,
         };
         cx.app.rt.store().add_grant(&grant)?;
-        Ok((StatusCode::CREATED, Json(json!(grant))))
+        Ok((StatusCode::CREATED, Json(grant)))
     })
 }
 
-/// A fresh bearer token: what the caller gets once; the store keeps only its hash.
-fn new_token() -> String {
-    format!("kmn_{}", random_secret())
-}
-
-/// `GET /v1/users/{name}/grants`: the ids are what `DELETE /v1/grants/{id}` needs.
+/// The user's grants with their ids (what `DELETE /v1/grants/{id}` takes).
+///
+/// Needs `admin`, or the user itself.
+#[utoipa::path(get, path = "/v1/users/{name}/grants", tag = "users",
+    params(("name" = String, Path, description = "User name")),
+    responses(
+        (status = 200, description = "The grants", body = Grants),
+        (status = 403, description = "Neither admin nor the user", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 pub(super) async fn list_grants(
     State(app): State<App>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Grants>, ApiError> {
     app.handle(&headers, "grants.list", None, |cx| {
         // Permission before existence, so non-admins cannot probe which users exist.
         cx.require_admin_or_self(&name)?;
@@ -191,11 +162,23 @@ pub(super) async fn list_grants(
             return Err(ApiError::not_found(format!("user {name:?} not found")));
         }
         cx.note(format!("user {name}"));
-        Ok(Json(json!({ "grants": store.grants_with_ids(&name)? })))
+        Ok(Json(Grants {
+            grants: store.grants_with_ids(&name)?,
+        }))
     })
 }
 
-/// `DELETE /v1/grants/{id}`.
+/// Revoke a grant; it stops working from the user's next request on.
+///
+/// Needs `admin`.
+#[utoipa::path(delete, path = "/v1/grants/{id}", tag = "users",
+    params(("id" = u64, Path, description = "Grant id (from `GET /v1/users/{name}/grants`)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such grant", body = ErrorBody),
+    ))]
 pub(super) async fn revoke_grant(
     State(app): State<App>,
     headers: HeaderMap,
@@ -211,64 +194,24 @@ pub(super) async fn revoke_grant(
     })
 }
 
-/// `POST /v1/users/{name}/token`: replaces every token of the user with a new one, the way
-/// out when a token leaked. Rotating one's own token ends the session that asked.
-pub(super) async fn rotate_token(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Query(ttl): Query<Expiry>,
-) -> Result<Json<Value>, ApiError> {
-    app.handle(&headers, "tokens.rotate", None, |cx| {
-        cx.require_admin_or_self(&name)?;
-        let expires_at = expiry(ttl.expires_in.as_deref())?;
-        let token = new_token();
-        let removed = cx
-            .app
-            .rt
-            .store()
-            .rotate_tokens(&name, &hash_token(&token), expires_at)?;
-        cx.note(format!("user {name}; {removed} old token(s) revoked"));
-        Ok(Json(
-            json!({ "user": name, "token": token, "expires_at": expires_at }),
-        ))
-    })
-}
-
-/// `POST /v1/users/{name}/disable` and `/enable` (admin): a disabled user's tokens are refused
-/// from its next request on.
-pub(super) async fn set_disabled(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((name, state)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    let disabled = match state.as_str() {
-        "disable" => true,
-        "enable" => false,
-        _ => return Err(ApiError::not_found(format!("no such route: {state}"))),
-    };
-    app.handle(&headers, &format!("users.{state}"), None, |cx| {
-        cx.require_admin()?;
-        if disabled && cx.user.name == name {
-            return Err(ApiError::bad_request(
-                "you cannot disable yourself (another admin can)",
-            ));
-        }
-        cx.app.rt.store().set_disabled(&name, disabled)?;
-        cx.note(format!("user {name}"));
-        Ok(StatusCode::NO_CONTENT)
-    })
-}
-
+/// The platform's audit log, newest first.
+///
+/// Needs `admin`.
+#[utoipa::path(get, path = "/v1/audit", tag = "platform", params(Limit),
+    responses(
+        (status = 200, description = "Audit records", body = Audit),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
 pub(super) async fn audit_all(
     State(app): State<App>,
     headers: HeaderMap,
     Query(limit): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Audit>, ApiError> {
     app.handle(&headers, "audit.read", None, |cx| {
         cx.require_admin()?;
-        Ok(Json(
-            json!({ "audit": cx.app.rt.store().audit_log(None, limit.get())? }),
-        ))
+        Ok(Json(Audit {
+            audit: cx.app.rt.store().audit_log(None, limit.get())?,
+        }))
     })
 }

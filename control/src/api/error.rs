@@ -5,7 +5,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     domain::{DomainError, Permission},
@@ -172,12 +173,22 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
+/// The body of every error answer (the OpenAPI document's `ErrorBody`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub error: String,
+    /// For 403: the permission the caller lacks (`admin` for user management).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_permission: Option<&'static str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if let Some(m) = self.missing {
-            body["missing_permission"] = json!(m);
-        }
+        let body = ErrorBody {
+            error: self.message,
+            missing_permission: self.missing,
+        };
         (self.status, Json(body)).into_response()
     }
 }

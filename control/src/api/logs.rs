@@ -12,24 +12,54 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
-use super::{error::ApiError, App};
+use super::{
+    answers::Logs,
+    error::{ApiError, ErrorBody},
+    App,
+};
 use crate::{
     domain::Permission,
-    driver::log_query::{search, LogQuery},
+    driver::{
+        log_query::{search, LogQuery},
+        node_log::Record,
+    },
 };
 
 /// The query string of the logs route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogParams {
+    /// Substring the line contains.
     q: Option<String>,
+    /// Minimum severity: debug, info, warn, error.
     severity: Option<String>,
+    /// RFC 3339 time or a duration ago (`10m`).
     since: Option<String>,
+    /// RFC 3339 time or a duration ago.
     until: Option<String>,
+    /// Newest lines returned (default 100, at most 100000).
     limit: Option<usize>,
+    /// `json` (default) or `ndjson` (a download of the records).
     format: Option<String>,
 }
+
+/// Node log lines, oldest first: the newest `limit` that match.
+///
+/// With `format=ndjson` a download of the records, one JSON object a line. Needs `view`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/logs", tag = "deployments",
+    params(("instance" = String, Path, description = "Instance name"), LogParams),
+    responses(
+        (status = 200, description = "The lines", content(
+            (Logs = "application/json"),
+            (Record = "application/x-ndjson"),
+        )),
+        (status = 400, description = "Bad query (JSON), or a query parameter of the wrong type (plain text, from the router)", content((ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such deployment, or the driver keeps no node logs", body = ErrorBody),
+        (status = 500, description = "The log files could not be read", body = ErrorBody),
+    ))]
 
 pub(super) async fn logs(
     State(app): State<App>,
@@ -74,7 +104,7 @@ pub(super) async fn logs(
         .map_err(|e| internal(format!("log search: {e}")))?
         .map_err(|e| internal(format!("reading node logs: {e}")))?;
     if !ndjson {
-        return Ok(Json(json!({ "lines": records })).into_response());
+        return Ok(Json(Logs { lines: records }).into_response());
     }
     let mut body = Vec::new();
     for r in &records {

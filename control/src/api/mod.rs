@@ -3,26 +3,25 @@
 //! refused authentication counted (see [`context`], [`refusals`]).
 
 mod admin;
+mod answers;
 pub mod context;
 mod deployments;
 pub mod error;
 mod logs;
 mod notify;
-mod openapi;
+pub mod openapi;
 mod operations;
 pub mod refusals;
+mod routes;
 mod support;
 pub mod tls;
 mod usage;
+mod users;
 mod views;
 
 use std::sync::Arc;
 
-use axum::{
-    extract::rejection::JsonRejection,
-    routing::{delete, get, post, put},
-    Json, Router,
-};
+use axum::{extract::rejection::JsonRejection, Json, Router};
 
 pub use error::ApiError;
 
@@ -61,64 +60,11 @@ pub fn router(rt: Runtime) -> Router {
     router_for(App::new(rt))
 }
 
-/// Every route of the API over `app` (whose counters the caller keeps a handle to).
+/// Every route of the API over `app` (whose counters the caller keeps a handle to), from the
+/// one routing table that also makes the OpenAPI document ([`routes`]).
 pub fn router_for(app: App) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/openapi.json", get(openapi::document))
-        .route("/v1/whoami", get(admin::whoami))
-        .route("/v1/versions", get(admin::versions))
-        .route("/v1/zones", get(admin::zones))
-        .route("/v1/orgs/{org}/zones", get(support::org_zones))
-        .route(
-            "/v1/orgs/{org}/zones/{zone}",
-            put(support::enable_zone).delete(support::disable_zone),
-        )
-        .route(
-            "/v1/orgs/{org}/subscriptions",
-            get(notify::org_list).post(notify::org_create),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(notify::show).delete(notify::remove),
-        )
-        .route("/v1/subscriptions/{id}/deliveries", get(notify::deliveries))
-        .route("/v1/users", post(admin::create_user))
-        .route("/v1/users/{name}/grants", get(admin::list_grants))
-        .route("/v1/users/{name}/token", post(admin::rotate_token))
-        .route("/v1/users/{name}/{state}", post(admin::set_disabled))
-        .route("/v1/grants", post(admin::create_grant))
-        .route("/v1/grants/{id}", delete(admin::revoke_grant))
-        .route("/v1/audit", get(admin::audit_all))
-        .route(
-            "/v1/deployments",
-            get(deployments::list).post(deployments::create),
-        )
-        .route(
-            "/v1/deployments/{instance}",
-            get(deployments::show)
-                .patch(deployments::edit)
-                .delete(deployments::delete),
-        )
-        .route("/v1/deployments/{instance}/keys", get(deployments::keys))
-        .route("/v1/deployments/{instance}/audit", get(deployments::audit))
-        .route(
-            "/v1/deployments/{instance}/downgrade-allowance",
-            post(support::allow_downgrade),
-        )
-        .route("/v1/deployments/{instance}/logs", get(logs::logs))
-        .route("/v1/deployments/{instance}/usage", get(usage::usage))
-        .route(
-            "/v1/deployments/{instance}/subscriptions",
-            get(notify::dep_list).post(notify::dep_create),
-        )
-        .route(
-            "/v1/deployments/{instance}/operations",
-            get(operations::list).post(operations::submit),
-        )
-        .route("/v1/operations/{id}", get(operations::show))
-        .route("/v1/operations/{id}/download", get(operations::download))
-        .with_state(app)
+    let (router, _) = routes::table().split_for_parts();
+    router.with_state(app)
 }
 
 /// Serves the API on `listener` until the process ends.

@@ -1,22 +1,39 @@
 //! Operation routes: queue, list, show.
 
+use super::{
+    answers::Operations,
+    deployments::Limit,
+    error::{ApiError, ErrorBody},
+    views, App, Body,
+};
+use crate::domain::{OpKind, Operation, Permission};
 use axum::{
     extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::{json, Value};
 
-use super::{deployments::Limit, error::ApiError, views, App, Body};
-use crate::domain::{OpKind, Permission};
-
+/// Queue an operation.
+///
+/// Needs `deploy` (deploy, reboot), `scale`, `edit` (set-vars, set-config; plus `secrets` for
+/// setting or removing secret config), `export` or `delete`.
+#[utoipa::path(post, path = "/v1/deployments/{instance}/operations", tag = "operations", operation_id = "submit_operation",
+    params(("instance" = String, Path, description = "Instance name")), request_body = OpKind,
+    responses(
+        (status = 202, description = "The queued operation", body = Operation),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 403, description = "Missing a permission the operation needs", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "Refused by a rule: downgrade, database CPUs lowered, delete protection, deleted", body = ErrorBody),
+        (status = 422, description = "Refused by a rule: unsupported version, CPUs out of range, bad key", body = ErrorBody),
+    ))]
 pub(super) async fn submit(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     kind: Body<OpKind>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Operation>), ApiError> {
     let action = match &kind {
         Ok(Json(k)) => format!("operations.{}", k.name()),
         Err(_) => "operations.submit".to_string(),
@@ -42,8 +59,18 @@ pub(super) async fn submit(
     })
 }
 
-/// `GET /v1/operations/{id}/download`: the database dump of export operation `id`, streamed
-/// from its file, to a caller holding `export` on the deployment; audited like every action.
+/// The database dump of an export operation (`result.database.download`), streamed.
+///
+/// The file is deleted when its link expires (15 minutes). Needs `view` and `export` on the
+/// deployment; audited like every action.
+#[utoipa::path(get, path = "/v1/operations/{id}/download", tag = "operations", operation_id = "download_export",
+    params(("id" = u64, Path, description = "Operation id")),
+    responses(
+        (status = 200, description = "The pg_dump SQL file", content_type = "application/sql", body = String),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing `view` or `export`", body = ErrorBody),
+        (status = 404, description = "No such operation, no dump, or its link has expired", body = ErrorBody),
+    ))]
 pub(super) async fn download(
     State(app): State<App>,
     headers: HeaderMap,
@@ -84,17 +111,28 @@ pub(super) async fn download(
     Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
 
+/// The deployment's operations, newest first.
+///
+/// Needs `view`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/operations", tag = "operations", operation_id = "list_operations",
+    params(("instance" = String, Path, description = "Instance name"), Limit),
+    responses(
+        (status = 200, description = "Operations", body = Operations),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     Query(limit): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Operations>, ApiError> {
     app.handle(&headers, "operations.list", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::View, &dep)?;
         let sight = cx.sight(&dep);
-        let ops: Vec<Value> = cx
+        let operations = cx
             .app
             .rt
             .store()
@@ -102,15 +140,26 @@ pub(super) async fn list(
             .iter()
             .map(|o| views::operation(o, &sight))
             .collect();
-        Ok(Json(json!({ "operations": ops })))
+        Ok(Json(Operations { operations }))
     })
 }
 
+/// One operation with its status and progress.
+///
+/// Needs `view` on its deployment.
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", operation_id = "show_operation",
+    params(("id" = u64, Path, description = "Operation id")),
+    responses(
+        (status = 200, description = "The operation", body = Operation),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such operation", body = ErrorBody),
+    ))]
 pub(super) async fn show(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Operation>, ApiError> {
     app.handle(&headers, "operations.show", None, |cx| {
         let op = cx
             .app

@@ -9,9 +9,13 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::IntoParams;
 
-use super::{error::ApiError, App};
+use super::{
+    answers::{self, Usage, UsageOpen},
+    error::{ApiError, ErrorBody},
+    App,
+};
 use crate::{
     domain::{
         billing::{day_of, UsageDay, DAY_MS},
@@ -24,9 +28,14 @@ use crate::{
 const DEFAULT_DAYS: u64 = 31;
 
 /// `?from=YYYY-MM-DD&to=YYYY-MM-DD` (both included).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Range {
+    /// First day, `YYYY-MM-DD` (default: 30 days before `to`).
+    #[param(format = Date)]
     from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (default: today, UTC).
+    #[param(format = Date)]
     to: Option<String>,
 }
 
@@ -49,22 +58,34 @@ fn parse_date(key: &str, s: &str) -> Result<u64, ApiError> {
     Ok(ms.as_millis() as u64 / DAY_MS)
 }
 
-fn day_json(d: &UsageDay) -> Value {
-    json!({
-        "date": date(d.day),
-        "node_cpus": d.tier.node_cpus,
-        "db_cpus": d.tier.db_cpus,
-        "samples": d.samples,
-        "carried": d.samples == 0,
-    })
+fn day_answer(d: &UsageDay) -> answers::UsageDay {
+    answers::UsageDay {
+        date: date(d.day),
+        node_cpus: d.tier.node_cpus,
+        db_cpus: d.tier.db_cpus,
+        samples: d.samples,
+        carried: d.samples == 0,
+    }
 }
 
+/// CPUs charged per UTC day: each day's highest sample.
+///
+/// A day without samples carries the last known tier; today's day, not settled yet, is
+/// `in_progress`. Needs `billing`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/usage", tag = "deployments",
+    params(("instance" = String, Path, description = "Instance name"), Range),
+    responses(
+        (status = 200, description = "The days", body = Usage),
+        (status = 400, description = "Bad date, or from after to (JSON), or a query parameter of the wrong type (plain text, from the router)", content((ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 403, description = "Missing `billing`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ))]
 pub(super) async fn usage(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     Query(range): Query<Range>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Usage>, ApiError> {
     app.handle(&headers, "usage.read", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::Billing, &dep)?;
@@ -81,31 +102,29 @@ pub(super) async fn usage(
             return Err(ApiError::bad_request("from is after to"));
         }
         let store = cx.app.rt.store();
-        let days: Vec<Value> = store
+        let days = store
             .usage(&instance, from, to)?
             .iter()
-            .map(day_json)
+            .map(day_answer)
             .collect();
         // The day in progress: its highest sample so far, settled at 00:00 UTC.
         let open = store
             .meter(&instance)?
             .open
             .filter(|o| (from..=to).contains(&o.day))
-            .map(|o| {
-                json!({
-                    "date": date(o.day),
-                    "node_cpus": o.max.node_cpus,
-                    "db_cpus": o.max.db_cpus,
-                    "samples": o.samples,
-                })
+            .map(|o| UsageOpen {
+                date: date(o.day),
+                node_cpus: o.max.node_cpus,
+                db_cpus: o.max.db_cpus,
+                samples: o.samples,
             });
-        Ok(Json(json!({
-            "instance": instance,
-            "from": date(from),
-            "to": date(to),
-            "days": days,
-            "in_progress": open,
-        })))
+        Ok(Json(Usage {
+            instance: instance.clone(),
+            from: date(from),
+            to: date(to),
+            days,
+            in_progress: open,
+        }))
     })
 }
 

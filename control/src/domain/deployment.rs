@@ -4,6 +4,7 @@ use std::{collections::BTreeMap, fmt};
 
 use kanmon_router::{Catalog, Change, InstanceName, Support, Version, Zone};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{serde_names, DomainError, Timestamp};
 
@@ -14,7 +15,7 @@ pub const MAX_DB_CPUS: u32 = 64;
 
 /// Development deployments run one node and accept brief downtime; production ones are sized
 /// for availability and protected from deletion by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeploymentType {
     /// One node, downtime on reboot accepted.
@@ -103,10 +104,11 @@ pub fn check_version(
 
 /// What the nodes run. Changed only by operations, and only when the operation completes, so a
 /// failed operation leaves the previous spec in place. `Debug` shows secret config keys only.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Spec {
     /// Game-server version.
     #[serde(with = "serde_names::version")]
+    #[schema(value_type = String, example = "3.37.0")]
     pub version: Version,
     /// Container image or build override, if any.
     pub image: Option<String>,
@@ -119,7 +121,8 @@ pub struct Spec {
     /// Plain configuration.
     pub config: BTreeMap<String, String>,
     /// Secret configuration: merged into the config given to nodes, never shown without the
-    /// `secrets` permission, never logged.
+    /// `secrets` permission, never logged. In API answers the values are present only with
+    /// `secrets`; without it every value reads `<redacted>`.
     pub secret_config: BTreeMap<String, String>,
 }
 
@@ -157,7 +160,7 @@ impl fmt::Debug for Keys {
 }
 
 /// Lifecycle state of one node as the control plane tracks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeRunState {
     /// Asked to start; not yet healthy.
@@ -180,7 +183,7 @@ impl NodeRunState {
 }
 
 /// One node of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRecord {
     /// Position in the deployment (0-based); the node id is derived from it.
     pub slot: u32,
@@ -196,8 +199,10 @@ pub struct NodeRecord {
     pub incarnation: u64,
     /// HTTP/WebSocket address, once the driver reported it (stored as `"ip:port"`, the form
     /// the store and the API always had).
+    #[schema(value_type = Option<String>, example = "127.0.0.1:7350")]
     pub addr: Option<std::net::SocketAddr>,
     /// gRPC address, if any.
+    #[schema(value_type = Option<String>)]
     pub grpc: Option<std::net::SocketAddr>,
 }
 
@@ -275,7 +280,7 @@ pub struct CreateDeployment {
 
 /// An edit of the mutable settings. The permanent fields are here only so an attempt to change
 /// them can be refused with a clear error instead of being silently ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentEdit {
     /// Turn delete protection on or off.
     pub delete_protection: Option<bool>,
@@ -335,10 +340,11 @@ pub struct Deployment {
 }
 
 /// A platform admin's permission for one deploy to an older version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DowngradeAllowance {
     /// The one older version a deploy may move to.
     #[serde(with = "serde_names::version")]
+    #[schema(value_type = String)]
     pub version: Version,
     /// The admin who allowed it.
     pub by: String,

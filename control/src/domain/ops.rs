@@ -7,6 +7,7 @@ use std::{
 
 use kanmon_router::Version;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{permissions::Permission, serde_names, Timestamp};
 
@@ -15,13 +16,14 @@ pub type OpId = u64;
 
 /// What an operation does. Payloads hold everything needed to run it later, since it may wait
 /// in the queue behind others.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum OpKind {
     /// Roll out a new version or image (a redeploy of the same version is allowed).
     Deploy {
         /// Target version.
         #[serde(with = "serde_names::version")]
+        #[schema(value_type = String)]
         version: Version,
         /// Image override.
         #[serde(default)]
@@ -47,7 +49,8 @@ pub enum OpKind {
         /// Plain config entries to add or overwrite.
         #[serde(default)]
         config: BTreeMap<String, String>,
-        /// Secret config entries to add or overwrite.
+        /// Secret config entries to add or overwrite. Setting them needs `secrets`; in API
+        /// answers the values are present only with `secrets` (otherwise `<redacted>`).
         #[serde(default)]
         secret_config: BTreeMap<String, String>,
         /// Plain config keys to remove.
@@ -140,7 +143,7 @@ impl fmt::Debug for OpKind {
 }
 
 /// Status of an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpStatus {
     /// Queued behind others.
@@ -172,7 +175,7 @@ impl OpStatus {
 }
 
 /// Live progress of a rolling operation, for `kanmon ops` and the CLI's progress line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// Current step (1-based).
     pub step: u32,
@@ -185,9 +188,10 @@ pub struct Progress {
 }
 
 /// One operation with who asked and when each transition happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Operation {
     /// Id.
+    #[schema(value_type = u64)]
     pub id: OpId,
     /// Deployment instance name.
     pub instance: String,
@@ -206,7 +210,8 @@ pub struct Operation {
     pub finished_at: Option<Timestamp>,
     /// Why it failed.
     pub error: Option<String>,
-    /// Result (export document).
+    /// Result (export document). An export's `result.database.download` link is present
+    /// only with the `export` permission.
     pub result: Option<serde_json::Value>,
     /// Rolling progress while in progress.
     pub progress: Option<Progress>,

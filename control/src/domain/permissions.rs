@@ -3,10 +3,13 @@
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One permission. Kept deliberately coarse: each maps to a kind of action an operator
 /// recognises, and the 403 body names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
     /// Read deployments, operations, audit.
@@ -116,7 +119,7 @@ impl<'de> Deserialize<'de> for PermissionSet {
 
 /// Where a grant applies. `org = "*"` at organization level means every organization (the
 /// bootstrap admin's grant).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "level", rename_all = "lowercase")]
 pub enum Scope {
     /// Every title and deployment of an organization.
@@ -158,13 +161,14 @@ impl Scope {
 }
 
 /// A user's permissions at one scope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Grant {
     /// User name.
     pub user: String,
     /// Where it applies.
     pub scope: Scope,
     /// What it allows.
+    #[schema(value_type = Vec<Permission>)]
     pub permissions: PermissionSet,
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const LOG_LINE_LIMIT: usize = 5 * 1024;
 
 /// Which of the node's output streams a line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Standard output.
@@ -27,7 +27,9 @@ pub enum Stream {
 }
 
 /// A log line's severity, ordered so that a minimum can be asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Debug and trace output.
@@ -64,7 +66,7 @@ impl Severity {
 }
 
 /// One stored line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     /// When kanmon read the line: RFC 3339, UTC, milliseconds.
     pub ts: String,

@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::domain::Timestamp;
 
 /// How an action ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Allowed and done.
@@ -37,7 +37,7 @@ impl Outcome {
 }
 
 /// One audit record: who did what, when, to which deployment, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Sequence number.
     pub id: u64,

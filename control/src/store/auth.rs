@@ -6,9 +6,10 @@ use sha2::{Digest, Sha256};
 
 use super::{decode, encode, Store, StoreError};
 use crate::domain::{Grant, Timestamp};
+use utoipa::ToSchema;
 
 /// A user or service user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct User {
     /// Unique name.
     pub name: String,
@@ -24,7 +25,7 @@ pub struct User {
 }
 
 /// A grant as stored, with the id an operator needs to revoke it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StoredGrant {
     /// Row id: stable for the grant's lifetime and never reused (`AUTOINCREMENT`), so a
     /// revoke by id cannot hit a grant created after the operator listed them.

@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::domain::Timestamp;
 
 /// One organization's access to one on-request zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ZoneGrant {
     /// The organization.
     pub org: String,

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod k8s;
+pub mod openapi;
 
 use std::{
     io::{BufRead, BufReader},
@@ -83,7 +84,9 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.url, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -92,7 +95,15 @@ impl Server {
         }
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let body = resp.json().await.unwrap_or(Value::Null);
+        if json {
+            openapi::doc().check(method.as_str(), path, status, &body);
+        }
+        (status, body)
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
