@@ -3,6 +3,7 @@
 //! refused authentication counted (see [`context`], [`refusals`]).
 
 mod admin;
+pub mod console;
 pub mod context;
 mod deployments;
 pub mod error;
@@ -91,6 +92,10 @@ pub fn router_for(app: App) -> Router {
                 .delete(deployments::delete),
         )
         .route("/v1/deployments/{instance}/keys", get(deployments::keys))
+        .route(
+            "/v1/deployments/{instance}/console",
+            get(console::show).put(console::set_allow),
+        )
         .route("/v1/deployments/{instance}/audit", get(deployments::audit))
         .route(
             "/v1/deployments/{instance}/downgrade-allowance",

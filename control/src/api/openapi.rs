@@ -139,6 +139,11 @@ pub(super) async fn document() -> Json<Value> {
             },
             "/v1/deployments/{instance}/keys": { "parameters": instance_param(), "get": op("Server key and runtime key", "secrets", None, "200") },
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
+            "/v1/deployments/{instance}/console": {
+                "parameters": instance_param(),
+                "get": op("The console's hostname ({instance}-console.{zone}.{base_domain} by default) and the client networks allowed to reach it", "view", None, "200"),
+                "put": op("Replace the console's allow-list (CIDRs; empty closes the console) and publish it to the edge at once; audited with the new list", "edit", Some("ConsoleAllow"), "200"),
+            },
             "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
             "/v1/deployments/{instance}/usage": { "parameters": instance_param(), "get": usage_op() },
             "/v1/deployments/{instance}/downgrade-allowance": {
@@ -188,6 +193,8 @@ pub(super) async fn document() -> Json<Value> {
                     "delete_protection": { "type": "boolean" } } },
                 "DowngradeAllowance": { "type": "object", "required": ["version"], "properties": {
                     "version": { "type": "string", "description": "an older supported version than the running one" } } },
+                "ConsoleAllow": { "type": "object", "required": ["allow"], "properties": {
+                    "allow": { "type": "array", "maxItems": 64, "items": { "type": "string", "description": "a CIDR such as 203.0.113.0/24 or 2001:db8::/32, or one address" } } } },
                 "Edit": { "type": "object", "properties": {
                     "delete_protection": { "type": "boolean" }, "fallback_to_draining": { "type": "boolean" } } },
                 "Operation": { "oneOf": [

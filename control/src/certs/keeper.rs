@@ -261,14 +261,23 @@ impl CertKeeper {
     }
 }
 
-/// What the keeper wants for the deployments `rt` knows.
+/// What the keeper wants for the deployments `rt` knows: per deployment a certificate for its
+/// hostname and one for its console hostname (`kanmon_router::console`). One leaf per name:
+/// the edge's certificate store finds a certificate by the exact SNI (`<hostname>.crt`), and
+/// each name renews on its own, through the local CA and ACME alike.
 pub fn wants(rt: &Runtime) -> Vec<Want> {
+    let settings = rt.settings();
     rt.deployments()
         .into_iter()
-        .map(|d| Want {
-            instance: d.instance.to_string(),
-            hostname: d.hostname.to_ascii_lowercase(),
-            live: !d.deleted,
+        .flat_map(|d| {
+            let console = settings
+                .console
+                .hostname(&d.instance, &d.zone, &settings.base_domain);
+            [d.hostname.to_ascii_lowercase(), console].map(|hostname| Want {
+                instance: d.instance.to_string(),
+                hostname,
+                live: !d.deleted,
+            })
         })
         .collect()
 }

@@ -50,6 +50,7 @@ pub enum SettingsError {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     base_domain: Option<String>,
+    console_label: Option<String>,
     versions: Option<Vec<String>>,
     zones: Option<Vec<RawZone>>,
     billing_interval: Option<String>,
@@ -94,6 +95,10 @@ impl Settings {
                 ));
             }
             settings.base_domain = base;
+        }
+        if let Some(label) = raw.console_label {
+            settings.console = kanmon_router::ConsoleNames::parse(&label)
+                .map_err(|e| rule("console_label".into(), e.to_string()))?;
         }
         if let Some(versions) = raw.versions {
             if versions.is_empty() {
