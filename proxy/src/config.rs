@@ -576,6 +576,22 @@ grace_period = "10s"
     }
 
     #[test]
+    fn a_console_label_without_its_placeholder_is_refused() {
+        let err = ProxyConfig::parse(
+            "[routing]\nconsole_label = \"console\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("routing.console_label"), "{err}");
+        let ok = ProxyConfig::parse(
+            "[routing]\nconsole_label = \"admin-{instance}\"\n",
+            Path::new("x.toml"),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
     fn rules_are_named() {
         let err = ProxyConfig::parse("[server]\nthreads = 0\n", Path::new("x.toml"))
             .unwrap_err()

@@ -345,7 +345,7 @@ async fn the_console_allow_list_sees_the_carried_client_address() {
     );
     let proxy = TestProxy::start(Opts {
         nodes,
-        listen_extra: pp_listen("v1,v2"),
+        listen_extra: pp_listen("v1+v2"),
         ..Opts::default()
     })
     .await;

@@ -190,6 +190,17 @@ zones = [{ name = "eu-north1" }, { name = "ap-south-1", on_request = true }]
     }
 
     #[test]
+    fn the_console_label_is_checked_where_it_is_read() {
+        assert_eq!(parse("").unwrap().console.pattern(), "{instance}-console");
+        let s = parse("console_label = \"console-{instance}\"\n").unwrap();
+        assert_eq!(s.console.pattern(), "console-{instance}");
+        let e = parse("console_label = \"{instance}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("console_label"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = parse("version = [\"3.37.0\"]\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `version`"), "{e}");
