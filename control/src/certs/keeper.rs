@@ -117,8 +117,26 @@ impl CertKeeper {
         }
     }
 
-    /// One pass over `wants` at time `now`.
+    /// One pass over `wants` at time `now`; then each deployment's expiry gauge shows the
+    /// earliest expiry of its certificates (its hostname's and its console's), so one failing
+    /// renewal is never hidden behind the other name's fresh certificate.
     pub async fn reconcile(&mut self, wants: &[Want], now: SystemTime) {
+        self.reconcile_each(wants, now).await;
+        let mut earliest: HashMap<&str, SystemTime> = HashMap::new();
+        for w in wants.iter().filter(|w| w.live) {
+            if let Some(info) = self.known.get(&w.hostname) {
+                let e = earliest
+                    .entry(w.instance.as_str())
+                    .or_insert(info.not_after);
+                *e = (*e).min(info.not_after);
+            }
+        }
+        for (instance, not_after) in earliest {
+            self.metrics.expires(instance, not_after);
+        }
+    }
+
+    async fn reconcile_each(&mut self, wants: &[Want], now: SystemTime) {
         for w in wants {
             if w.live {
                 self.retired.remove(&w.hostname);
@@ -174,11 +192,9 @@ impl CertKeeper {
 
     async fn keep(&mut self, w: &Want, now: SystemTime) -> Result<(), CertError> {
         let source = self.source.clone();
-        let metrics = self.metrics.clone();
         let due = match self.current(&w.hostname) {
             None => true,
             Some(info) => {
-                metrics.expires(&w.instance, info.not_after);
                 now >= info.renew_at()
                     || info.dns_names != [w.hostname.as_str()]
                     || !source.accepts(info)
@@ -195,7 +211,6 @@ impl CertKeeper {
             not_after = %humantime::format_rfc3339_seconds(info.not_after),
             "certificate issued"
         );
-        self.metrics.expires(&w.instance, info.not_after);
         self.known.insert(w.hostname.clone(), info);
         self.hints.remove(&w.hostname);
         Ok(())
