@@ -17,6 +17,7 @@ fn spec(i: usize, nodes: usize) -> DeploymentSpec {
                 id: format!("dep{i}-{n}"),
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + (n % 50_000) as u16)),
                 grpc: None,
+                console: None,
                 state: if n % 7 == 3 {
                     NodeState::Draining
                 } else {
@@ -26,6 +27,7 @@ fn spec(i: usize, nodes: usize) -> DeploymentSpec {
             .collect(),
         fallback_to_draining: false,
         max_connections: None,
+        console_allow: Vec::new(),
     }
 }
 

@@ -220,6 +220,11 @@ struct NodeArgs {
     /// Optional h2c (prior knowledge) gRPC-style echo listener.
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// Optional console listener (Nakama's console port, 7351): plain HTTP/1.1 answering every
+    /// path with a small JSON page naming the node; its bound address is printed as
+    /// `console listening on ADDR`.
+    #[arg(long)]
+    console_listen: Option<SocketAddr>,
     /// Node id reported in replies and in `ws-connect node=ID` log lines.
     #[arg(long, env = "KANMON_NODE_ID", default_value = "node-0")]
     node_id: String,
@@ -405,6 +410,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let cfg = node::NodeConfig {
         listen: args.listen,
         grpc_listen: args.grpc_listen,
+        console_listen: args.console_listen,
         node_id: args.node_id,
         tls,
         log_connections: !args.quiet,

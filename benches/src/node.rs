@@ -32,6 +32,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Optional h2c gRPC-style listener.
     pub grpc_listen: Option<SocketAddr>,
+    /// Optional console listener (Nakama's 7351): plain HTTP/1.1, every reply names the node
+    /// and says it is the console, so a test can tell the console from the API.
+    pub console_listen: Option<SocketAddr>,
     /// Reported in every reply (`x-node-id`, `/healthcheck`, `whoami`).
     pub node_id: String,
     /// Serve TLS on `listen` (the "direct" floor of the comparison); plain HTTP when `None`.
@@ -50,6 +53,7 @@ impl NodeConfig {
         Self {
             listen: any,
             grpc_listen: Some(any),
+            console_listen: Some(any),
             node_id: node_id.to_owned(),
             tls: None,
             log_connections: true,
@@ -87,6 +91,7 @@ pub struct NodeStats {
     grpc_requests: AtomicU64,
     /// When each WebSocket was accepted (only with [`NodeConfig::record_accepts`]).
     ws_accepted: std::sync::Mutex<Vec<std::time::Instant>>,
+    console_requests: AtomicU64,
 }
 
 impl NodeStats {
@@ -113,6 +118,10 @@ impl NodeStats {
     /// gRPC requests answered.
     pub fn grpc_requests(&self) -> u64 {
         self.grpc_requests.load(Ordering::Relaxed)
+    }
+    /// Console requests answered.
+    pub fn console_requests(&self) -> u64 {
+        self.console_requests.load(Ordering::Relaxed)
     }
 }
 
@@ -144,6 +153,7 @@ pub struct NodeHandle {
     id: String,
     addr: SocketAddr,
     grpc_addr: Option<SocketAddr>,
+    console_addr: Option<SocketAddr>,
     stats: Arc<NodeStats>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -157,6 +167,10 @@ impl NodeHandle {
     /// The gRPC address actually bound, if a gRPC listener was configured.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc_addr
+    }
+    /// The console address actually bound, if a console listener was configured.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_addr
     }
     /// The node id it reports.
     pub fn id(&self) -> &str {
@@ -213,6 +227,15 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         None => None,
     };
     let grpc_addr = grpc.as_ref().map(|(_, a)| *a);
+    let console = match cfg.console_listen {
+        Some(c) => {
+            let l = bind(c).await?;
+            let a = local_addr(&l, c)?;
+            Some((l, a))
+        }
+        None => None,
+    };
+    let console_addr = console.as_ref().map(|(_, a)| *a);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let stats = Arc::new(NodeStats::default());
@@ -230,9 +253,15 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let http_task = {
         let shared = shared.clone();
         accept_loop(http, shared.clone(), move |stream| {
-            http1::serve(stream, shared.clone(), tls.clone())
+            http1::serve(stream, shared.clone(), tls.clone(), http1::Surface::Api)
         })
     };
+    let console_task = console.map(|(listener, _)| {
+        let shared = shared.clone();
+        accept_loop(listener, shared.clone(), move |stream| {
+            http1::serve(stream, shared.clone(), None, http1::Surface::Console)
+        })
+    });
     let grpc_task = grpc.map(|(listener, _)| {
         let shared = shared.clone();
         accept_loop(listener, shared.clone(), move |stream| {
@@ -240,12 +269,20 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         })
     });
     let task = tokio::spawn(async move {
-        let (http_done, grpc_done) = tokio::join!(http_task, async move {
-            if let Some(t) = grpc_task {
-                t.await;
+        let (http_done, grpc_done, console_done) = tokio::join!(
+            http_task,
+            async move {
+                if let Some(t) = grpc_task {
+                    t.await;
+                }
+            },
+            async move {
+                if let Some(t) = console_task {
+                    t.await;
+                }
             }
-        });
-        let ((), ()) = (http_done, grpc_done);
+        );
+        let ((), (), ()) = (http_done, grpc_done, console_done);
         drop(shared);
         // Every connection task holds an `alive` sender: recv() yields None once all are done.
         if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())
@@ -259,6 +296,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         id: cfg.node_id,
         addr,
         grpc_addr,
+        console_addr,
         stats,
         shutdown: stop_tx,
         task,
@@ -297,12 +335,15 @@ where
 }
 
 /// Runs a node until `stop` resolves, printing `listening on ADDR` (and `grpc listening on
-/// ADDR`) first so a parent process can read the bound port.
+/// ADDR`, `console listening on ADDR`) first so a parent process can read the bound ports.
 pub async fn run_node(cfg: NodeConfig, stop: impl Future<Output = ()>) -> Result<(), NodeError> {
     let handle = start_node(cfg).await?;
     println!("listening on {}", handle.addr());
     if let Some(g) = handle.grpc_addr() {
         println!("grpc listening on {g}");
+    }
+    if let Some(c) = handle.console_addr() {
+        println!("console listening on {c}");
     }
     stop.await;
     handle.shutdown().await

@@ -30,6 +30,8 @@ struct Started {
     metrics: std::net::SocketAddr,
     token_file: PathBuf,
     hostname: String,
+    /// The demo deployment's console hostname.
+    console: String,
     ca: PathBuf,
     listen: std::net::SocketAddr,
     admin: std::net::SocketAddr,
@@ -150,7 +152,20 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         args.instance, args.zone, up.settings.base_domain
     );
 
+    // The rule the edge and the certificate keeper use (a bad name is refused later, when the
+    // demo deployment is created; the banner then never shows).
+    let console = match (
+        kanmon_router::InstanceName::parse(&args.instance),
+        kanmon_router::Zone::parse(&args.zone),
+    ) {
+        (Ok(i), Ok(z)) => up
+            .settings
+            .console
+            .hostname(&i, &z, &up.settings.base_domain),
+        _ => String::new(),
+    };
     let info = Started {
+        console,
         api: args.api,
         api_tls: args.api_tls,
         metrics: args.metrics_listen,
@@ -260,6 +275,7 @@ fn banner(s: &Started) {
         "\nkanmon is up.\n\
          \n  deployment   {host}  (production, 2 nodes)\
          \n  proxy        https://{host}:{port}  (listening on {})\
+         \n  console      https://{console}:{port}  (closed until `kanmon console allow {instance} 127.0.0.1/32`)\
          \n  local CA     {ca}\
          \n  control API  {}  (token in {})\
          \n  metrics      http://{}/metrics (proxy), http://{}/metrics (control plane)\
@@ -278,5 +294,7 @@ fn banner(s: &Started) {
         s.token_file.display(),
         s.instance,
         ca = s.ca.display(),
+        console = s.console,
+        instance = s.instance,
     ));
 }

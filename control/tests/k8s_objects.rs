@@ -314,7 +314,23 @@ fn only_the_node_service_claims_the_instance_at_the_edge() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(ports, ["http", "grpc"]);
+    assert_eq!(ports, ["http", "grpc", "console"]);
+    // The console is closed until its allow-list is set; the edge reads the list from here.
+    assert_eq!(
+        svc["metadata"]["annotations"]["kanmon.dev/console-allow"],
+        ""
+    );
+    let mut open = d.clone();
+    open.console_allow = vec![
+        "10.0.0.0/8".parse().unwrap(),
+        "192.0.2.7/32".parse().unwrap(),
+    ];
+    let objs = objects(&open, DatabaseFlavor::StatefulSet, &settings());
+    let svc = find(&objs, "Service", "alpha");
+    assert_eq!(
+        svc["metadata"]["annotations"]["kanmon.dev/console-allow"],
+        "10.0.0.0/8,192.0.2.7/32"
+    );
     // Every object but the Namespace lives in the deployment's namespace.
     assert!(objs[1..]
         .iter()
@@ -364,6 +380,25 @@ fn network_policies_admit_only_the_edge_the_control_plane_and_dns() {
         namespaces.into_iter().collect::<Vec<_>>(),
         ["kanmon-control", "kanmon-system", "kube-system"]
     );
+    // The console port (7351) is open to the edge's namespace only.
+    let nodes = find(&objs, "NetworkPolicy", "nodes");
+    let console_from: Vec<&str> = nodes["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == 7351)
+        })
+        .flat_map(|r| r["from"].as_array().unwrap().iter())
+        .filter_map(|p| {
+            p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str()
+        })
+        .collect();
+    assert_eq!(console_from, ["kanmon-system"]);
 }
 
 #[test]

@@ -95,10 +95,12 @@ mod tests {
                 id: format!("{instance}-0"),
                 addr: "127.0.0.1:1".parse().unwrap(),
                 grpc: None,
+                console: None,
                 state: NodeState::Ready,
             }],
             fallback_to_draining: false,
             max_connections: None,
+            console_allow: Vec::new(),
         }]);
         let snapshot = table.load_full();
         Arc::clone(snapshot.find(instance, "us-east1").unwrap())

@@ -76,7 +76,8 @@ fn sni_target(session: &Session) -> Option<&SniTarget> {
         .get::<SniTarget>()
 }
 
-/// The client's address as the policy sees it: the TCP peer's.
+/// The client's address as the policy sees it: the TCP peer's, which for a connection from a
+/// trusted balancer is the one its PROXY protocol header carried (`edge` put it there).
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
@@ -142,15 +143,19 @@ impl ProxyHttp for KanmonProxy {
             sni_target(session),
             request_host(session),
             header_bytes(session),
+            client_ip(session),
         ) {
             Ok(guard) => guard,
             Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
-        ctx.grpc = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // The console speaks HTTP only: its requests go to the console address whatever
+        // their content type.
+        ctx.grpc = !guard.is_console()
+            && session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         ctx.deployment = Some(Arc::clone(guard.deployment()));
         ctx.guard = Some(guard);
         if connect == Connect::WebSocket {
@@ -190,7 +195,8 @@ impl ProxyHttp for KanmonProxy {
         };
         let node = guard.node();
         let grpc = if ctx.grpc { node.grpc() } else { None };
-        let addr = grpc.unwrap_or(node.addr());
+        // `guard.addr()`: the console address on a console connection.
+        let addr = grpc.unwrap_or(guard.addr());
         let mut peer = HttpPeer::new(addr, false, String::new());
         let settings = self.routes.settings();
         peer.options.connection_timeout = Some(settings.connect_timeout);

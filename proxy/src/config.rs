@@ -152,12 +152,16 @@ impl Default for Tls {
 pub struct Routing {
     /// Hostnames are `{instance}.{zone}.{base_domain}`.
     pub base_domain: String,
+    /// The first label of a deployment's console hostname, `{console_label}.{zone}.{base_domain}`:
+    /// `{instance}` once with a fixed prefix or suffix (default `{instance}-console`).
+    pub console_label: String,
 }
 
 impl Default for Routing {
     fn default() -> Self {
         Self {
             base_domain: "kanmon.test".into(),
+            console_label: kanmon_router::ConsoleNames::DEFAULT_PATTERN.into(),
         }
     }
 }
@@ -427,6 +431,9 @@ impl ProxyConfig {
         if cfg.routing.base_domain.trim_matches('.').is_empty() {
             return Err(rule("routing.base_domain", "must not be empty"));
         }
+        if let Err(e) = kanmon_router::ConsoleNames::parse(&cfg.routing.console_label) {
+            return Err(rule("routing.console_label", &e.to_string()));
+        }
         if cfg.discovery.instance_namespace.is_empty()
             || cfg.discovery.owners.values().any(String::is_empty)
         {
@@ -570,6 +577,22 @@ grace_period = "10s"
             .unwrap_err()
             .to_string();
         assert!(err.contains("proxy_protocol"), "{err}");
+    }
+
+    #[test]
+    fn a_console_label_without_its_placeholder_is_refused() {
+        let err = ProxyConfig::parse(
+            "[routing]\nconsole_label = \"console\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("routing.console_label"), "{err}");
+        let ok = ProxyConfig::parse(
+            "[routing]\nconsole_label = \"admin-{instance}\"\n",
+            Path::new("x.toml"),
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub mod names {
     /// Connections closed by the PROXY protocol rules (missing, untrusted or bad header), by
     /// reason.
     pub const PROXY_PROTOCOL_ERRORS: &str = "kanmon_proxy_protocol_errors_total";
+    /// Console requests refused by the deployment's allow-list, by reason
+    /// (`kanmon_router::ConsoleRefusal::reason`).
+    pub const CONSOLE_REFUSED: &str = "kanmon_console_refused_total";
 }
 
 /// Discovery hardening: refusals and cluster requirements (kept apart so it merges cleanly).
@@ -126,6 +129,9 @@ pub struct Metrics {
     pub cut_connections: IntCounterVec,
     /// `kanmon_proxy_protocol_errors_total{reason}` (`proxy_protocol::Refusal::reason`)
     pub proxy_protocol_errors: IntCounterVec,
+    /// `kanmon_console_refused_total{deployment,zone,reason}`: the deployment is one in the
+    /// table, the reason one of `kanmon_router::ConsoleRefusal::ALL`.
+    pub console_refused: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -203,6 +209,10 @@ impl Metrics {
                 &["reason"],
             )?,
             proxy_protocol_errors: proxy_protocol_errors()?,
+            console_refused: IntCounterVec::new(
+                opts(names::CONSOLE_REFUSED, "Console requests refused (403) by the deployment's console allow-list: closed (empty list), not_allowed, no_client_address."),
+                &["deployment", "zone", "reason"],
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -224,6 +234,7 @@ impl Metrics {
         r.register(Box::new(m.refused_connections.clone()))?;
         r.register(Box::new(m.cut_connections.clone()))?;
         r.register(Box::new(m.proxy_protocol_errors.clone()))?;
+        r.register(Box::new(m.console_refused.clone()))?;
         for reason in ["client_connections", "client_handshakes"] {
             m.refused_connections.with_label_values(&[reason]);
         }

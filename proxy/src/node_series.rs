@@ -97,11 +97,13 @@ mod tests {
                     id: (*id).to_string(),
                     addr: format!("127.0.0.1:{}", 7350 + i).parse().unwrap(),
                     grpc: None,
+                    console: None,
                     state: NodeState::Ready,
                 })
                 .collect(),
             fallback_to_draining: false,
             max_connections: None,
+            console_allow: Vec::new(),
         }
     }
 

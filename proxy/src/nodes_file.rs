@@ -55,6 +55,10 @@ pub struct FileDeployment {
     /// Let a deployment with no ready node use a draining one (development deployments).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fallback_to_draining: bool,
+    /// Client networks (CIDRs) that may reach the deployment's console; empty or absent: the
+    /// console is closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console_allow: Vec<ipnet::IpNet>,
 }
 
 /// One node entry.
@@ -68,6 +72,9 @@ pub struct FileNode {
     /// gRPC address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<SocketAddr>,
+    /// Console address (Nakama's 7351).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<SocketAddr>,
     /// State (default `ready`).
     #[serde(default = "ready")]
     pub state: FileState,
@@ -147,11 +154,13 @@ pub fn parse(
                     id: n.id,
                     addr: n.addr,
                     grpc: n.grpc,
+                    console: n.console,
                     state: n.state.into(),
                 })
                 .collect(),
             fallback_to_draining: d.fallback_to_draining,
             max_connections,
+            console_allow: d.console_allow,
         });
     }
     Ok(specs)
@@ -166,6 +175,7 @@ pub fn render(specs: &[DeploymentSpec]) -> Result<String, toml::ser::Error> {
                 instance: d.instance.to_string(),
                 zone: d.zone.to_string(),
                 fallback_to_draining: d.fallback_to_draining,
+                console_allow: d.console_allow.clone(),
                 nodes: d
                     .nodes
                     .iter()
@@ -173,6 +183,7 @@ pub fn render(specs: &[DeploymentSpec]) -> Result<String, toml::ser::Error> {
                         id: n.id.clone(),
                         addr: n.addr,
                         grpc: n.grpc,
+                        console: n.console,
                         state: n.state.into(),
                     })
                     .collect(),

@@ -25,6 +25,8 @@ pub enum Refusal {
     BadRequest,
     /// The request body arrived slower than `limits.min_body_rate`.
     RequestTimeout,
+    /// The client may not reach this deployment's console (its allow-list).
+    ConsoleForbidden,
 }
 
 impl Refusal {
@@ -39,6 +41,7 @@ impl Refusal {
             Self::GatewayTimeout => 504,
             Self::BadRequest => 400,
             Self::RequestTimeout => 408,
+            Self::ConsoleForbidden => 403,
         }
     }
 
@@ -54,6 +57,7 @@ impl Refusal {
             Self::GatewayTimeout => "gateway_timeout",
             Self::BadRequest => "bad_request",
             Self::RequestTimeout => "request_timeout",
+            Self::ConsoleForbidden => "console_forbidden",
         }
     }
 
@@ -68,6 +72,9 @@ impl Refusal {
             Self::GatewayTimeout => "node did not answer in time\n",
             Self::BadRequest => "malformed request\n",
             Self::RequestTimeout => "request body too slow\n",
+            Self::ConsoleForbidden => {
+                "the console of this deployment is not open to your network (ask its owner to add it to the console allow-list)\n"
+            }
         }
     }
 

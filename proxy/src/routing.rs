@@ -3,9 +3,9 @@
 //! node from the router (503), and what happens when a node refuses the connection (count,
 //! eject for a while, move the request once to another ready node).
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use kanmon_router::{split_host, ConnectionGuard, Deployment, HealthTable, PickError};
+use kanmon_router::{ConnectionGuard, ConsolePickError, Deployment, HealthTable, PickError};
 
 use crate::{
     clock::Clock, metrics::Metrics, responses::Refusal, settings::Settings, tls::SniTarget,
@@ -47,31 +47,57 @@ impl Routes {
     }
 
     /// Decides where a request goes, or why it is refused. `host` is the request's host
-    /// (port stripped), `header_bytes` the size of its header block.
+    /// (port stripped), `header_bytes` the size of its header block, `client` the client's
+    /// address (the PROXY protocol's when a trusted balancer sent one): a console name's
+    /// allow-list is checked against it (403).
     pub fn route(
         &self,
         sni: Option<&SniTarget>,
         host: Option<&str>,
         header_bytes: usize,
+        client: Option<IpAddr>,
     ) -> Result<ConnectionGuard, Refusal> {
         if header_bytes > self.settings.max_header_bytes {
             return Err(Refusal::HeadersTooLarge);
         }
         let target = sni.ok_or(Refusal::UnknownHost)?;
         if let Some(host) = host {
-            let same = split_host(host, &self.settings.base_domain).is_some_and(|(i, z)| {
-                i.eq_ignore_ascii_case(&target.instance) && z.eq_ignore_ascii_case(&target.zone)
-            });
+            // The API name on a console connection (or the other way round) is another
+            // target too: one connection, one target, one allow-list decision.
+            let same = self
+                .settings
+                .console
+                .target(host, &self.settings.base_domain)
+                .is_some_and(|t| t.same(&target.target()));
             if !same {
                 return Err(Refusal::Misdirected);
             }
         }
+        if target.console {
+            let now = self.clock.now_ms();
+            return self
+                .table
+                .pick_console(&target.instance, &target.zone, client, now, None)
+                .map_err(|e| match e {
+                    ConsolePickError::Refused(why) => {
+                        self.console_refused(&target.instance, &target.zone, why.reason());
+                        Refusal::ConsoleForbidden
+                    }
+                    ConsolePickError::Pick(e) => refusal_of(e),
+                });
+        }
         self.pick(&target.instance, &target.zone, None)
-            .map_err(|e| match e {
-                PickError::UnknownDeployment => Refusal::UnknownHost,
-                PickError::NoReadyNode => Refusal::NoReadyNode,
-                PickError::AtCapacity => Refusal::AtCapacity,
-            })
+            .map_err(refusal_of)
+    }
+
+    /// Counts a console refusal under its deployment (the table holds it: the allow-list
+    /// is only read from a deployment found there).
+    fn console_refused(&self, instance: &str, zone: &str, reason: &'static str) {
+        self.metrics
+            .console_refused
+            .with_label_values(&[instance, zone, reason])
+            .inc();
+        tracing::debug!(deployment = instance, reason, "console request refused");
     }
 
     /// The deployment the connection's SNI names, if it is one in the table now: requests
@@ -115,7 +141,12 @@ impl Routes {
         *retried = true;
         let failed = node.id().to_string();
         let dep = Arc::clone(dep);
-        match self.pick(dep.instance().as_str(), dep.zone().as_str(), Some(&failed)) {
+        let next = if current.is_console() {
+            kanmon_router::pick_console_in(&dep, self.clock.now_ms(), Some(&failed))
+        } else {
+            self.pick(dep.instance().as_str(), dep.zone().as_str(), Some(&failed))
+        };
+        match next {
             Ok(next) if next.node().id() != failed => {
                 *guard = Some(next);
                 true
@@ -132,6 +163,15 @@ impl Routes {
     ) -> Result<ConnectionGuard, PickError> {
         self.table
             .pick_excluding(instance, zone, self.clock.now_ms(), exclude)
+    }
+}
+
+/// The answer to a failed pick.
+fn refusal_of(e: PickError) -> Refusal {
+    match e {
+        PickError::UnknownDeployment => Refusal::UnknownHost,
+        PickError::NoReadyNode => Refusal::NoReadyNode,
+        PickError::AtCapacity => Refusal::AtCapacity,
     }
 }
 

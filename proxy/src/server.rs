@@ -225,8 +225,10 @@ impl Proxy {
         let mut options = proxy.server_options.clone().unwrap_or_default();
         options.allow_connect_method_proxying = true;
         proxy.server_options = Some(options);
-        let mut tls =
-            TlsSettings::with_callbacks(Box::new(SniCallbacks::new(&settings.base_domain)))?;
+        let mut tls = TlsSettings::with_callbacks(Box::new(SniCallbacks::new(
+            &settings.base_domain,
+            settings.console.clone(),
+        )))?;
         tls.set_cert_resolver(certs.clone());
         tls.enable_h2();
         let http = Arc::new(HeaderTimeout {

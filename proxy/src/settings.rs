@@ -10,6 +10,8 @@ use crate::config::ProxyConfig;
 pub struct Settings {
     /// Lower-case base domain.
     pub base_domain: String,
+    /// The console hostname rule (`routing.console_label`).
+    pub console: kanmon_router::ConsoleNames,
     /// Header block limit (431 past it).
     pub max_header_bytes: usize,
     /// Time allowed for a request head, and a body's grace before `min_body_rate`.
@@ -38,6 +40,10 @@ impl From<&ProxyConfig> for Settings {
                 .base_domain
                 .trim_end_matches('.')
                 .to_ascii_lowercase(),
+            // Validated with the config (`routing.console_label`); the default only stands in
+            // for a config built in code without validation.
+            console: kanmon_router::ConsoleNames::parse(&c.routing.console_label)
+                .unwrap_or_default(),
             max_header_bytes: c.limits.max_header_bytes,
             request_read_timeout: c.limits.request_read_timeout,
             websocket_idle_timeout: c.websocket.idle_timeout,

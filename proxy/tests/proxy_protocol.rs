@@ -332,3 +332,47 @@ async fn the_per_client_limit_keys_on_the_carried_address() {
     assert_eq!(proxy.metric(series).await, 1.0);
     drop(held);
 }
+
+/// The console allow-list is checked against the address the PROXY protocol header carried,
+/// not the balancer's: the balancer's own address (loopback) is outside the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_allow_list_sees_the_carried_client_address() {
+    let node = kanmon_bench::node::spawn_node("alpha-0").await.unwrap();
+    let nodes = format!(
+        "[[deployment]]\ninstance = \"alpha\"\nzone = \"us-east1\"\nconsole_allow = [\"203.0.113.0/24\"]\nnodes = [\n  {{ id = \"alpha-0\", addr = \"{}\", console = \"{}\" }},\n]\n",
+        node.addr(),
+        node.console_addr().unwrap()
+    );
+    let proxy = TestProxy::start(Opts {
+        nodes,
+        listen_extra: pp_listen("v1+v2"),
+        ..Opts::default()
+    })
+    .await;
+    let console_get = |header: Vec<u8>| {
+        let proxy = &proxy;
+        async move {
+            let mut tcp = connect_from(proxy, BALANCER).await;
+            tcp.write_all(&header).await.unwrap();
+            let name = ServerName::try_from(ALPHA_CONSOLE.to_string()).unwrap();
+            let tls = TlsConnector::from(proxy.client_config(&[b"http/1.1"]))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("/")
+                .header("host", ALPHA_CONSOLE)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            send.send_request(req).await.unwrap().status()
+        }
+    };
+    let inside = console_get(encode::v1(Some(client("203.0.113.9", 4000)))).await;
+    assert_eq!(inside, 200);
+    let outside = console_get(encode::v2(Some(client("198.51.100.9", 4000)), &[])).await;
+    assert_eq!(outside, 403);
+    assert_eq!(node.stats().console_requests(), 1);
+}

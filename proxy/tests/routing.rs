@@ -1,5 +1,6 @@
 //! Routing over real TLS: SNI certificates, 404/421/431/503, HTTP/1.1 and h2, per-status
-//! metrics that match what was sent, and bad bytes on the TLS port.
+//! metrics that match what was sent, bad bytes on the TLS port, and the console hostnames
+//! (allow-list 403, ready nodes only, no cross-tenant route).
 
 mod common;
 
@@ -372,4 +373,103 @@ async fn the_server_picks_aes128_even_when_the_client_prefers_aes256() {
         .unwrap();
     let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
     assert_eq!(suite, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+}
+
+/// A deployment with console addresses and an allow-list, as the nodes file writes it.
+fn console_deployment(
+    instance: &str,
+    nodes: &[(&str, &kanmon_bench::node::NodeHandle, &str)],
+    allow: &[&str],
+) -> String {
+    let mut s = format!(
+        "[[deployment]]\ninstance = \"{instance}\"\nzone = \"us-east1\"\nconsole_allow = {allow:?}\nnodes = [\n"
+    );
+    for (id, node, state) in nodes {
+        s.push_str(&format!(
+            "  {{ id = \"{id}\", addr = \"{}\", console = \"{}\", state = \"{state}\" }},\n",
+            node.addr(),
+            node.console_addr().unwrap()
+        ));
+    }
+    s.push_str("]\n");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_reaches_one_ready_node_of_its_own_deployment_inside_its_allow_list() {
+    let a0 = spawn_node("alpha-0").await.unwrap();
+    let a1 = spawn_node("alpha-1").await.unwrap();
+    let b0 = spawn_node("beta-0").await.unwrap();
+    // alpha's console is open to loopback; beta's only to a network the test is not in.
+    let nodes = console_deployment(
+        "alpha",
+        &[("alpha-0", &a0, "draining"), ("alpha-1", &a1, "ready")],
+        &["127.0.0.0/8", "::1/128"],
+    ) + &console_deployment("beta", &[("beta-0", &b0, "ready")], &["192.0.2.0/24"]);
+    let proxy = TestProxy::start(Opts {
+        nodes,
+        ..Opts::default()
+    })
+    .await;
+
+    // Inside the allow-list: the console of alpha's ready node, never the draining one's.
+    for _ in 0..4 {
+        let (status, headers, body) = proxy.get(ALPHA_CONSOLE, ALPHA_CONSOLE, "/#/status").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["x-console"], "1");
+        assert_eq!(headers["x-node-id"], "alpha-1");
+    }
+    let resp = h2_get(&proxy, ALPHA_CONSOLE).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-console"], "1");
+    assert_eq!(a1.stats().console_requests(), 5);
+    assert_eq!(
+        a0.stats().console_requests(),
+        0,
+        "a draining node's console got a request"
+    );
+    // The API name still goes to the API.
+    let (status, headers, _) = proxy.get(ALPHA, ALPHA, "/").await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-console").is_none());
+    assert_eq!(a1.stats().console_requests(), 5);
+
+    // Outside beta's allow-list: 403 with a body that says why, counted by reason; beta's
+    // node sees nothing.
+    let (status, _, body) = proxy.get(BETA_CONSOLE, BETA_CONSOLE, "/").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("allow-list"), "{body}");
+    let resp = h2_get(&proxy, BETA_CONSOLE).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(b0.stats().console_requests(), 0);
+    let series =
+        r#"kanmon_console_refused_total{deployment="beta",reason="not_allowed",zone="us-east1"}"#;
+    assert_eq!(proxy.metric_reaches(series, 2.0).await, 2.0);
+
+    // One connection, one target: another tenant's console, alpha's API or beta's API named
+    // in Host on alpha's console connection is misdirected, never routed.
+    for host in [BETA_CONSOLE, ALPHA, BETA] {
+        let (status, ..) = proxy.get(ALPHA_CONSOLE, host, "/").await;
+        assert_eq!(status, 421, "{host}");
+    }
+    let (status, ..) = proxy.get(BETA, BETA_CONSOLE, "/").await;
+    assert_eq!(status, 421);
+    assert_eq!(b0.stats().console_requests(), 0);
+
+    // alpha-1 starts draining too: no node takes a new console connection.
+    let nodes = console_deployment(
+        "alpha",
+        &[("alpha-0", &a0, "draining"), ("alpha-1", &a1, "draining")],
+        &["127.0.0.0/8", "::1/128"],
+    );
+    let generation = proxy.metric("kanmon_table_generation").await as u64;
+    proxy.write_nodes(&nodes);
+    proxy.wait_generation(generation + 1).await;
+    let (status, headers, _) = proxy.get(ALPHA_CONSOLE, ALPHA_CONSOLE, "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(
+        a0.stats().console_requests() + a1.stats().console_requests(),
+        5
+    );
 }

@@ -32,6 +32,7 @@ pub enum PickError {
 pub struct ConnectionGuard {
     deployment: Arc<Deployment>,
     index: u32,
+    console: bool,
 }
 
 impl ConnectionGuard {
@@ -43,9 +44,18 @@ impl ConnectionGuard {
     pub fn deployment(&self) -> &Arc<Deployment> {
         &self.deployment
     }
-    /// The node's HTTP/WebSocket address.
+    /// Where this connection goes: the node's console address for a console connection
+    /// (picked only among nodes that have one), else its HTTP/WebSocket address.
     pub fn addr(&self) -> SocketAddr {
-        self.node().addr()
+        let node = self.node();
+        match (self.console, node.console()) {
+            (true, Some(console)) => console,
+            _ => node.addr(),
+        }
+    }
+    /// Whether this is a connection to the deployment's console.
+    pub fn is_console(&self) -> bool {
+        self.console
     }
     /// Records an upstream connect failure against the node (passive ejection).
     pub fn eject(&self, now_ms: u64, period_ms: u64) {
@@ -117,6 +127,37 @@ pub fn pick_in(
         return Err(PickError::NoReadyNode);
     };
     let index = choose(dep, pool, rand, now_ms, exclude);
+    admit(dep, index, false)
+}
+
+/// Picks the console node of `dep`: the first ready node with a console (in the writer's
+/// order) that is neither passively ejected nor `exclude`, else the first ready one with a
+/// console. Never a draining node, whatever `fallback_to_draining` says: the console is an
+/// operator's tool, not traffic to keep up during a reboot. One node rather than a balance:
+/// consecutive page loads of the console see the same node, and its traffic is small.
+/// The caller checks the allow-list first ([`crate::console::admits`]).
+pub fn pick_console_in(
+    dep: &Arc<Deployment>,
+    now_ms: u64,
+    exclude: Option<&str>,
+) -> Result<ConnectionGuard, PickError> {
+    let nodes = dep.nodes();
+    let usable = |i: &&u32| {
+        let n = &nodes[**i as usize];
+        !n.stats.is_ejected(now_ms) && exclude != Some(n.id())
+    };
+    let index = dep
+        .console_ready
+        .iter()
+        .find(usable)
+        .or_else(|| dep.console_ready.first())
+        .copied()
+        .ok_or(PickError::NoReadyNode)?;
+    admit(dep, index, true)
+}
+
+/// Counts a new connection on `dep` and its node `index`, within the deployment's limit.
+fn admit(dep: &Arc<Deployment>, index: u32, console: bool) -> Result<ConnectionGuard, PickError> {
     let stats = dep.stats();
     let prev = stats.active.fetch_add(1, Ordering::Relaxed);
     if dep.max_connections.is_some_and(|max| prev >= max) {
@@ -124,11 +165,12 @@ pub fn pick_in(
         return Err(PickError::AtCapacity);
     }
     let node = &dep.nodes()[index as usize];
-    debug_assert!(node.state() == NodeState::Ready || dep.fallback_to_draining);
+    debug_assert!(node.state() == NodeState::Ready || (dep.fallback_to_draining && !console));
     node.stats.active.fetch_add(1, Ordering::Relaxed);
     Ok(ConnectionGuard {
         deployment: Arc::clone(dep),
         index,
+        console,
     })
 }
 
@@ -185,4 +227,35 @@ fn lighter(nodes: &[Node], best: Option<u32>, c: u32) -> u32 {
         Some(b) if nodes[b as usize].stats.active() <= nodes[c as usize].stats.active() => b,
         _ => c,
     }
+}
+
+impl HealthTable {
+    /// Picks the console node of `instance`.`zone` for a new connection from `client` at
+    /// `now_ms`: the deployment's allow-list first, then [`pick_console_in`].
+    pub fn pick_console(
+        &self,
+        instance: &str,
+        zone: &str,
+        client: Option<std::net::IpAddr>,
+        now_ms: u64,
+        exclude: Option<&str>,
+    ) -> Result<ConnectionGuard, ConsolePickError> {
+        let snapshot = self.load();
+        let dep = snapshot
+            .find(instance, zone)
+            .ok_or(ConsolePickError::Pick(PickError::UnknownDeployment))?;
+        crate::console::admits(dep.console_allow(), client).map_err(ConsolePickError::Refused)?;
+        pick_console_in(dep, now_ms, exclude).map_err(ConsolePickError::Pick)
+    }
+}
+
+/// Why no console node was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConsolePickError {
+    /// The client may not reach this console (403).
+    #[error("{0}")]
+    Refused(crate::console::ConsoleRefusal),
+    /// No node (404, 503).
+    #[error("{0}")]
+    Pick(PickError),
 }

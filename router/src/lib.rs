@@ -7,11 +7,13 @@
 #![warn(missing_docs)]
 
 pub mod balance;
+pub mod console;
 pub mod names;
 pub mod table;
 pub mod version;
 
-pub use balance::{pick_in, ConnectionGuard, PickError};
+pub use balance::{pick_console_in, pick_in, ConnectionGuard, ConsolePickError, PickError};
+pub use console::{admits, ConsoleNames, ConsoleRefusal, PatternError, Target};
 pub use names::{hostname, parse_hostname, split_host, InstanceName, NameError, Zone};
 pub use table::{
     Deployment, DeploymentSpec, DeploymentStats, HealthTable, Node, NodeSpec, NodeState, NodeStats,

@@ -59,6 +59,8 @@ pub struct NodeSpec {
     pub addr: SocketAddr,
     /// gRPC address, when the node serves gRPC.
     pub grpc: Option<SocketAddr>,
+    /// Console address (Nakama's 7351), when the node serves its console.
+    pub console: Option<SocketAddr>,
     /// Routing state.
     pub state: NodeState,
 }
@@ -76,6 +78,8 @@ pub struct DeploymentSpec {
     pub fallback_to_draining: bool,
     /// Most concurrent connections (and in-flight requests) the deployment accepts.
     pub max_connections: Option<u64>,
+    /// Client networks that may reach the deployment's console; empty: the console is closed.
+    pub console_allow: Vec<ipnet::IpNet>,
 }
 
 /// Counters of one node, shared across snapshots.
@@ -123,6 +127,7 @@ pub struct Node {
     id: Arc<str>,
     addr: SocketAddr,
     grpc: Option<SocketAddr>,
+    console: Option<SocketAddr>,
     state: NodeState,
     pub(crate) stats: Arc<NodeStats>,
 }
@@ -144,6 +149,10 @@ impl Node {
     pub fn grpc(&self) -> Option<SocketAddr> {
         self.grpc
     }
+    /// Console address, if any.
+    pub fn console(&self) -> Option<SocketAddr> {
+        self.console
+    }
     /// Routing state in this snapshot.
     pub fn state(&self) -> NodeState {
         self.state
@@ -162,6 +171,9 @@ pub struct Deployment {
     nodes: Box<[Node]>,
     pub(crate) ready: Box<[u32]>,
     pub(crate) draining: Box<[u32]>,
+    /// Ready nodes that serve a console, in the writer's order.
+    pub(crate) console_ready: Box<[u32]>,
+    pub(crate) console_allow: Box<[ipnet::IpNet]>,
     pub(crate) fallback_to_draining: bool,
     pub(crate) max_connections: Option<u64>,
     pub(crate) stats: Arc<DeploymentStats>,
@@ -183,6 +195,10 @@ impl Deployment {
     /// The deployment's shared counters.
     pub fn stats(&self) -> &Arc<DeploymentStats> {
         &self.stats
+    }
+    /// Client networks that may reach the console (empty: closed).
+    pub fn console_allow(&self) -> &[ipnet::IpNet] {
+        &self.console_allow
     }
     /// How many nodes are in `state`.
     pub fn count(&self, state: NodeState) -> usize {
@@ -331,6 +347,7 @@ impl Registry {
                 id: Arc::from(n.id),
                 addr: n.addr,
                 grpc: n.grpc,
+                console: n.console,
                 state: n.state,
             })
             .collect();
@@ -345,6 +362,13 @@ impl Registry {
         Deployment {
             ready: indices(NodeState::Ready),
             draining: indices(NodeState::Draining),
+            console_ready: nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.state == NodeState::Ready && n.console.is_some())
+                .map(|(i, _)| i as u32)
+                .collect(),
+            console_allow: spec.console_allow.into(),
             stats: self.deployment(instance),
             instance: spec.instance,
             zone: spec.zone,

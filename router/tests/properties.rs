@@ -44,11 +44,13 @@ fn spec(states: &[NodeState]) -> DeploymentSpec {
                 id: format!("n{i}"),
                 addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
                 grpc: None,
+                console: None,
                 state: *s,
             })
             .collect(),
         fallback_to_draining: false,
         max_connections: None,
+        console_allow: Vec::new(),
     }
 }
 

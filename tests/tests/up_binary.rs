@@ -319,3 +319,90 @@ async fn up_as_root_from_a_private_directory_runs_its_databases_and_resumes() {
         root.display()
     );
 }
+
+/// `kanmon console …` against a running `kanmon up`: (success, stdout + stderr).
+fn console_cli(up: &UpProcess, args: &[&str]) -> (bool, String) {
+    let out = Command::new(workspace_bin("kanmon"))
+        .arg("console")
+        .args(args)
+        .env("KANMON_SERVER", format!("http://{}", up.api))
+        .env("KANMON_TOKEN", up.token())
+        .env_remove("KANMON_TOKEN_FILE")
+        .output()
+        .expect("kanmon console");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// One GET of the demo deployment's console through the proxy: (status, body).
+async fn console_get(up: &UpProcess) -> (u16, String) {
+    const CONSOLE: &str = "demo-console.us-east1.kanmon.test";
+    let tls = client_config(&up.state.join("certs").join("ca.crt"));
+    let s = tls_connect(up.tls, CONSOLE, tls)
+        .await
+        .expect("TLS to the console name");
+    http_get(s, CONSOLE, "/").await.expect("console GET")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_console_opens_to_its_allow_list_only() {
+    let state = StateDir::new();
+    let mut up = UpProcess::start(
+        state.path(),
+        &UpOpts {
+            database: false,
+            output: Output::File,
+            extra_args: Vec::new(),
+        },
+    );
+    up.served().await;
+
+    // A new deployment's console is closed.
+    let (status, body) = console_get(&up).await;
+    assert_eq!(status, 403, "{body}");
+    let (ok, text) = console_cli(&up, &["show", "demo"]);
+    assert!(
+        ok && text.contains("demo-console.us-east1.kanmon.test"),
+        "{text}"
+    );
+    assert!(text.contains("closed"), "{text}");
+
+    // Opened to loopback: the console of one of the demo's nodes answers.
+    let (ok, text) = console_cli(&up, &["allow", "demo", "127.0.0.0/8"]);
+    assert!(ok && text.contains("127.0.0.0/8"), "{text}");
+    let (status, body) = console_get(&up).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("console JSON");
+    assert_eq!(page["console"], true);
+    assert!(
+        page["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("demo-")),
+        "{page}"
+    );
+
+    // A bad network is refused by name; the list stays as it was.
+    let (ok, text) = console_cli(&up, &["allow", "demo", "10.0.0.0/8", "not-a-cidr"]);
+    assert!(!ok && text.contains("allow[1]"), "{text}");
+    assert_eq!(console_get(&up).await.0, 200);
+
+    // Moved to a network the client is not in: 403 again, at once.
+    let (ok, text) = console_cli(&up, &["allow", "demo", "192.0.2.0/24"]);
+    assert!(ok, "{text}");
+    let (status, body) = console_get(&up).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("allow-list"), "{body}");
+
+    // Every change is in the deployment's audit log.
+    let client = Client::new(&format!("http://{}", up.api), up.token());
+    let audit = client
+        .get("/v1/deployments/demo/audit")
+        .await
+        .expect("audit");
+    let text = audit.to_string();
+    assert!(text.contains("console.allow"), "{text}");
+    assert!(text.contains("192.0.2.0/24"), "{text}");
+    let doc = client.get("/openapi.json").await.expect("OpenAPI document");
+    assert!(doc["paths"]["/v1/deployments/{instance}/console"]["put"].is_object());
+}

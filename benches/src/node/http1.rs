@@ -21,27 +21,46 @@ use super::{ws, Shared};
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn serve(stream: TcpStream, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Surface {
+    /// The HTTP API and `/ws`.
+    Api,
+    /// The console (Nakama's 7351).
+    Console,
+}
+
+pub(super) async fn serve(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    surface: Surface,
+) {
     match tls {
-        None => serve_io(stream, shared).await,
+        None => serve_io(stream, shared, surface).await,
         Some(acceptor) => {
             // Handshake failures are the client's business (the load harness counts them).
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             if let Ok(Ok(tls_stream)) = handshake.await {
-                serve_io(tls_stream, shared).await;
+                serve_io(tls_stream, shared, surface).await;
             }
         }
     }
 }
 
-async fn serve_io<IO>(io: IO, shared: Arc<Shared>)
+async fn serve_io<IO>(io: IO, shared: Arc<Shared>, surface: Surface)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, &shared)) }
+        async move {
+            Ok::<_, Infallible>(match surface {
+                Surface::Api => handle(req, &shared),
+                Surface::Console => console(&req, &shared),
+            })
+        }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
@@ -85,6 +104,28 @@ fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>>
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp.headers_mut()
         .insert("x-node-id", shared.id_header.clone());
+    resp
+}
+
+/// The demo console: one small page naming the node and the path asked for.
+fn console(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    shared
+        .stats
+        .console_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({
+        "console": true,
+        "node": shared.id,
+        "path": req.uri().path(),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-node-id", shared.id_header.clone());
+    h.insert("x-console", HeaderValue::from_static("1"));
     resp
 }
 

@@ -4,6 +4,7 @@
 
 mod admin;
 mod answers;
+pub mod console;
 pub mod context;
 mod deployments;
 pub mod error;

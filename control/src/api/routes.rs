@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use axum::routing::get;
 
-use super::{admin, deployments, logs, notify, openapi, operations, support, usage, users, App};
+use super::{admin, console, deployments, logs, notify, openapi, operations, support, usage, users, App};
 
 /// Liveness: the API answers (no token needed).
 #[utoipa::path(get, path = "/healthz", tag = "platform", security(()),
@@ -63,6 +63,10 @@ pub(super) fn table() -> OpenApiRouter<App> {
             get(notify::show).delete(notify::remove),
         )
         .route("/v1/subscriptions/{id}/deliveries", get(notify::deliveries))
+        .route(
+            "/v1/deployments/{instance}/console",
+            get(console::show).put(console::set_allow),
+        )
         .route(
             "/v1/deployments/{instance}/subscriptions",
             get(notify::dep_list).post(notify::dep_create),

@@ -90,6 +90,20 @@ struct State {
     retired: std::collections::HashSet<String>,
     /// Hostnames with a certificate operation queued, and when.
     queued: HashMap<String, SystemTime>,
+    /// The deployment each live hostname belongs to (its own and its console's).
+    owners: HashMap<String, String>,
+}
+
+impl State {
+    /// The earliest expiry of `instance`'s certificates: one failing renewal is never hidden
+    /// behind the other name's fresh certificate.
+    fn earliest(&self, instance: &str) -> Option<SystemTime> {
+        self.owners
+            .iter()
+            .filter(|(_, owner)| owner.as_str() == instance)
+            .filter_map(|(host, _)| self.known.get(host).map(|i| i.not_after))
+            .min()
+    }
 }
 
 struct Shared {
@@ -155,6 +169,7 @@ impl CertKeeper {
                 let mut st = self.state();
                 if w.live {
                     st.retired.remove(&w.hostname);
+                    st.owners.insert(w.hostname.clone(), w.instance.clone());
                 }
                 (!w.live && st.retired.contains(&w.hostname))
                     || st.failing.get(&w.hostname).is_some_and(|r| now < r.next)
@@ -241,7 +256,7 @@ impl CertKeeper {
         let due = match self.current(&w.hostname) {
             None => true,
             Some(info) => {
-                self.shared.metrics.expires(&w.instance, info.not_after);
+                self.show_expiry(&w.instance);
                 now >= info.renew_at()
                     || info.dns_names != [w.hostname.as_str()]
                     || !self.shared.source.accepts(&info)
@@ -262,6 +277,10 @@ impl CertKeeper {
                 st.failing.remove(&w.hostname);
                 st.hints.remove(&w.hostname);
                 st.known.insert(w.hostname.clone(), info.clone());
+                st.owners.insert(w.hostname.clone(), w.instance.clone());
+                if let Some(at) = st.earliest(&w.instance) {
+                    self.shared.metrics.expires(&w.instance, at);
+                }
                 Ok(info)
             }
             Err(e) => {
@@ -281,8 +300,14 @@ impl CertKeeper {
             not_after = %humantime::format_rfc3339_seconds(info.not_after),
             "certificate issued"
         );
-        self.shared.metrics.expires(&w.instance, info.not_after);
         Ok(info)
+    }
+
+    /// Sets `instance`'s expiry gauge to the earliest of its certificates.
+    fn show_expiry(&self, instance: &str) {
+        if let Some(at) = self.state().earliest(instance) {
+            self.shared.metrics.expires(instance, at);
+        }
     }
 
     /// Whether the CA's renewal suggestion for the current certificate has come, asking it
@@ -343,6 +368,7 @@ impl CertKeeper {
         st.known.remove(&w.hostname);
         st.hints.remove(&w.hostname);
         st.failing.remove(&w.hostname);
+        st.owners.remove(&w.hostname);
         st.retired.insert(w.hostname.clone());
         self.shared.metrics.forget(&w.instance);
         tracing::info!(deployment = %w.instance, "certificate revoked and removed");

@@ -280,3 +280,37 @@ async fn a_due_certificate_is_handed_out_once_while_its_operation_waits() {
     assert!(keeper.reconcile(&[want(true)], later).await.is_empty());
     assert_eq!(source.attempts.load(Ordering::SeqCst), 1);
 }
+
+/// A deployment's console hostname gets its own leaf, and the expiry gauge shows the earlier of
+/// its two certificates (issued a pass apart; equal when both passes fall in one second).
+#[tokio::test]
+async fn the_console_name_gets_its_own_leaf_and_the_gauge_the_earliest_expiry() {
+    let (dir, _source, keeper, metrics) = setup();
+    let console = Want {
+        instance: "alpha".into(),
+        hostname: "alpha-console.us-east1.kanmon.test".into(),
+        live: true,
+    };
+    let now = SystemTime::now();
+    for w in keeper.reconcile(&[want(true)], now).await {
+        keeper.issue(&w, now).await.unwrap();
+    }
+    // Issued later: expires later than the API name's leaf.
+    let later = now + Duration::from_secs(5);
+    for w in keeper.reconcile(&[want(true), console.clone()], later).await {
+        keeper.issue(&w, later).await.unwrap();
+    }
+    let read = |host: &str| {
+        let pem = std::fs::read_to_string(dir.path().join(format!("{host}.crt"))).unwrap();
+        CertInfo::from_pem(&pem).unwrap()
+    };
+    let api = read(HOST);
+    let own = read(&console.hostname);
+    assert_eq!(own.dns_names, [console.hostname.as_str()]);
+    let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let earliest = Some(secs(api.not_after.min(own.not_after)));
+    assert_eq!(metrics.expiry("alpha"), earliest);
+    // Whatever the order of the names.
+    keeper.reconcile(&[console, want(true)], later).await;
+    assert_eq!(metrics.expiry("alpha"), earliest);
+}

@@ -196,6 +196,10 @@ pub enum Command {
         /// Deployment instance name.
         instance: String,
     },
+    /// A deployment's console (`{instance}-console.{zone}.{base_domain}`): show its hostname,
+    /// set or clear the client networks allowed to reach it.
+    #[command(subcommand)]
+    Console(super::console::ConsoleCmd),
     /// List released versions and their support status.
     Versions,
     /// List zones (with --org: as that organization sees them), or enable an on-request zone
@@ -463,7 +467,7 @@ pub struct UpArgs {
     /// Node program (default: `kanmon-bench` next to this executable, else on PATH).
     #[arg(long)]
     pub node_program: Option<PathBuf>,
-    /// Node arguments (repeat; default: `node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`).
+    /// Node arguments (repeat; default: `node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --console-listen 127.0.0.1:0`).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
     /// Run without PostgreSQL (nodes get no DATABASE_URL; export holds settings only).
@@ -553,7 +557,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "kanmon-bench")]
     pub node_program: PathBuf,
     /// Node arguments for the local driver (repeat; default: the demo node's
-    /// `node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`).
+    /// `node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --console-listen 127.0.0.1:0`).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
     /// Directory for node logs (local driver).

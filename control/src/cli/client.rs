@@ -142,6 +142,11 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
+    /// PUT with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     /// POST with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.call(Method::POST, path, Some(body)).await

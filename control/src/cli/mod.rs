@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod client;
+pub mod console;
 mod export;
 pub mod kube_args;
 pub mod logs;
@@ -212,6 +213,7 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
             support::usage(&c, &instance, from.as_deref(), to.as_deref(), json_out).await
         }
         Command::Zones(args) => support::zones(&c, args, json_out).await,
+        Command::Console(cmd) => console::run(&c, cmd, json_out).await,
         Command::Whoami => Ok(pretty(&c.get("/v1/whoami").await?)),
         Command::Users(cmd) => users::run(&c, cmd, json_out).await,
         Command::Notify(cmd) => notify::run(&c, cmd, json_out).await,

@@ -204,6 +204,10 @@ pub struct NodeRecord {
     /// gRPC address, if any.
     #[schema(value_type = Option<String>)]
     pub grpc: Option<std::net::SocketAddr>,
+    /// Console address, if the node serves its console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub console: Option<std::net::SocketAddr>,
 }
 
 /// Everything a driver needs to start one node. The config holds secret values, so `Debug` is
@@ -323,6 +327,9 @@ pub struct Deployment {
     pub delete_protection: bool,
     /// See [`kanmon_router::DeploymentSpec::fallback_to_draining`].
     pub fallback_to_draining: bool,
+    /// Client networks that may reach the console (`kanmon_router::console`); empty: closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console_allow: Vec<ipnet::IpNet>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
     /// Secret keys.
@@ -439,6 +446,7 @@ impl Deployment {
             generation: 0,
             delete_protection: req.delete_protection.unwrap_or(production),
             fallback_to_draining: false,
+            console_allow: Vec::new(),
             nodes: Vec::new(),
             keys,
             created_at: now,

@@ -71,6 +71,8 @@ pub enum Event {
         addr: std::net::SocketAddr,
         /// gRPC address.
         grpc: Option<std::net::SocketAddr>,
+        /// Console address.
+        console: Option<std::net::SocketAddr>,
     },
     /// The node passed its health check.
     NodeHealthy {

@@ -57,6 +57,17 @@ pub enum DomainError {
     /// The instance name or zone label broke a naming rule.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// The name would read as a console hostname (`kanmon_router::console`): another
+    /// deployment's console, or no reachable name at all.
+    #[error(
+        "instance name {name:?} is reserved: it matches the console hostname pattern {pattern:?}"
+    )]
+    ReservedName {
+        /// The name asked for.
+        name: String,
+        /// The console label pattern in force.
+        pattern: String,
+    },
     /// The zone is not in the platform's zone catalog.
     #[error("zone {0:?} is not offered (see the zone catalog)")]
     UnknownZone(String),

@@ -233,6 +233,7 @@ fn observation(sim: &Sim, slot: u32, delta: i8, seen: Seen) -> crate::driver::Ob
             endpoints: Endpoints {
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + slot as u16)),
                 grpc: None,
+                console: None,
             },
         },
         Seen::Ready => Observation::Ready { node, incarnation },

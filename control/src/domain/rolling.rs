@@ -198,6 +198,7 @@ impl Rollout {
                     incarnation: 0,
                     addr: None,
                     grpc: None,
+                    console: None,
                 });
                 dep.nodes.sort_by_key(|n| n.slot);
                 self.start(dep, slot, t, now, out);
@@ -249,6 +250,7 @@ impl Rollout {
             node.incarnation = launch.incarnation;
             node.addr = None;
             node.grpc = None;
+            node.console = None;
         }
         let deadline = now.after(t.health_timeout);
         out.push(Intent::StartNode { spec: launch });

@@ -123,6 +123,7 @@ impl Sim {
                         incarnation,
                         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + spec.slot as u16)),
                         grpc: None,
+                        console: None,
                     });
                     match self.behaviour {
                         NodeBehaviour::Healthy => self.pending.push(Event::NodeHealthy {

@@ -1,12 +1,14 @@
 //! The local process driver: every node is a child process on its own loopback port.
 //!
 //! Contract with the node command (the demo game node in `benches/` follows it): it is started
-//! with `--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0` (configurable), the node id in
+//! with `--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --console-listen 127.0.0.1:0`
+//! (configurable), the node id in
 //! `KANMON_NODE_ID`, runtime variables as `KANMON_VAR_<KEY>`, and the path of a 0600 JSON file
 //! in `KANMON_NODE_CONFIG` holding the merged config as `KANMON_CONFIG_<KEY>` entries plus the
 //! deployment's `DATABASE_URL` (secrets stay out of the environment, which other processes of
-//! the same user can read in `/proc/PID/environ`); it prints `listening on ADDR` (and optionally
-//! `grpc listening on ADDR`) on stdout, answers `GET /healthcheck` with 200, and on SIGTERM
+//! the same user can read in `/proc/PID/environ`); it prints `listening on ADDR` (and, when
+//! started with those flags, `grpc listening on ADDR` and `console listening on ADDR`, in any
+//! order) on stdout, answers `GET /healthcheck` with 200, and on SIGTERM
 //! stops taking work and exits. Its output goes to `{log_dir}/{instance}/{node}.log`, each line
 //! cut at [`LOG_LINE_LIMIT`] bytes and stored as a [`Record`] (UTC time, stream, severity).
 
@@ -68,7 +70,8 @@ pub struct LocalDriverConfig {
 }
 
 impl LocalDriverConfig {
-    /// `program node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0` (the demo node's form).
+    /// `program node --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --console-listen
+    /// 127.0.0.1:0` (the demo node's form).
     pub fn demo_node(program: impl Into<PathBuf>, log_dir: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
@@ -77,6 +80,8 @@ impl LocalDriverConfig {
                 "--listen",
                 "127.0.0.1:0",
                 "--grpc-listen",
+                "127.0.0.1:0",
+                "--console-listen",
                 "127.0.0.1:0",
             ]
             .map(String::from)
@@ -318,7 +323,9 @@ impl LocalDriver {
             tokio::spawn(pump(spec.id.clone(), Stream::Stderr, stderr, log.clone()));
         }
         let mut lines = BufReader::new(stdout);
-        let (mut addr, mut grpc) = (None::<SocketAddr>, None::<SocketAddr>);
+        let (mut addr, mut grpc, mut console) = (None::<SocketAddr>, None, None);
+        let asked = |flag: &str| self.config.args.iter().any(|a| a == flag);
+        let (wants_grpc, wants_console) = (asked("--grpc-listen"), asked("--console-listen"));
         let read_addresses = async {
             let mut line = String::new();
             for _ in 0..16 {
@@ -331,13 +338,15 @@ impl LocalDriver {
                 let text = line.trim();
                 if let Some(a) = text.strip_prefix("grpc listening on ") {
                     grpc = a.parse().ok();
+                } else if let Some(a) = text.strip_prefix("console listening on ") {
+                    console = a.parse().ok();
                 } else if let Some(a) = text.strip_prefix("listening on ") {
                     addr = a.parse().ok();
-                    if self.config.args.iter().all(|a| a != "--grpc-listen") || grpc.is_some() {
-                        break;
-                    }
                 }
-                if addr.is_some() && grpc.is_some() {
+                let all = addr.is_some()
+                    && (!wants_grpc || grpc.is_some())
+                    && (!wants_console || console.is_some());
+                if all {
                     break;
                 }
             }
@@ -355,7 +364,14 @@ impl LocalDriver {
             )));
         };
         tokio::spawn(pump(spec.id.clone(), Stream::Stdout, lines, log));
-        Ok((child, Endpoints { addr, grpc }))
+        Ok((
+            child,
+            Endpoints {
+                addr,
+                grpc,
+                console,
+            },
+        ))
     }
 }
 

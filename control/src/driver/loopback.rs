@@ -93,6 +93,7 @@ impl Processes for LoopbackDriver {
                 return Ok(Endpoints {
                     addr: r.addr,
                     grpc: None,
+                    console: None,
                 });
             }
         }
@@ -124,7 +125,11 @@ impl Processes for LoopbackDriver {
         if let Some(task) = old.and_then(|o| o.task) {
             task.abort();
         }
-        Ok(Endpoints { addr, grpc: None })
+        Ok(Endpoints {
+            addr,
+            grpc: None,
+            console: None,
+        })
     }
 
     async fn stop_node(&self, instance: &str, node: &str) -> Result<(), DriverError> {

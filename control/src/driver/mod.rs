@@ -62,6 +62,8 @@ pub struct Endpoints {
     pub addr: SocketAddr,
     /// gRPC address, if the node serves gRPC.
     pub grpc: Option<SocketAddr>,
+    /// Console address (Nakama's 7351), if the node serves its console.
+    pub console: Option<SocketAddr>,
 }
 
 /// What a health check saw.

@@ -17,6 +17,7 @@ pub fn deployment_spec(dep: &Deployment) -> DeploymentSpec {
                 id: n.id.clone(),
                 addr: n.addr?,
                 grpc: n.grpc,
+                console: n.console,
                 state: match n.state {
                     NodeRunState::Ready => NodeState::Ready,
                     NodeRunState::Draining => NodeState::Draining,
@@ -31,6 +32,7 @@ pub fn deployment_spec(dep: &Deployment) -> DeploymentSpec {
         nodes,
         fallback_to_draining: dep.fallback_to_draining,
         max_connections: None,
+        console_allow: dep.console_allow.clone(),
     }
 }
 

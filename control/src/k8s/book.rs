@@ -314,6 +314,7 @@ impl Book {
                 endpoints: Endpoints {
                     addr: e.addr,
                     grpc: e.grpc,
+                    console: e.console,
                 },
             }),
             NodeObservation::Ready => Some(Observation::Ready { node, incarnation }),

@@ -23,7 +23,11 @@ fn started(uid: &str) -> PodObservation {
     let addr: SocketAddr = "10.0.0.1:7350".parse().unwrap();
     pod(
         uid,
-        NodeObservation::Started(NodeEndpoints { addr, grpc: None }),
+        NodeObservation::Started(NodeEndpoints {
+            addr,
+            grpc: None,
+            console: None,
+        }),
     )
 }
 

@@ -42,7 +42,7 @@ pub use names::{
     MANAGED_BY, SECRET_HASH_ANNOTATION, ZONE_LABEL,
 };
 pub use observe::{ContainerView, NodeEndpoints, NodeObservation, Observation, PodView};
-pub use settings::{KubeSettings, GRPC_PORT, HTTP_PORT};
+pub use settings::{KubeSettings, CONSOLE_PORT, GRPC_PORT, HTTP_PORT};
 pub use watch::{watch_observations, WatchError};
 
 /// Why the desired objects of a deployment could not be built.

@@ -21,6 +21,10 @@ pub const GENERATION_ANNOTATION: &str = "kanmon.dev/generation";
 pub const SECRET_HASH_ANNOTATION: &str = "kanmon.dev/secret-hash";
 /// The edge's opt-in for one-node deployments (see the proxy's Kubernetes discovery).
 pub const FALLBACK_ANNOTATION: &str = "kanmon.dev/fallback-to-draining";
+/// The console allow-list on the nodes' Service, comma-separated CIDRs (the edge's
+/// `CONSOLE_ALLOW_ANNOTATION`; absent or empty: the console is closed).
+pub(super) const CONSOLE_ALLOW_ANNOTATION: &str =
+    kanmon_proxy::discovery::kubernetes::mapping::CONSOLE_ALLOW_ANNOTATION;
 
 /// A component of a deployment: the value of [`COMPONENT_LABEL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

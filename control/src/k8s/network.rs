@@ -18,7 +18,7 @@ use k8s_openapi::{
 
 use super::{
     names::{labels, selector, Names, Role, COMPONENT_LABEL},
-    settings::{KubeSettings, GRPC_PORT, HTTP_PORT},
+    settings::{KubeSettings, CONSOLE_PORT, GRPC_PORT, HTTP_PORT},
     DatabaseFlavor,
 };
 
@@ -131,10 +131,11 @@ pub(super) fn policies(
         "nodes",
         Some(Role::Node),
         vec![
-            // Game traffic comes only through the edge.
+            // Game traffic and the console come only through the edge (which applies the
+            // console's allow-list).
             NetworkPolicyIngressRule {
                 from: Some(vec![namespace(&settings.edge_namespace)]),
-                ports: Some(vec![tcp(HTTP_PORT), tcp(GRPC_PORT)]),
+                ports: Some(vec![tcp(HTTP_PORT), tcp(GRPC_PORT), tcp(CONSOLE_PORT)]),
             },
             // The control plane checks health and reads metrics on the HTTP port.
             NetworkPolicyIngressRule {

@@ -23,11 +23,11 @@ use k8s_openapi::{
 
 use super::{
     names::{
-        env_name, labels, selector, Names, Role, FALLBACK_ANNOTATION, GENERATION_ANNOTATION,
-        INSTANCE_LABEL, SECRET_HASH_ANNOTATION, ZONE_LABEL,
+        env_name, labels, selector, Names, Role, CONSOLE_ALLOW_ANNOTATION, FALLBACK_ANNOTATION,
+        GENERATION_ANNOTATION, INSTANCE_LABEL, SECRET_HASH_ANNOTATION, ZONE_LABEL,
     },
     secret::NODE_CONFIG_KEY,
-    settings::{KubeSettings, GRPC_PORT, HTTP_PORT},
+    settings::{KubeSettings, CONSOLE_PORT, GRPC_PORT, HTTP_PORT},
 };
 use crate::domain::{Deployment, NodeLaunch};
 
@@ -138,6 +138,12 @@ pub(super) fn statefulset(
             ContainerPort {
                 name: Some("grpc".into()),
                 container_port: GRPC_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("console".into()),
+                container_port: CONSOLE_PORT,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
@@ -274,16 +280,30 @@ pub(super) fn service(names: &Names, d: &Deployment) -> Service {
             name: Some(names.nodes.clone()),
             namespace: Some(names.namespace.clone()),
             labels: Some(l),
-            annotations: Some(BTreeMap::from([(
-                FALLBACK_ANNOTATION.to_string(),
-                d.fallback_to_draining.to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (
+                    FALLBACK_ANNOTATION.to_string(),
+                    d.fallback_to_draining.to_string(),
+                ),
+                (
+                    CONSOLE_ALLOW_ANNOTATION.to_string(),
+                    d.console_allow
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            ])),
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector(instance, Role::Node)),
-            ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+            ports: Some(vec![
+                port("http", HTTP_PORT),
+                port("grpc", GRPC_PORT),
+                port("console", CONSOLE_PORT),
+            ]),
             // Endpoints of pods that are starting or terminating stay in the slices, with
             // their conditions: the edge maps `serving && terminating` to draining.
             publish_not_ready_addresses: Some(false),

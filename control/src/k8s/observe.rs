@@ -19,6 +19,8 @@ pub struct NodeEndpoints {
     pub addr: SocketAddr,
     /// gRPC address (container port `grpc`), if the container declares one.
     pub grpc: Option<SocketAddr>,
+    /// Console address (container port `console`), if the container declares one.
+    pub console: Option<SocketAddr>,
 }
 
 /// The node container's state, as far as the domain cares.
@@ -176,6 +178,7 @@ pub fn observe(pod: &Pod) -> Option<PodView> {
         (Some(ip), Some(http)) if container == ContainerView::Running => Some(NodeEndpoints {
             addr: SocketAddr::new(ip, http),
             grpc: port(pod, "grpc").map(|p| SocketAddr::new(ip, p)),
+            console: port(pod, "console").map(|p| SocketAddr::new(ip, p)),
         }),
         _ => None,
     };

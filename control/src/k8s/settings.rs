@@ -6,6 +6,8 @@ use std::time::Duration;
 pub const HTTP_PORT: i32 = 7350;
 /// Container port of the node's gRPC API (Nakama's 7349, the HTTP port minus one).
 pub const GRPC_PORT: i32 = 7349;
+/// Container port of the node's console (Nakama's 7351), reached only through the edge.
+pub const CONSOLE_PORT: i32 = 7351;
 
 /// How deployments are laid out in the cluster. Validated once where it is parsed (the CLI);
 /// the object builders only read it.
@@ -57,6 +59,8 @@ impl Default for KubeSettings {
                 format!("0.0.0.0:{HTTP_PORT}"),
                 "--grpc-listen".into(),
                 format!("0.0.0.0:{GRPC_PORT}"),
+                "--console-listen".into(),
+                format!("0.0.0.0:{CONSOLE_PORT}"),
             ],
             storage_class: None,
             database_storage: "10Gi".into(),

@@ -112,6 +112,7 @@ pub(crate) fn event_of(instance: &str, observation: Observation) -> Option<Event
             incarnation,
             addr: endpoints.addr,
             grpc: endpoints.grpc,
+            console: endpoints.console,
         }),
         Observation::Ready { node, incarnation } => Some(Event::NodeHealthy { node, incarnation }),
         // The domain marked it draining itself, and the edge heard of it before the driver.

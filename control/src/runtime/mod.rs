@@ -316,6 +316,13 @@ impl Runtime {
             runtime_key: random_secret(),
         };
         let version = req.version;
+        if s.console.claims(req.instance.as_str()) {
+            return Err(DomainError::ReservedName {
+                name: req.instance.to_string(),
+                pattern: s.console.pattern(),
+            }
+            .into());
+        }
         let zones = self.zones_for(&req.org)?;
         let dep = Deployment::create(req, &s.catalog, &zones, &s.base_domain, keys, who, now())?;
         let name = dep.instance.to_string();
@@ -375,6 +382,23 @@ impl Runtime {
     pub fn edit(&self, instance: &str, edit: &DeploymentEdit) -> Result<Deployment, RuntimeError> {
         let (_, dep) = self.with(instance, true, |ctl| {
             ctl.deployment.edit(edit)?;
+            Ok(Vec::new())
+        })?;
+        Ok(dep)
+    }
+
+    /// Replaces the console allow-list of `instance` and republishes the deployment to the
+    /// edge at once (the store first, so a restart keeps it).
+    pub fn set_console_allow(
+        &self,
+        instance: &str,
+        allow: Vec<ipnet::IpNet>,
+    ) -> Result<Deployment, RuntimeError> {
+        let (_, dep) = self.with(instance, true, |ctl| {
+            if ctl.deployment.deleted {
+                return Err(DomainError::Deleted.into());
+            }
+            ctl.deployment.console_allow = allow;
             Ok(Vec::new())
         })?;
         Ok(dep)

@@ -318,3 +318,44 @@ async fn a_failed_apply_is_tried_again_until_the_nodes_run() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_names_are_reserved_and_the_allow_list_reaches_the_edge_and_the_store() {
+    let table = Arc::new(HealthTable::new());
+    let store = Arc::new(Store::in_memory().unwrap());
+    let rt = Runtime::start(
+        store.clone(),
+        settings(),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
+        edge(&table),
+    )
+    .unwrap();
+    // `alpha-console` would read as alpha's console hostname: refused by name.
+    let reserved = CreateDeployment {
+        instance: InstanceName::parse("alpha-console").unwrap(),
+        ..request(DeploymentType::Development, 1)
+    };
+    let err = rt.create(reserved, "ann").unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Domain(DomainError::ReservedName { .. })),
+        "{err}"
+    );
+    let (dep, first) = rt
+        .create(request(DeploymentType::Development, 1), "ann")
+        .unwrap();
+    assert!(dep.console_allow.is_empty(), "a new console must be closed");
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    let allow: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    rt.set_console_allow("alpha", allow.clone()).unwrap();
+    let snap = table.load();
+    assert_eq!(
+        snap.find("alpha", "us-east1").unwrap().console_allow(),
+        &allow[..]
+    );
+    let stored = store.deployments().unwrap();
+    let stored = stored
+        .iter()
+        .find(|d| d.instance.as_str() == "alpha")
+        .unwrap();
+    assert_eq!(stored.console_allow, allow);
+}

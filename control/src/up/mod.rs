@@ -185,6 +185,8 @@ pub fn proxy_config(
     cfg.listen.admin = admin;
     cfg.tls.cert_dir = dir.join("certs");
     cfg.routing.base_domain = settings.base_domain.clone();
+    // One console rule for the edge and the control plane (names, certificates).
+    cfg.routing.console_label = settings.console.pattern();
     cfg.shutdown.grace_period = Duration::from_secs(1);
     // A directory of its own, created 0700 by the proxy whatever the umask left on `dir`.
     cfg.shutdown.upgrade_sock = dir.join("run").join("upgrade.sock");

@@ -99,7 +99,7 @@ impl Lane {
                 .host
                 .clone()
                 .and_then(|r| std::str::from_utf8(&buf[r]).ok());
-            let guard = match self.routes.route(sni, host, head.header_bytes) {
+            let guard = match self.routes.route(sni, host, head.header_bytes, client_ip) {
                 Ok(guard) => guard,
                 Err(refusal) => {
                     // A refused request's body is not read: the connection cannot go on.

@@ -25,6 +25,8 @@ use tokio_tungstenite::WebSocketStream;
 pub const BASE: &str = "kanmon.test";
 pub const ALPHA: &str = "alpha.us-east1.kanmon.test";
 pub const BETA: &str = "beta.us-east1.kanmon.test";
+pub const ALPHA_CONSOLE: &str = "alpha-console.us-east1.kanmon.test";
+pub const BETA_CONSOLE: &str = "beta-console.us-east1.kanmon.test";
 
 pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
@@ -101,7 +103,13 @@ impl TestProxy {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let ca = LocalCa::open_or_create(&certs, "kanmon.test").unwrap();
-        for host in [ALPHA, BETA, "_.eu-west1.kanmon.test"] {
+        for host in [
+            ALPHA,
+            BETA,
+            ALPHA_CONSOLE,
+            BETA_CONSOLE,
+            "_.eu-west1.kanmon.test",
+        ] {
             ca.issue(&certs, host).unwrap();
         }
         let mut roots = RootCertStore::empty();

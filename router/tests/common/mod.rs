@@ -8,6 +8,7 @@ pub fn node(i: usize, state: NodeState) -> NodeSpec {
         id: format!("n{i}"),
         addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
         grpc: None,
+        console: None,
         state,
     }
 }
@@ -23,5 +24,6 @@ pub fn deployment(instance: &str, states: &[NodeState]) -> DeploymentSpec {
             .collect(),
         fallback_to_draining: false,
         max_connections: None,
+        console_allow: Vec::new(),
     }
 }

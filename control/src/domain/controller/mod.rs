@@ -221,9 +221,16 @@ impl Controller {
             // About a process that has since been replaced: stale.
             return out;
         }
-        if let Event::NodeStarted { addr, grpc, .. } = &ev {
+        if let Event::NodeStarted {
+            addr,
+            grpc,
+            console,
+            ..
+        } = &ev
+        {
             record.addr = Some(*addr);
             record.grpc = *grpc;
+            record.console = *console;
             return out;
         }
         let mut rollout = self.active.as_mut().and_then(|a| a.rollout.take());

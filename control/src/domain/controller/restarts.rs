@@ -122,6 +122,7 @@ impl Controller {
                 n.incarnation = launch.incarnation;
                 n.addr = None;
                 n.grpc = None;
+                n.console = None;
             }
             let started = Some(launch.incarnation);
             out.push(Intent::StartNode { spec: launch });

@@ -51,6 +51,7 @@ pub enum SettingsError {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     base_domain: Option<String>,
+    console_label: Option<String>,
     versions: Option<Vec<String>>,
     zones: Option<Vec<RawZone>>,
     billing_interval: Option<String>,
@@ -97,6 +98,10 @@ impl Settings {
                 ));
             }
             settings.base_domain = base;
+        }
+        if let Some(label) = raw.console_label {
+            settings.console = kanmon_router::ConsoleNames::parse(&label)
+                .map_err(|e| rule("console_label".into(), e.to_string()))?;
         }
         if let Some(versions) = raw.versions {
             if versions.is_empty() {
@@ -187,6 +192,17 @@ zones = [{ name = "eu-north1" }, { name = "ap-south-1", on_request = true }]
         assert_eq!(versions, ["3.9.1-r2", "4.0.0"]);
         let zones: Vec<(&str, bool)> = s.zones.iter().map(|(z, r)| (z.as_str(), *r)).collect();
         assert_eq!(zones, [("eu-north1", false), ("ap-south-1", true)]);
+    }
+
+    #[test]
+    fn the_console_label_is_checked_where_it_is_read() {
+        assert_eq!(parse("").unwrap().console.pattern(), "{instance}-console");
+        let s = parse("console_label = \"console-{instance}\"\n").unwrap();
+        assert_eq!(s.console.pattern(), "console-{instance}");
+        let e = parse("console_label = \"{instance}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("console_label"), "{e}");
     }
 
     #[test]

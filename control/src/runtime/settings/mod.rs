@@ -17,6 +17,8 @@ use crate::domain::Timings;
 pub struct Settings {
     /// Base domain of deployment hostnames.
     pub base_domain: String,
+    /// Console hostnames: `{label}.{zone}.{base_domain}` (file key `console_label`).
+    pub console: kanmon_router::ConsoleNames,
     /// Released versions.
     pub catalog: Catalog,
     /// Zone catalog: `(zone, on_request)`.
@@ -42,6 +44,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             base_domain: "kanmon.test".into(),
+            console: kanmon_router::ConsoleNames::default(),
             catalog: default_catalog(),
             zones: default_zones(),
             timings: Timings::default(),

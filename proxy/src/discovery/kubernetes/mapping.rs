@@ -22,6 +22,11 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const HTTP_PORT: &str = "http";
 /// The optional Service port carrying gRPC.
 pub const GRPC_PORT: &str = "grpc";
+/// The optional Service port carrying the Nakama console.
+pub const CONSOLE_PORT: &str = "console";
+/// Annotation (or label) holding the console's allow-list: comma-separated CIDRs. Absent,
+/// empty or with any entry that is no CIDR: the console is closed (a typo never opens it wider).
+pub const CONSOLE_ALLOW_ANNOTATION: &str = "kanmon.dev/console-allow";
 
 /// Why a Service cannot become a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +93,8 @@ pub struct ServiceView {
     pub has_http: bool,
     /// `kanmon.dev/fallback-to-draining: "true"`.
     pub fallback_to_draining: bool,
+    /// `kanmon.dev/console-allow`, parsed (see [`CONSOLE_ALLOW_ANNOTATION`]).
+    pub console_allow: Vec<ipnet::IpNet>,
 }
 
 /// The conditions of one endpoint; `None` is "not reported", with the API's defaults.
@@ -158,6 +165,8 @@ pub struct SliceView {
     pub http_port: Option<u16>,
     /// The pod port behind the Service's `grpc` port.
     pub grpc_port: Option<u16>,
+    /// The pod port behind the Service's `console` port.
+    pub console_port: Option<u16>,
     /// Endpoints with a usable IP address.
     pub endpoints: Vec<EndpointView>,
 }
@@ -195,6 +204,18 @@ fn labels_and_annotations(
         .cloned()
 }
 
+/// A console allow-list as written in [`CONSOLE_ALLOW_ANNOTATION`]; any entry that is no
+/// CIDR closes the console.
+pub fn parse_allow_list(value: &str) -> Vec<ipnet::IpNet> {
+    let parsed: Result<Vec<ipnet::IpNet>, _> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect();
+    parsed.unwrap_or_default()
+}
+
 /// The view of a Service; `None` when it lacks the kanmon labels (not a game deployment).
 pub fn service_view(svc: &Service) -> Option<ServiceView> {
     let meta = &svc.metadata;
@@ -217,6 +238,9 @@ pub fn service_view(svc: &Service) -> Option<ServiceView> {
         zone,
         has_http,
         fallback_to_draining,
+        console_allow: labels_and_annotations(meta, CONSOLE_ALLOW_ANNOTATION)
+            .map(|v| parse_allow_list(&v))
+            .unwrap_or_default(),
     })
 }
 
@@ -272,6 +296,7 @@ pub fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
         labelled,
         http_port: port(HTTP_PORT),
         grpc_port: port(GRPC_PORT),
+        console_port: port(CONSOLE_PORT),
         endpoints,
     })
 }
@@ -309,6 +334,7 @@ pub fn deployment<'a>(
                 id: ep.id.clone(),
                 addr: SocketAddr::new(ep.address, http),
                 grpc: slice.grpc_port.map(|p| SocketAddr::new(ep.address, p)),
+                console: slice.console_port.map(|p| SocketAddr::new(ep.address, p)),
                 state: node_state(ep.conditions),
             });
         }
@@ -319,6 +345,7 @@ pub fn deployment<'a>(
         nodes: nodes.into_values().collect(),
         fallback_to_draining: service.fallback_to_draining,
         max_connections,
+        console_allow: service.console_allow.clone(),
     })
 }
 

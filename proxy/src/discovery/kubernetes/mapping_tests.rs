@@ -120,6 +120,7 @@ fn svc(instance: &str) -> ServiceView {
         zone: "us-east1".into(),
         has_http: true,
         fallback_to_draining: false,
+        console_allow: Vec::new(),
     }
 }
 
@@ -139,6 +140,7 @@ fn slice(name: &str, http: Option<u16>, endpoints: Vec<EndpointView>) -> SliceVi
         labelled: true,
         http_port: http,
         grpc_port: Some(7349),
+        console_port: None,
         endpoints,
     }
 }
@@ -274,4 +276,36 @@ proptest! {
         expected.dedup();
         prop_assert_eq!(ids, expected);
     }
+}
+
+#[test]
+fn the_console_port_and_allow_list_reach_the_spec_and_a_bad_list_closes_it() {
+    let mut svc_obj = service_json("alpha", &["http", "console"]);
+    let notes = svc_obj
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    notes.insert(
+        CONSOLE_ALLOW_ANNOTATION.into(),
+        "10.0.0.0/8, 192.0.2.7/32".into(),
+    );
+    let view = service_view(&svc_obj).unwrap();
+    assert_eq!(view.console_allow.len(), 2);
+    assert!(parse_allow_list("10.0.0.0/8,nonsense").is_empty());
+    assert!(parse_allow_list("").is_empty());
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "alpha-abc", "namespace": "games",
+            "labels": {"kubernetes.io/service-name": "alpha"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 7350}, {"name": "console", "port": 7351}],
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}]
+    }))
+    .unwrap();
+    let slice = slice_view(&slice).unwrap();
+    let spec = deployment(&view, [&slice], None).unwrap();
+    assert_eq!(
+        spec.nodes[0].console,
+        Some("10.0.0.1:7351".parse().unwrap())
+    );
+    assert_eq!(spec.console_allow, view.console_allow);
 }

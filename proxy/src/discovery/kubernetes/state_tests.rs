@@ -23,6 +23,7 @@ fn svc(name: &str, instance: &str) -> ServiceView {
         zone: "us-east1".into(),
         has_http: true,
         fallback_to_draining: false,
+        console_allow: Vec::new(),
     }
 }
 
@@ -34,6 +35,7 @@ fn slice(name: &str, service: &str, eps: &[(&str, u8, bool)]) -> SliceView {
         labelled: true,
         http_port: Some(7350),
         grpc_port: None,
+        console_port: None,
         endpoints: eps
             .iter()
             .map(|(id, octet, terminating)| EndpointView {

@@ -86,11 +86,13 @@ mod publisher {
                     id: format!("alpha-{i}"),
                     addr: format!("127.0.0.1:{}", 7350 + i).parse().unwrap(),
                     grpc: None,
+                    console: None,
                     state: *s,
                 })
                 .collect(),
             fallback_to_draining: false,
             max_connections: None,
+            console_allow: Vec::new(),
         }
     }
 
