@@ -22,6 +22,8 @@ mod serde_names;
 #[cfg(test)]
 pub(crate) mod sim;
 #[cfg(test)]
+mod supersede_tests;
+#[cfg(test)]
 mod tests;
 pub mod time;
 

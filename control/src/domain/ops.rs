@@ -77,6 +77,20 @@ impl OpKind {
         }
     }
 
+    /// Whether it changes what the nodes run (version, image, CPUs, variables, config): such an
+    /// operation supersedes a rollout stuck in CrashLoopBackOff, since the user is fixing or
+    /// replacing what the stuck one was rolling out. A reboot, an export or a delete does not:
+    /// they change nothing the crashing nodes would run differently.
+    pub fn changes_spec(&self) -> bool {
+        matches!(
+            self,
+            Self::Deploy { .. }
+                | Self::Scale { .. }
+                | Self::SetVars { .. }
+                | Self::SetConfig { .. }
+        )
+    }
+
     /// The permissions a user needs to queue it: the operation's own, plus `secrets` for a
     /// config change that sets or removes any secret config key.
     pub fn permissions(&self) -> Vec<Permission> {

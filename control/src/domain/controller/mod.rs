@@ -59,8 +59,11 @@ impl Controller {
     }
 
     /// Queues an operation (validated against the current state; validated again when it
-    /// starts, since the state may change while it waits). A `deploy` queued while the running
-    /// operation is stuck in CrashLoopBackOff supersedes it and starts at once.
+    /// starts, since the state may change while it waits). A spec-changing operation
+    /// ([`OpKind::changes_spec`]: deploy, scale, variables, config) queued while the running
+    /// operation is stuck in CrashLoopBackOff supersedes it and starts at once, from the last
+    /// applied spec: waiting up to the crash-loop timeout behind a rollout that cannot finish
+    /// would block the very change that fixes it. A reboot queues behind it as usual.
     pub fn submit(
         &mut self,
         op: Operation,
@@ -76,10 +79,22 @@ impl Controller {
             .active
             .as_ref()
             .is_some_and(|a| a.rollout.as_ref().is_some_and(|r| r.crash.is_some()));
-        let is_deploy = matches!(op.kind, OpKind::Deploy { .. });
         out.push(Intent::SaveOp(Box::new(op.clone())));
-        if stuck && is_deploy {
-            let reason = format!("superseded by operation {}", op.id);
+        if stuck && op.kind.changes_spec() {
+            if let Some(old) = self.queue.front() {
+                out.push(Intent::Superseded {
+                    op: old.id,
+                    kind: old.kind.name(),
+                    by: op.id,
+                    by_kind: op.kind.name(),
+                    who: op.requested_by.clone(),
+                });
+            }
+            let reason = format!(
+                "superseded by operation {} ({}) while in CrashLoopBackOff",
+                op.id,
+                op.kind.name()
+            );
             self.finish(Err(reason), now, &mut out);
             self.queue.push_front(op);
         } else {
