@@ -233,7 +233,10 @@ struct NodeArgs {
     #[arg(long)]
     quiet: bool,
     /// Configuration file kanmon's local driver writes (0600 JSON: `KANMON_CONFIG_<KEY>`,
-    /// `DATABASE_URL`); read at start, its values are never printed.
+    /// `KANMON_SECRET_KEYS`, `DATABASE_URL`); read at start, its values are never printed.
+    /// With `KANMON_CONFIG_SOCKET_SERVER_KEY` in it, `/ws` refuses (401) clients that do not
+    /// present that key (HTTP Basic username, or `?server_key=`); `GET /kanmon/received`
+    /// reports what arrived, secret values masked.
     #[arg(long, env = "KANMON_NODE_CONFIG")]
     config_file: Option<PathBuf>,
 }
@@ -398,16 +401,21 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if let Some(path) = &args.config_file {
-        let entries = node::read_config(path)?;
-        tracing::info!(entries = entries.len(), path = %path.display(), "node config read");
-    }
+    let received = match &args.config_file {
+        Some(path) => {
+            let entries = node::read_config(path)?;
+            tracing::info!(entries = entries.len(), path = %path.display(), "node config read");
+            node::Received::new(&entries, std::env::vars())
+        }
+        None => node::Received::default(),
+    };
     let cfg = node::NodeConfig {
         listen: args.listen,
         grpc_listen: args.grpc_listen,
         node_id: args.node_id,
         tls,
         log_connections: !args.quiet,
+        received: std::sync::Arc::new(received),
     };
     node::run_node(cfg, stop_signal()).await?;
     Ok(())

@@ -8,9 +8,11 @@
 mod config;
 mod grpc;
 mod http1;
+mod settings;
 mod ws;
 
 pub use config::{read_config, ConfigError};
+pub use settings::{Received, SERVER_KEY_PARAM};
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,6 +40,9 @@ pub struct NodeConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Print `ws-connect node=ID` for each WebSocket (end-to-end tests count these lines).
     pub log_connections: bool,
+    /// What kanmon gave the node: the server key `/ws` demands, the `/kanmon/received`
+    /// report (default: no key, an empty report).
+    pub received: Arc<Received>,
 }
 
 impl NodeConfig {
@@ -50,6 +55,7 @@ impl NodeConfig {
             node_id: node_id.to_owned(),
             tls: None,
             log_connections: true,
+            received: Arc::default(),
         }
     }
 }
@@ -108,6 +114,7 @@ struct Shared {
     health_body: bytes::Bytes,
     id_header: http::HeaderValue,
     log_connections: bool,
+    received: Arc<Received>,
     stats: Arc<NodeStats>,
     shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the node is drained when all are dropped.
@@ -202,6 +209,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         health_body: bytes::Bytes::from(serde_json::json!({ "node": cfg.node_id }).to_string()),
         id_header,
         log_connections: cfg.log_connections,
+        received: cfg.received.clone(),
         stats: stats.clone(),
         shutdown: stop_rx,
         alive: alive_tx,

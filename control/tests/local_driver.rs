@@ -17,6 +17,7 @@ fn launch(id: &str, incarnation: u64) -> NodeLaunch {
         image: None,
         vars: [("mode".to_string(), "pvp".to_string())].into(),
         config: Default::default(),
+        secret_keys: Default::default(),
     }
 }
 

@@ -38,9 +38,11 @@ pub(super) fn deployment(dep: &Deployment, secrets: bool) -> Value {
 /// with `export`.
 pub(super) fn operation(op: &Operation, sight: &Sight) -> Value {
     let mut op = op.clone();
-    if !sight.secrets {
-        op.kind = op.kind.redacted();
-    }
+    op.kind = if sight.secrets {
+        op.kind.without_new_key()
+    } else {
+        op.kind.redacted()
+    };
     let mut v = serde_json::to_value(op).unwrap_or(Value::Null);
     if !sight.exports {
         if let Some(db) = v

@@ -188,10 +188,19 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Show a deployment's server key and runtime key (needs the secrets permission).
+    /// Show a deployment's server key and runtime key (needs the secrets permission), or
+    /// rotate one with --rotate.
     Keys {
         /// Deployment instance name.
         instance: String,
+        /// Replace this key with a new random one: a rolling reboot that starts every node
+        /// with it (needs deploy and secrets; audited). Clients need the new server key once
+        /// the node they reach was rebooted.
+        #[arg(long, value_enum)]
+        rotate: Option<RotateKey>,
+        /// Wait and show progress (with --rotate).
+        #[command(flatten)]
+        wait: Wait,
     },
     /// List released versions and their support status.
     Versions,
@@ -491,6 +500,15 @@ pub struct UpArgs {
     /// Queries per deployment in kanmon_database_top_query_* (by total execution time).
     #[arg(long, default_value_t = 10)]
     pub top_queries: usize,
+}
+
+/// A key `kanmon keys --rotate` replaces.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RotateKey {
+    /// The server key (Nakama's `socket.server_key`): what game clients present.
+    Server,
+    /// The runtime key (Nakama's `runtime.http_key`): what server-to-server calls present.
+    Runtime,
 }
 
 /// `kanmon serve`

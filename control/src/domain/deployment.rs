@@ -140,6 +140,33 @@ impl fmt::Debug for Spec {
     }
 }
 
+/// The config key under which nodes receive the server key, as Nakama reads it
+/// (`socket.server_key`): game clients must present it.
+pub const SERVER_KEY_CONFIG: &str = "socket.server_key";
+/// The config key under which nodes receive the runtime (HTTP) key, as Nakama reads it
+/// (`runtime.http_key`).
+pub const RUNTIME_KEY_CONFIG: &str = "runtime.http_key";
+
+/// Which of a deployment's keys an operation rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyName {
+    /// The server key (`socket.server_key`).
+    Server,
+    /// The runtime key (`runtime.http_key`).
+    Runtime,
+}
+
+impl KeyName {
+    /// The name as used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
 /// The server key and runtime key of a deployment. They come from a CSPRNG outside the domain
 /// and are passed in, which keeps the domain deterministic.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +175,18 @@ pub struct Keys {
     pub server_key: String,
     /// Key for the runtime (HTTP) API.
     pub runtime_key: String,
+}
+
+impl Keys {
+    /// These keys with `key` replaced by `value`.
+    pub fn with(&self, key: KeyName, value: &str) -> Self {
+        let mut keys = self.clone();
+        match key {
+            KeyName::Server => keys.server_key = value.to_string(),
+            KeyName::Runtime => keys.runtime_key = value.to_string(),
+        }
+        keys
+    }
 }
 
 impl fmt::Debug for Keys {
@@ -222,6 +261,10 @@ pub struct NodeLaunch {
     pub vars: BTreeMap<String, String>,
     /// Config merged with secret config (secret values win on a clash).
     pub config: BTreeMap<String, String>,
+    /// Which keys of `config` hold secrets (secret config and the deployment's keys), so a
+    /// node can tell what never to show.
+    #[serde(default)]
+    pub secret_keys: std::collections::BTreeSet<String>,
 }
 
 impl fmt::Debug for NodeLaunch {
@@ -467,11 +510,27 @@ impl Deployment {
         node_count(self.kind, spec.node_cpus)
     }
 
-    /// The launch description of node `slot` under `spec` at `generation`.
-    /// The incarnation is the node's current one plus one: the launch is a new start.
+    /// The launch description of node `slot` under `spec` at `generation`, with the
+    /// deployment's current keys. The incarnation is the node's current one plus one: the
+    /// launch is a new start.
     pub fn launch(&self, slot: u32, spec: &Spec, generation: u64) -> NodeLaunch {
+        self.launch_with(slot, spec, &self.keys, generation)
+    }
+
+    /// [`Deployment::launch`] with `keys` (a key rotation's new keys). The keys join the
+    /// config as Nakama takes them ([`SERVER_KEY_CONFIG`], [`RUNTIME_KEY_CONFIG`]), after
+    /// the user's config, whose rules refuse those two names.
+    pub fn launch_with(&self, slot: u32, spec: &Spec, keys: &Keys, generation: u64) -> NodeLaunch {
         let mut config = spec.config.clone();
         config.extend(spec.secret_config.clone());
+        config.insert(SERVER_KEY_CONFIG.into(), keys.server_key.clone());
+        config.insert(RUNTIME_KEY_CONFIG.into(), keys.runtime_key.clone());
+        let secret_keys = spec
+            .secret_config
+            .keys()
+            .cloned()
+            .chain([SERVER_KEY_CONFIG.into(), RUNTIME_KEY_CONFIG.into()])
+            .collect();
         NodeLaunch {
             id: node_id(&self.instance, slot),
             slot,
@@ -485,6 +544,7 @@ impl Deployment {
             image: spec.image.clone(),
             vars: spec.vars.clone(),
             config,
+            secret_keys,
         }
     }
 

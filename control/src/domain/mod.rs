@@ -30,8 +30,8 @@ pub mod time;
 pub use controller::{Controller, Event, Intent, Timings};
 pub use crashloop::CrashLoop;
 pub use deployment::{
-    CreateDeployment, Deployment, DeploymentEdit, DeploymentType, DowngradeAllowance, Keys,
-    NodeLaunch, NodeRecord, NodeRunState, Spec,
+    CreateDeployment, Deployment, DeploymentEdit, DeploymentType, DowngradeAllowance, KeyName,
+    Keys, NodeLaunch, NodeRecord, NodeRunState, Spec, RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG,
 };
 pub use ops::{OpId, OpKind, OpStatus, Operation, Progress};
 pub use permissions::{Grant, Permission, PermissionSet, Scope};
@@ -120,6 +120,10 @@ pub enum DomainError {
     /// The deployment is deleted (or being deleted) and takes no more operations.
     #[error("deployment is deleted")]
     Deleted,
+    /// The config key is where the platform gives nodes a deployment key; keys change only
+    /// through a `rotate-key` operation.
+    #[error("config key {0:?} is the deployment's own key: rotate it with a rotate-key operation (kanmon keys rotate)")]
+    ReservedKey(String),
     /// A variable or config key broke the key rules.
     #[error("invalid key {0:?}: use 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-'")]
     InvalidKey(String),

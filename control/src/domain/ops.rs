@@ -8,7 +8,7 @@ use std::{
 use kanmon_router::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{permissions::Permission, serde_names, Timestamp};
+use super::{deployment::KeyName, permissions::Permission, serde_names, Timestamp};
 
 /// Operation id, unique across the platform (allocated by the store).
 pub type OpId = u64;
@@ -57,6 +57,16 @@ pub enum OpKind {
         #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
         remove_secret_config: BTreeSet<String>,
     },
+    /// Replace one of the deployment's keys: a rolling reboot that starts every node with the
+    /// new key; the deployment's keys change when it completes (a failed one keeps the old).
+    RotateKey {
+        /// Which key.
+        key: KeyName,
+        /// The new key, drawn by the control plane's CSPRNG when the operation is queued
+        /// (whatever a request sends is replaced); never shown in an operation view.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        value: String,
+    },
     /// Produce an export of the deployment's settings.
     Export,
     /// Remove all nodes and the deployment.
@@ -72,6 +82,7 @@ impl OpKind {
             Self::Scale { .. } => "scale",
             Self::SetVars { .. } => "set-vars",
             Self::SetConfig { .. } => "set-config",
+            Self::RotateKey { .. } => "rotate-key",
             Self::Export => "export",
             Self::Delete => "delete",
         }
@@ -95,13 +106,16 @@ impl OpKind {
     /// config change that sets or removes any secret config key.
     pub fn permissions(&self) -> Vec<Permission> {
         let own = match self {
-            Self::Deploy { .. } | Self::Reboot => Permission::Deploy,
+            Self::Deploy { .. } | Self::Reboot | Self::RotateKey { .. } => Permission::Deploy,
             Self::Scale { .. } => Permission::Scale,
             Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
             Self::Export => Permission::Export,
             Self::Delete => Permission::Delete,
         };
         let mut all = vec![own];
+        if matches!(self, Self::RotateKey { .. }) {
+            all.push(Permission::Secrets);
+        }
         if let Self::SetConfig {
             secret_config,
             remove_secret_config,
@@ -132,6 +146,18 @@ impl OpKind {
                 remove_config: remove_config.clone(),
                 remove_secret_config: remove_secret_config.clone(),
             },
+            other => other.without_new_key(),
+        }
+    }
+
+    /// A copy without a rotation's new key value, for every operation view (the new key is
+    /// read through the keys endpoint, once it applies).
+    pub fn without_new_key(&self) -> Self {
+        match self {
+            Self::RotateKey { key, .. } => Self::RotateKey {
+                key: *key,
+                value: String::new(),
+            },
             other => other.clone(),
         }
     }
@@ -143,6 +169,7 @@ impl fmt::Debug for OpKind {
         match self {
             Self::Deploy { version, image } => write!(f, "Deploy({version}, {image:?})"),
             Self::Scale { node_cpus, db_cpus } => write!(f, "Scale({node_cpus}, {db_cpus})"),
+            Self::RotateKey { key, .. } => write!(f, "RotateKey({})", key.as_str()),
             other => f.write_str(other.name()),
         }
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     controller::{Intent, Timings},
     crashloop::{backoff, CrashLoop},
-    deployment::{Deployment, NodeRecord, NodeRunState, Spec},
+    deployment::{Deployment, Keys, NodeRecord, NodeRunState, Spec},
     Timestamp,
 };
 
@@ -93,6 +93,8 @@ pub struct Rollout {
     pub spec: Spec,
     /// Target generation.
     pub generation: u64,
+    /// New keys the nodes start with (a key rotation); `None`: the deployment's own.
+    pub keys: Option<Keys>,
 }
 
 /// Plans the steps that take `dep` to `wanted` nodes, each restarted with the new spec.
@@ -144,6 +146,7 @@ impl Rollout {
             crash: None,
             spec,
             generation,
+            keys: None,
         }
     }
 
@@ -242,7 +245,8 @@ impl Rollout {
         now: Timestamp,
         out: &mut Vec<Intent>,
     ) {
-        let launch = dep.launch(slot, &self.spec, self.generation);
+        let keys = self.keys.as_ref().unwrap_or(&dep.keys);
+        let launch = dep.launch_with(slot, &self.spec, keys, self.generation);
         if let Some(node) = dep.node_mut(slot) {
             node.state = NodeRunState::Starting;
             node.generation = self.generation;

@@ -151,6 +151,9 @@ impl Controller {
                 self.deployment.wanted_nodes(&spec)
             };
             let mut rollout = Rollout::new(plan(&self.deployment, wanted), spec, generation);
+            if let OpKind::RotateKey { key, value } = &kind {
+                rollout.keys = Some(self.deployment.keys.with(*key, value));
+            }
             let outcome = rollout.begin(&mut self.deployment, &self.timings, now, out);
             if let Some(a) = self.active.as_mut() {
                 a.rollout = Some(rollout);
@@ -185,6 +188,8 @@ impl Controller {
                     .retain(|k, _| !remove_secret_config.contains(k));
                 spec.secret_config.extend(secret_config);
             }
+            // New keys are what the nodes run: a new generation, like a config change.
+            OpKind::RotateKey { .. } => {}
             OpKind::Reboot | OpKind::Export | OpKind::Delete => {
                 return (spec, dep.generation.max(1))
             }
@@ -380,6 +385,9 @@ impl Controller {
                     } else {
                         self.deployment.spec = r.spec;
                         self.deployment.generation = r.generation;
+                        if let Some(keys) = r.keys {
+                            self.deployment.keys = keys;
+                        }
                         if matches!(op.kind, OpKind::Deploy { .. }) {
                             self.deployment.deployed();
                         }
