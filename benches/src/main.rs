@@ -94,6 +94,11 @@ struct Common {
     /// Test CA certificate (PEM) trusted for wss/https.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// File holding the deployment's server key (`kanmon keys NAME --json | jq -r
+    /// .server_key > key`): nodes started by kanmon refuse WebSockets without it. Read from a
+    /// file so the key stays out of process listings; without it, no key is sent.
+    #[arg(long)]
+    server_key_file: Option<PathBuf>,
     /// Print the result as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -336,6 +341,11 @@ where
             Target::new(&common.url, common.connect.as_deref(), common.ca.as_deref()).await?;
         if common.h2 {
             target = target.over_h2(common.h2_connections);
+        }
+        if let Some(path) = &common.server_key_file {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --server-key-file {}", path.display()))?;
+            target = target.with_server_key(key.trim().to_string());
         }
         anyhow::Ok(load(Arc::new(target)).await)
     })?;
