@@ -12,6 +12,8 @@ pub mod controller;
 pub mod crashloop;
 pub mod deployment;
 pub mod intents;
+#[cfg(test)]
+mod key_tests;
 pub mod ops;
 pub mod permissions;
 #[cfg(test)]
