@@ -148,7 +148,7 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/operations": {
                 "parameters": instance_param(),
                 "get": op("Operations, newest first", "view", None, "200"),
-                "post": op("Queue an operation", "deploy (deploy, reboot), scale, edit (set-vars, set-config; plus secrets for setting or removing secret_config), export, delete", Some("Operation"), "202"),
+                "post": op("Queue an operation", "deploy (deploy, reboot; rotate-key with secrets), scale, edit (set-vars, set-config; plus secrets for setting or removing secret_config), export, delete", Some("Operation"), "202"),
             },
             "/v1/operations/{id}": {
                 "parameters": path_param("id", "integer"),
@@ -196,6 +196,7 @@ pub(super) async fn document() -> Json<Value> {
                     { "type": "object", "required": ["kind", "node_cpus", "db_cpus"], "properties": { "kind": { "const": "scale" }, "node_cpus": { "type": "integer" }, "db_cpus": { "type": "integer" } } },
                     { "type": "object", "required": ["kind", "vars"], "properties": { "kind": { "const": "set-vars" }, "vars": kv() } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "set-config" }, "config": kv(), "secret_config": kv(), "remove_config": keys(), "remove_secret_config": keys() } },
+                    { "type": "object", "required": ["kind", "key"], "properties": { "kind": { "const": "rotate-key" }, "key": { "enum": ["server", "runtime"], "description": "the new key is drawn by the control plane; needs deploy and secrets" } } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "export" } } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "delete" } } },
                 ] },

@@ -218,6 +218,11 @@ pub struct Progress {
     pub node: String,
     /// What is happening to it (`draining`, `stopping`, `starting`, `crash_loop_back_off`).
     pub phase: String,
+    /// When the phase's wait ends at the latest: the end of the drain's grace period
+    /// (`draining`), the health deadline (`starting`) or the next restart
+    /// (`crash_loop_back_off`); so users see how long the operation may wait here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
 }
 
 /// One operation with who asked and when each transition happened.

@@ -144,3 +144,21 @@ proptest! {
         }
     }
 }
+
+/// The operation shows how long its current phase may wait: the drain's grace, then (while
+/// crash-looping) the next restart.
+#[test]
+fn progress_shows_when_the_wait_ends() {
+    let mut sim = Sim::new(DeploymentType::Production, 2, timings());
+    sim.submit(kind(0, 0)).unwrap();
+    sim.settle();
+    let reboot = sim.submit(OpKind::Reboot).unwrap();
+    let p = sim.saved[&reboot].progress.clone().unwrap();
+    assert_eq!(p.phase, "draining");
+    assert_eq!(p.until, Some(sim.now.after(timings().grace)));
+    sim.settle();
+    let (sim, stuck) = crash_looping(kind(2, 3));
+    let p = sim.saved[&stuck].progress.clone().unwrap();
+    assert_eq!(p.phase, "crash_loop_back_off");
+    assert!(p.until.is_some_and(|t| t > sim.now), "{p:?}");
+}

@@ -17,7 +17,7 @@ use restarts::Restart;
 use super::{
     deployment::{Deployment, NodeRunState, Spec},
     ops::{OpId, OpKind, OpStatus, Operation, Progress},
-    rolling::{plan, Outcome, Rollout},
+    rolling::{plan, Outcome, Phase, Rollout},
     DomainError, Timestamp,
 };
 
@@ -348,6 +348,13 @@ impl Controller {
                 of,
                 node: super::deployment::node_id(&self.deployment.instance, slot),
                 phase: phase.to_string(),
+                until: match r.phase {
+                    Some(Phase::Draining { deadline } | Phase::Starting { deadline }) => {
+                        Some(deadline)
+                    }
+                    Some(Phase::Backoff { until }) => Some(until),
+                    Some(Phase::Stopping) | None => None,
+                },
             })
         });
         if let Some(op) = self.queue.front_mut() {
