@@ -491,7 +491,9 @@ pub struct UpArgs {
     /// Where deployment certificates come from (local CA by default, so it works offline).
     #[command(flatten)]
     pub certs: crate::certs::args::CertArgs,
-    /// How long a draining node may keep connections before it is stopped.
+    /// The longest a draining node may keep connections before it is stopped: a deployment's
+    /// own `shutdown_grace_sec` config (Nakama's) decides within this cap, and this applies
+    /// when the deployment does not set it; also the SIGTERM-to-kill wait of node processes.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
     /// Time between samples of each database's pg_stat_statements (query load, top queries).
@@ -573,8 +575,10 @@ pub struct ServeArgs {
     /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
-    /// How long a draining node may keep connections before it is stopped (under kubernetes
-    /// also a deleted pod's drain after its preStop pause).
+    /// The longest a draining node may keep connections before it is stopped: a deployment's
+    /// own `shutdown_grace_sec` config (Nakama's) decides within this cap, and this applies
+    /// when the deployment does not set it (under kubernetes also a deleted pod's drain after
+    /// its preStop pause).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a started node has to become healthy.

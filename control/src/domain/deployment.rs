@@ -147,6 +147,21 @@ pub const SERVER_KEY_CONFIG: &str = "socket.server_key";
 /// (`runtime.http_key`).
 pub const RUNTIME_KEY_CONFIG: &str = "runtime.http_key";
 
+/// Nakama's config key for how long a stopping node finishes its work (seconds).
+pub const SHUTDOWN_GRACE_CONFIG: &str = "shutdown_grace_sec";
+/// The largest `shutdown_grace_sec` accepted (an hour, as the crash-loop timeout).
+pub const MAX_SHUTDOWN_GRACE_SEC: u64 = 3600;
+
+/// How long a rolling operation lets a draining node of `spec` keep its connections: the
+/// deployment's own `shutdown_grace_sec`, at most `cap` (the platform's `--grace`); `cap`
+/// when the config does not set it.
+pub fn shutdown_grace(spec: &Spec, cap: std::time::Duration) -> std::time::Duration {
+    spec.config
+        .get(SHUTDOWN_GRACE_CONFIG)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(cap, |s| std::time::Duration::from_secs(s).min(cap))
+}
+
 /// Which of a deployment's keys an operation rotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

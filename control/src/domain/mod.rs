@@ -122,6 +122,9 @@ pub enum DomainError {
     /// The deployment is deleted (or being deleted) and takes no more operations.
     #[error("deployment is deleted")]
     Deleted,
+    /// `shutdown_grace_sec` must be whole seconds within the offered range.
+    #[error("shutdown_grace_sec must be whole seconds from 0 to 3600, got {0:?}")]
+    InvalidGrace(String),
     /// The config key is where the platform gives nodes a deployment key; keys change only
     /// through a `rotate-key` operation.
     #[error("config key {0:?} is the deployment's own key: rotate it with a rotate-key operation (kanmon keys rotate)")]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     controller::{Intent, Timings},
     crashloop::{backoff, CrashLoop},
-    deployment::{Deployment, Keys, NodeRecord, NodeRunState, Spec},
+    deployment::{shutdown_grace, Deployment, Keys, NodeRecord, NodeRunState, Spec},
     Timestamp,
 };
 
@@ -206,13 +206,15 @@ impl Rollout {
                 self.start(dep, slot, t, now, out);
             }
             Step::Replace(_) | Step::Remove(_) => {
+                // The draining node runs the applied spec: its own shutdown grace.
+                let grace = shutdown_grace(&dep.spec, t.grace);
                 let Some(node) = dep.node_mut(slot) else {
                     // The node vanished (e.g. removed by recovery): nothing to do for it.
                     return self.next(dep, t, now, out);
                 };
                 if node.state == NodeRunState::Ready {
                     node.state = NodeRunState::Draining;
-                    let deadline = now.after(t.grace);
+                    let deadline = now.after(grace);
                     out.push(Intent::MarkDraining {
                         node: node.id.clone(),
                     });

@@ -6,7 +6,7 @@ use kanmon_router::Catalog;
 use super::{
     deployment::{
         check_cpus, check_key, check_version, Deployment, MAX_DB_CPUS, MAX_NODE_CPUS,
-        RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG,
+        MAX_SHUTDOWN_GRACE_SEC, RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG, SHUTDOWN_GRACE_CONFIG,
     },
     ops::OpKind,
     DomainError,
@@ -37,18 +37,26 @@ pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<()
             secret_config,
             remove_config,
             remove_secret_config,
-        } => config
-            .keys()
-            .chain(secret_config.keys())
-            .chain(remove_config)
-            .chain(remove_secret_config)
-            .try_for_each(|k| {
-                check_key(k)?;
-                if k == SERVER_KEY_CONFIG || k == RUNTIME_KEY_CONFIG {
-                    return Err(DomainError::ReservedKey(k.clone()));
+        } => {
+            if let Some(v) = config.get(SHUTDOWN_GRACE_CONFIG) {
+                match v.trim().parse::<u64>() {
+                    Ok(s) if s <= MAX_SHUTDOWN_GRACE_SEC => {}
+                    _ => return Err(DomainError::InvalidGrace(v.clone())),
                 }
-                Ok(())
-            }),
+            }
+            config
+                .keys()
+                .chain(secret_config.keys())
+                .chain(remove_config)
+                .chain(remove_secret_config)
+                .try_for_each(|k| {
+                    check_key(k)?;
+                    if k == SERVER_KEY_CONFIG || k == RUNTIME_KEY_CONFIG {
+                        return Err(DomainError::ReservedKey(k.clone()));
+                    }
+                    Ok(())
+                })
+        }
         OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
         OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),
         OpKind::RotateKey { value, .. } if value.is_empty() => Err(DomainError::InvalidKey(

@@ -162,3 +162,36 @@ fn progress_shows_when_the_wait_ends() {
     assert_eq!(p.phase, "crash_loop_back_off");
     assert!(p.until.is_some_and(|t| t > sim.now), "{p:?}");
 }
+
+/// A rolling operation waits the deployment's own `shutdown_grace_sec` (at most the
+/// platform's cap) for a draining node; a bad value is refused.
+#[test]
+fn the_drain_waits_the_deployments_shutdown_grace() {
+    let mut sim = Sim::new(DeploymentType::Production, 2, timings());
+    sim.submit(kind(0, 0)).unwrap();
+    sim.settle();
+    let set = |v: &str| OpKind::SetConfig {
+        config: BTreeMap::from([("shutdown_grace_sec".to_string(), v.to_string())]),
+        secret_config: BTreeMap::new(),
+        remove_config: Default::default(),
+        remove_secret_config: Default::default(),
+    };
+    for bad in ["-1", "ten", "3601"] {
+        assert_eq!(
+            sim.submit(set(bad)).unwrap_err(),
+            DomainError::InvalidGrace(bad.into())
+        );
+    }
+    sim.submit(set("7")).unwrap();
+    sim.settle();
+    let reboot = sim.submit(OpKind::Reboot).unwrap();
+    let p = sim.saved[&reboot].progress.clone().unwrap();
+    assert_eq!(p.until, Some(sim.now.after(Duration::from_secs(7))));
+    sim.settle();
+    // Above the platform's cap (30 s here), the cap holds.
+    sim.submit(set("3600")).unwrap();
+    sim.settle();
+    let reboot = sim.submit(OpKind::Reboot).unwrap();
+    let p = sim.saved[&reboot].progress.clone().unwrap();
+    assert_eq!(p.until, Some(sim.now.after(timings().grace)));
+}
