@@ -9,6 +9,7 @@ pub mod idle;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -158,8 +159,19 @@ pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, 
             return open_h2(target, pool).await;
         }
         let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
+        let mut req = target
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ws_failure(Phase::Upgrade, &e))?;
+        if let Some(auth) = target.basic_auth() {
+            let value = auth
+                .parse()
+                .map_err(|_| Failure::new("upgrade", "server key is not a header value"))?;
+            req.headers_mut().insert("authorization", value);
+        }
         let (ws, _resp) = tokio_tungstenite::client_async_with_config(
-            target.url.as_str(),
+            req,
             WsIo::Direct(stream),
             Some(client_ws_config()),
         )
@@ -192,7 +204,7 @@ async fn open_h2(target: &Target, pool: &h2ws::H2Pool) -> Result<WsClient, Failu
     match h2ws::open_with_config(
         &client,
         &target.host,
-        &target.path,
+        &target.path_with_key(),
         Some(client_ws_config()),
     )
     .await

@@ -94,6 +94,11 @@ struct Common {
     /// Test CA certificate (PEM) trusted for wss/https.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// File holding the deployment's server key (`kanmon keys NAME --json | jq -r
+    /// .server_key > key`): nodes started by kanmon refuse WebSockets without it. Read from a
+    /// file so the key stays out of process listings; without it, no key is sent.
+    #[arg(long)]
+    server_key_file: Option<PathBuf>,
     /// Print the result as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -238,7 +243,10 @@ struct NodeArgs {
     #[arg(long)]
     quiet: bool,
     /// Configuration file kanmon's local driver writes (0600 JSON: `KANMON_CONFIG_<KEY>`,
-    /// `DATABASE_URL`); read at start, its values are never printed.
+    /// `KANMON_SECRET_KEYS`, `DATABASE_URL`); read at start, its values are never printed.
+    /// With `KANMON_CONFIG_SOCKET_SERVER_KEY` in it, `/ws` refuses (401) clients that do not
+    /// present that key (HTTP Basic username, or `?server_key=`); `GET /kanmon/received`
+    /// reports what arrived, secret values masked.
     #[arg(long, env = "KANMON_NODE_CONFIG")]
     config_file: Option<PathBuf>,
 }
@@ -339,6 +347,11 @@ where
         if common.h2 {
             target = target.over_h2(common.h2_connections);
         }
+        if let Some(path) = &common.server_key_file {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --server-key-file {}", path.display()))?;
+            target = target.with_server_key(key.trim().to_string());
+        }
         anyhow::Ok(load(Arc::new(target)).await)
     })?;
     // Worker tasks are all joined; do not wait on stray connection drivers.
@@ -403,10 +416,14 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if let Some(path) = &args.config_file {
-        let entries = node::read_config(path)?;
-        tracing::info!(entries = entries.len(), path = %path.display(), "node config read");
-    }
+    let received = match &args.config_file {
+        Some(path) => {
+            let entries = node::read_config(path)?;
+            tracing::info!(entries = entries.len(), path = %path.display(), "node config read");
+            node::Received::new(&entries, std::env::vars())
+        }
+        None => node::Received::default(),
+    };
     let cfg = node::NodeConfig {
         listen: args.listen,
         grpc_listen: args.grpc_listen,
@@ -415,6 +432,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         tls,
         log_connections: !args.quiet,
         record_accepts: false,
+        received: std::sync::Arc::new(received),
     };
     node::run_node(cfg, stop_signal()).await?;
     Ok(())

@@ -8,9 +8,11 @@
 mod config;
 mod grpc;
 mod http1;
+mod settings;
 mod ws;
 
 pub use config::{read_config, ConfigError};
+pub use settings::{Received, SERVER_KEY_PARAM};
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -44,6 +46,9 @@ pub struct NodeConfig {
     /// Keep the instant of every WebSocket accepted ([`NodeStats::ws_accepted_at`]), for
     /// tests that check when connections arrived (off by default: a load test would grow it).
     pub record_accepts: bool,
+    /// What kanmon gave the node: the server key `/ws` demands, the `/kanmon/received`
+    /// report (default: no key, an empty report).
+    pub received: Arc<Received>,
 }
 
 impl NodeConfig {
@@ -58,6 +63,7 @@ impl NodeConfig {
             tls: None,
             log_connections: true,
             record_accepts: false,
+            received: Arc::default(),
         }
     }
 }
@@ -132,6 +138,7 @@ struct Shared {
     id_header: http::HeaderValue,
     log_connections: bool,
     record_accepts: bool,
+    received: Arc<Received>,
     stats: Arc<NodeStats>,
     shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the node is drained when all are dropped.
@@ -245,6 +252,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         id_header,
         log_connections: cfg.log_connections,
         record_accepts: cfg.record_accepts,
+        received: cfg.received.clone(),
         stats: stats.clone(),
         shutdown: stop_rx,
         alive: alive_tx,

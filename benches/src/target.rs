@@ -77,6 +77,9 @@ pub struct Target {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     /// WebSockets as RFC 8441 streams over these shared h2 connections (`--h2`).
     h2: Option<Arc<crate::h2ws::H2Pool>>,
+    /// The deployment's server key, presented on every WebSocket (nodes started by kanmon
+    /// refuse `/ws` without it); never printed.
+    server_key: Option<String>,
 }
 
 impl std::fmt::Debug for Target {
@@ -135,7 +138,34 @@ impl Target {
             connect,
             tls,
             h2: None,
+            server_key: None,
         })
+    }
+
+    /// Presents `key` as the server key on every WebSocket (HTTP Basic username on
+    /// HTTP/1.1, `?server_key=` on RFC 8441 streams).
+    pub fn with_server_key(mut self, key: String) -> Self {
+        self.server_key = Some(key);
+        self
+    }
+
+    /// The `Authorization` value for the server key, if one is set.
+    pub fn basic_auth(&self) -> Option<String> {
+        use base64::Engine;
+        let key = self.server_key.as_ref()?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        Some(format!("Basic {b64}"))
+    }
+
+    /// The request path with the server key as `server_key=` (for RFC 8441 streams).
+    pub fn path_with_key(&self) -> String {
+        match &self.server_key {
+            None => self.path.clone(),
+            Some(k) => {
+                let sep = if self.path.contains('?') { '&' } else { '?' };
+                format!("{}{sep}{}={k}", self.path, crate::node::SERVER_KEY_PARAM)
+            }
+        }
     }
 
     /// The same target with WebSockets opened as RFC 8441 streams over `connections` shared

@@ -281,18 +281,18 @@ fn banner(s: &Started) {
          \n  metrics      http://{}/metrics (proxy), http://{}/metrics (control plane)\
          \n\nTry:\
          \n  curl --cacert {ca} --resolve {host}:{port}:{ip} https://{host}:{port}/healthcheck\
-         \n  kanmon-bench ws-connect --url wss://{host}:{port}/ws --connect {ip}:{port} --ca {ca} -n 100 -c 10\
-         \n  (any WebSocket client works: wss://{host}:{port}/ws with {host} resolving to {ip}; send `whoami`)\
-         \n  {ca_env}KANMON_SERVER={} KANMON_TOKEN_FILE={} kanmon reboot {} --wait\
+         \n  {ca_env}KANMON_SERVER={api} KANMON_TOKEN_FILE={tf} kanmon keys {inst} --json | jq -r .server_key > server.key\
+         \n  kanmon-bench ws-connect --url wss://{host}:{port}/ws --connect {ip}:{port} --ca {ca} --server-key-file server.key -n 100 -c 10\
+         \n  (nodes refuse /ws without the server key; any WebSocket client works: wss://{host}:{port}/ws with {host} resolving to {ip}, the key as HTTP Basic username; send `whoami`)\
+         \n  {ca_env}KANMON_SERVER={api} KANMON_TOKEN_FILE={tf} kanmon reboot {inst} --wait\
          \n\nOperations as they happen (Ctrl-C stops everything; `kanmon up` again resumes):",
         s.listen,
         api,
         s.token_file.display(),
         s.admin,
         s.metrics,
-        api,
-        s.token_file.display(),
-        s.instance,
+        tf = s.token_file.display(),
+        inst = s.instance,
         ca = s.ca.display(),
         console = s.console,
         instance = s.instance,

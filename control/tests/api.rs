@@ -741,5 +741,91 @@ fn the_answer_check_refuses_what_the_document_does_not_describe() {
     assert_eq!(
         doc.template("/v1/users/bob/token?expires_in=1d"),
         Some("/v1/users/{name}/token")
+/// The seed's promise: while a rollout crash-loops, a config or variables change (any
+/// spec-changing operation) is not stuck behind it for the crash-loop timeout: it supersedes
+/// it, audited, and rolls out from the last good spec. A reboot queues behind it instead.
+#[tokio::test]
+async fn a_variables_change_supersedes_a_crash_looping_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("k.db"),
+        &[
+            "--grace",
+            "1s",
+            "--backoff-base",
+            "200ms",
+            "--backoff-cap",
+            "1s",
+        ],
+    );
+    s.create("alpha", "production", 2).await;
+    let ops = "/v1/deployments/alpha/operations";
+    let (status, bad) = s
+        .post(
+            ops,
+            &s.admin,
+            json!({ "kind": "deploy", "version": "3.36.0", "image": "crash" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{bad}");
+    let bad = bad["id"].as_u64().unwrap();
+    for _ in 0..400 {
+        let (_, op) = s.get(&format!("/v1/operations/{bad}"), &s.admin).await;
+        if op["progress"]["phase"] == "crash_loop_back_off" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (_, reboot) = s.post(ops, &s.admin, json!({ "kind": "reboot" })).await;
+    let (_, op) = s.get(&format!("/v1/operations/{bad}"), &s.admin).await;
+    assert_eq!(
+        op["status"], "in_progress",
+        "a reboot does not supersede: {op}"
+    );
+    assert_eq!(reboot["status"], "pending", "{reboot}");
+
+    let (status, fix) = s
+        .post(
+            ops,
+            &s.admin,
+            json!({ "kind": "set-vars", "vars": { "mode": "pvp" } }),
+        )
+        .await;
+    assert_eq!(status, 202, "{fix}");
+    let fix = fix["id"].as_u64().unwrap();
+    let op = s.wait_op(bad).await;
+    assert_eq!(op["status"], "failed", "{op}");
+    let why = op["error"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("superseded by operation {fix} (set-vars)")),
+        "{why}"
+    );
+    assert_eq!(s.wait_op(fix).await["status"], "completed");
+    assert_eq!(
+        s.wait_op(reboot["id"].as_u64().unwrap()).await["status"],
+        "completed"
+    );
+    let (_, d) = s.get("/v1/deployments/alpha", &s.admin).await;
+    assert_eq!(
+        d["version"], "3.35.0",
+        "the crashing version never applied: {d}"
+    );
+    assert_eq!(d["spec"]["vars"]["mode"], "pvp", "{d}");
+    let (_, audit) = s
+        .get("/v1/deployments/alpha/audit?limit=200", &s.admin)
+        .await;
+    let superseded: Vec<_> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "operations.superseded")
+        .collect();
+    assert_eq!(superseded.len(), 1, "{audit}");
+    assert_eq!(superseded[0]["who"], "admin");
+    assert_eq!(
+        superseded[0]["detail"],
+        format!(
+            "operation {bad} (deploy) in CrashLoopBackOff superseded by operation {fix} (set-vars)"
+        )
     );
 }

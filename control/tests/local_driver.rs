@@ -19,6 +19,7 @@ fn launch(id: &str, incarnation: u64) -> NodeLaunch {
         config: Default::default(),
         cpus: 1,
         db_cpus: 1,
+        secret_keys: Default::default(),
     }
 }
 

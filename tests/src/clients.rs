@@ -26,6 +26,8 @@ pub struct WsTarget {
     pub host: String,
     /// Trusts the proxy's CA (the clients share its TLS session cache).
     pub tls: Arc<ClientConfig>,
+    /// The deployment's server key, for nodes that demand it (those kanmon starts).
+    pub server_key: Option<String>,
 }
 
 impl WsTarget {
@@ -34,11 +36,14 @@ impl WsTarget {
         let tls = tls_connect(self.addr, &self.host, self.tls.clone())
             .await
             .map_err(|e| e.to_string())?;
-        let url = format!("wss://{}/ws", self.host);
-        let (ws, _) = tokio_tungstenite::client_async(url, tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(ws)
+        let ws = match &self.server_key {
+            Some(key) => crate::ws_with_key(tls, &self.host, key).await,
+            None => {
+                let url = format!("wss://{}/ws", self.host);
+                tokio_tungstenite::client_async(url, tls).await.map(|(ws, _)| ws)
+            }
+        };
+        ws.map_err(|e| e.to_string())
     }
 }
 

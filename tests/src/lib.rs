@@ -125,6 +125,8 @@ pub struct Platform {
     /// Every node-state change published to the proxy.
     pub timeline: Arc<Timeline>,
     tls: Arc<ClientConfig>,
+    /// The demo's server key, once [`Platform::ws`] asked for it.
+    server_key: std::sync::OnceLock<String>,
     _proxy_thread: std::thread::JoinHandle<()>,
 }
 
@@ -204,6 +206,7 @@ impl Platform {
             tls_addr,
             hostname: "demo.us-east1.kanmon.test".into(),
             timeline,
+            server_key: std::sync::OnceLock::new(),
             _proxy_thread: proxy_thread,
         };
         platform.wait_proxy().await;
@@ -249,18 +252,26 @@ impl Platform {
         tls_connect(self.tls_addr, &self.hostname, self.tls.clone()).await
     }
 
-    /// Where WebSocket clients of the demo deployment connect.
-    pub fn ws_target(&self) -> clients::WsTarget {
+    /// Where WebSocket clients of the demo deployment connect, with its server key (read once).
+    pub async fn ws_target(&self) -> clients::WsTarget {
+        let key = match self.server_key.get() {
+            Some(k) => k.clone(),
+            None => {
+                let k = server_key(&self.api, "demo").await;
+                self.server_key.get_or_init(|| k).clone()
+            }
+        };
         clients::WsTarget {
             addr: self.tls_addr,
             host: self.hostname.clone(),
             tls: self.tls.clone(),
+            server_key: Some(key),
         }
     }
 
-    /// A WebSocket to the demo deployment's `/ws`.
+    /// A WebSocket to the demo deployment's `/ws` with its server key.
     pub async fn ws(&self) -> Result<Ws, String> {
-        self.ws_target().ws().await
+        self.ws_target().await.ws().await
     }
 
     /// `GET path` through the proxy (HTTP/1.1, connection close): status and body.
@@ -319,6 +330,37 @@ impl Drop for Platform {
             }
         }
     }
+}
+
+/// A WebSocket to `wss://{host}/ws` over `tls`, presenting `server_key` as Nakama clients do
+/// (HTTP Basic, the key as username): nodes started by kanmon refuse `/ws` without it.
+pub async fn ws_with_key(
+    tls: TlsStream<TcpStream>,
+    host: &str,
+    server_key: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http};
+    let mut req = format!("wss://{host}/ws").into_client_request()?;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{server_key}:"));
+    let value =
+        format!("Basic {basic}")
+            .parse()
+            .map_err(|e: http::header::InvalidHeaderValue| {
+                tokio_tungstenite::tungstenite::Error::HttpFormat(e.into())
+            })?;
+    req.headers_mut().insert(http::header::AUTHORIZATION, value);
+    let (ws, _) = tokio_tungstenite::client_async(req, tls).await?;
+    Ok(ws)
+}
+
+/// The server key of `instance` (the client needs the `secrets` permission).
+pub async fn server_key(api: &Client, instance: &str) -> String {
+    let keys = api
+        .get(&format!("/v1/deployments/{instance}/keys"))
+        .await
+        .expect("keys");
+    keys["server_key"].as_str().expect("server_key").to_string()
 }
 
 /// One HTTP/1.1 `GET` (connection close) over an established stream: status and body.

@@ -218,6 +218,8 @@ async fn kubernetes_platform_rolls_and_recovers_through_the_edge() {
         addr: tls_addr,
         host: host.clone(),
         tls: client_config(&ca),
+        // The in-process nodes of the simulated pods demand no key.
+        server_key: None,
     };
     let shared = Arc::new(Shared::default());
     let tasks = spawn_clients(CLIENTS, &target, &shared);

@@ -20,8 +20,9 @@ use kanmon_control::{cli::Client, up::postgres::PgTools};
 use kanmon_tests::{
     client_config, http_get,
     prometheus::{dashboard_exprs, dashboards_dir, Prometheus},
-    tls_connect,
+    server_key, tls_connect,
     up_process::{Output, StateDir, UpOpts, UpProcess, DEMO_HOST},
+    ws_with_key,
 };
 use serde_json::{json, Value};
 
@@ -220,7 +221,7 @@ async fn prometheus_reads_the_whole_platform() {
     let tls = tls_connect(up.tls, BETA_HOST, client_config(&ca))
         .await
         .expect("TLS to beta");
-    let (_ws, _) = tokio_tungstenite::client_async(format!("wss://{BETA_HOST}/ws"), tls)
+    let _ws = ws_with_key(tls, BETA_HOST, &server_key(&client, "beta").await)
         .await
         .expect("WebSocket to beta");
     // And one on demo, so that one of its nodes drains for a while too (what an operator
@@ -228,7 +229,7 @@ async fn prometheus_reads_the_whole_platform() {
     let tls = tls_connect(up.tls, DEMO_HOST, client_config(&ca))
         .await
         .expect("TLS to demo");
-    let (_demo_ws, _) = tokio_tungstenite::client_async(format!("wss://{DEMO_HOST}/ws"), tls)
+    let _demo_ws = ws_with_key(tls, DEMO_HOST, &server_key(&client, "demo").await)
         .await
         .expect("WebSocket to demo");
     let reboot = json!({ "kind": "reboot" });

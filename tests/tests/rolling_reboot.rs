@@ -26,7 +26,7 @@ async fn rolling_reboot_never_routes_to_a_draining_node() {
     assert_eq!(dep["nodes"].as_array().map(Vec::len), Some(2), "{dep}");
 
     let shared = Arc::new(Shared::default());
-    let tasks = spawn_clients(CLIENTS, &platform.ws_target(), &shared);
+    let tasks = spawn_clients(CLIENTS, &platform.ws_target().await, &shared);
     assert!(
         wait_connected(&shared, CLIENTS, Duration::from_secs(60)).await,
         "not all {CLIENTS} clients connected before the reboot: {}",

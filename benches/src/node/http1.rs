@@ -79,6 +79,14 @@ where
 
 fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     if req.uri().path() == "/ws" {
+        if !shared.received.allows(req.headers(), req.uri()) {
+            // Nakama answers a missing or wrong server key with 401 before any upgrade.
+            return plain(
+                StatusCode::UNAUTHORIZED,
+                "server key required (HTTP Basic username or ?server_key=)\n",
+                shared,
+            );
+        }
         return match ws::accept_key(&req) {
             Some(accept) => upgrade(req, accept, shared),
             None => plain(
@@ -89,6 +97,17 @@ fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>>
         };
     }
     shared.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+    if req.uri().path() == "/kanmon/received" && req.method() == Method::GET {
+        let body = serde_json::json!({ "node": shared.id, "received": shared.received.report });
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert("x-node-id", shared.id_header.clone());
+        return resp;
+    }
     if req.uri().path() == "/healthcheck" && req.method() == Method::GET {
         let mut resp = Response::new(Full::new(shared.health_body.clone()));
         resp.headers_mut().insert(

@@ -91,9 +91,11 @@ pub(super) fn deployment(dep: &Deployment, secrets: bool) -> DeploymentView {
 /// with `export`.
 pub(super) fn operation(op: &Operation, sight: &Sight) -> Operation {
     let mut op = op.clone();
-    if !sight.secrets {
-        op.kind = op.kind.redacted();
-    }
+    op.kind = if sight.secrets {
+        op.kind.without_new_key()
+    } else {
+        op.kind.redacted()
+    };
     if !sight.exports {
         if let Some(db) = op
             .result

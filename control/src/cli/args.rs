@@ -191,10 +191,19 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Show a deployment's server key and runtime key (needs the secrets permission).
+    /// Show a deployment's server key and runtime key (needs the secrets permission), or
+    /// rotate one with --rotate.
     Keys {
         /// Deployment instance name.
         instance: String,
+        /// Replace this key with a new random one: a rolling reboot that starts every node
+        /// with it (needs deploy and secrets; audited). Clients need the new server key once
+        /// the node they reach was rebooted.
+        #[arg(long, value_enum)]
+        rotate: Option<RotateKey>,
+        /// Wait and show progress (with --rotate).
+        #[command(flatten)]
+        wait: Wait,
     },
     /// A deployment's console (`{instance}-console.{zone}.{base_domain}`): show its hostname,
     /// set or clear the client networks allowed to reach it.
@@ -493,7 +502,9 @@ pub struct UpArgs {
     /// Where deployment certificates come from (local CA by default, so it works offline).
     #[command(flatten)]
     pub certs: crate::certs::args::CertArgs,
-    /// How long a draining node may keep connections before it is stopped.
+    /// The longest a draining node may keep connections before it is stopped: a deployment's
+    /// own `shutdown_grace_sec` config (Nakama's) decides within this cap, and this applies
+    /// when the deployment does not set it; also the SIGTERM-to-kill wait of node processes.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
     /// Time between samples of each database's pg_stat_statements (query load, top queries).
@@ -502,6 +513,15 @@ pub struct UpArgs {
     /// Queries per deployment in kanmon_database_top_query_* (by total execution time).
     #[arg(long, default_value_t = 10)]
     pub top_queries: usize,
+}
+
+/// A key `kanmon keys --rotate` replaces.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RotateKey {
+    /// The server key (Nakama's `socket.server_key`): what game clients present.
+    Server,
+    /// The runtime key (Nakama's `runtime.http_key`): what server-to-server calls present.
+    Runtime,
 }
 
 /// `kanmon serve`
@@ -571,9 +591,11 @@ pub struct ServeArgs {
     /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
-    /// How long a draining node may keep connections before it is stopped. Under kubernetes
-    /// a rolling step deletes the pod at once (the cluster drains it) and this is the pod's
-    /// own drain after its preStop pause (terminationGracePeriodSeconds = --pre-stop + this).
+    /// The longest a draining node may keep connections before it is stopped: a deployment's
+    /// own `shutdown_grace_sec` config (Nakama's) decides within this cap, and this applies
+    /// when the deployment does not set it. Under kubernetes a rolling step deletes the pod at
+    /// once (the cluster drains it) and this is the pod's own drain after its preStop pause
+    /// (terminationGracePeriodSeconds = --pre-stop + this).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a started node has to become healthy.

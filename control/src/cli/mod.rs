@@ -173,7 +173,25 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
             ))
         }
         Command::Logs(args) => logs::run(&c, &args, json_out).await,
-        Command::Keys { instance } => {
+        Command::Keys {
+            instance,
+            rotate: Some(key),
+            wait,
+        } => {
+            let key = match key {
+                args::RotateKey::Server => "server",
+                args::RotateKey::Runtime => "runtime",
+            };
+            queue(
+                &c,
+                &op_path(&instance),
+                json!({ "kind": "rotate-key", "key": key }),
+                &wait,
+                json_out,
+            )
+            .await
+        }
+        Command::Keys { instance, .. } => {
             let v = c.get(&format!("/v1/deployments/{instance}/keys")).await?;
             if json_out {
                 return Ok(pretty(&v));

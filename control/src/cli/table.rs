@@ -45,13 +45,19 @@ pub(super) fn time(v: &Value) -> String {
 pub(super) fn op_row(op: &Value) -> Vec<String> {
     let progress = match &op["progress"] {
         Value::Null => cell(&op["error"]),
-        p => format!(
-            "node {} of {} ({}): {}",
-            p["step"],
-            p["of"],
-            cell(&p["node"]),
-            cell(&p["phase"])
-        ),
+        p => {
+            let until = match &p["until"] {
+                Value::Null => String::new(),
+                t => format!(" until {}", time(t)),
+            };
+            format!(
+                "node {} of {} ({}): {}{until}",
+                p["step"],
+                p["of"],
+                cell(&p["node"]),
+                cell(&p["phase"])
+            )
+        }
     };
     vec![
         cell(&op["id"]),

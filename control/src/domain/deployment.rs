@@ -143,6 +143,48 @@ impl fmt::Debug for Spec {
     }
 }
 
+/// The config key under which nodes receive the server key, as Nakama reads it
+/// (`socket.server_key`): game clients must present it.
+pub const SERVER_KEY_CONFIG: &str = "socket.server_key";
+/// The config key under which nodes receive the runtime (HTTP) key, as Nakama reads it
+/// (`runtime.http_key`).
+pub const RUNTIME_KEY_CONFIG: &str = "runtime.http_key";
+
+/// Nakama's config key for how long a stopping node finishes its work (seconds).
+pub const SHUTDOWN_GRACE_CONFIG: &str = "shutdown_grace_sec";
+/// The largest `shutdown_grace_sec` accepted (an hour, as the crash-loop timeout).
+pub const MAX_SHUTDOWN_GRACE_SEC: u64 = 3600;
+
+/// How long a rolling operation lets a draining node of `spec` keep its connections: the
+/// deployment's own `shutdown_grace_sec`, at most `cap` (the platform's `--grace`); `cap`
+/// when the config does not set it.
+pub fn shutdown_grace(spec: &Spec, cap: std::time::Duration) -> std::time::Duration {
+    spec.config
+        .get(SHUTDOWN_GRACE_CONFIG)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(cap, |s| std::time::Duration::from_secs(s).min(cap))
+}
+
+/// Which of a deployment's keys an operation rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyName {
+    /// The server key (`socket.server_key`).
+    Server,
+    /// The runtime key (`runtime.http_key`).
+    Runtime,
+}
+
+impl KeyName {
+    /// The name as used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
 /// The server key and runtime key of a deployment. They come from a CSPRNG outside the domain
 /// and are passed in, which keeps the domain deterministic.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +193,18 @@ pub struct Keys {
     pub server_key: String,
     /// Key for the runtime (HTTP) API.
     pub runtime_key: String,
+}
+
+impl Keys {
+    /// These keys with `key` replaced by `value`.
+    pub fn with(&self, key: KeyName, value: &str) -> Self {
+        let mut keys = self.clone();
+        match key {
+            KeyName::Server => keys.server_key = value.to_string(),
+            KeyName::Runtime => keys.runtime_key = value.to_string(),
+        }
+        keys
+    }
 }
 
 impl fmt::Debug for Keys {
@@ -231,6 +285,10 @@ pub struct NodeLaunch {
     pub vars: BTreeMap<String, String>,
     /// Config merged with secret config (secret values win on a clash).
     pub config: BTreeMap<String, String>,
+    /// Which keys of `config` hold secrets (secret config and the deployment's keys), so a
+    /// node can tell what never to show.
+    #[serde(default)]
+    pub secret_keys: std::collections::BTreeSet<String>,
     /// CPUs this node may use ([`super::tier::cpus_per_node`]): the local driver's CPU limit,
     /// the Kubernetes container's requests and limits.
     #[serde(default = "one")]
@@ -495,11 +553,27 @@ impl Deployment {
         node_count(self.kind, spec.node_cpus)
     }
 
-    /// The launch description of node `slot` under `spec` at `generation`.
-    /// The incarnation is the node's current one plus one: the launch is a new start.
+    /// The launch description of node `slot` under `spec` at `generation`, with the
+    /// deployment's current keys. The incarnation is the node's current one plus one: the
+    /// launch is a new start.
     pub fn launch(&self, slot: u32, spec: &Spec, generation: u64) -> NodeLaunch {
+        self.launch_with(slot, spec, &self.keys, generation)
+    }
+
+    /// [`Deployment::launch`] with `keys` (a key rotation's new keys). The keys join the
+    /// config as Nakama takes them ([`SERVER_KEY_CONFIG`], [`RUNTIME_KEY_CONFIG`]), after
+    /// the user's config, whose rules refuse those two names.
+    pub fn launch_with(&self, slot: u32, spec: &Spec, keys: &Keys, generation: u64) -> NodeLaunch {
         let mut config = spec.config.clone();
         config.extend(spec.secret_config.clone());
+        config.insert(SERVER_KEY_CONFIG.into(), keys.server_key.clone());
+        config.insert(RUNTIME_KEY_CONFIG.into(), keys.runtime_key.clone());
+        let secret_keys = spec
+            .secret_config
+            .keys()
+            .cloned()
+            .chain([SERVER_KEY_CONFIG.into(), RUNTIME_KEY_CONFIG.into()])
+            .collect();
         NodeLaunch {
             id: node_id(&self.instance, slot),
             slot,
@@ -515,6 +589,7 @@ impl Deployment {
             config,
             cpus: super::tier::cpus_per_node(self.kind, spec.node_cpus),
             db_cpus: spec.db_cpus,
+            secret_keys,
         }
     }
 

@@ -146,6 +146,20 @@ pub enum Intent {
         /// The deployment's hostname.
         hostname: String,
     },
+    /// Record in the audit log that operation `op` (stuck in CrashLoopBackOff) was ended by
+    /// the newly queued operation `by`, on behalf of whoever queued `by`.
+    Superseded {
+        /// The operation that was stuck.
+        op: OpId,
+        /// Its kind's name (`deploy`, `set-config`, …).
+        kind: &'static str,
+        /// The operation that superseded it.
+        by: OpId,
+        /// Its kind's name.
+        by_kind: &'static str,
+        /// Who queued `by`.
+        who: String,
+    },
     /// Persist this operation (it was created or changed).
     SaveOp(Box<Operation>),
     /// The deployment is deleted: remove it from the proxy.

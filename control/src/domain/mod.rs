@@ -16,6 +16,8 @@ pub mod crashloop;
 pub mod deployment;
 pub mod intents;
 pub mod notify;
+#[cfg(test)]
+mod key_tests;
 pub mod ops;
 pub mod permissions;
 #[cfg(test)]
@@ -26,6 +28,8 @@ mod serde_names;
 #[cfg(test)]
 pub(crate) mod sim;
 #[cfg(test)]
+mod supersede_tests;
+#[cfg(test)]
 mod tests;
 pub mod tier;
 pub mod time;
@@ -33,8 +37,8 @@ pub mod time;
 pub use controller::{Controller, Event, Intent, Timings};
 pub use crashloop::CrashLoop;
 pub use deployment::{
-    CreateDeployment, Deployment, DeploymentEdit, DeploymentType, DowngradeAllowance, Keys,
-    NodeLaunch, NodeRecord, NodeRunState, Spec,
+    CreateDeployment, Deployment, DeploymentEdit, DeploymentType, DowngradeAllowance, KeyName,
+    Keys, NodeLaunch, NodeRecord, NodeRunState, Spec, RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG,
 };
 pub use ops::{OpId, OpKind, OpStatus, Operation, Progress};
 pub use permissions::{Grant, Permission, PermissionSet, Scope};
@@ -138,6 +142,13 @@ pub enum DomainError {
     /// each is an order at the CA.
     #[error("a certificate operation is already queued")]
     CertificateQueued,
+    /// `shutdown_grace_sec` must be whole seconds within the offered range.
+    #[error("shutdown_grace_sec must be whole seconds from 0 to 3600, got {0:?}")]
+    InvalidGrace(String),
+    /// The config key is where the platform gives nodes a deployment key; keys change only
+    /// through a `rotate-key` operation.
+    #[error("config key {0:?} is the deployment's own key: rotate it with a rotate-key operation (kanmon keys rotate)")]
+    ReservedKey(String),
     /// A variable or config key broke the key rules.
     #[error("invalid key {0:?}: use 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-'")]
     InvalidKey(String),

@@ -9,7 +9,7 @@ use kanmon_router::Version;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{permissions::Permission, serde_names, Timestamp};
+use super::{deployment::KeyName, permissions::Permission, serde_names, Timestamp};
 
 /// Operation id, unique across the platform (allocated by the store).
 pub type OpId = u64;
@@ -60,6 +60,16 @@ pub enum OpKind {
         #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
         remove_secret_config: BTreeSet<String>,
     },
+    /// Replace one of the deployment's keys: a rolling reboot that starts every node with the
+    /// new key; the deployment's keys change when it completes (a failed one keeps the old).
+    RotateKey {
+        /// Which key.
+        key: KeyName,
+        /// The new key, drawn by the control plane's CSPRNG when the operation is queued
+        /// (whatever a request sends is replaced); never shown in an operation view.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        value: String,
+    },
     /// Produce an export of the deployment's settings.
     Export,
     /// Obtain the deployment's certificate for exactly its hostname, or renew it. Queued by
@@ -79,23 +89,43 @@ impl OpKind {
             Self::Scale { .. } => "scale",
             Self::SetVars { .. } => "set-vars",
             Self::SetConfig { .. } => "set-config",
+            Self::RotateKey { .. } => "rotate-key",
             Self::Export => "export",
             Self::Certificate => "certificate",
             Self::Delete => "delete",
         }
     }
 
+    /// Whether it changes what the nodes run (version, image, CPUs, variables, config): such an
+    /// operation supersedes a rollout stuck in CrashLoopBackOff, since the user is fixing or
+    /// replacing what the stuck one was rolling out. A reboot, an export or a delete does not:
+    /// they change nothing the crashing nodes would run differently.
+    pub fn changes_spec(&self) -> bool {
+        matches!(
+            self,
+            Self::Deploy { .. }
+                | Self::Scale { .. }
+                | Self::SetVars { .. }
+                | Self::SetConfig { .. }
+        )
+    }
+
     /// The permissions a user needs to queue it: the operation's own, plus `secrets` for a
     /// config change that sets or removes any secret config key.
     pub fn permissions(&self) -> Vec<Permission> {
         let own = match self {
-            Self::Deploy { .. } | Self::Reboot | Self::Certificate => Permission::Deploy,
+            Self::Deploy { .. } | Self::Reboot | Self::Certificate | Self::RotateKey { .. } => {
+                Permission::Deploy
+            }
             Self::Scale { .. } => Permission::Scale,
             Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
             Self::Export => Permission::Export,
             Self::Delete => Permission::Delete,
         };
         let mut all = vec![own];
+        if matches!(self, Self::RotateKey { .. }) {
+            all.push(Permission::Secrets);
+        }
         if let Self::SetConfig {
             secret_config,
             remove_secret_config,
@@ -126,6 +156,18 @@ impl OpKind {
                 remove_config: remove_config.clone(),
                 remove_secret_config: remove_secret_config.clone(),
             },
+            other => other.without_new_key(),
+        }
+    }
+
+    /// A copy without a rotation's new key value, for every operation view (the new key is
+    /// read through the keys endpoint, once it applies).
+    pub fn without_new_key(&self) -> Self {
+        match self {
+            Self::RotateKey { key, .. } => Self::RotateKey {
+                key: *key,
+                value: String::new(),
+            },
             other => other.clone(),
         }
     }
@@ -137,6 +179,7 @@ impl fmt::Debug for OpKind {
         match self {
             Self::Deploy { version, image } => write!(f, "Deploy({version}, {image:?})"),
             Self::Scale { node_cpus, db_cpus } => write!(f, "Scale({node_cpus}, {db_cpus})"),
+            Self::RotateKey { key, .. } => write!(f, "RotateKey({})", key.as_str()),
             other => f.write_str(other.name()),
         }
     }
@@ -185,6 +228,11 @@ pub struct Progress {
     pub node: String,
     /// What is happening to it (`draining`, `stopping`, `starting`, `crash_loop_back_off`).
     pub phase: String,
+    /// When the phase's wait ends at the latest: the end of the drain's grace period
+    /// (`draining`), the health deadline (`starting`) or the next restart
+    /// (`crash_loop_back_off`); so users see how long the operation may wait here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
 }
 
 /// One operation with who asked and when each transition happened.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     controller::{Intent, Timings},
     crashloop::{backoff, CrashLoop},
-    deployment::{Deployment, NodeRecord, NodeRunState, Spec},
+    deployment::{shutdown_grace, Deployment, Keys, NodeRecord, NodeRunState, Spec},
     Timestamp,
 };
 
@@ -93,6 +93,8 @@ pub struct Rollout {
     pub spec: Spec,
     /// Target generation.
     pub generation: u64,
+    /// New keys the nodes start with (a key rotation); `None`: the deployment's own.
+    pub keys: Option<Keys>,
 }
 
 /// Plans the steps that take `dep` to `wanted` nodes, each restarted with the new spec.
@@ -144,6 +146,7 @@ impl Rollout {
             crash: None,
             spec,
             generation,
+            keys: None,
         }
     }
 
@@ -204,13 +207,15 @@ impl Rollout {
                 self.start(dep, slot, t, now, out);
             }
             Step::Replace(_) | Step::Remove(_) => {
+                // The draining node runs the applied spec: its own shutdown grace.
+                let grace = shutdown_grace(&dep.spec, t.grace);
                 let Some(node) = dep.node_mut(slot) else {
                     // The node vanished (e.g. removed by recovery): nothing to do for it.
                     return self.next(dep, t, now, out);
                 };
                 if node.state == NodeRunState::Ready {
                     node.state = NodeRunState::Draining;
-                    let deadline = now.after(t.grace);
+                    let deadline = now.after(grace);
                     out.push(Intent::MarkDraining {
                         node: node.id.clone(),
                     });
@@ -243,7 +248,8 @@ impl Rollout {
         now: Timestamp,
         out: &mut Vec<Intent>,
     ) {
-        let launch = dep.launch(slot, &self.spec, self.generation);
+        let keys = self.keys.as_ref().unwrap_or(&dep.keys);
+        let launch = dep.launch_with(slot, &self.spec, keys, self.generation);
         if let Some(node) = dep.node_mut(slot) {
             node.state = NodeRunState::Starting;
             node.generation = self.generation;

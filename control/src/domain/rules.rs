@@ -4,7 +4,10 @@
 use kanmon_router::Catalog;
 
 use super::{
-    deployment::{check_cpus, check_key, check_version, Deployment, MAX_DB_CPUS, MAX_NODE_CPUS},
+    deployment::{
+        check_cpus, check_key, check_version, Deployment, MAX_DB_CPUS, MAX_NODE_CPUS,
+        MAX_SHUTDOWN_GRACE_SEC, RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG, SHUTDOWN_GRACE_CONFIG,
+    },
     ops::OpKind,
     DomainError,
 };
@@ -34,14 +37,32 @@ pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<()
             secret_config,
             remove_config,
             remove_secret_config,
-        } => config
-            .keys()
-            .chain(secret_config.keys())
-            .chain(remove_config)
-            .chain(remove_secret_config)
-            .try_for_each(|k| check_key(k)),
+        } => {
+            if let Some(v) = config.get(SHUTDOWN_GRACE_CONFIG) {
+                match v.trim().parse::<u64>() {
+                    Ok(s) if s <= MAX_SHUTDOWN_GRACE_SEC => {}
+                    _ => return Err(DomainError::InvalidGrace(v.clone())),
+                }
+            }
+            config
+                .keys()
+                .chain(secret_config.keys())
+                .chain(remove_config)
+                .chain(remove_secret_config)
+                .try_for_each(|k| {
+                    check_key(k)?;
+                    if k == SERVER_KEY_CONFIG || k == RUNTIME_KEY_CONFIG {
+                        return Err(DomainError::ReservedKey(k.clone()));
+                    }
+                    Ok(())
+                })
+        }
         OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
         OpKind::Reboot | OpKind::Export | OpKind::Certificate | OpKind::Delete => Ok(()),
+        OpKind::RotateKey { value, .. } if value.is_empty() => Err(DomainError::InvalidKey(
+            "rotate-key without a new key value".into(),
+        )),
+        OpKind::RotateKey { .. } => Ok(()),
     }
 }
 

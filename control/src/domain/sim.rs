@@ -74,6 +74,8 @@ pub(crate) struct Sim {
     pub(crate) next_id: OpId,
     pub(crate) catalog: Catalog,
     pub(crate) removed: bool,
+    /// Every (stuck operation, the operation that superseded it) the controller reported.
+    pub(crate) superseded: Vec<(OpId, OpId)>,
 }
 
 impl Sim {
@@ -101,6 +103,7 @@ impl Sim {
             next_id: 1,
             catalog: cat,
             removed: false,
+            superseded: Vec::new(),
         }
     }
 
@@ -157,6 +160,7 @@ impl Sim {
                     self.saved.insert(op.id, *op);
                 }
                 Intent::RemoveDeployment => self.removed = true,
+                Intent::Superseded { op, by, .. } => self.superseded.push((op, by)),
                 Intent::Export { op } => self.pending.push(Event::ExportFinished {
                     op,
                     result: Ok(None),

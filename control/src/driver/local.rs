@@ -4,7 +4,10 @@
 //! with `--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --console-listen 127.0.0.1:0`
 //! (configurable), the node id in
 //! `KANMON_NODE_ID`, runtime variables as `KANMON_VAR_<KEY>`, and the path of a 0600 JSON file
-//! in `KANMON_NODE_CONFIG` holding the merged config as `KANMON_CONFIG_<KEY>` entries plus the
+//! in `KANMON_NODE_CONFIG` holding the merged config as `KANMON_CONFIG_<KEY>` entries (the
+//! deployment's server and runtime keys among them as `KANMON_CONFIG_SOCKET_SERVER_KEY` and
+//! `KANMON_CONFIG_RUNTIME_HTTP_KEY`, Nakama's `socket.server_key` and `runtime.http_key`),
+//! `KANMON_SECRET_KEYS` (which of those entries are secret, comma-separated) plus the
 //! deployment's `DATABASE_URL` (secrets stay out of the environment, which other processes of
 //! the same user can read in `/proc/PID/environ`); it prints `listening on ADDR` (and, when
 //! started with those flags, `grpc listening on ADDR` and `console listening on ADDR`, in any
@@ -296,10 +299,8 @@ impl LocalDriver {
             .unwrap_or_default();
         // Config (secret config included) and the database URL go to a 0600 file, not the
         // environment: every process of the same user can read another's /proc/PID/environ.
-        let config: BTreeMap<String, String> = spec
-            .config
-            .iter()
-            .map(|(k, v)| (env_name("KANMON_CONFIG_", k), v.clone()))
+        let config: BTreeMap<String, String> = super::node_config_entries(spec)
+            .into_iter()
             .chain(extra)
             .collect();
         let config_path = config_file(&dir, &spec.id);

@@ -181,3 +181,28 @@ pub(crate) fn env_name(prefix: &str, key: &str) -> String {
         .collect();
     format!("{prefix}{k}")
 }
+
+/// The entry of a node's config file that lists (comma-separated) which of its entries hold
+/// secrets, so the node can report what it received without showing them.
+pub const SECRET_KEYS_ENTRY: &str = "KANMON_SECRET_KEYS";
+
+/// The config entries every driver gives a node in its `KANMON_NODE_CONFIG` file (both
+/// drivers' one rule): each config key (the deployment's keys as `socket.server_key` and
+/// `runtime.http_key` included) as `KANMON_CONFIG_<KEY>`, plus [`SECRET_KEYS_ENTRY`].
+/// The driver adds `DATABASE_URL`.
+pub(crate) fn node_config_entries(
+    launch: &crate::domain::NodeLaunch,
+) -> std::collections::BTreeMap<String, String> {
+    let mut entries: std::collections::BTreeMap<String, String> = launch
+        .config
+        .iter()
+        .map(|(k, v)| (env_name("KANMON_CONFIG_", k), v.clone()))
+        .collect();
+    let secret: Vec<String> = launch
+        .secret_keys
+        .iter()
+        .map(|k| env_name("KANMON_CONFIG_", k))
+        .collect();
+    entries.insert(SECRET_KEYS_ENTRY.into(), secret.join(","));
+    entries
+}

@@ -8,7 +8,7 @@ use k8s_openapi::{
 };
 use sha2::{Digest, Sha256};
 
-use super::names::{env_name, labels, Names, Role};
+use super::names::{labels, Names, Role};
 use crate::domain::{Keys, NodeLaunch};
 
 /// File (and Secret key) the node reads its config from: the local driver's `KANMON_NODE_CONFIG`
@@ -49,11 +49,7 @@ pub(super) fn node_secret(
     launch: &NodeLaunch,
     database_url: &str,
 ) -> (Secret, String) {
-    let mut config: BTreeMap<String, String> = launch
-        .config
-        .iter()
-        .map(|(k, v)| (env_name("KANMON_CONFIG_", k), v.clone()))
-        .collect();
+    let mut config = crate::driver::node_config_entries(launch);
     config.insert("DATABASE_URL".into(), database_url.into());
     // A BTreeMap of strings always serialises.
     let config = serde_json::to_string(&config).unwrap_or_default();

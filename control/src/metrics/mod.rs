@@ -63,12 +63,13 @@ pub mod names {
 }
 
 /// Every operation kind (the `kind` label), so its counters exist at 0 from start.
-pub const OP_KINDS: [&str; 8] = [
+pub const OP_KINDS: [&str; 9] = [
     "deploy",
     "reboot",
     "scale",
     "set-vars",
     "set-config",
+    "rotate-key",
     "export",
     "certificate",
     "delete",

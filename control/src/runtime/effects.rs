@@ -5,8 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    domain::{controller::Event, Deployment, Intent, Timestamp},
+    domain::{controller::Event, Deployment, Intent, OpId, Timestamp},
     driver::deployment_spec,
+    store::{AuditEntry, Outcome},
 };
 
 use super::{now, Inner, Msg};
@@ -54,6 +55,13 @@ pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Inten
             | Intent::StopNode { .. }
             | Intent::StartNode { .. } => {}
             Intent::MarkDraining { node } => watch_drain(inner, dep, node),
+            Intent::Superseded {
+                op,
+                kind,
+                by,
+                by_kind,
+                who,
+            } => audit_superseded(inner, &name, (op, kind), (by, by_kind), &who),
             Intent::ArmTimer { at } => arm(inner, name.clone(), at),
             Intent::Export { op } => {
                 let secrets = super::scrub::secrets_of(dep)
@@ -66,6 +74,31 @@ pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Inten
                 super::certify::run(inner, name.clone(), op, hostname)
             }
         }
+    }
+}
+
+/// One audit record per superseded operation, under the name of whoever queued the operation
+/// that superseded it (the API's own record of that request names only the new operation).
+fn audit_superseded(
+    inner: &Inner,
+    instance: &str,
+    (op, kind): (OpId, &str),
+    (by, by_kind): (OpId, &str),
+    who: &str,
+) {
+    let entry = AuditEntry {
+        id: 0,
+        at: now(),
+        who: who.to_string(),
+        action: "operations.superseded".to_string(),
+        instance: Some(instance.to_string()),
+        outcome: Outcome::Allowed,
+        detail: format!(
+            "operation {op} ({kind}) in CrashLoopBackOff superseded by operation {by} ({by_kind})"
+        ),
+    };
+    if let Err(e) = inner.store.audit(&entry) {
+        tracing::error!(error = %e, instance, "writing the superseded audit record failed");
     }
 }
 

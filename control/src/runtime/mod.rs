@@ -352,6 +352,14 @@ impl Runtime {
     ) -> Result<Operation, RuntimeError> {
         let id = self.inner.next_op.fetch_add(1, Ordering::Relaxed);
         let catalog = self.inner.settings.catalog.clone();
+        // A rotation's new key comes from here, never from the request.
+        let kind = match kind {
+            OpKind::RotateKey { key, .. } => OpKind::RotateKey {
+                key,
+                value: random_secret(),
+            },
+            other => other,
+        };
         let op = Operation::new(id, instance, kind, who, now());
         let (intents, _) = self.with(instance, false, |ctl| {
             Ok(ctl.submit(op, &catalog, now())?)

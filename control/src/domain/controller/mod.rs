@@ -17,7 +17,7 @@ use restarts::Restart;
 use super::{
     deployment::{Deployment, NodeRunState, Spec},
     ops::{OpId, OpKind, OpStatus, Operation, Progress},
-    rolling::{plan, Outcome, Rollout},
+    rolling::{plan, Outcome, Phase, Rollout},
     DomainError, Timestamp,
 };
 
@@ -59,8 +59,11 @@ impl Controller {
     }
 
     /// Queues an operation (validated against the current state; validated again when it
-    /// starts, since the state may change while it waits). A `deploy` queued while the running
-    /// operation is stuck in CrashLoopBackOff supersedes it and starts at once.
+    /// starts, since the state may change while it waits). A spec-changing operation
+    /// ([`OpKind::changes_spec`]: deploy, scale, variables, config) queued while the running
+    /// operation is stuck in CrashLoopBackOff supersedes it and starts at once, from the last
+    /// applied spec: waiting up to the crash-loop timeout behind a rollout that cannot finish
+    /// would block the very change that fixes it. A reboot queues behind it as usual.
     pub fn submit(
         &mut self,
         op: Operation,
@@ -79,10 +82,23 @@ impl Controller {
             .active
             .as_ref()
             .is_some_and(|a| a.rollout.as_ref().is_some_and(|r| r.crash.is_some()));
-        let is_deploy = matches!(op.kind, OpKind::Deploy { .. });
         out.push(Intent::SaveOp(Box::new(op.clone())));
-        if stuck && is_deploy {
-            let reason = format!("{} {}", super::notify::SUPERSEDED, op.id);
+        if stuck && op.kind.changes_spec() {
+            if let Some(old) = self.queue.front() {
+                out.push(Intent::Superseded {
+                    op: old.id,
+                    kind: old.kind.name(),
+                    by: op.id,
+                    by_kind: op.kind.name(),
+                    who: op.requested_by.clone(),
+                });
+            }
+            let reason = format!(
+                "{} {} ({}) while in CrashLoopBackOff",
+                super::notify::SUPERSEDED,
+                op.id,
+                op.kind.name()
+            );
             self.finish(Err(reason), now, &mut out);
             self.queue.push_front(op);
         } else {
@@ -146,6 +162,9 @@ impl Controller {
                 self.deployment.wanted_nodes(&spec)
             };
             let mut rollout = Rollout::new(plan(&self.deployment, wanted), spec, generation);
+            if let OpKind::RotateKey { key, value } = &kind {
+                rollout.keys = Some(self.deployment.keys.with(*key, value));
+            }
             let outcome = rollout.begin(&mut self.deployment, &self.timings, now, out);
             if let Some(a) = self.active.as_mut() {
                 a.rollout = Some(rollout);
@@ -180,6 +199,8 @@ impl Controller {
                     .retain(|k, _| !remove_secret_config.contains(k));
                 spec.secret_config.extend(secret_config);
             }
+            // New keys are what the nodes run: a new generation, like a config change.
+            OpKind::RotateKey { .. } => {}
             OpKind::Reboot | OpKind::Export | OpKind::Certificate | OpKind::Delete => {
                 return (spec, dep.generation.max(1))
             }
@@ -360,6 +381,13 @@ impl Controller {
                 of,
                 node: super::deployment::node_id(&self.deployment.instance, slot),
                 phase: phase.to_string(),
+                until: match r.phase {
+                    Some(Phase::Draining { deadline } | Phase::Starting { deadline }) => {
+                        Some(deadline)
+                    }
+                    Some(Phase::Backoff { until }) => Some(until),
+                    Some(Phase::Stopping) | None => None,
+                },
             })
         });
         if let Some(op) = self.queue.front_mut() {
@@ -397,6 +425,9 @@ impl Controller {
                     } else {
                         self.deployment.spec = r.spec;
                         self.deployment.generation = r.generation;
+                        if let Some(keys) = r.keys {
+                            self.deployment.keys = keys;
+                        }
                         if matches!(op.kind, OpKind::Deploy { .. }) {
                             self.deployment.deployed();
                         }
