@@ -741,6 +741,9 @@ fn the_answer_check_refuses_what_the_document_does_not_describe() {
     assert_eq!(
         doc.template("/v1/users/bob/token?expires_in=1d"),
         Some("/v1/users/{name}/token")
+    );
+}
+
 /// The seed's promise: while a rollout crash-loops, a config or variables change (any
 /// spec-changing operation) is not stuck behind it for the crash-loop timeout: it supersedes
 /// it, audited, and rolls out from the last good spec. A reboot queues behind it instead.

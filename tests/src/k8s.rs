@@ -121,10 +121,14 @@ impl PodRuntime for LoopbackPods {
         let cfg = NodeConfig {
             listen: SocketAddr::new(addr, http),
             grpc_listen: container_port(pod, "grpc").map(|g| SocketAddr::new(addr, g)),
+            console_listen: container_port(pod, "console").map(|c| SocketAddr::new(addr, c)),
             node_id: node_id.clone(),
             tls: None,
             log_connections: false,
             record_accepts: true,
+            // The pod's config is in its Secret, which the simulated kubelet does not mount:
+            // no server key is demanded, and the report is empty.
+            received: Default::default(),
         };
         self.lock().runs.insert(
             uid.clone(),
