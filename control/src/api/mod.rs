@@ -3,6 +3,7 @@
 //! refused authentication counted (see [`context`], [`refusals`]).
 
 mod admin;
+mod builds;
 pub mod context;
 mod deployments;
 pub mod error;
@@ -98,6 +99,19 @@ pub fn router_for(app: App) -> Router {
         )
         .route("/v1/deployments/{instance}/logs", get(logs::logs))
         .route("/v1/deployments/{instance}/usage", get(usage::usage))
+        .route(
+            "/v1/deployments/{instance}/builders",
+            get(builds::list).post(builds::create),
+        )
+        .route(
+            "/v1/deployments/{instance}/builders/{name}",
+            delete(builds::delete),
+        )
+        .route("/v1/deployments/{instance}/builds", get(builds::builds))
+        .route(
+            "/v1/deployments/{instance}/builds/{id}/log",
+            get(builds::log),
+        )
         .route(
             "/v1/deployments/{instance}/operations",
             get(operations::list).post(operations::submit),

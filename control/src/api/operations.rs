@@ -23,10 +23,11 @@ pub(super) async fn submit(
     };
     app.handle(&headers, &action, Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
-        let kind = super::body(kind)?;
+        let mut kind = super::body(kind)?;
         for p in kind.permissions() {
             cx.require(p, &dep)?;
         }
+        super::builds::resolve_build(cx.app, &instance, &mut kind)?;
         let op = cx.app.rt.submit(&instance, kind, &cx.user.name)?;
         Ok((
             StatusCode::ACCEPTED,

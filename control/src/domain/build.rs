@@ -257,6 +257,53 @@ mod tests {
         assert_eq!(log.text(), "[5 earlier bytes cut]\n world!\n");
     }
 
+    /// A build is an operation of the queue: it holds the queue until its runner reports,
+    /// touches no node, and ends with the runner's result; an unsupported version is refused.
+    #[test]
+    fn a_build_holds_the_queue_and_ends_with_its_result() {
+        use crate::domain::{
+            sim::{v, Sim},
+            DeploymentType, OpKind, OpStatus, Timings,
+        };
+        let mut sim = Sim::new(DeploymentType::Development, 1, Timings::default());
+        let first = sim
+            .submit(OpKind::Deploy {
+                version: v("3.35.0"),
+                image: None,
+            })
+            .unwrap();
+        sim.settle();
+        assert_eq!(sim.status(first), OpStatus::Completed);
+        let nodes = sim.ctl.deployment.nodes.clone();
+        let build = sim
+            .submit(OpKind::Build {
+                builder: "main".into(),
+                version: v("3.37.0"),
+            })
+            .unwrap();
+        let after = sim.submit(OpKind::Reboot).unwrap();
+        assert_eq!(sim.status(build), OpStatus::InProgress);
+        assert_eq!(
+            sim.status(after),
+            OpStatus::Pending,
+            "the build holds the queue"
+        );
+        assert!(sim.deliver(0), "the build's report is pending");
+        assert_eq!(sim.status(build), OpStatus::Completed);
+        assert_eq!(
+            sim.saved[&build].result.as_ref().unwrap()["image"],
+            "sim/main"
+        );
+        sim.settle();
+        assert_eq!(sim.status(after), OpStatus::Completed);
+        assert_eq!(sim.ctl.deployment.nodes.len(), nodes.len());
+        let old = sim.submit(OpKind::Build {
+            builder: "main".into(),
+            version: v("3.30.0"),
+        });
+        assert!(old.is_err(), "{old:?}");
+    }
+
     proptest! {
         #[test]
         fn the_log_never_passes_its_limit(chunks in proptest::collection::vec(".{0,40}", 0..40), limit in 1usize..64) {

@@ -59,8 +59,29 @@ pub enum OpKind {
     },
     /// Produce an export of the deployment's settings.
     Export,
+    /// Run one of the deployment's builders; a success's result names the image reference a
+    /// `deploy` can use. Holds the queue while it runs, as an export does, so a build never
+    /// races a rollout of the deployment.
+    Build {
+        /// The builder's name.
+        builder: String,
+        /// The version it compiles against: always the builder's, filled in when queued (a
+        /// caller's value is replaced), checked against the catalog again when it starts.
+        #[serde(default = "unset_version", with = "serde_names::version")]
+        version: Version,
+    },
     /// Remove all nodes and the deployment.
     Delete,
+}
+
+/// The placeholder of a build's version until the API fills in the builder's.
+fn unset_version() -> Version {
+    Version {
+        major: 0,
+        minor: 0,
+        patch: 0,
+        revision: None,
+    }
 }
 
 impl OpKind {
@@ -73,6 +94,7 @@ impl OpKind {
             Self::SetVars { .. } => "set-vars",
             Self::SetConfig { .. } => "set-config",
             Self::Export => "export",
+            Self::Build { .. } => "build",
             Self::Delete => "delete",
         }
     }
@@ -81,7 +103,8 @@ impl OpKind {
     /// config change that sets or removes any secret config key.
     pub fn permissions(&self) -> Vec<Permission> {
         let own = match self {
-            Self::Deploy { .. } | Self::Reboot => Permission::Deploy,
+            // A build makes an image to deploy: the same trust as deploying one.
+            Self::Deploy { .. } | Self::Reboot | Self::Build { .. } => Permission::Deploy,
             Self::Scale { .. } => Permission::Scale,
             Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
             Self::Export => Permission::Export,
@@ -129,6 +152,7 @@ impl fmt::Debug for OpKind {
         match self {
             Self::Deploy { version, image } => write!(f, "Deploy({version}, {image:?})"),
             Self::Scale { node_cpus, db_cpus } => write!(f, "Scale({node_cpus}, {db_cpus})"),
+            Self::Build { builder, version } => write!(f, "Build({builder}, {version})"),
             other => f.write_str(other.name()),
         }
     }

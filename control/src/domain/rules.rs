@@ -41,6 +41,9 @@ pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<()
             .chain(remove_secret_config)
             .try_for_each(|k| check_key(k)),
         OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
+        // Builds are refused for unsupported versions (the catalog may have moved on since
+        // the builder was made).
+        OpKind::Build { version, .. } => check_version(catalog, None, version),
         OpKind::Reboot | OpKind::Export | OpKind::Delete => Ok(()),
     }
 }

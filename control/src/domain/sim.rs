@@ -160,6 +160,10 @@ impl Sim {
                     op,
                     result: Ok(None),
                 }),
+                Intent::Build { op, builder } => self.pending.push(Event::BuildFinished {
+                    op,
+                    result: Ok(serde_json::json!({ "image": format!("sim/{builder}") })),
+                }),
             }
         }
     }

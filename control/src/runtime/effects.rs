@@ -62,6 +62,9 @@ pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Inten
                     .collect();
                 super::exports::run(inner, name.clone(), op, secrets);
             }
+            Intent::Build { op, builder } => {
+                super::builds::run(inner, name.clone(), op, builder);
+            }
         }
     }
 }

@@ -129,6 +129,14 @@ impl Controller {
                 out.push(Intent::Export { op: id });
                 return;
             }
+            if let OpKind::Build { builder, .. } = kind {
+                // Finishes on `Event::BuildFinished`; until then it holds the queue.
+                if let Some(op) = self.queue.front() {
+                    out.push(Intent::SaveOp(Box::new(op.clone())));
+                }
+                out.push(Intent::Build { op: id, builder });
+                return;
+            }
             let (spec, generation) = self.target(&kind);
             let wanted = if kind == OpKind::Delete {
                 0
@@ -170,7 +178,7 @@ impl Controller {
                     .retain(|k, _| !remove_secret_config.contains(k));
                 spec.secret_config.extend(secret_config);
             }
-            OpKind::Reboot | OpKind::Export | OpKind::Delete => {
+            OpKind::Reboot | OpKind::Export | OpKind::Build { .. } | OpKind::Delete => {
                 return (spec, dep.generation.max(1))
             }
         }
@@ -185,6 +193,20 @@ impl Controller {
             self.step(catalog, now, &mut out);
             return out;
         }
+        if let Event::BuildFinished { op, result } = ev {
+            // A report about an operation that is not the running build (interrupted by a
+            // restart) is ignored.
+            let running = self.active.as_ref().is_some_and(|a| a.op == op)
+                && self
+                    .queue
+                    .front()
+                    .is_some_and(|o| matches!(o.kind, OpKind::Build { .. }));
+            if running {
+                self.finish(result.map(Some), now, &mut out);
+            }
+            self.step(catalog, now, &mut out);
+            return out;
+        }
         let (node, incarnation) = match &ev {
             Event::NodeStarted {
                 node, incarnation, ..
@@ -192,7 +214,7 @@ impl Controller {
             | Event::NodeHealthy { node, incarnation }
             | Event::NodeExited { node, incarnation } => (node.clone(), Some(*incarnation)),
             Event::ConnectionsDrained { node } => (node.clone(), None),
-            Event::ExportFinished { .. } => return out,
+            Event::ExportFinished { .. } | Event::BuildFinished { .. } => return out,
         };
         let Some(record) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
             return out;
@@ -214,7 +236,9 @@ impl Controller {
                     Event::NodeHealthy { .. } => r.healthy(dep, t, now, &mut out),
                     Event::NodeExited { .. } => r.exited(dep, t, now, &mut out),
                     Event::ConnectionsDrained { .. } => r.drained(dep, &mut out),
-                    Event::NodeStarted { .. } | Event::ExportFinished { .. } => Outcome::Running,
+                    Event::NodeStarted { .. }
+                    | Event::ExportFinished { .. }
+                    | Event::BuildFinished { .. } => Outcome::Running,
                 }
             }
             _ => {

@@ -32,6 +32,9 @@ pub struct Settings {
     pub node_logs: Option<PathBuf>,
     /// How often each deployment's CPUs are sampled for billing (the day's maximum is charged).
     pub billing_interval: Duration,
+    /// How builds run (command, directory, time limit); `None`: this control plane does not
+    /// build, and a `build` operation fails saying so.
+    pub builds: Option<crate::driver::build_local::LocalBuildConfig>,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
             export_ttl: super::DOWNLOAD_TTL,
             node_logs: None,
             billing_interval: Duration::from_secs(5 * 60),
+            builds: None,
         }
     }
 }
