@@ -86,22 +86,51 @@ async fn builders_and_builds_through_the_api_and_cli() {
     let src = dir.path().join("game");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("VERSION"), "v1\n").unwrap();
-    let config = dir.path().join("kanmon.toml");
     let builds = dir.path().join("builds");
+    let logs = dir.path().join("logs");
+    // The build command: the artifact says what it was built for, then runs the demo node.
+    let script = dir.path().join("build.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "set -e\necho compiling $(cat VERSION) against $KANMON_BUILD_VERSION\n\
+             test -f FAIL && exit 3\n\
+             printf '#!/bin/sh\\necho built-for=%s >&2\\nexec %s \"$@\"\\n' \
+             \"$KANMON_BUILD_VERSION\" {:?} > \"$KANMON_BUILD_OUTPUT\"\n",
+            env!("CARGO_BIN_EXE_kanmon")
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("kanmon.toml");
     std::fs::write(
         &config,
         format!(
-            "[builds]\ncommand = '''\nset -e\necho compiling $(cat VERSION) against $KANMON_BUILD_VERSION\n\
-             test -f FAIL && exit 3\n\
-             printf '#!/bin/sh\\necho %s\\n' \"$KANMON_BUILD_VERSION\" > \"$KANMON_BUILD_OUTPUT\"\n'''\n\
-             dir = {:?}\ntimeout = \"20s\"\n",
+            "[builds]\ncommand = \"sh {}\"\ndir = {:?}\ntimeout = \"20s\"\n",
+            script.display(),
             builds.display()
         ),
     )
     .unwrap();
     let s = Server::start(
         &dir.path().join("k.db"),
-        &["--grace", "100ms", "--config", config.to_str().unwrap()],
+        &[
+            "--grace",
+            "100ms",
+            "--config",
+            config.to_str().unwrap(),
+            "--driver",
+            "local",
+            "--node-program",
+            env!("CARGO_BIN_EXE_kanmon"),
+            "--node-arg",
+            "demo-node",
+            "--node-arg",
+            "--listen",
+            "--node-arg",
+            "127.0.0.1:0",
+            "--log-dir",
+            logs.to_str().unwrap(),
+        ],
     );
     s.create("alpha", "production", 1).await;
     let admin = dir.path().join("admin-token");
@@ -183,12 +212,29 @@ async fn builders_and_builds_through_the_api_and_cli() {
     let op: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(op["kind"], "build", "{op}");
     let image = op["result"]["image"].as_str().unwrap().to_string();
-    assert!(
-        image.starts_with(builds.join("images").to_str().unwrap()),
-        "{image}"
+    let own = builds.join("alpha").join("images");
+    assert!(image.starts_with(own.to_str().unwrap()), "{image}");
+
+    // Deploying the build's image: the node runs the artifact, which says what it was built
+    // for (in the node's log) and then serves as the demo node.
+    let (ok, _, err) = cli(
+        &s,
+        &admin,
+        &[
+            "deploy",
+            "alpha",
+            "--version",
+            "3.37.0",
+            "--image",
+            &image,
+            "--wait",
+        ],
     );
-    let ran = std::process::Command::new(&image).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&ran.stdout), "3.37.0\n");
+    assert!(ok, "{err}");
+    let node_log = std::fs::read_to_string(logs.join("alpha/alpha-0.log")).unwrap_or_default();
+    assert!(node_log.contains("built-for=3.37.0"), "{node_log}");
+    let (_, d) = s.get("/v1/deployments/alpha", &s.admin).await;
+    assert_eq!(d["nodes"][0]["state"], "ready", "{d}");
     let id = op["id"].as_u64().unwrap().to_string();
     let (ok, log, _) = cli(&s, &admin, &["builds", "log", "alpha", &id]);
     assert!(ok && log.contains("compiling v1 against 3.37.0"), "{log}");
@@ -227,4 +273,14 @@ async fn builders_and_builds_through_the_api_and_cli() {
     ] {
         assert!(text.contains(action), "{action} not audited: {audit}");
     }
+    let body = json!({ "name": "old", "source": src_text, "version": "3.20.0" });
+    let (status, _) = s
+        .post("/v1/deployments/alpha/builders", &s.admin, body)
+        .await;
+    assert_eq!(status, 422, "an unsupported version");
+    let (_, doc) = s
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    assert!(doc["paths"]["/v1/deployments/{instance}/builders"]["post"].is_object());
+    assert!(doc["paths"]["/v1/deployments/{instance}/builds/{id}/log"]["get"].is_object());
 }

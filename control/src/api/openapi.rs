@@ -141,6 +141,26 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/audit": { "parameters": instance_param(), "get": op("Audit log of the deployment", "view", None, "200") },
             "/v1/deployments/{instance}/logs": { "parameters": instance_param(), "get": logs_op() },
             "/v1/deployments/{instance}/usage": { "parameters": instance_param(), "get": usage_op() },
+            "/v1/deployments/{instance}/builders": {
+                "parameters": instance_param(),
+                "get": op("The deployment's builders: {builders: [{name, source, version, created_by, created_at}]}", "view", None, "200"),
+                "post": op("Add a builder (a directory or git source and the Nakama version to compile against; 422 for an unsupported version, 409 for a taken name)", "edit", Some("NewBuilder"), "201"),
+            },
+            "/v1/deployments/{instance}/builders/{name}": {
+                "parameters": [
+                    { "name": "instance", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                ],
+                "delete": op_404("Remove a builder (its builds and images stay)", "edit", "204"),
+            },
+            "/v1/deployments/{instance}/builds": { "parameters": instance_param(), "get": op("Builds, newest first: {builds: [{id, builder, version, status, image, digest, error, started_at, finished_at}]}", "view", None, "200") },
+            "/v1/deployments/{instance}/builds/{id}/log": {
+                "parameters": [
+                    { "name": "instance", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } },
+                ],
+                "get": op_404("One build with its log (the last 256 KiB of its output)", "view", "200"),
+            },
             "/v1/deployments/{instance}/downgrade-allowance": {
                 "parameters": instance_param(),
                 "post": op("Allow one deploy to the given older supported version (the support team's intervention, audited); used up by the deploy that completes to it", "admin", Some("DowngradeAllowance"), "200"),
@@ -148,7 +168,7 @@ pub(super) async fn document() -> Json<Value> {
             "/v1/deployments/{instance}/operations": {
                 "parameters": instance_param(),
                 "get": op("Operations, newest first", "view", None, "200"),
-                "post": op("Queue an operation", "deploy (deploy, reboot), scale, edit (set-vars, set-config; plus secrets for setting or removing secret_config), export, delete", Some("Operation"), "202"),
+                "post": op("Queue an operation", "deploy (deploy, reboot, build), scale, edit (set-vars, set-config; plus secrets for setting or removing secret_config), export, delete", Some("Operation"), "202"),
             },
             "/v1/operations/{id}": {
                 "parameters": path_param("id", "integer"),
@@ -190,6 +210,9 @@ pub(super) async fn document() -> Json<Value> {
                     "version": { "type": "string", "description": "an older supported version than the running one" } } },
                 "Edit": { "type": "object", "properties": {
                     "delete_protection": { "type": "boolean" }, "fallback_to_draining": { "type": "boolean" } } },
+                "NewBuilder": { "type": "object", "required": ["name", "source", "version"], "properties": {
+                    "name": { "type": "string" }, "source": { "type": "string" }, "version": { "type": "string" },
+                } },
                 "Operation": { "oneOf": [
                     { "type": "object", "required": ["kind", "version"], "properties": { "kind": { "const": "deploy" }, "version": { "type": "string" }, "image": { "type": "string" } } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "reboot" } } },
@@ -198,6 +221,7 @@ pub(super) async fn document() -> Json<Value> {
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "set-config" }, "config": kv(), "secret_config": kv(), "remove_config": keys(), "remove_secret_config": keys() } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "export" } } },
                     { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "delete" } } },
+                    { "type": "object", "required": ["kind", "builder"], "properties": { "kind": { "const": "build" }, "builder": { "type": "string" } } },
                 ] },
             },
         },

@@ -68,7 +68,13 @@ async fn build(
             .map_err(|e| format!("recording build {op}: {e}"))
     };
     save(&record)?;
-    let outcome = run_build(cfg, &builder, op).await;
+    // Each deployment's builds and artifacts under their own directory: the local driver runs
+    // only a deployment's own artifacts as its nodes' program.
+    let cfg = crate::driver::build_local::LocalBuildConfig {
+        dir: cfg.dir.join(instance),
+        ..cfg.clone()
+    };
+    let outcome = run_build(&cfg, &builder, op).await;
     record.log = outcome.log.text();
     record.finished_at = Some(now());
     record.digest = outcome.digest.clone();
