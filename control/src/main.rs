@@ -109,6 +109,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 config.args = args.node_args.clone();
             }
             config.stop_grace = args.grace;
+            config.build_images = settings.builds.as_ref().map(|b| b.dir.clone());
             settings.node_logs = Some(args.log_dir.clone());
             let driver = Arc::new(LocalDriver::new(config));
             local = Some(driver.clone());

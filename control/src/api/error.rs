@@ -137,7 +137,9 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match e {
-            StoreError::InstanceTaken(_) | StoreError::UserExists(_) => StatusCode::CONFLICT,
+            StoreError::InstanceTaken(_)
+            | StoreError::UserExists(_)
+            | StoreError::BuilderExists(_) => StatusCode::CONFLICT,
             StoreError::UnknownUser(_) => StatusCode::NOT_FOUND,
             _ => {
                 tracing::error!(error = %e, "store failure");

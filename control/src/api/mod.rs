@@ -4,6 +4,7 @@
 
 mod admin;
 mod answers;
+mod builds;
 pub mod console;
 pub mod context;
 mod deployments;

@@ -40,7 +40,7 @@ pub(super) async fn submit(
     };
     app.handle(&headers, &action, Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
-        let kind = super::body(kind)?;
+        let mut kind = super::body(kind)?;
         if kind == OpKind::Certificate {
             // Issuances draw on the one CA account every tenant shares (orders, duplicate
             // certificates per week): only the control plane queues them.
@@ -51,6 +51,7 @@ pub(super) async fn submit(
         for p in kind.permissions() {
             cx.require(p, &dep)?;
         }
+        super::builds::resolve_build(cx.app, &instance, &mut kind)?;
         let op = cx.app.rt.submit(&instance, kind, &cx.user.name)?;
         Ok((
             StatusCode::ACCEPTED,

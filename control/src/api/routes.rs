@@ -9,9 +9,12 @@
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use axum::routing::get;
+use axum::routing::{delete, get};
 
-use super::{admin, console, deployments, logs, notify, openapi, operations, support, usage, users, App};
+use super::{
+    admin, builds, console, deployments, logs, notify, openapi, operations, support, usage, users,
+    App,
+};
 
 /// Liveness: the API answers (no token needed).
 #[utoipa::path(get, path = "/healthz", tag = "platform", security(()),
@@ -63,6 +66,19 @@ pub(super) fn table() -> OpenApiRouter<App> {
             get(notify::show).delete(notify::remove),
         )
         .route("/v1/subscriptions/{id}/deliveries", get(notify::deliveries))
+        .route(
+            "/v1/deployments/{instance}/builders",
+            get(builds::list).post(builds::create),
+        )
+        .route(
+            "/v1/deployments/{instance}/builders/{name}",
+            delete(builds::delete),
+        )
+        .route("/v1/deployments/{instance}/builds", get(builds::builds))
+        .route(
+            "/v1/deployments/{instance}/builds/{id}/log",
+            get(builds::log),
+        )
         .route(
             "/v1/deployments/{instance}/console",
             get(console::show).put(console::set_allow),

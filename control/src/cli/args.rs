@@ -223,6 +223,25 @@ pub enum Command {
     /// or deployment, and their delivery logs.
     #[command(subcommand)]
     Notify(super::notify::NotifyCmd),
+    /// A deployment's builders: a source (directory or git URL) and the Nakama version to
+    /// compile against.
+    #[command(subcommand)]
+    Builders(super::builds::BuildersCmd),
+    /// Queue a build (needs deploy): runs the builder's command on its source; a success's
+    /// result names the image reference to give `kanmon deploy --image`.
+    Build {
+        /// Deployment instance name.
+        instance: String,
+        /// The builder to run (default: the deployment's only builder).
+        #[arg(long)]
+        builder: Option<String>,
+        /// Wait and show progress.
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// A deployment's builds and their logs.
+    #[command(subcommand)]
+    Builds(super::builds::BuildsCmd),
     /// Grant permissions (admin).
     Grant(GrantArgs),
     /// List and revoke grants (`kanmon grant` adds them).

@@ -1,6 +1,7 @@
 //! The `kanmon` CLI client: subcommands that call the HTTP API and print tables or JSON.
 
 pub mod args;
+mod builds;
 pub mod client;
 pub mod console;
 mod export;
@@ -235,6 +236,16 @@ pub async fn run(conn: &Connection, command: Command) -> Result<String, ClientEr
         Command::Whoami => Ok(pretty(&c.get("/v1/whoami").await?)),
         Command::Users(cmd) => users::run(&c, cmd, json_out).await,
         Command::Notify(cmd) => notify::run(&c, cmd, json_out).await,
+        Command::Builders(cmd) => builds::builders(&c, cmd, json_out).await,
+        Command::Build {
+            instance,
+            builder,
+            wait,
+        } => {
+            let body = builds::build_body(&c, &instance, builder).await?;
+            queue(&c, &op_path(&instance), body, &wait, json_out).await
+        }
+        Command::Builds(cmd) => builds::builds(&c, cmd, json_out).await,
         Command::Grant(g) => grant(&c, g, json_out).await,
         Command::Grants(cmd) => grants(&c, cmd, json_out).await,
     }

@@ -72,6 +72,19 @@ impl BuildSource {
         if text.len() == scheme.len() {
             return Err(bad("the URL names no repository"));
         }
+        // A builder's source is shown to everyone with `view`: a URL must carry no
+        // credentials (a password, or an https token as user name). Only ssh's plain user name
+        // (`ssh://git@host/…`) is no secret. The refusal does not repeat the URL.
+        let rest = &text[scheme.len()..];
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((user, _)) = authority.rsplit_once('@') {
+            if *scheme != "ssh://" || user.contains(':') {
+                return Err(BuildError::Source {
+                    given: format!("{scheme}…"),
+                    reason: "must not carry credentials (give the builder access another way, such as a deploy key)",
+                });
+            }
+        }
         Ok(Self::Git(text.to_string()))
     }
 
@@ -217,9 +230,15 @@ mod tests {
             "file://",
             "https://host/repo\n",
             "fd::3",
+            "https://user:hunter2@host/repo.git",
+            "https://ghp_token@host/repo.git",
+            "ssh://git:hunter2@host/repo.git",
         ] {
             assert!(BuildSource::parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(BuildSource::parse("ssh://git@host/repo.git").is_ok());
+        let refusal = BuildSource::parse("https://u:hunter2@host/r.git").unwrap_err();
+        assert!(!refusal.to_string().contains("hunter2"), "{refusal}");
     }
 
     #[test]
@@ -255,6 +274,53 @@ mod tests {
         log.push(b"world!\n");
         assert_eq!(log.dropped(), 5);
         assert_eq!(log.text(), "[5 earlier bytes cut]\n world!\n");
+    }
+
+    /// A build is an operation of the queue: it holds the queue until its runner reports,
+    /// touches no node, and ends with the runner's result; an unsupported version is refused.
+    #[test]
+    fn a_build_holds_the_queue_and_ends_with_its_result() {
+        use crate::domain::{
+            sim::{v, Sim},
+            DeploymentType, OpKind, OpStatus, Timings,
+        };
+        let mut sim = Sim::new(DeploymentType::Development, 1, Timings::default());
+        let first = sim
+            .submit(OpKind::Deploy {
+                version: v("3.35.0"),
+                image: None,
+            })
+            .unwrap();
+        sim.settle();
+        assert_eq!(sim.status(first), OpStatus::Completed);
+        let nodes = sim.ctl.deployment.nodes.clone();
+        let build = sim
+            .submit(OpKind::Build {
+                builder: "main".into(),
+                version: v("3.37.0"),
+            })
+            .unwrap();
+        let after = sim.submit(OpKind::Reboot).unwrap();
+        assert_eq!(sim.status(build), OpStatus::InProgress);
+        assert_eq!(
+            sim.status(after),
+            OpStatus::Pending,
+            "the build holds the queue"
+        );
+        assert!(sim.deliver(0), "the build's report is pending");
+        assert_eq!(sim.status(build), OpStatus::Completed);
+        assert_eq!(
+            sim.saved[&build].result.as_ref().unwrap()["image"],
+            "sim/main"
+        );
+        sim.settle();
+        assert_eq!(sim.status(after), OpStatus::Completed);
+        assert_eq!(sim.ctl.deployment.nodes.len(), nodes.len());
+        let old = sim.submit(OpKind::Build {
+            builder: "main".into(),
+            version: v("3.30.0"),
+        });
+        assert!(old.is_err(), "{old:?}");
     }
 
     proptest! {

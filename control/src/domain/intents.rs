@@ -61,6 +61,14 @@ pub enum Event {
         /// The certificate's description, or the failure.
         result: Result<serde_json::Value, String>,
     },
+    /// The build asked for by [`Intent::Build`] is done: the operation's result (the image
+    /// reference and digest), or why it failed (already free of secrets).
+    BuildFinished {
+        /// The build operation.
+        op: OpId,
+        /// Result document, or the failure.
+        result: Result<serde_json::Value, String>,
+    },
     /// The driver started the node at these addresses.
     NodeStarted {
         /// Node id.
@@ -159,6 +167,14 @@ pub enum Intent {
         by_kind: &'static str,
         /// Who queued `by`.
         who: String,
+    },
+    /// Run builder `builder` for build operation `op` (the operation stays in progress);
+    /// report [`Event::BuildFinished`].
+    Build {
+        /// The build operation (its id is the build's id).
+        op: OpId,
+        /// The builder's name.
+        builder: String,
     },
     /// Persist this operation (it was created or changed).
     SaveOp(Box<Operation>),

@@ -76,8 +76,30 @@ pub enum OpKind {
     /// the control plane itself (when the deployment is created and when a renewal is due),
     /// never by a user: every deployment's issuance draws on the one CA account's rate limits.
     Certificate,
+    /// Run one of the deployment's builders; a success's result names the image reference a
+    /// `deploy` can use. Holds the queue while it runs, as an export does, so a build never
+    /// races a rollout of the deployment.
+    Build {
+        /// The builder's name.
+        builder: String,
+        /// The version it compiles against: always the builder's, filled in when queued (a
+        /// caller's value is replaced), checked against the catalog again when it starts.
+        #[serde(default = "unset_version", with = "serde_names::version")]
+        #[schema(value_type = String)]
+        version: Version,
+    },
     /// Remove all nodes and the deployment.
     Delete,
+}
+
+/// The placeholder of a build's version until the API fills in the builder's.
+fn unset_version() -> Version {
+    Version {
+        major: 0,
+        minor: 0,
+        patch: 0,
+        revision: None,
+    }
 }
 
 impl OpKind {
@@ -92,6 +114,7 @@ impl OpKind {
             Self::RotateKey { .. } => "rotate-key",
             Self::Export => "export",
             Self::Certificate => "certificate",
+            Self::Build { .. } => "build",
             Self::Delete => "delete",
         }
     }
@@ -114,9 +137,12 @@ impl OpKind {
     /// config change that sets or removes any secret config key.
     pub fn permissions(&self) -> Vec<Permission> {
         let own = match self {
-            Self::Deploy { .. } | Self::Reboot | Self::Certificate | Self::RotateKey { .. } => {
-                Permission::Deploy
-            }
+            Self::Deploy { .. }
+            | Self::Reboot
+            | Self::Certificate
+            | Self::RotateKey { .. }
+            // A build makes an image to deploy: the same trust as deploying one.
+            | Self::Build { .. } => Permission::Deploy,
             Self::Scale { .. } => Permission::Scale,
             Self::SetVars { .. } | Self::SetConfig { .. } => Permission::Edit,
             Self::Export => Permission::Export,
@@ -180,6 +206,7 @@ impl fmt::Debug for OpKind {
             Self::Deploy { version, image } => write!(f, "Deploy({version}, {image:?})"),
             Self::Scale { node_cpus, db_cpus } => write!(f, "Scale({node_cpus}, {db_cpus})"),
             Self::RotateKey { key, .. } => write!(f, "RotateKey({})", key.as_str()),
+            Self::Build { builder, version } => write!(f, "Build({builder}, {version})"),
             other => f.write_str(other.name()),
         }
     }

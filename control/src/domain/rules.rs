@@ -58,6 +58,9 @@ pub fn validate(dep: &Deployment, kind: &OpKind, catalog: &Catalog) -> Result<()
                 })
         }
         OpKind::Delete if dep.delete_protection => Err(DomainError::DeleteProtected),
+        // Builds are refused for unsupported versions (the catalog may have moved on since
+        // the builder was made).
+        OpKind::Build { version, .. } => check_version(catalog, None, version),
         OpKind::Reboot | OpKind::Export | OpKind::Certificate | OpKind::Delete => Ok(()),
         OpKind::RotateKey { value, .. } if value.is_empty() => Err(DomainError::InvalidKey(
             "rotate-key without a new key value".into(),

@@ -18,7 +18,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -70,6 +70,11 @@ pub struct LocalDriverConfig {
     pub startup_timeout: Duration,
     /// How long a node may take to exit after SIGTERM before it is killed.
     pub stop_grace: Duration,
+    /// The builds directory (`[builds] dir`): a node whose image is an artifact built for its
+    /// own deployment (`{dir}/{instance}/images/...`) runs that artifact as its program, with
+    /// the same arguments. Any other image is only passed on as `KANMON_IMAGE`, so a tenant
+    /// can never name a program of the machine, or another tenant's build, as its image.
+    pub build_images: Option<PathBuf>,
 }
 
 impl LocalDriverConfig {
@@ -93,7 +98,31 @@ impl LocalDriverConfig {
             log_retention: Retention::default(),
             startup_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(15),
+            build_images: None,
         }
+    }
+
+    /// The program for a node of `instance` with `image`: the deployment's own build artifact
+    /// when the image is one (see [`Self::build_images`]), the configured program otherwise.
+    pub fn program_for(&self, instance: &str, image: Option<&str>) -> PathBuf {
+        let own = self
+            .build_images
+            .as_ref()
+            .zip(image)
+            .and_then(|(dir, image)| {
+                let path = Path::new(image);
+                let images = dir.join(instance).join("images");
+                // Directly in the images directory, with no `..` or `.` to climb out of it.
+                let inside = path.parent() == Some(images.as_path())
+                    && path.components().all(|c| {
+                        matches!(
+                            c,
+                            std::path::Component::Normal(_) | std::path::Component::RootDir
+                        )
+                    });
+                (inside && path.is_file()).then(|| path.to_path_buf())
+            });
+        own.unwrap_or_else(|| self.program.clone())
     }
 }
 
@@ -269,7 +298,7 @@ impl LocalDriver {
         // Logs hold whatever a node prints (tokens, addresses): owner-only, like the config.
         crate::private::create_dir(&dir).map_err(err)?;
         let log_path = dir.join(format!("{}.log", spec.id));
-        let mut cmd = Command::new(&self.config.program);
+        let mut cmd = Command::new(self.config.program_for(instance, spec.image.as_deref()));
         cmd.args(&self.config.args)
             .env("KANMON_NODE_ID", &spec.id)
             .env("KANMON_VERSION", spec.version.to_string())

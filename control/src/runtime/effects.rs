@@ -73,6 +73,9 @@ pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Inten
             Intent::Certificate { op, hostname } => {
                 super::certify::run(inner, name.clone(), op, hostname)
             }
+            Intent::Build { op, builder } => {
+                super::builds::run(inner, name.clone(), op, builder);
+            }
         }
     }
 }

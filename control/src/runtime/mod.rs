@@ -3,6 +3,7 @@
 //! that carries intents out (persist, publish to the edge, drive nodes, arm timers).
 
 mod actor;
+mod builds;
 mod certify;
 mod desire;
 mod effects;

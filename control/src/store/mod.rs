@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod builds;
 mod notify;
 mod schema;
 mod usage;
@@ -18,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use audit::{AuditEntry, Outcome};
 pub use auth::{hash_token, StoredGrant, User};
+pub use builds::{BuildRecord, BuildStatus, StoredBuilder};
 pub use notify::{Attempt, Delivery, DeliveryState};
 pub use zones::ZoneGrant;
 
@@ -48,6 +50,17 @@ pub enum StoreError {
     /// No user by that name.
     #[error("user {0:?} not found")]
     UnknownUser(String),
+    /// The deployment has a builder by that name.
+    #[error("builder {0:?} already exists")]
+    BuilderExists(String),
+    /// A stored row holds a value the current rules refuse (edited by hand).
+    #[error("stored {what} is invalid: {reason}")]
+    Invalid {
+        /// Which kind of row.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The database file could not be created with owner-only permissions.
     #[error("creating {path}: {source}")]
     File {

@@ -105,6 +105,31 @@ CREATE TABLE delivery_attempts (
     PRIMARY KEY (delivery, attempt)
 );
 "#,
+    r#"
+CREATE TABLE builders (
+    instance   TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (instance, name)
+);
+CREATE TABLE builds (
+    id          INTEGER PRIMARY KEY,
+    instance    TEXT NOT NULL,
+    builder     TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    image       TEXT,
+    digest      TEXT,
+    error       TEXT,
+    log         TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX builds_by_instance ON builds (instance, id);
+"#,
 ];
 
 /// Brings the schema up to date. WAL mode lets readers (the API) run while a step is written;

@@ -283,7 +283,9 @@ impl ControlPlane {
         } else {
             None
         };
-        let local = Arc::new(LocalDriver::new(cfg.node.clone()));
+        let mut node = cfg.node.clone();
+        node.build_images = cfg.settings.builds.as_ref().map(|b| b.dir.clone());
+        let local = Arc::new(LocalDriver::new(node));
         let driver = Arc::new(ProcessDriver::new(Arc::new(DatabaseDriver::new(
             local.clone(),
             databases.clone(),

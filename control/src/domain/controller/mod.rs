@@ -155,6 +155,14 @@ impl Controller {
                 });
                 return;
             }
+            if let OpKind::Build { builder, .. } = kind {
+                // Finishes on `Event::BuildFinished`; until then it holds the queue.
+                if let Some(op) = self.queue.front() {
+                    out.push(Intent::SaveOp(Box::new(op.clone())));
+                }
+                out.push(Intent::Build { op: id, builder });
+                return;
+            }
             let (spec, generation) = self.target(&kind);
             let wanted = if kind == OpKind::Delete {
                 0
@@ -201,9 +209,11 @@ impl Controller {
             }
             // New keys are what the nodes run: a new generation, like a config change.
             OpKind::RotateKey { .. } => {}
-            OpKind::Reboot | OpKind::Export | OpKind::Certificate | OpKind::Delete => {
-                return (spec, dep.generation.max(1))
-            }
+            OpKind::Reboot
+            | OpKind::Export
+            | OpKind::Certificate
+            | OpKind::Build { .. }
+            | OpKind::Delete => return (spec, dep.generation.max(1)),
         }
         (spec, dep.generation + 1)
     }
@@ -226,6 +236,20 @@ impl Controller {
             }
             _ => {}
         }
+        if let Event::BuildFinished { op, result } = ev {
+            // A report about an operation that is not the running build (interrupted by a
+            // restart) is ignored.
+            let running = self.active.as_ref().is_some_and(|a| a.op == op)
+                && self
+                    .queue
+                    .front()
+                    .is_some_and(|o| matches!(o.kind, OpKind::Build { .. }));
+            if running {
+                self.finish(result.map(Some), now, &mut out);
+            }
+            self.step(catalog, now, &mut out);
+            return out;
+        }
         let (node, incarnation) = match &ev {
             Event::NodeStarted {
                 node, incarnation, ..
@@ -233,7 +257,9 @@ impl Controller {
             | Event::NodeHealthy { node, incarnation }
             | Event::NodeExited { node, incarnation } => (node.clone(), Some(*incarnation)),
             Event::ConnectionsDrained { node } => (node.clone(), None),
-            Event::ExportFinished { .. } | Event::CertificateFinished { .. } => return out,
+            Event::ExportFinished { .. }
+            | Event::CertificateFinished { .. }
+            | Event::BuildFinished { .. } => return out,
         };
         let Some(record) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
             return out;

@@ -57,6 +57,19 @@ struct RawFile {
     billing_interval: Option<String>,
     notifications: Option<super::notify::RawNotify>,
     smtp: Option<super::notify::RawSmtp>,
+    builds: Option<RawBuilds>,
+}
+
+/// `[builds]`: how this control plane runs builds (absent: it does not build).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilds {
+    /// Run by `sh -c` in the checkout.
+    command: String,
+    /// Work directories and stored artifacts (absolute).
+    dir: PathBuf,
+    /// How long a build may take (default 10m).
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +167,31 @@ impl Settings {
         }
         super::notify::apply(raw.notifications, raw.smtp, &mut settings.notify)
             .map_err(|(key, why)| rule(key, why))?;
+        if let Some(b) = raw.builds {
+            if b.command.trim().is_empty() {
+                return Err(rule("builds.command".into(), "must not be empty".into()));
+            }
+            if !b.dir.is_absolute() {
+                return Err(rule("builds.dir".into(), "must be an absolute path".into()));
+            }
+            let timeout = match b.timeout {
+                None => Duration::from_secs(600),
+                Some(text) => humantime::parse_duration(&text)
+                    .ok()
+                    .filter(|t| *t >= Duration::from_secs(1))
+                    .ok_or_else(|| {
+                        rule(
+                            "builds.timeout".into(),
+                            format!("{text:?}: a duration of at least 1s, such as \"10m\""),
+                        )
+                    })?,
+            };
+            settings.builds = Some(crate::driver::build_local::LocalBuildConfig {
+                command: b.command,
+                dir: b.dir,
+                timeout,
+            });
+        }
         Ok(settings)
     }
 }
@@ -235,6 +273,25 @@ zones = [{ name = "eu-north1" }, { name = "ap-south-1", on_request = true }]
             .unwrap_err()
             .to_string();
         assert!(e.contains("zones[0].name"), "{e}");
+        for (text, key) in [
+            ("[builds]\ncommand = \"make\"\ndir = \"rel\"", "builds.dir"),
+            ("[builds]\ncommand = \" \"\ndir = \"/b\"", "builds.command"),
+            (
+                "[builds]\ncommand = \"make\"\ndir = \"/b\"\ntimeout = \"0s\"",
+                "builds.timeout",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let b = parse("[builds]\ncommand = \"make\"\ndir = \"/b\"")
+            .unwrap()
+            .builds
+            .unwrap();
+        assert_eq!(
+            (b.command.as_str(), b.timeout),
+            ("make", Duration::from_secs(600))
+        );
         let e = parse("billing_interval = \"0s\"").unwrap_err().to_string();
         assert!(e.contains("billing_interval"), "{e}");
         assert_eq!(

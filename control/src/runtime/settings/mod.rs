@@ -38,6 +38,9 @@ pub struct Settings {
     pub billing_interval: Duration,
     /// Notification delivery: retries, SMTP server, loopback switch.
     pub notify: NotifySettings,
+    /// How builds run (command, directory, time limit); `None`: this control plane does not
+    /// build, and a `build` operation fails saying so.
+    pub builds: Option<crate::driver::build_local::LocalBuildConfig>,
 }
 
 impl Default for Settings {
@@ -54,6 +57,7 @@ impl Default for Settings {
             node_logs: None,
             billing_interval: Duration::from_secs(5 * 60),
             notify: NotifySettings::default(),
+            builds: None,
         }
     }
 }
