@@ -8,7 +8,10 @@
 mod config;
 mod grpc;
 mod http1;
+mod room;
 mod ws;
+
+pub use room::JoinError;
 
 pub use config::{read_config, ConfigError};
 
@@ -109,6 +112,8 @@ struct Shared {
     id_header: http::HeaderValue,
     log_connections: bool,
     stats: Arc<NodeStats>,
+    /// Rooms of the broadcast mode (`/ws?room=NAME`).
+    rooms: room::Rooms,
     shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the node is drained when all are dropped.
     alive: mpsc::Sender<()>,
@@ -203,6 +208,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         id_header,
         log_connections: cfg.log_connections,
         stats: stats.clone(),
+        rooms: room::Rooms::default(),
         shutdown: stop_rx,
         alive: alive_tx,
     });
