@@ -11,7 +11,9 @@
 # RATE_DURATION (5s per step), RATE_STEPS (5: search for the highest rate with p99 under
 # RATE_SLO, 5ms), ROOM_SIZE (8), STORM_CLIENTS (5000), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
 # H2_CONNS (h2 connections the `kanmon-h2` target's WebSockets share; default IDLE_CONNS / 100),
-# CARGO_TARGET_DIR (where kanmon-bench is built).
+# CARGO_TARGET_DIR (where kanmon-bench is built), PROXY_WRAP (a command the proxies run under,
+# e.g. `strace -c -f -o /tmp/@TARGET@.strace`; @TARGET@ becomes the target's name: see
+# benches/profile.sh), START_WAIT (seconds a proxy may take to open its port, 10).
 #
 # Per-load tables and progress go to stderr; stdout gets the one comparison table.
 # Every process it starts is killed on exit; every load is bounded by --timeout.
@@ -58,6 +60,13 @@ PORT_HAPROXY=18445
 
 log() { echo "compare: $*" >&2; }
 
+# The PROXY_WRAP prefix for target $1, as words (empty: run the proxy as it is).
+wrap() {
+  local w="${PROXY_WRAP:-}"
+  WRAP=()
+  if [[ -n "$w" ]]; then read -r -a WRAP <<<"${w//@TARGET@/$1}"; fi
+}
+
 WORK="$(mktemp -d /tmp/kanmon-compare.XXXXXX)"
 chmod 755 "$WORK"   # NGINX workers run as nobody
 PIDS=()
@@ -100,11 +109,11 @@ port_free() {
 # Waits (bounded) until a TCP port accepts connections.
 wait_port() {
   local port="$1" i
-  for i in $(seq 1 100); do
+  for i in $(seq 1 $(( ${START_WAIT:-10} * 10 ))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  log "port $port did not open within 10s"
+  log "port $port did not open within ${START_WAIT:-10}s"
   return 1
 }
 
@@ -344,7 +353,8 @@ threads = ${KANMON_THREADS:-2}
 ${KANMON_SERVER_EXTRA:-}
 EOF
   port_free "$PORT_KANMON" && port_free "$PORT_KANMON_ADMIN" || exit 1
-  "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
+  wrap "$target"
+  "${WRAP[@]}" "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_KANMON"; then
@@ -401,7 +411,8 @@ http {
 }
 EOF
   port_free "$PORT_NGINX" || exit 1
-  nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/logs/out.log" 2>&1 &
+  wrap nginx
+  "${WRAP[@]}" nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/logs/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_NGINX"; then
@@ -443,7 +454,8 @@ backend nodes
   server alpha-1 $NODE1
 EOF
   port_free "$PORT_HAPROXY" || exit 1
-  haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
+  wrap haproxy
+  "${WRAP[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_HAPROXY"; then
