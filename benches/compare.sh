@@ -13,7 +13,8 @@
 # H2_CONNS (h2 connections the `kanmon-h2` target's WebSockets share; default IDLE_CONNS / 100),
 # CARGO_TARGET_DIR (where kanmon-bench is built), PROXY_WRAP (a command the proxies run under,
 # e.g. `strace -c -f -o /tmp/@TARGET@.strace`; @TARGET@ becomes the target's name: see
-# benches/profile.sh), START_WAIT (seconds a proxy may take to open its port, 10).
+# benches/profile.sh), START_WAIT (seconds a proxy may take to open its port, 10), SKIP_BUILD
+# (1: use the kanmon-bench already built in CARGO_TARGET_DIR).
 #
 # Per-load tables and progress go to stderr; stdout gets the one comparison table.
 # Every process it starts is killed on exit; every load is bounded by --timeout.
@@ -141,8 +142,10 @@ ensure_pkg() {
 }
 
 # ---------------------------------------------------------------- build and common set-up
-log "building kanmon-bench (release)"
-(cd "$ROOT" && cargo build --release -q -p kanmon-bench)
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "building kanmon-bench (release)"
+  (cd "$ROOT" && cargo build --release -q -p kanmon-bench)
+fi
 BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/kanmon-bench"
 ulimit -n "$(ulimit -Hn)" || true
 # A proxy holds two descriptors per idle connection: stay below half the hard limit.
