@@ -4,12 +4,17 @@
 #
 # Usage: benches/compare.sh            (all targets)
 #        TARGETS="direct nginx" benches/compare.sh
-# Knobs (environment): TARGETS, LOADS ("idle connect reconnect echo http"), ROUNDS (1; with more, the
+# Knobs (environment): TARGETS, LOADS ("idle connect reconnect echo echo-long rate room storm http"), ROUNDS (1; with more, the
 # targets run in turn ROUNDS times and each cell is the median), CONNECTS (5000), CONNECT_CONCURRENCY (64), ECHO_CONNS (100),
 # ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
-# HTTP_DURATION (5s), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
+# HTTP_DURATION (5s), ECHO_LONG_MSGS (2000), RATE_CONNS (2000), RATE (20 msgs/s per connection),
+# RATE_DURATION (5s per step), RATE_STEPS (5: search for the highest rate with p99 under
+# RATE_SLO, 5ms), ROOM_SIZE (8), STORM_CLIENTS (5000), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
 # H2_CONNS (h2 connections the `kanmon-h2` target's WebSockets share; default IDLE_CONNS / 100),
-# CARGO_TARGET_DIR (where kanmon-bench is built).
+# CARGO_TARGET_DIR (where kanmon-bench is built), PROXY_WRAP (a command the proxies run under,
+# e.g. `strace -c -f -o /tmp/@TARGET@.strace`; @TARGET@ becomes the target's name: see
+# benches/profile.sh), START_WAIT (seconds a proxy may take to open its port, 10), SKIP_BUILD
+# (1: use the kanmon-bench already built in CARGO_TARGET_DIR).
 #
 # Per-load tables and progress go to stderr; stdout gets the one comparison table.
 # Every process it starts is killed on exit; every load is bounded by --timeout.
@@ -18,7 +23,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
 # `kanmon-h2` (not in the default set): kanmon again, its WebSocket loads as RFC 8441 streams.
-LOADS="${LOADS:-idle connect reconnect echo http}"
+LOADS="${LOADS:-idle connect reconnect echo echo-long rate room storm http}"
 ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
 CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-64}"
@@ -29,6 +34,14 @@ IDLE_CONNS="${IDLE_CONNS:-9000}"
 IDLE_HOLD="${IDLE_HOLD:-5s}"
 HTTP_CONNS="${HTTP_CONNS:-64}"
 HTTP_DURATION="${HTTP_DURATION:-5s}"
+ECHO_LONG_MSGS="${ECHO_LONG_MSGS:-2000}"
+RATE_CONNS="${RATE_CONNS:-2000}"
+RATE="${RATE:-20}"
+RATE_DURATION="${RATE_DURATION:-5s}"
+RATE_STEPS="${RATE_STEPS:-5}"
+RATE_SLO="${RATE_SLO:-5ms}"
+ROOM_SIZE="${ROOM_SIZE:-8}"
+STORM_CLIENTS="${STORM_CLIENTS:-5000}"
 LOAD_TIMEOUT="${LOAD_TIMEOUT:-60s}"
 # Client flags of the WebSocket loads (set by the kanmon-h2 target).
 WS_ARGS=()
@@ -47,6 +60,13 @@ PORT_NGINX=18444
 PORT_HAPROXY=18445
 
 log() { echo "compare: $*" >&2; }
+
+# The PROXY_WRAP prefix for target $1, as words (empty: run the proxy as it is).
+wrap() {
+  local w="${PROXY_WRAP:-}"
+  WRAP=()
+  if [[ -n "$w" ]]; then read -r -a WRAP <<<"${w//@TARGET@/$1}"; fi
+}
 
 WORK="$(mktemp -d /tmp/kanmon-compare.XXXXXX)"
 chmod 755 "$WORK"   # NGINX workers run as nobody
@@ -90,11 +110,11 @@ port_free() {
 # Waits (bounded) until a TCP port accepts connections.
 wait_port() {
   local port="$1" i
-  for i in $(seq 1 100); do
+  for i in $(seq 1 $(( ${START_WAIT:-10} * 10 ))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  log "port $port did not open within 10s"
+  log "port $port did not open within ${START_WAIT:-10}s"
   return 1
 }
 
@@ -122,8 +142,10 @@ ensure_pkg() {
 }
 
 # ---------------------------------------------------------------- build and common set-up
-log "building kanmon-bench (release)"
-(cd "$ROOT" && cargo build --release -q -p kanmon-bench)
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "building kanmon-bench (release)"
+  (cd "$ROOT" && cargo build --release -q -p kanmon-bench)
+fi
 BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/kanmon-bench"
 ulimit -n "$(ulimit -Hn)" || true
 # A proxy holds two descriptors per idle connection: stay below half the hard limit.
@@ -191,6 +213,34 @@ run_loads() {
   log "[$name] ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B"
   measured ws-echo "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_MSGS" \
     -b "$ECHO_SIZE" --out "$out/$name.ws-echo.json" >&2 || log "[$name] ws-echo failed"
+  fi
+  if want echo-long; then
+  log "[$name] ws-echo $ECHO_CONNS x $ECHO_LONG_MSGS x ${ECHO_SIZE}B"
+  measured ws-echo-long "$BENCH" ws-echo --url "$ws" "${common[@]}" -c "$ECHO_CONNS" -m "$ECHO_LONG_MSGS" \
+    -b "$ECHO_SIZE" --out "$out/$name.ws-echo-long.json" >&2 || log "[$name] ws-echo (long) failed"
+  fi
+  if want rate; then
+  # Open loop at a game's rate, then up/down in steps to the highest rate with p99 < RATE_SLO.
+  log "[$name] ws-rate $RATE_CONNS x $RATE/s, $RATE_STEPS steps of $RATE_DURATION"
+  measured ws-rate "$BENCH" ws-rate --url "$ws" "${common[@]}" -c "$RATE_CONNS" -r "$RATE" \
+    -b "$ECHO_SIZE" -d "$RATE_DURATION" --steps "$RATE_STEPS" --slo-p99 "$RATE_SLO" \
+    --out "$out/$name.ws-rate.json" >&2 || log "[$name] ws-rate failed"
+  fi
+  if want room; then
+  log "[$name] ws-rate $RATE_CONNS x $RATE/s in rooms of $ROOM_SIZE"
+  measured ws-room "$BENCH" ws-rate --url "$ws" "${common[@]}" -c "$RATE_CONNS" -r "$RATE" \
+    -b "$ECHO_SIZE" -d "$RATE_DURATION" --room "$ROOM_SIZE" \
+    --out "$out/$name.ws-room.json" >&2 || log "[$name] ws-rate --room failed"
+  fi
+  if want storm && (( ${#WS_ARGS[@]} == 0 )); then
+  # All clients lose their connection at once and come back together: full handshakes, then
+  # each client resuming the TLS session of its first connection.
+  log "[$name] ws-storm $STORM_CLIENTS clients"
+  measured ws-storm "$BENCH" ws-storm --url "$ws" "${common[@]}" -c "$STORM_CLIENTS" \
+    --out "$out/$name.ws-storm.json" >&2 || log "[$name] ws-storm failed"
+  log "[$name] ws-storm $STORM_CLIENTS clients, resuming"
+  measured ws-storm-resume "$BENCH" ws-storm --resume --url "$ws" "${common[@]}" -c "$STORM_CLIENTS" \
+    --out "$out/$name.ws-storm-resume.json" >&2 || log "[$name] ws-storm --resume failed"
   fi
   if want http && (( ${#WS_ARGS[@]} == 0 )); then
   log "[$name] http $HTTP_CONNS connections for $HTTP_DURATION"
@@ -306,7 +356,8 @@ threads = ${KANMON_THREADS:-2}
 ${KANMON_SERVER_EXTRA:-}
 EOF
   port_free "$PORT_KANMON" && port_free "$PORT_KANMON_ADMIN" || exit 1
-  "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
+  wrap "$target"
+  "${WRAP[@]}" "$KANMON_PROXY" --config "$dir/kanmon.toml" >"$dir/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_KANMON"; then
@@ -363,7 +414,8 @@ http {
 }
 EOF
   port_free "$PORT_NGINX" || exit 1
-  nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/logs/out.log" 2>&1 &
+  wrap nginx
+  "${WRAP[@]}" nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/logs/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_NGINX"; then
@@ -405,7 +457,8 @@ backend nodes
   server alpha-1 $NODE1
 EOF
   port_free "$PORT_HAPROXY" || exit 1
-  haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
+  wrap haproxy
+  "${WRAP[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
   local pid="$!"
   PIDS+=("$pid")
   if ! wait_port "$PORT_HAPROXY"; then
@@ -429,7 +482,8 @@ done
 
 echo
 echo "kanmon comparison, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, loopback, TLS 1.3 ECDSA P-256, full handshakes (reconnects: resumed)"
-echo "ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight; ws-echo $ECHO_CONNS x $ECHO_MSGS x ${ECHO_SIZE}B;" \
+echo "ws-connect $CONNECTS x $CONNECT_CONCURRENCY in flight; ws-echo $ECHO_CONNS x $ECHO_MSGS (long: $ECHO_LONG_MSGS) x ${ECHO_SIZE}B;" \
+  "ws-rate $RATE_CONNS x $RATE/s for $RATE_DURATION ($RATE_STEPS search steps, p99 < $RATE_SLO), rooms of $ROOM_SIZE; ws-storm $STORM_CLIENTS clients;" \
   "ws-idle $IDLE_CONNS held $IDLE_HOLD; http $HTTP_CONNS keep-alive connections for $HTTP_DURATION"
 echo
 "$BENCH" compare-table --dir "$WORK/results" --targets "$(echo $TARGETS | tr ' ' ',')" --baseline nginx

@@ -5,6 +5,8 @@ pub mod connect;
 pub mod echo;
 pub mod http;
 pub mod idle;
+pub mod rate;
+pub mod storm;
 
 use std::time::{Duration, Instant};
 
@@ -154,14 +156,26 @@ fn client_ws_config() -> WebSocketConfig {
 /// Dials `target` and performs the WebSocket upgrade (or, with `--h2`, opens an extended
 /// CONNECT stream on one of the shared h2 connections), within `op_timeout`.
 pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, Failure> {
+    open_ws_with_query(target, None, op_timeout).await
+}
+
+/// [`open_ws`] with `query` (`room=r1`) added to the target's URL and path.
+pub async fn open_ws_with_query(
+    target: &Target,
+    query: Option<&str>,
+    op_timeout: Duration,
+) -> Result<WsClient, Failure> {
+    let with_query = |base: &str| match query {
+        None => base.to_owned(),
+        Some(q) if base.contains('?') => format!("{base}&{q}"),
+        Some(q) => format!("{base}?{q}"),
+    };
     let attempt = async {
         if let Some(pool) = target.h2() {
-            return open_h2(target, pool).await;
+            return open_h2(target, pool, &with_query(&target.path_with_key())).await;
         }
         let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
-        let mut req = target
-            .url
-            .as_str()
+        let mut req = with_query(&target.url)
             .into_client_request()
             .map_err(|e| ws_failure(Phase::Upgrade, &e))?;
         if let Some(auth) = target.basic_auth() {
@@ -185,7 +199,7 @@ pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, 
 }
 
 /// An RFC 8441 WebSocket on the next shared h2 connection (dialed first if it is not open).
-async fn open_h2(target: &Target, pool: &h2ws::H2Pool) -> Result<WsClient, Failure> {
+async fn open_h2(target: &Target, pool: &h2ws::H2Pool, path: &str) -> Result<WsClient, Failure> {
     let slot = pool.slot();
     let client = {
         let mut open = slot.lock().await;
@@ -201,14 +215,7 @@ async fn open_h2(target: &Target, pool: &h2ws::H2Pool) -> Result<WsClient, Failu
             }
         }
     };
-    match h2ws::open_with_config(
-        &client,
-        &target.host,
-        &target.path_with_key(),
-        Some(client_ws_config()),
-    )
-    .await
-    {
+    match h2ws::open_with_config(&client, &target.host, path, Some(client_ws_config())).await {
         Ok(ws) => {
             let (io, role, config) = (ws.into_inner(), Role::Client, client_ws_config());
             Ok(WebSocketStream::from_raw_socket(WsIo::H2(io), role, Some(config)).await)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use kanmon_bench::loads::{connect, echo, http, idle, Limits};
+use kanmon_bench::loads::{connect, echo, http, idle, rate, storm, Limits};
 use kanmon_bench::report::Report;
 use kanmon_bench::target::Target;
 use kanmon_bench::{certs, compare, node, tls};
@@ -74,6 +74,13 @@ enum Command {
     WsConnect(WsConnectArgs),
     /// C connections each echoing M messages of B bytes; report messages/s and round trips.
     WsEcho(WsEchoArgs),
+    /// Open-loop game traffic: C connections each sending R msgs/s on a schedule, round trips
+    /// timed from the scheduled send (no coordinated omission); echo or room broadcast;
+    /// optionally search for the highest rate with p99 under --slo-p99.
+    WsRate(WsRateArgs),
+    /// Reconnect storm: C clients connected, then all lose their connection at once and
+    /// reconnect together; report time until all are back, refusals, timeouts, p99.
+    WsStorm(WsStormArgs),
     /// Hold N idle WebSockets for S seconds; with --pid, report the proxy's KiB per connection.
     WsIdle(WsIdleArgs),
     /// HTTP(S) keep-alive GET load over C connections; report requests/s and p99.
@@ -165,6 +172,54 @@ struct WsEchoArgs {
     /// Connections being opened at once during set-up.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct WsRateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections sending at once.
+    #[arg(short = 'c', long, default_value_t = 2000)]
+    connections: usize,
+    /// Messages per second each connection sends (the first step of a --steps search).
+    #[arg(short = 'r', long, default_value_t = 20.0)]
+    rate: f64,
+    /// Bytes per message (at least 18: the header with the scheduled send time).
+    #[arg(short = 'b', long, default_value_t = 64)]
+    size: usize,
+    /// How long each step sends.
+    #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Put the connections in rooms of this many members; the node relays each message to
+    /// its whole room (a match) instead of echoing it. 0: echo.
+    #[arg(long, default_value_t = 0)]
+    room: usize,
+    /// Steps of the search for the highest sustained rate (doubling while sustained, then
+    /// bisecting); 1 runs the one rate.
+    #[arg(long, default_value_t = 1)]
+    steps: u32,
+    /// A step is sustained when its p99 round trip stays under this, nothing is lost and no
+    /// connection fails.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    slo_p99: Duration,
+    /// Connections being opened at once during set-up.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct WsStormArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Clients connected before the storm; all of them reconnect at once.
+    #[arg(short = 'c', long, default_value_t = 5000)]
+    clients: usize,
+    /// Connections opened at once while setting up (the storm itself is not paced).
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Each client keeps its TLS session from its first connection and resumes with it.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -297,6 +352,41 @@ fn main() -> anyhow::Result<()> {
                     messages: a.messages,
                     size: a.size,
                     connect_concurrency: a.connect_concurrency,
+                    limits: a.common.limits(),
+                },
+            )
+        }),
+        Command::WsRate(a) => {
+            anyhow::ensure!(a.rate > 0.0, "--rate must be above 0");
+            anyhow::ensure!(a.connections > 0, "--connections must be at least 1");
+            anyhow::ensure!(
+                (1..=100).contains(&a.steps),
+                "--steps must be from 1 to 100"
+            );
+            run_load(&a.common, |t| {
+                rate::run(
+                    t,
+                    rate::RateParams {
+                        connections: a.connections,
+                        per_conn_rate: a.rate,
+                        size: a.size,
+                        duration: a.duration,
+                        room_size: (a.room > 0).then_some(a.room),
+                        steps: a.steps,
+                        slo_p99: a.slo_p99,
+                        connect_concurrency: a.connect_concurrency,
+                        limits: a.common.limits(),
+                    },
+                )
+            })
+        }
+        Command::WsStorm(a) => run_load(&a.common, |t| {
+            storm::run(
+                t,
+                storm::StormParams {
+                    clients: a.clients,
+                    connect_concurrency: a.connect_concurrency,
+                    resume: a.resume,
                     limits: a.common.limits(),
                 },
             )

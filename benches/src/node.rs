@@ -8,8 +8,11 @@
 mod config;
 mod grpc;
 mod http1;
+mod room;
 mod settings;
 mod ws;
+
+pub use room::JoinError;
 
 pub use config::{read_config, ConfigError};
 pub use settings::{Received, SERVER_KEY_PARAM};
@@ -140,6 +143,8 @@ struct Shared {
     record_accepts: bool,
     received: Arc<Received>,
     stats: Arc<NodeStats>,
+    /// Rooms of the broadcast mode (`/ws?room=NAME`).
+    rooms: room::Rooms,
     shutdown: watch::Receiver<bool>,
     /// Each connection task holds a clone; the node is drained when all are dropped.
     alive: mpsc::Sender<()>,
@@ -254,6 +259,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         record_accepts: cfg.record_accepts,
         received: cfg.received.clone(),
         stats: stats.clone(),
+        rooms: room::Rooms::default(),
         shutdown: stop_rx,
         alive: alive_tx,
     });

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kanmon_bench::loads::{connect, echo, http, idle, Limits};
+use kanmon_bench::loads::{connect, echo, http, idle, rate, storm, Limits};
 use kanmon_bench::node::{start_node, NodeConfig, NodeHandle};
 use kanmon_bench::target::Target;
 use kanmon_bench::{certs, tls};
@@ -101,6 +101,81 @@ async fn ws_echo_counts_every_round_trip() -> anyhow::Result<()> {
     assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
     assert_eq!(r.metric("messages_ok"), Some(100.0));
     assert!(r.metric("rtt_p999_ms").is_some());
+    f.node.shutdown().await?;
+    Ok(())
+}
+
+fn rate_params(room_size: Option<usize>, steps: u32) -> rate::RateParams {
+    rate::RateParams {
+        connections: 8,
+        per_conn_rate: 20.0,
+        size: 64,
+        duration: Duration::from_millis(500),
+        room_size,
+        steps,
+        // Generous: the test checks counting and the search, not this machine's latency.
+        slo_p99: Duration::from_secs(5),
+        connect_concurrency: 4,
+        limits: LIMITS,
+    }
+}
+
+#[tokio::test]
+async fn ws_rate_sends_on_schedule_and_searches_upwards() -> anyhow::Result<()> {
+    let f = tls_node("rate").await?;
+    let t = target(&f, WS_URL).await?;
+    let r = rate::run(t, rate_params(None, 2)).await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    // 8 connections × 20/s × 0.5 s, every reply back.
+    assert_eq!(r.metric("offered_msgs_per_s"), Some(160.0));
+    assert_eq!(r.metric("messages_ok"), Some(80.0));
+    assert_eq!(r.metric("lost"), Some(0.0));
+    // Both steps sustained under a 5 s objective: the second offered twice the first.
+    assert_eq!(r.metric("max_sustained_msgs_per_s"), Some(320.0));
+    assert!(r.metric("rtt_p999_ms").is_some_and(|v| v > 0.0));
+    f.node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ws_rate_in_rooms_hears_the_other_members() -> anyhow::Result<()> {
+    let f = tls_node("room").await?;
+    let t = target(&f, WS_URL).await?;
+    let r = rate::run(t, rate_params(Some(4), 1)).await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    assert_eq!(r.metric("messages_ok"), Some(80.0));
+    // Each message reaches the 3 other members of its room of 4: at most 240 in 0.5 s
+    // (the last few may land after their receiver finished), and far more than none.
+    let fanout = r.metric("fanout_per_s").unwrap() * 0.5;
+    assert!((120.0..=240.0).contains(&fanout), "fan-out {fanout}");
+    f.node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ws_storm_brings_every_client_back() -> anyhow::Result<()> {
+    let f = tls_node("storm").await?;
+    let t = target(&f, WS_URL).await?;
+    let p = storm::StormParams {
+        clients: 20,
+        connect_concurrency: 8,
+        resume: false,
+        limits: LIMITS,
+    };
+    let r = storm::run(t.clone(), p).await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    assert_eq!(r.metric("back"), Some(20.0));
+    assert_eq!(r.metric("resumed"), Some(0.0));
+    // 20 before the storm and 20 after it.
+    assert_eq!(f.node.stats().ws_connections(), 40);
+    let r = storm::run(t, storm::StormParams { resume: true, ..p }).await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    assert_eq!(r.metric("back"), Some(20.0));
+    assert_eq!(
+        r.metric("resumed"),
+        Some(20.0),
+        "each client resumed its session"
+    );
     f.node.shutdown().await?;
     Ok(())
 }

@@ -85,6 +85,46 @@ async fn websocket_echoes_and_answers_whoami() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_room_relays_each_message_to_every_member() -> anyhow::Result<()> {
+    let node = spawn_node("alpha-3").await?;
+    let join = |room: &'static str| {
+        let addr = node.addr();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let url = format!("ws://{addr}/ws?token=t&room={room}");
+            anyhow::Ok(bounded(tokio_tungstenite::client_async(url, tcp)).await?.0)
+        }
+    };
+    let (mut a, mut b, mut other) = (join("m1").await?, join("m1").await?, join("m2").await?);
+    a.send(Message::binary(vec![7u8; 4])).await?;
+    // The sender hears its own message back, as the other member of its room does.
+    assert_eq!(
+        bounded(a.next()).await.unwrap()?,
+        Message::binary(vec![7u8; 4])
+    );
+    assert_eq!(
+        bounded(b.next()).await.unwrap()?,
+        Message::binary(vec![7u8; 4])
+    );
+    // The member of another room hears only its own.
+    other.send(Message::text("solo")).await?;
+    assert_eq!(bounded(other.next()).await.unwrap()?, Message::text("solo"));
+
+    // A name outside [A-Za-z0-9_-] is refused with 400 before the upgrade.
+    let tcp = TcpStream::connect(node.addr()).await?;
+    let url = format!("ws://{}/ws?room=no%20spaces", node.addr());
+    match bounded(tokio_tungstenite::client_async(url, tcp)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    drop((a, b, other));
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn shutdown_closes_websockets_with_going_away() -> anyhow::Result<()> {
     let node = spawn_node("alpha-2").await?;
     let tcp = TcpStream::connect(node.addr()).await?;

@@ -29,6 +29,9 @@ pub struct ConnectParams {
 
 struct WorkerResult {
     connect: Latency,
+    /// From the upgrade's completion to the first echo back: a fresh connection's start-up
+    /// cost in the proxy (buffers, task, registration) shows here.
+    first_msg: Latency,
     total: Latency,
     errors: Errors,
 }
@@ -54,12 +57,13 @@ pub async fn run(target: SharedTarget, p: ConnectParams) -> Report {
         tasks.push(tokio::spawn(async move {
             let mut r = WorkerResult {
                 connect: Latency::new(),
+                first_msg: Latency::new(),
                 total: Latency::new(),
                 errors: Errors::default(),
             };
             while next.fetch_add(1, Ordering::Relaxed) < p.connections && Instant::now() < deadline
             {
-                match one(&target, msg.clone(), p.limits.op_timeout, &mut r.connect).await {
+                match one(&target, msg.clone(), p.limits.op_timeout, &mut r).await {
                     Ok((total, was_resumed)) => {
                         if was_resumed {
                             resumed.fetch_add(1, Ordering::Relaxed);
@@ -77,12 +81,14 @@ pub async fn run(target: SharedTarget, p: ConnectParams) -> Report {
         }));
     }
     let mut connect = Latency::new();
+    let mut first_msg = Latency::new();
     let mut total = Latency::new();
     let mut report = Report::new("ws-connect", &target);
     for t in tasks {
         match t.await {
             Ok(r) => {
                 connect.merge(&r.connect);
+                first_msg.merge(&r.first_msg);
                 total.merge(&r.total);
                 report.errors.merge(&r.errors);
             }
@@ -98,23 +104,27 @@ pub async fn run(target: SharedTarget, p: ConnectParams) -> Report {
     // A resumed load that resumed nothing measured full handshakes: the count says which.
     report.push("resumed", resumed.load(Ordering::Relaxed) as f64, "");
     report.push_latency("connect", &connect, false);
+    report.push_latency("first_msg", &first_msg, false);
     report.push_latency("total", &total, false);
     report
 }
 
-/// One connection's life; records the connect latency (TCP + TLS + upgrade) and returns the
-/// whole duration including the echo and the close, and whether TLS resumed a session.
+/// One connection's life; records the connect latency (TCP + TLS + upgrade) and the first
+/// message's round trip, and returns the whole duration including the echo and the close,
+/// and whether TLS resumed a session.
 async fn one(
     target: &crate::target::Target,
     msg: Message,
     op_timeout: Duration,
-    connect: &mut Latency,
+    r: &mut WorkerResult,
 ) -> Result<(Duration, bool), super::Failure> {
     let t0 = Instant::now();
     let mut ws = open_ws(target, op_timeout).await?;
-    connect.record(t0.elapsed());
+    r.connect.record(t0.elapsed());
     let resumed = ws.get_ref().resumed();
+    let t1 = Instant::now();
     echo_once(&mut ws, msg, op_timeout).await?;
+    r.first_msg.record(t1.elapsed());
     close_ws(ws, op_timeout).await?;
     Ok((t0.elapsed(), resumed))
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::{ws, Shared};
+use super::{room, ws, Shared};
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,7 +88,16 @@ fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>>
             );
         }
         return match ws::accept_key(&req) {
-            Some(accept) => upgrade(req, accept, shared),
+            Some(accept) => match room::requested(req.uri().query()) {
+                None => upgrade(req, accept, None, shared),
+                Some(name) => match shared.rooms.join(name) {
+                    Ok(member) => upgrade(req, accept, Some(member), shared),
+                    Err(e @ room::JoinError::BadName) => {
+                        plain_owned(StatusCode::BAD_REQUEST, e, shared)
+                    }
+                    Err(e) => plain_owned(StatusCode::SERVICE_UNAVAILABLE, e, shared),
+                },
+            },
             None => plain(
                 StatusCode::BAD_REQUEST,
                 "expected a WebSocket upgrade\n",
@@ -156,14 +165,28 @@ fn plain(status: StatusCode, body: &'static str, shared: &Shared) -> Response<Fu
     resp
 }
 
-fn upgrade(req: Request<Incoming>, accept: String, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+/// A plain-text error answer naming why (`JoinError` texts hold no client input).
+fn plain_owned(status: StatusCode, why: room::JoinError, shared: &Shared) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{why}\n"))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("x-node-id", shared.id_header.clone());
+    resp
+}
+
+fn upgrade(
+    req: Request<Incoming>,
+    accept: String,
+    member: Option<room::Membership>,
+    shared: &Arc<Shared>,
+) -> Response<Full<Bytes>> {
     let Ok(accept) = HeaderValue::from_str(&accept) else {
         return plain(StatusCode::BAD_REQUEST, "bad key\n", shared);
     };
     let shared_ws = shared.clone();
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => ws::run(TokioIo::new(upgraded), shared_ws).await,
+            Ok(upgraded) => ws::run(TokioIo::new(upgraded), member, shared_ws).await,
             Err(e) => tracing::warn!(error = %e, "upgrade failed"),
         }
     });

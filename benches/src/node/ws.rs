@@ -1,4 +1,4 @@
-//! WebSocket side of the node: echo, `whoami`, and 1001 on shutdown.
+//! WebSocket side of the node: echo, `whoami`, room broadcast, and 1001 on shutdown.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::room::Membership;
 use super::Shared;
 
 /// How long a closing node waits for the client's answer to its close frame.
@@ -50,7 +51,9 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-pub(super) async fn run<S>(io: S, shared: Arc<Shared>)
+/// Serves one WebSocket: echo (and `whoami`) alone, or, as a `member` of a room, every
+/// message relayed to the whole room.
+pub(super) async fn run<S>(io: S, member: Option<Membership>, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -70,6 +73,9 @@ where
         println!("ws-connect node={}", shared.id);
     }
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
+    if let Some(member) = member {
+        return run_in_room(&mut ws, member, &shared).await;
+    }
     // One shutdown future for the connection's life, not one per message.
     let stopping = shared.stopping();
     tokio::pin!(stopping);
@@ -92,6 +98,39 @@ where
             }
             () = &mut stopping => {
                 close_going_away(&mut ws).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The room mode: what the client sends goes to the room; what the room relays goes out.
+async fn run_in_room<S>(ws: &mut WebSocketStream<S>, mut member: Membership, shared: &Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::sync::broadcast::error::RecvError;
+    let stopping = shared.stopping();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => member.room.relay(m),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_))) => {}
+                Some(Err(_)) | None => return,
+            },
+            relayed = member.rx.recv() => match relayed {
+                Ok(m) => {
+                    if ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                // A member too slow for the room skips what it missed, as a game client would.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            () = &mut stopping => {
+                close_going_away(ws).await;
                 return;
             }
         }
