@@ -7,26 +7,76 @@ use axum::{
     http::{HeaderMap, StatusCode},
     Json,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{deployments::Limit, error::ApiError, App, Body};
+use super::{
+    deployments::Limit,
+    error::{ApiError, ErrorBody},
+    App, Body,
+};
 use crate::{
     domain::{
         build::{BuildError, Builder},
-        Permission,
+        Permission, Timestamp,
     },
     runtime::now,
-    store::{BuildRecord, StoredBuilder},
+    store::{BuildRecord, BuildStatus, StoredBuilder},
 };
 
 /// Body of `POST /v1/deployments/{instance}/builders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BuilderBody {
+    /// 1–40 of `a-z0-9-`, starting with a letter; unique in the deployment.
+    name: String,
+    /// An absolute directory, or a git URL (`file`, `https`, `http`, `ssh`, `git`) without
+    /// credentials.
+    source: String,
+    /// The Nakama version to compile against (a supported one of the catalog).
+    version: String,
+}
+
+/// A builder of a deployment.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BuilderView {
     name: String,
     source: String,
     version: String,
+    created_by: String,
+    created_at: Timestamp,
+}
+
+/// `GET /v1/deployments/{instance}/builders`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Builders {
+    builders: Vec<BuilderView>,
+}
+
+/// A build (its id is its `build` operation's).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BuildView {
+    id: u64,
+    builder: String,
+    version: String,
+    status: BuildStatus,
+    /// On success: the image reference to give `deploy`.
+    image: Option<String>,
+    /// On success: the artifact's SHA-256 (hex).
+    digest: Option<String>,
+    /// On failure: why.
+    error: Option<String>,
+    started_at: Timestamp,
+    finished_at: Option<Timestamp>,
+    /// The build's output (bounded); only in `GET .../builds/{id}/log`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+}
+
+/// `GET /v1/deployments/{instance}/builds`, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Builds {
+    builds: Vec<BuildView>,
 }
 
 impl From<BuildError> for ApiError {
@@ -38,36 +88,50 @@ impl From<BuildError> for ApiError {
     }
 }
 
-fn builder_view(b: &StoredBuilder) -> Value {
-    json!({
-        "name": b.builder.name,
-        "source": b.builder.source.as_text(),
-        "version": b.builder.version.to_string(),
-        "created_by": b.created_by,
-        "created_at": b.created_at,
-    })
+fn builder_view(b: &StoredBuilder) -> BuilderView {
+    BuilderView {
+        name: b.builder.name.clone(),
+        source: b.builder.source.as_text(),
+        version: b.builder.version.to_string(),
+        created_by: b.created_by.clone(),
+        created_at: b.created_at,
+    }
 }
 
-fn build_view(b: &BuildRecord) -> Value {
-    json!({
-        "id": b.id,
-        "builder": b.builder,
-        "version": b.version,
-        "status": b.status,
-        "image": b.image,
-        "digest": b.digest,
-        "error": b.error,
-        "started_at": b.started_at,
-        "finished_at": b.finished_at,
-    })
+fn build_view(b: &BuildRecord) -> BuildView {
+    BuildView {
+        id: b.id,
+        builder: b.builder.clone(),
+        version: b.version.clone(),
+        status: b.status,
+        image: b.image.clone(),
+        digest: b.digest.clone(),
+        error: b.error.clone(),
+        started_at: b.started_at,
+        finished_at: b.finished_at,
+        log: None,
+    }
 }
 
+/// Create a builder: a source and the version to compile against.
+///
+/// Needs `edit`.
+#[utoipa::path(post, path = "/v1/deployments/{instance}/builders", tag = "builds",
+    params(("instance" = String, Path, description = "Instance name")), request_body = BuilderBody,
+    responses(
+        (status = 201, description = "The builder", body = BuilderView),
+        (status = 400, description = "Bad body, name, source or version", body = ErrorBody),
+        (status = 403, description = "Missing `edit`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment has a builder of that name", body = ErrorBody),
+        (status = 422, description = "The version is not supported", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     body: Body<BuilderBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BuilderView>), ApiError> {
     app.handle(&headers, "builders.create", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::Edit, &dep)?;
@@ -97,15 +161,25 @@ pub(super) async fn create(
     })
 }
 
+/// The deployment's builders.
+///
+/// Needs `view`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/builders", tag = "builds", operation_id = "list_builders",
+    params(("instance" = String, Path, description = "Instance name")),
+    responses(
+        (status = 200, description = "The builders", body = Builders),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Builders>, ApiError> {
     app.handle(&headers, "builders.list", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::View, &dep)?;
-        let all: Vec<Value> = cx
+        let builders = cx
             .app
             .rt
             .store()
@@ -113,10 +187,20 @@ pub(super) async fn list(
             .iter()
             .map(builder_view)
             .collect();
-        Ok(Json(json!({ "builders": all })))
+        Ok(Json(Builders { builders }))
     })
 }
 
+/// Delete a builder (its builds' records stay).
+///
+/// Needs `edit`.
+#[utoipa::path(delete, path = "/v1/deployments/{instance}/builders/{name}", tag = "builds", operation_id = "delete_builder",
+    params(("instance" = String, Path, description = "Instance name"), ("name" = String, Path, description = "Builder name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Missing `edit`", body = ErrorBody),
+        (status = 404, description = "No such deployment or builder", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(app): State<App>,
     headers: HeaderMap,
@@ -136,16 +220,27 @@ pub(super) async fn delete(
     })
 }
 
+/// The deployment's builds, newest first.
+///
+/// Needs `view`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/builds", tag = "builds", operation_id = "list_builds",
+    params(("instance" = String, Path, description = "Instance name"), Limit),
+    responses(
+        (status = 200, description = "The builds", body = Builds),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ))]
 pub(super) async fn builds(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     Query(limit): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Builds>, ApiError> {
     app.handle(&headers, "builds.list", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::View, &dep)?;
-        let all: Vec<Value> = cx
+        let builds = cx
             .app
             .rt
             .store()
@@ -153,15 +248,26 @@ pub(super) async fn builds(
             .iter()
             .map(build_view)
             .collect();
-        Ok(Json(json!({ "builds": all })))
+        Ok(Json(Builds { builds }))
     })
 }
 
+/// One build with its log.
+///
+/// Needs `view`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/builds/{id}/log", tag = "builds", operation_id = "build_log",
+    params(("instance" = String, Path, description = "Instance name"), ("id" = u64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "The build and its log", body = BuildView),
+        (status = 400, description = "A path parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such deployment or build", body = ErrorBody),
+    ))]
 pub(super) async fn log(
     State(app): State<App>,
     headers: HeaderMap,
     Path((instance, id)): Path<(String, u64)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BuildView>, ApiError> {
     app.handle(&headers, "builds.log", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::View, &dep)?;
@@ -172,7 +278,7 @@ pub(super) async fn log(
             .build(&instance, id)?
             .ok_or_else(|| ApiError::not_found(format!("build {id} not found")))?;
         let mut view = build_view(&b);
-        view["log"] = Value::String(b.log);
+        view.log = Some(b.log);
         Ok(Json(view))
     })
 }

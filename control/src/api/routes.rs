@@ -9,7 +9,7 @@
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use axum::routing::{delete, get};
+use axum::routing::get;
 
 use super::{
     admin, builds, console, deployments, logs, notify, openapi, operations, support, usage, users,
@@ -55,6 +55,10 @@ pub(super) fn table() -> OpenApiRouter<App> {
         .routes(routes!(operations::list, operations::submit))
         .routes(routes!(operations::show))
         .routes(routes!(operations::download))
+        .routes(routes!(builds::list, builds::create))
+        .routes(routes!(builds::delete))
+        .routes(routes!(builds::builds))
+        .routes(routes!(builds::log))
         // Merged before their documentation: `every_route_is_documented` names them until
         // they carry `#[utoipa::path]`.
         .route(
@@ -66,19 +70,6 @@ pub(super) fn table() -> OpenApiRouter<App> {
             get(notify::show).delete(notify::remove),
         )
         .route("/v1/subscriptions/{id}/deliveries", get(notify::deliveries))
-        .route(
-            "/v1/deployments/{instance}/builders",
-            get(builds::list).post(builds::create),
-        )
-        .route(
-            "/v1/deployments/{instance}/builders/{name}",
-            delete(builds::delete),
-        )
-        .route("/v1/deployments/{instance}/builds", get(builds::builds))
-        .route(
-            "/v1/deployments/{instance}/builds/{id}/log",
-            get(builds::log),
-        )
         .route(
             "/v1/deployments/{instance}/console",
             get(console::show).put(console::set_allow),

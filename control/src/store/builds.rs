@@ -24,7 +24,7 @@ pub struct StoredBuilder {
 }
 
 /// Where a build stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStatus {
     /// Started, not finished (or interrupted by a restart of the control plane).
