@@ -40,7 +40,9 @@ impl WsTarget {
             Some(key) => crate::ws_with_key(tls, &self.host, key).await,
             None => {
                 let url = format!("wss://{}/ws", self.host);
-                tokio_tungstenite::client_async(url, tls).await.map(|(ws, _)| ws)
+                tokio_tungstenite::client_async(url, tls)
+                    .await
+                    .map(|(ws, _)| ws)
             }
         };
         ws.map_err(|e| e.to_string())

@@ -297,7 +297,10 @@ async fn the_console_name_gets_its_own_leaf_and_the_gauge_the_earliest_expiry() 
     }
     // Issued later: expires later than the API name's leaf.
     let later = now + Duration::from_secs(5);
-    for w in keeper.reconcile(&[want(true), console.clone()], later).await {
+    for w in keeper
+        .reconcile(&[want(true), console.clone()], later)
+        .await
+    {
         keeper.issue(&w, later).await.unwrap();
     }
     let read = |host: &str| {

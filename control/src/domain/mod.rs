@@ -15,9 +15,9 @@ pub mod controller;
 pub mod crashloop;
 pub mod deployment;
 pub mod intents;
-pub mod notify;
 #[cfg(test)]
 mod key_tests;
+pub mod notify;
 pub mod ops;
 pub mod permissions;
 #[cfg(test)]
