@@ -2,6 +2,9 @@
 
 mod common;
 
+#[path = "api/console.rs"]
+mod console;
+
 use common::Server;
 use reqwest::Method;
 use serde_json::json;

@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 
 use super::views::DeploymentView;
 use crate::{
-    domain::{Grant, Operation, Timestamp},
+    domain::{notify::Subscription, Grant, Operation, Timestamp},
     driver::node_log::Record,
-    store::{AuditEntry, StoredGrant, User},
+    store::{Attempt, AuditEntry, DeliveryState, StoredGrant, User},
 };
 
 /// `GET /v1/whoami`: the caller and the grants it holds.
@@ -178,4 +178,63 @@ pub(super) struct Usage {
     pub(super) to: String,
     pub(super) days: Vec<UsageDay>,
     pub(super) in_progress: Option<UsageOpen>,
+}
+
+/// `GET .../subscriptions`: an organization's or a deployment's subscriptions (webhook URLs
+/// shortened without `secrets`, see `Channel`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Subscriptions {
+    pub(super) subscriptions: Vec<Subscription>,
+}
+
+/// `POST .../subscriptions`: the new subscription and, for a webhook, its signing secret,
+/// the only time it is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct NewSubscription {
+    #[serde(flatten)]
+    pub(super) subscription: Subscription,
+    /// Secret: the webhook's signing secret (64 hex digits), present only with `secrets` where
+    /// the subscription lives, and only in this answer. Absent for e-mail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) secret: Option<String>,
+    /// Present instead of `secret` for a webhook created without `secrets`: why it is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) secret_note: Option<&'static str>,
+}
+
+/// One message to one subscription, with every try made.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeliveryEntry {
+    /// Delivery id (also the `Kanmon-Delivery` header).
+    pub(super) id: u64,
+    /// The operation it is about.
+    pub(super) operation: u64,
+    /// Event name (`operation.completed`, …).
+    pub(super) event: String,
+    pub(super) state: DeliveryState,
+    /// Tries made.
+    pub(super) attempts: u32,
+    /// When it is (or was last) due.
+    pub(super) next_at: Timestamp,
+    /// Every try, oldest first.
+    pub(super) tries: Vec<Attempt>,
+}
+
+/// `GET /v1/subscriptions/{id}/deliveries`, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Deliveries {
+    pub(super) subscription: u64,
+    pub(super) deliveries: Vec<DeliveryEntry>,
+}
+
+/// `GET|PUT /v1/deployments/{instance}/console`: the console's hostname and allow-list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Console {
+    pub(super) instance: String,
+    /// The console's hostname at the edge.
+    pub(super) hostname: String,
+    /// The client networks (CIDRs) that may reach it; empty: closed.
+    pub(super) allow: Vec<String>,
+    /// Whether any network may reach it (`allow` is not empty).
+    pub(super) open: bool,
 }

@@ -11,19 +11,25 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::{error::ApiError, App, Body};
+use super::{
+    answers::Console,
+    error::{ApiError, ErrorBody},
+    App, Body,
+};
 use crate::domain::{Deployment, Permission};
 
 /// Most networks one allow-list holds: a list longer than this is a mistake, not a policy.
 pub const MAX_NETWORKS: usize = 64;
 
 /// `PUT` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AllowBody {
-    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host).
+    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host); at most 64; empty
+    /// closes the console.
+    #[schema(max_items = 64)]
     allow: Vec<String>,
 }
 
@@ -51,21 +57,31 @@ pub fn parse_allow_list(entries: &[String]) -> Result<Vec<ipnet::IpNet>, String>
     Ok(nets)
 }
 
-fn view(cx_app: &App, dep: &Deployment) -> Value {
+fn view(cx_app: &App, dep: &Deployment) -> Console {
     let s = cx_app.rt.settings();
-    json!({
-        "instance": dep.instance.as_str(),
-        "hostname": s.console.hostname(&dep.instance, &dep.zone, &s.base_domain),
-        "allow": dep.console_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "open": !dep.console_allow.is_empty(),
-    })
+    Console {
+        instance: dep.instance.as_str().to_string(),
+        hostname: s.console.hostname(&dep.instance, &dep.zone, &s.base_domain),
+        allow: dep.console_allow.iter().map(ToString::to_string).collect(),
+        open: !dep.console_allow.is_empty(),
+    }
 }
 
+/// A deployment's console hostname and the client networks allowed to reach it.
+///
+/// Needs `view`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/console", tag = "deployments", operation_id = "show_console",
+    params(("instance" = String, Path, description = "Instance name")),
+    responses(
+        (status = 200, description = "The console", body = Console),
+        (status = 403, description = "Missing `view`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ))]
 pub(super) async fn show(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Console>, ApiError> {
     app.handle(&headers, "console.show", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::View, &dep)?;
@@ -73,12 +89,24 @@ pub(super) async fn show(
     })
 }
 
+/// Replace the console's allow-list; the edge applies it at once. An empty list closes it.
+///
+/// Needs `edit`; audited with the new list.
+#[utoipa::path(put, path = "/v1/deployments/{instance}/console", tag = "deployments", operation_id = "set_console_allow",
+    params(("instance" = String, Path, description = "Instance name")), request_body = AllowBody,
+    responses(
+        (status = 200, description = "The console with its new allow-list", body = Console),
+        (status = 400, description = "Bad body, a network that is not a CIDR, or more than 64", body = ErrorBody),
+        (status = 403, description = "Missing `edit`", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment is deleted", body = ErrorBody),
+    ))]
 pub(super) async fn set_allow(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     body: Body<AllowBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Console>, ApiError> {
     app.handle(&headers, "console.allow", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::Edit, &dep)?;

@@ -13,16 +13,21 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::{context::Cx, deployments::Limit, error::ApiError, App, Body};
+use super::{
+    answers::{Deliveries, DeliveryEntry, NewSubscription, Subscriptions},
+    context::Cx,
+    deployments::Limit,
+    error::{ApiError, ErrorBody},
+    App, Body,
+};
 use crate::{
     domain::{
         notify::{check_url, Channel, NotifyEvent, SubScope, Subscription},
         Permission,
     },
     runtime::{now, random_secret},
-    store::{Attempt, Delivery},
 };
 
 /// Subscriptions one organization or deployment may hold: each costs sends on every
@@ -30,14 +35,21 @@ use crate::{
 const MAX_PER_SCOPE: usize = 20;
 
 /// Body of `POST .../subscriptions`: exactly one of `webhook` and `email`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
+    /// An http(s) URL the control plane may reach (not loopback, private or link-local).
     webhook: Option<String>,
+    /// An e-mail address (needs `[smtp]` in the control plane's configuration).
     email: Option<String>,
-    /// Event names; default: every event.
+    /// Event names (`operation.completed`, `operation.failed`, `operation.superseded`);
+    /// default: every event.
     events: Option<Vec<String>>,
 }
+
+/// Why a webhook's creation answer has no secret, for a caller without `secrets`.
+const SECRET_NOTE: &str =
+    "the signing secret is shown only to holders of the secrets permission, and only now";
 
 /// A webhook URL as someone without `secrets` sees it: scheme, host and port only.
 fn redacted_url(url: &str) -> String {
@@ -50,34 +62,16 @@ fn redacted_url(url: &str) -> String {
     }
 }
 
-fn sub_json(s: &Subscription, secrets: bool) -> Value {
-    let channel = match &s.channel {
-        Channel::Webhook { url } if !secrets => {
-            json!({ "kind": "webhook", "url": redacted_url(url) })
+/// The subscription as the caller may see it: without `secrets`, a webhook's URL loses its
+/// path and query (where chat webhooks carry their token).
+fn sight(s: &Subscription, secrets: bool) -> Subscription {
+    let mut s = s.clone();
+    if let Channel::Webhook { url } = &mut s.channel {
+        if !secrets {
+            *url = redacted_url(url);
         }
-        c => json!(c),
-    };
-    json!({
-        "id": s.id,
-        "scope": s.scope,
-        "org": s.org,
-        "channel": channel,
-        "events": s.events,
-        "created_by": s.created_by,
-        "created_at": s.created_at,
-    })
-}
-
-fn delivery_json(d: &Delivery, tries: &[Attempt]) -> Value {
-    json!({
-        "id": d.id,
-        "operation": d.op,
-        "event": d.event,
-        "state": d.state,
-        "attempts": d.attempts,
-        "next_at": d.next_at,
-        "tries": tries,
-    })
+    }
+    s
 }
 
 /// Refuses with 403 unless the caller holds `p` where `sub` lives.
@@ -144,7 +138,7 @@ fn create(
     scope: SubScope,
     org: String,
     body: Body<CreateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewSubscription>), ApiError> {
     require_at(cx, Permission::Edit, &scope)?;
     let body = super::body(body)?;
     let channel = channel(cx, &body)?;
@@ -170,36 +164,51 @@ fn create(
     )?;
     let secrets = has_at(cx, Permission::Secrets, &sub.scope);
     cx.note(format!("{} subscription {}", sub.channel.kind(), sub.id));
-    let mut v = sub_json(&sub, secrets);
-    if matches!(sub.channel, Channel::Webhook { .. }) {
-        v["secret"] = if secrets { json!(secret) } else { Value::Null };
-        if !secrets {
-            v["secret_note"] = json!("the signing secret is shown only to holders of the secrets permission, and only now");
-        }
-    }
-    Ok((StatusCode::CREATED, Json(v)))
+    let webhook = matches!(sub.channel, Channel::Webhook { .. });
+    Ok((
+        StatusCode::CREATED,
+        Json(NewSubscription {
+            subscription: sight(&sub, secrets),
+            secret: (webhook && secrets).then_some(secret),
+            secret_note: (webhook && !secrets).then_some(SECRET_NOTE),
+        }),
+    ))
 }
 
-fn list(cx: &Cx<'_>, scope: &SubScope) -> Result<Json<Value>, ApiError> {
+fn list(cx: &Cx<'_>, scope: &SubScope) -> Result<Json<Subscriptions>, ApiError> {
     require_at(cx, Permission::View, scope)?;
     let secrets = has_at(cx, Permission::Secrets, scope);
-    let subs: Vec<Value> = cx
+    let subscriptions = cx
         .app
         .rt
         .store()
         .subscriptions(scope)?
         .iter()
-        .map(|s| sub_json(s, secrets))
+        .map(|s| sight(s, secrets))
         .collect();
-    Ok(Json(json!({ "subscriptions": subs })))
+    Ok(Json(Subscriptions { subscriptions }))
 }
 
+/// Subscribe a webhook or an e-mail address to the end of every operation of an organization's
+/// deployments.
+///
+/// Needs `edit` on the organization (an organization-level grant); the signing secret needs
+/// `secrets` there as well.
+#[utoipa::path(post, path = "/v1/orgs/{org}/subscriptions", tag = "notifications", operation_id = "create_org_subscription",
+    params(("org" = String, Path, description = "Organization")), request_body = CreateBody,
+    responses(
+        (status = 201, description = "The subscription; a webhook's signing secret (secret, shown only here and only with `secrets`)", body = NewSubscription),
+        (status = 400, description = "Bad body, organization name, URL, address or event", body = ErrorBody),
+        (status = 403, description = "Missing `edit` on the organization", body = ErrorBody),
+        (status = 409, description = "The organization holds the most subscriptions allowed (20)", body = ErrorBody),
+        (status = 422, description = "An e-mail subscription, but no SMTP server is configured", body = ErrorBody),
+    ))]
 pub(super) async fn org_create(
     State(app): State<App>,
     headers: HeaderMap,
     Path(org): Path<String>,
     body: Body<CreateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewSubscription>), ApiError> {
     app.handle(&headers, "subscriptions.create", None, |cx| {
         super::support::check_org(&org)?;
         create(
@@ -211,23 +220,46 @@ pub(super) async fn org_create(
     })
 }
 
+/// An organization's subscriptions.
+///
+/// Needs `view` on the organization; webhook URLs are shown in full only with `secrets`.
+#[utoipa::path(get, path = "/v1/orgs/{org}/subscriptions", tag = "notifications", operation_id = "list_org_subscriptions",
+    params(("org" = String, Path, description = "Organization")),
+    responses(
+        (status = 200, description = "Subscriptions", body = Subscriptions),
+        (status = 400, description = "Bad organization name", body = ErrorBody),
+        (status = 403, description = "Missing `view` on the organization", body = ErrorBody),
+    ))]
 pub(super) async fn org_list(
     State(app): State<App>,
     headers: HeaderMap,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Subscriptions>, ApiError> {
     app.handle(&headers, "subscriptions.list", None, |cx| {
         super::support::check_org(&org)?;
         list(cx, &SubScope::Organization { org: org.clone() })
     })
 }
 
+/// Subscribe a webhook or an e-mail address to the end of a deployment's operations.
+///
+/// Needs `edit` on the deployment; the signing secret needs `secrets` there as well.
+#[utoipa::path(post, path = "/v1/deployments/{instance}/subscriptions", tag = "notifications", operation_id = "create_deployment_subscription",
+    params(("instance" = String, Path, description = "Instance name")), request_body = CreateBody,
+    responses(
+        (status = 201, description = "The subscription; a webhook's signing secret (secret, shown only here and only with `secrets`)", body = NewSubscription),
+        (status = 400, description = "Bad body, URL, address or event", body = ErrorBody),
+        (status = 403, description = "Missing `edit` on the deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment is deleted, or holds the most subscriptions allowed (20)", body = ErrorBody),
+        (status = 422, description = "An e-mail subscription, but no SMTP server is configured", body = ErrorBody),
+    ))]
 pub(super) async fn dep_create(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
     body: Body<CreateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewSubscription>), ApiError> {
     app.handle(&headers, "subscriptions.create", Some(&instance), |cx| {
         let dep = cx.deployment(&instance)?;
         cx.require(Permission::Edit, &dep)?;
@@ -243,11 +275,21 @@ pub(super) async fn dep_create(
     })
 }
 
+/// A deployment's own subscriptions (not its organization's).
+///
+/// Needs `view` on the deployment; webhook URLs are shown in full only with `secrets`.
+#[utoipa::path(get, path = "/v1/deployments/{instance}/subscriptions", tag = "notifications", operation_id = "list_deployment_subscriptions",
+    params(("instance" = String, Path, description = "Instance name")),
+    responses(
+        (status = 200, description = "Subscriptions", body = Subscriptions),
+        (status = 403, description = "Missing `view` on the deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ))]
 pub(super) async fn dep_list(
     State(app): State<App>,
     headers: HeaderMap,
     Path(instance): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Subscriptions>, ApiError> {
     app.handle(&headers, "subscriptions.list", Some(&instance), |cx| {
         list(
             cx,
@@ -272,20 +314,42 @@ fn visible(cx: &Cx<'_>, id: u64) -> Result<Subscription, ApiError> {
     Ok(sub)
 }
 
+/// One subscription.
+///
+/// Needs `view` where it lives (otherwise 404); its webhook URL is shown in full only with
+/// `secrets` there.
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "notifications", operation_id = "show_subscription",
+    params(("id" = u64, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The subscription", body = Subscription),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 404, description = "No such subscription, or one the caller may not view", body = ErrorBody),
+    ))]
 pub(super) async fn show(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Subscription>, ApiError> {
     app.handle(&headers, "subscriptions.read", None, |cx| {
         let sub = visible(cx, id)?;
-        Ok(Json(sub_json(
+        Ok(Json(sight(
             &sub,
             has_at(cx, Permission::Secrets, &sub.scope),
         )))
     })
 }
 
+/// Remove a subscription; its pending deliveries are not sent.
+///
+/// Needs `edit` where it lives (without `view` there: 404).
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "notifications", operation_id = "remove_subscription",
+    params(("id" = u64, Path, description = "Subscription id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 403, description = "Missing `edit` where the subscription lives", body = ErrorBody),
+        (status = 404, description = "No such subscription, or one the caller may not view", body = ErrorBody),
+    ))]
 pub(super) async fn remove(
     State(app): State<App>,
     headers: HeaderMap,
@@ -300,23 +364,44 @@ pub(super) async fn remove(
     })
 }
 
+/// A subscription's deliveries, newest first, each with every try (status, error, time).
+///
+/// Needs `view` where the subscription lives (otherwise 404).
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "notifications", operation_id = "subscription_deliveries",
+    params(("id" = u64, Path, description = "Subscription id"), Limit),
+    responses(
+        (status = 200, description = "Deliveries", body = Deliveries),
+        (status = 400, description = "A path or query parameter of the wrong type (plain text, from the router)", content_type = "text/plain", body = String),
+        (status = 404, description = "No such subscription, or one the caller may not view", body = ErrorBody),
+    ))]
 pub(super) async fn deliveries(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<u64>,
     Query(limit): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deliveries>, ApiError> {
     app.handle(&headers, "subscriptions.deliveries", None, |cx| {
         visible(cx, id)?;
-        let list: Vec<Value> = cx
+        let deliveries = cx
             .app
             .rt
             .store()
             .deliveries(id, limit.get())?
-            .iter()
-            .map(|(d, tries)| delivery_json(d, tries))
+            .into_iter()
+            .map(|(d, tries)| DeliveryEntry {
+                id: d.id,
+                operation: d.op,
+                event: d.event,
+                state: d.state,
+                attempts: d.attempts,
+                next_at: d.next_at,
+                tries,
+            })
             .collect();
-        Ok(Json(json!({ "subscription": id, "deliveries": list })))
+        Ok(Json(Deliveries {
+            subscription: id,
+            deliveries,
+        }))
     })
 }
 

@@ -32,9 +32,10 @@ use super::error::ErrorBody;
     tags(
         (name = "platform", description = "Identity, catalogs, the platform audit log"),
         (name = "users", description = "Users, tokens and grants (platform admins)"),
-        (name = "deployments", description = "Deployments, their keys, logs, usage and audit"),
+        (name = "deployments", description = "Deployments, their keys, console, logs, usage and audit"),
         (name = "operations", description = "The per-deployment operations queue"),
         (name = "support", description = "The support team's interventions (platform admins)"),
+        (name = "notifications", description = "Webhook and e-mail subscriptions to the end of operations, and their deliveries"),
     )
 )]
 pub(super) struct ApiDoc;

@@ -16,13 +16,14 @@ use axum::{
 
 /// Queue an operation.
 ///
-/// Needs `deploy` (deploy, reboot), `scale`, `edit` (set-vars, set-config; plus `secrets` for
-/// setting or removing secret config), `export` or `delete`.
+/// Needs `deploy` (deploy, reboot; rotate-key with `secrets` too), `scale`, `edit` (set-vars,
+/// set-config; plus `secrets` for setting or removing secret config), `export` or `delete`.
+/// `certificate` operations are queued by the control plane only (400 here).
 #[utoipa::path(post, path = "/v1/deployments/{instance}/operations", tag = "operations", operation_id = "submit_operation",
     params(("instance" = String, Path, description = "Instance name")), request_body = OpKind,
     responses(
         (status = 202, description = "The queued operation", body = Operation),
-        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 400, description = "Bad body, or a `certificate` operation (only the control plane queues those)", body = ErrorBody),
         (status = 403, description = "Missing a permission the operation needs", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
         (status = 409, description = "Refused by a rule: downgrade, database CPUs lowered, delete protection, deleted", body = ErrorBody),

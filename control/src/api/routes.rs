@@ -9,8 +9,6 @@
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use axum::routing::get;
-
 use super::{
     admin, builds, console, deployments, logs, notify, openapi, operations, support, usage, users,
     App,
@@ -59,23 +57,9 @@ pub(super) fn table() -> OpenApiRouter<App> {
         .routes(routes!(builds::delete))
         .routes(routes!(builds::builds))
         .routes(routes!(builds::log))
-        // Merged before their documentation: `every_route_is_documented` names them until
-        // they carry `#[utoipa::path]`.
-        .route(
-            "/v1/orgs/{org}/subscriptions",
-            get(notify::org_list).post(notify::org_create),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(notify::show).delete(notify::remove),
-        )
-        .route("/v1/subscriptions/{id}/deliveries", get(notify::deliveries))
-        .route(
-            "/v1/deployments/{instance}/console",
-            get(console::show).put(console::set_allow),
-        )
-        .route(
-            "/v1/deployments/{instance}/subscriptions",
-            get(notify::dep_list).post(notify::dep_create),
-        )
+        .routes(routes!(console::show, console::set_allow))
+        .routes(routes!(notify::org_list, notify::org_create))
+        .routes(routes!(notify::dep_list, notify::dep_create))
+        .routes(routes!(notify::show, notify::remove))
+        .routes(routes!(notify::deliveries))
 }

@@ -376,14 +376,21 @@ impl CertKeeper {
     }
 }
 
-/// What the keeper wants for the deployments `rt` knows.
+/// What the keeper wants for the deployments `rt` knows: each one's hostname and its
+/// console's (a certificate operation obtains both).
 pub fn wants(rt: &Runtime) -> Vec<Want> {
+    let settings = rt.settings();
     rt.deployments()
         .into_iter()
-        .map(|d| Want {
-            instance: d.instance.to_string(),
-            hostname: d.hostname.to_ascii_lowercase(),
-            live: !d.deleted,
+        .flat_map(|d| {
+            let console = settings
+                .console
+                .hostname(&d.instance, &d.zone, &settings.base_domain);
+            [d.hostname.to_ascii_lowercase(), console].map(|hostname| Want {
+                instance: d.instance.to_string(),
+                hostname,
+                live: !d.deleted,
+            })
         })
         .collect()
 }

@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use utoipa::ToSchema;
 
 use super::{Deployment, OpStatus, Operation, Timestamp};
 
@@ -20,7 +21,9 @@ use super::{Deployment, OpStatus, Operation, Timestamp};
 pub const SUPERSEDED: &str = "superseded by operation";
 
 /// What happened to an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 pub enum NotifyEvent {
     /// It completed: the deployment has the new state.
     #[serde(rename = "operation.completed")]
@@ -70,7 +73,7 @@ impl NotifyEvent {
 }
 
 /// Where a subscription listens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "level", rename_all = "lowercase")]
 pub enum SubScope {
     /// Every deployment of an organization.
@@ -86,12 +89,14 @@ pub enum SubScope {
 }
 
 /// How a subscription is told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Channel {
     /// A signed JSON POST to `url`.
     Webhook {
-        /// The receiver (http or https).
+        /// The receiver (http or https). Secret in part: in API answers the URL is shown in
+        /// full only with `secrets` where the subscription lives, otherwise as
+        /// `scheme://host[:port]/…` (chat webhooks carry their token in the path).
         url: String,
     },
     /// An e-mail to `to` through the configured SMTP server.
@@ -113,7 +118,7 @@ impl Channel {
 
 /// One subscription. Its signing secret is stored beside it, never in this record, so that
 /// listing subscriptions cannot leak it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Subscription {
     /// Id (assigned by the store).
     pub id: u64,

@@ -26,13 +26,27 @@ pub trait Certifier: Send + Sync + 'static {
     async fn certify(&self, instance: &str, hostname: &str) -> Result<serde_json::Value, String>;
 }
 
-/// Carries out `Intent::Certificate`, then reports `Event::CertificateFinished`.
-pub(super) fn run(inner: &Arc<Inner>, instance: String, op: OpId, hostname: String) {
+/// Carries out `Intent::Certificate` for the deployment's `hostname` and its `console`
+/// hostname, then reports `Event::CertificateFinished`. The result describes the deployment's
+/// certificate, with the console's under `console`; either failing fails the operation.
+pub(super) fn run(
+    inner: &Arc<Inner>,
+    instance: String,
+    op: OpId,
+    hostname: String,
+    console: String,
+) {
     let certifier = inner.certifier.get().cloned();
     let inner = inner.clone();
     tokio::spawn(async move {
         let result = match certifier {
-            Some(c) => c.certify(&instance, &hostname).await,
+            Some(c) => match c.certify(&instance, &hostname).await {
+                Ok(mut own) => c.certify(&instance, &console).await.map(|console| {
+                    own["console"] = console;
+                    own
+                }),
+                Err(e) => Err(e),
+            },
             None => Err("this control plane manages no certificates (no --cert-dir)".into()),
         };
         send(

@@ -71,7 +71,10 @@ pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Inten
                 super::exports::run(inner, name.clone(), op, secrets);
             }
             Intent::Certificate { op, hostname } => {
-                super::certify::run(inner, name.clone(), op, hostname)
+                // The console's hostname has a leaf of its own, obtained by the same operation.
+                let s = &inner.settings;
+                let console = s.console.hostname(&dep.instance, &dep.zone, &s.base_domain);
+                super::certify::run(inner, name.clone(), op, hostname, console)
             }
             Intent::Build { op, builder } => {
                 super::builds::run(inner, name.clone(), op, builder);

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Waiting for its next try.
@@ -66,7 +66,7 @@ pub struct Delivery {
 }
 
 /// One try of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1 for the first try.
     pub attempt: u32,

@@ -89,6 +89,11 @@ async fn create_and_renewal_queue_certificate_operations_that_are_audited() {
     let result = first.result.clone().unwrap();
     assert_eq!(result["hostname"], dep.hostname.as_str());
     assert_eq!(result["renewal"], false);
+    // The console's hostname gets its own leaf in the same operation.
+    let s = rt.settings();
+    let console = s.console.hostname(&dep.instance, &dep.zone, &s.base_domain);
+    assert_eq!(result["console"]["hostname"], console.as_str(), "{result}");
+    assert!(dir.path().join(format!("{console}.key")).exists());
     use std::os::unix::fs::PermissionsExt;
     let key = dir.path().join(format!("{}.key", dep.hostname));
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
