@@ -359,12 +359,23 @@ async fn kubernetes_platform_rolls_and_recovers_through_the_edge() {
     }
     let states = node_states(&cp, &instance).await;
     assert!(states.iter().any(|s| s == "ready"), "{states:?}");
-    let pods = cluster.node_pods(&instance).await;
-    let crashing = pods
-        .iter()
-        .find(|p| p.image == crash_image)
-        .expect("a pod of the crashing image");
-    assert!(crashing.restarts >= 1, "{crashing:?}");
+    // The domain enters CrashLoopBackOff at the container's first exit; the kubelet counts
+    // the restart when it starts the container again.
+    let pods = loop {
+        let pods = cluster.node_pods(&instance).await;
+        let crashing = pods
+            .iter()
+            .find(|p| p.image == crash_image)
+            .expect("a pod of the crashing image");
+        if crashing.restarts >= 1 {
+            break pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the crashing pod was never restarted: {crashing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     // New connections keep arriving, all at the node that serves.
     let serving: Vec<String> = pods
         .iter()
