@@ -21,6 +21,12 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# kubectl checks the Kubernetes driver's objects (`kubectl apply --dry-run=client`): installed
+# where the machine's package sources carry it (Debian's own do not).
+if [ "$what" != run ] && ! command -v kubectl >/dev/null 2>&1 \
+  && apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  missing+=(kubectl)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo_cmd=()
