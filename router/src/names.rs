@@ -120,7 +120,8 @@ impl fmt::Display for Zone {
 pub fn split_host<'a>(host: &'a str, base_domain: &str) -> Option<(&'a str, &'a str)> {
     let host = host.strip_suffix('.').unwrap_or(host);
     let base = base_domain.strip_suffix('.').unwrap_or(base_domain);
-    if host.len() <= base.len() + 1 {
+    // No base, no hostname: with an empty base the separator dot would be read as the base.
+    if base.is_empty() || host.len() <= base.len() + 1 {
         return None;
     }
     let split = host.len() - base.len();
@@ -149,7 +150,8 @@ pub fn parse_hostname(host: &str, base_domain: &str) -> Result<(InstanceName, Zo
     }
     let trimmed = host.strip_suffix('.').unwrap_or(host);
     let base = base_domain.strip_suffix('.').unwrap_or(base_domain);
-    match split_host(trimmed, base) {
+    // `split_host` drops the one trailing dot itself: handing it `trimmed` would take a second.
+    match split_host(host, base) {
         Some((instance, zone)) => Ok((InstanceName::parse(instance)?, Zone::parse(zone)?)),
         None => {
             let lower = trimmed.to_ascii_lowercase();
@@ -270,5 +272,21 @@ mod tests {
             let host = hostname(&inst, &zone, "kanmon.test");
             prop_assert_eq!(parse_hostname(&host.to_ascii_uppercase(), "kanmon.test").unwrap(), (inst, zone));
         }
+    }
+}
+
+#[cfg(test)]
+mod base_domain_tests {
+    use super::*;
+
+    /// Found by the `hostname` fuzz target: an empty base domain parsed, and two trailing dots
+    /// were taken where one is allowed, so the canonical form did not parse back.
+    #[test]
+    fn one_trailing_dot_and_no_empty_base() {
+        assert!(parse_hostname("E575.P...", "").is_err());
+        assert!(split_host("a.b.", "").is_none());
+        assert!(parse_hostname("demo.us-east1.kanmon.test..", "kanmon.test").is_err());
+        let (i, z) = parse_hostname("demo.us-east1.kanmon.test.", "kanmon.test").unwrap();
+        assert_eq!((i.as_str(), z.as_str()), ("demo", "us-east1"));
     }
 }
