@@ -95,6 +95,21 @@ struct State {
 }
 
 impl State {
+    /// Whether `w` waits out a failure's backoff. A live deployment's names share one: its
+    /// certificate operation obtains both and stops at the first failure, so the other name
+    /// has no failure of its own yet must not queue a second operation at once.
+    fn backing_off(&self, w: &Want, now: SystemTime) -> bool {
+        let failing = |host: &str| self.failing.get(host).is_some_and(|r| now < r.next);
+        if !w.live {
+            return failing(&w.hostname);
+        }
+        failing(&w.hostname)
+            || self
+                .owners
+                .iter()
+                .any(|(host, owner)| *owner == w.instance && failing(host))
+    }
+
     /// The earliest expiry of `instance`'s certificates: one failing renewal is never hidden
     /// behind the other name's fresh certificate.
     fn earliest(&self, instance: &str) -> Option<SystemTime> {
@@ -172,7 +187,7 @@ impl CertKeeper {
                     st.owners.insert(w.hostname.clone(), w.instance.clone());
                 }
                 (!w.live && st.retired.contains(&w.hostname))
-                    || st.failing.get(&w.hostname).is_some_and(|r| now < r.next)
+                    || st.backing_off(w, now)
                     || (w.live
                         && st
                             .queued
@@ -205,7 +220,7 @@ impl CertKeeper {
         queue: impl FnOnce() -> Result<bool, E>,
     ) -> Result<bool, E> {
         let mut st = self.state();
-        let busy = st.failing.get(&w.hostname).is_some_and(|r| now < r.next)
+        let busy = st.backing_off(w, now)
             || st
                 .queued
                 .get(&w.hostname)

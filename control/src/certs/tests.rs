@@ -317,3 +317,27 @@ async fn the_console_name_gets_its_own_leaf_and_the_gauge_the_earliest_expiry() 
     keeper.reconcile(&[console, want(true)], later).await;
     assert_eq!(metrics.expiry("alpha"), earliest);
 }
+
+/// A certificate operation stops at its first name's failure; the second name, never tried,
+/// waits out the same backoff instead of queueing a second operation on the next pass.
+#[tokio::test]
+async fn a_failure_of_one_name_backs_off_the_whole_deployment() {
+    let (_dir, source, keeper, _metrics) = setup();
+    let console = Want {
+        instance: "alpha".into(),
+        hostname: "alpha-console.us-east1.kanmon.test".into(),
+        live: true,
+    };
+    let wants = [want(true), console];
+    source.down.store(true, Ordering::SeqCst);
+    let now = SystemTime::now();
+    keeper.reconcile(&wants, now).await;
+    assert!(keeper.issue(&want(true), now).await.is_err());
+    let soon = now + Duration::from_secs(1);
+    assert!(keeper.reconcile(&wants, soon).await.is_empty());
+    let queued = keeper.claim(&wants[1], soon, || Ok::<_, ()>(true));
+    assert_eq!(queued, Ok(false), "the console name is backing off too");
+    // After the backoff both are due again.
+    let later = now + Duration::from_secs(61);
+    assert_eq!(keeper.reconcile(&wants, later).await.len(), 2);
+}
