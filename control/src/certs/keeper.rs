@@ -1,5 +1,7 @@
 //! The reconcile loop: certificates on disk brought in line with the deployments.
 
+mod revoke;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -429,6 +431,15 @@ impl crate::runtime::Certifier for CertKeeper {
             "not_before": humantime::format_rfc3339_seconds(info.not_before).to_string(),
             "not_after": humantime::format_rfc3339_seconds(info.not_after).to_string(),
         }))
+    }
+
+    async fn revoke(&self, instance: &str, hostname: &str) -> crate::runtime::Revocation {
+        let w = Want {
+            instance: instance.to_string(),
+            hostname: hostname.to_string(),
+            live: false,
+        };
+        self.revoke_now(&w, SystemTime::now()).await
     }
 }
 

@@ -101,3 +101,61 @@ fn a_certificate_op_in_progress_at_a_restart_fails_and_can_be_queued_again() {
     assert_eq!(sim.status(cert), OpStatus::Failed);
     sim.submit(OpKind::Certificate).unwrap();
 }
+
+#[test]
+fn a_delete_ends_with_its_revocation_report_and_records_it() {
+    let mut sim = Sim::new(DeploymentType::Development, 1, Timings::default());
+    sim.submit(OpKind::Deploy {
+        version: v("3.35.0"),
+        image: None,
+    })
+    .unwrap();
+    sim.settle();
+    let delete = sim.submit(OpKind::Delete).unwrap();
+    // Everything but the revocation's report: the nodes go, the delete waits.
+    for _ in 0..1000 {
+        let next = sim
+            .pending
+            .iter()
+            .position(|e| !matches!(e, Event::RevocationFinished { .. }));
+        match next {
+            Some(i) => {
+                sim.deliver(i);
+            }
+            None if sim.fire_timer() => {}
+            None => break,
+        }
+    }
+    assert!(sim.ctl.deployment.nodes.is_empty());
+    assert_eq!(sim.status(delete), OpStatus::InProgress);
+    assert!(!sim.removed && !sim.ctl.deployment.deleted);
+    let asked: Vec<_> = std::mem::take(&mut sim.pending);
+    assert!(
+        matches!(asked.as_slice(), [Event::RevocationFinished { op, .. }] if *op == delete),
+        "revocation asked for once: {asked:?}"
+    );
+    // A report about another operation changes nothing.
+    let stray = sim.ctl.handle_event(
+        Event::RevocationFinished {
+            op: delete + 100,
+            result: serde_json::json!({}),
+        },
+        &catalog(),
+        sim.now,
+    );
+    assert!(stray.is_empty(), "{stray:?}");
+    let outcome = serde_json::json!({"certificates": [{"hostname": "h", "status": "retrying"}]});
+    let out = sim.ctl.handle_event(
+        Event::RevocationFinished {
+            op: delete,
+            result: outcome.clone(),
+        },
+        &catalog(),
+        sim.now,
+    );
+    sim.apply(out);
+    // A deferred revocation does not hold the delete: it completes with the outcome.
+    assert_eq!(sim.status(delete), OpStatus::Completed);
+    assert_eq!(sim.saved[&delete].result, Some(outcome));
+    assert!(sim.removed && sim.ctl.deployment.deleted);
+}

@@ -61,6 +61,15 @@ pub enum Event {
         /// The certificate's description, or the failure.
         result: Result<serde_json::Value, String>,
     },
+    /// The revocation asked for by [`Intent::Revoke`] was tried: its outcome, for the delete
+    /// operation's result (`Null`: no certificates are managed). It never fails the delete: a
+    /// CA that is down only defers the revocation (the certificate keeper retries it).
+    RevocationFinished {
+        /// The delete operation.
+        op: OpId,
+        /// The revocation's outcome per hostname.
+        result: serde_json::Value,
+    },
     /// The build asked for by [`Intent::Build`] is done: the operation's result (the image
     /// reference and digest), or why it failed (already free of secrets).
     BuildFinished {
@@ -150,6 +159,15 @@ pub enum Intent {
     /// in progress meanwhile, like an export); report [`Event::CertificateFinished`].
     Certificate {
         /// The certificate operation.
+        op: OpId,
+        /// The deployment's hostname.
+        hostname: String,
+    },
+    /// Revoke the certificates of the deployment's `hostname` (and its console's) for delete
+    /// operation `op`, whose nodes are all gone (the operation stays in progress meanwhile, so
+    /// the outcome is the delete's); report [`Event::RevocationFinished`].
+    Revoke {
+        /// The delete operation.
         op: OpId,
         /// The deployment's hostname.
         hostname: String,

@@ -169,6 +169,10 @@ impl Sim {
                     op,
                     result: Ok(serde_json::Value::Null),
                 }),
+                Intent::Revoke { op, .. } => self.pending.push(Event::RevocationFinished {
+                    op,
+                    result: serde_json::Value::Null,
+                }),
                 Intent::Build { op, builder } => self.pending.push(Event::BuildFinished {
                     op,
                     result: Ok(serde_json::json!({ "image": format!("sim/{builder}") })),

@@ -76,6 +76,11 @@ pub(super) fn carry_out(inner: &Arc<Inner>, dep: &Deployment, intents: Vec<Inten
                 let console = s.console.hostname(&dep.instance, &dep.zone, &s.base_domain);
                 super::certify::run(inner, name.clone(), op, hostname, console)
             }
+            Intent::Revoke { op, hostname } => {
+                let s = &inner.settings;
+                let console = s.console.hostname(&dep.instance, &dep.zone, &s.base_domain);
+                super::certify::revoke(inner, name.clone(), op, [hostname, console])
+            }
             Intent::Build { op, builder } => {
                 super::builds::run(inner, name.clone(), op, builder);
             }

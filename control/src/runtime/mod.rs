@@ -23,7 +23,7 @@ use std::{
 
 use actor::{Actor, Inputs, Msg};
 
-pub use certify::{Certifier, SYSTEM_USER};
+pub use certify::{Certifier, Revocation, SYSTEM_USER};
 pub(crate) use desire::event_of;
 pub use exports::{DatabaseExporter, Downloads, DOWNLOAD_TTL};
 pub use settings::{

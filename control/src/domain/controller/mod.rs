@@ -26,6 +26,8 @@ use super::{
 struct Active {
     op: OpId,
     rollout: Option<Rollout>,
+    /// A delete whose nodes are gone waits for its certificates' revocation.
+    revoking: bool,
 }
 
 /// One deployment's lifecycle.
@@ -131,6 +133,7 @@ impl Controller {
             self.active = Some(Active {
                 op: id,
                 rollout: None,
+                revoking: false,
             });
             if self.deployment.deleted {
                 self.finish(Err(DomainError::Deleted.to_string()), now, out);
@@ -234,6 +237,15 @@ impl Controller {
                 self.step(catalog, now, &mut out);
                 return out;
             }
+            Event::RevocationFinished { op, result } => {
+                let revoking = self.active.as_ref().is_some_and(|a| a.revoking);
+                if revoking && self.running(op, &OpKind::Delete) {
+                    let result = (!result.is_null()).then_some(result);
+                    self.finish(Ok(result), now, &mut out);
+                }
+                self.step(catalog, now, &mut out);
+                return out;
+            }
             _ => {}
         }
         if let Event::BuildFinished { op, result } = ev {
@@ -259,6 +271,7 @@ impl Controller {
             Event::ConnectionsDrained { node } => (node.clone(), None),
             Event::ExportFinished { .. }
             | Event::CertificateFinished { .. }
+            | Event::RevocationFinished { .. }
             | Event::BuildFinished { .. } => return out,
         };
         let Some(record) = self.deployment.nodes.iter_mut().find(|n| n.id == node) else {
@@ -394,9 +407,31 @@ impl Controller {
     fn settle(&mut self, outcome: Outcome, now: Timestamp, out: &mut Vec<Intent>) {
         match outcome {
             Outcome::Running => self.refresh_progress(out),
-            Outcome::Done => self.finish(Ok(None), now, out),
+            Outcome::Done => {
+                if !self.revoke_first(out) {
+                    self.finish(Ok(None), now, out);
+                }
+            }
             Outcome::Failed(why) => self.finish(Err(why), now, out),
         }
+    }
+
+    /// Whether the active operation is a delete whose nodes are gone and whose certificates'
+    /// revocation is (now) asked for: it ends on [`Event::RevocationFinished`], so the
+    /// revocation's outcome is on the delete's record. Asked for once.
+    fn revoke_first(&mut self, out: &mut Vec<Intent>) -> bool {
+        let delete = self.queue.front().is_some_and(|o| o.kind == OpKind::Delete);
+        let Some(active) = self.active.as_mut().filter(|_| delete) else {
+            return false;
+        };
+        if !active.revoking {
+            active.revoking = true;
+            out.push(Intent::Revoke {
+                op: active.op,
+                hostname: self.deployment.hostname.clone(),
+            });
+        }
+        true
     }
 
     fn refresh_progress(&mut self, out: &mut Vec<Intent>) {

@@ -182,3 +182,175 @@ async fn a_failed_certificate_operation_is_recorded_and_the_deploy_still_runs() 
         && e.detail.contains("connection refused")));
     task.abort();
 }
+
+/// Issues long-lived certificates and records what it revokes; revocations fail while `down`.
+#[derive(Default)]
+struct Revoking {
+    down: std::sync::atomic::AtomicBool,
+    revoked: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl CertSource for Revoking {
+    async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = CertificateParams::new(vec![hostname.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        Ok(PemPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+    async fn revoke(&self, cert_pem: &str) -> Result<(), CertError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(CertError::Acme("connection refused".into()));
+        }
+        self.revoked.lock().unwrap().push(cert_pem.to_string());
+        Ok(())
+    }
+    fn accepts(&self, _info: &CertInfo) -> bool {
+        true
+    }
+}
+
+/// A runtime with a keeper over `source` (retrying after 200 ms, then 400 ms, ...) and a
+/// deployment `alpha` whose certificate and first deploy are done; its two hostnames.
+async fn certified(
+    dir: &std::path::Path,
+    source: Arc<Revoking>,
+    metrics: &CertMetrics,
+) -> (Runtime, tokio::task::JoinHandle<()>, [String; 2]) {
+    let table = Arc::new(HealthTable::new());
+    let rt = Runtime::start(
+        Arc::new(Store::in_memory().unwrap()),
+        settings(),
+        Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
+        edge(&table),
+    )
+    .unwrap();
+    let retry = RetryPolicy {
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(1),
+    };
+    let keeper = CertKeeper::new(dir.to_path_buf(), source, metrics.clone(), retry);
+    let task = keeper.spawn(rt.clone(), Duration::from_millis(50));
+    let (dep, deploy) = rt
+        .create(request(DeploymentType::Development, 1), "ann")
+        .unwrap();
+    let issued = &certificate_ops(&rt, "alpha", 1).await[0];
+    assert_eq!(issued.status, OpStatus::Completed, "{:?}", issued.error);
+    assert_eq!(finished(&rt, deploy.id).await.status, OpStatus::Completed);
+    let s = rt.settings();
+    let console = s.console.hostname(&dep.instance, &dep.zone, &s.base_domain);
+    (rt, task, [dep.hostname.to_string(), console])
+}
+
+fn pems(dir: &std::path::Path, hosts: &[String; 2]) -> Vec<String> {
+    hosts
+        .iter()
+        .map(|h| std::fs::read_to_string(dir.join(format!("{h}.crt"))).unwrap())
+        .collect()
+}
+
+fn revocation_audits(rt: &Runtime) -> Vec<crate::store::AuditEntry> {
+    rt.store()
+        .audit_log(Some("alpha"), 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "certificates.revoke")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_revokes_the_certificates_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Arc::new(Revoking::default());
+    let metrics = CertMetrics::new().unwrap();
+    let (rt, task, hosts) = certified(dir.path(), source.clone(), &metrics).await;
+    let issued = pems(dir.path(), &hosts);
+
+    let delete = rt.submit("alpha", OpKind::Delete, "bob").unwrap();
+    let done = finished(&rt, delete.id).await;
+    assert_eq!(done.status, OpStatus::Completed, "{:?}", done.error);
+    let result = done.result.expect("the revocation's outcome");
+    let certs = result["certificates"].as_array().expect("per hostname");
+    assert_eq!(certs.len(), 2, "{result}");
+    for (entry, host) in certs.iter().zip(&hosts) {
+        assert_eq!(entry["hostname"], host.as_str(), "{result}");
+        assert_eq!(entry["status"], "revoked", "{result}");
+    }
+    // Exactly the certificates that were served, each revoked once, and their files gone.
+    assert_eq!(*source.revoked.lock().unwrap(), issued);
+    for h in &hosts {
+        assert!(!dir.path().join(format!("{h}.crt")).exists());
+        assert!(!dir.path().join(format!("{h}.key")).exists());
+    }
+    assert!(rt.deployment("alpha").unwrap().deleted);
+    assert_eq!(metrics.failures("alpha"), 0);
+    assert_eq!(metrics.expiry("alpha"), None);
+    let audits = revocation_audits(&rt);
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert!(audits.iter().all(|e| e.outcome == Outcome::Allowed
+        && e.detail
+            .contains(&format!("delete operation {}", delete.id))));
+    // The keeper's later passes see the deployment gone and revoke nothing twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(source.revoked.lock().unwrap().len(), 2);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_outage_at_delete_defers_the_revocation_without_holding_the_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Arc::new(Revoking::default());
+    let metrics = CertMetrics::new().unwrap();
+    let (rt, task, hosts) = certified(dir.path(), source.clone(), &metrics).await;
+    let issued = pems(dir.path(), &hosts);
+    source.down.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let delete = rt.submit("alpha", OpKind::Delete, "bob").unwrap();
+    let done = finished(&rt, delete.id).await;
+    assert_eq!(done.status, OpStatus::Completed, "{:?}", done.error);
+    assert!(rt.deployment("alpha").unwrap().deleted);
+    let result = done.result.expect("the revocation's outcome");
+    for entry in result["certificates"].as_array().expect("per hostname") {
+        assert_eq!(entry["status"], "retrying", "{result}");
+        assert_eq!(entry["error"], "ACME: connection refused", "{result}");
+        assert_eq!(entry["retry_in"], "200ms", "{result}");
+    }
+    let audits = revocation_audits(&rt);
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert!(audits.iter().all(|e| e.outcome == Outcome::Error
+        && e.detail.contains("connection refused")
+        && e.detail.contains("retried with backoff")));
+    assert!(metrics.failures("alpha") >= 2);
+    // The PEMs a revocation sends stay until it succeeds.
+    assert_eq!(pems(dir.path(), &hosts), issued);
+
+    // The CA is back: a later pass revokes both (bounded wait) and removes the files.
+    source
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut revoked = Vec::new();
+    for _ in 0..250 {
+        revoked = source.revoked.lock().unwrap().clone();
+        let gone = hosts
+            .iter()
+            .all(|h| !dir.path().join(format!("{h}.crt")).exists());
+        if revoked.len() == 2 && gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    revoked.sort();
+    let mut want = issued;
+    want.sort();
+    assert_eq!(revoked, want, "both revoked by the keeper's retry");
+    for h in &hosts {
+        assert!(!dir.path().join(format!("{h}.key")).exists());
+    }
+    assert_eq!(metrics.expiry("alpha"), None);
+    task.abort();
+}
