@@ -38,6 +38,14 @@ impl Drop for Proc {
 /// after the common ones; returns the process and an API client with the admin token.
 /// Call from a multi-thread runtime (it blocks while reading the address line).
 pub fn start_serve(dir: &Path, args: &[&str]) -> (Proc, Client) {
+    let (serve, api, _) = start_serve_with_metrics(dir, args);
+    (serve, api)
+}
+
+/// As [`start_serve`], also returning the control plane's admin listener (`/metrics`); its
+/// log goes to `dir/serve.log` (for a failing test to show).
+pub fn start_serve_with_metrics(dir: &Path, args: &[&str]) -> (Proc, Client, SocketAddr) {
+    let log = std::fs::File::create(dir.join("serve.log")).expect("serve log");
     let mut serve = Command::new(workspace_bin("kanmon"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
@@ -45,23 +53,33 @@ pub fn start_serve(dir: &Path, args: &[&str]) -> (Proc, Client) {
         .arg(dir.join("kanmon.db"))
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("kanmon serve");
     let stdout = serve.stdout.take().expect("stdout");
     let serve = Proc(serve);
-    // Bounded: at most 20 lines, and EOF if the process exits.
-    let api_addr: SocketAddr = tokio::task::block_in_place(|| {
-        BufReader::new(stdout)
+    // Bounded: at most 20 lines, and EOF if the process exits. The metrics line comes first.
+    let (mut metrics_addr, mut api_addr) = (None, None);
+    tokio::task::block_in_place(|| {
+        for line in BufReader::new(stdout)
             .lines()
             .take(20)
             .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("listening on ").and_then(|a| a.parse().ok()))
-    })
-    .expect("kanmon serve printed its address");
+        {
+            if let Some(a) = line.strip_prefix("metrics on http://") {
+                metrics_addr = a.trim_end_matches("/metrics").parse().ok();
+            }
+            if let Some(a) = line.strip_prefix("listening on ") {
+                api_addr = a.parse().ok();
+                return;
+            }
+        }
+    });
+    let api_addr: SocketAddr = api_addr.expect("kanmon serve printed its address");
+    let metrics_addr = metrics_addr.expect("kanmon serve printed its metrics address");
     let token = std::fs::read_to_string(dir.join("kanmon.db.admin-token")).expect("token");
     let api = Client::new(&format!("http://{api_addr}"), token.trim().to_string());
-    (serve, api)
+    (serve, api, metrics_addr)
 }
 
 /// Starts `kanmon-proxy` with `config` written to `dir/proxy.toml`, its output to

@@ -98,6 +98,13 @@ pub(crate) struct Rig {
 impl Rig {
     /// Starts the node, the edge and pebble's DNS; `None` (saying so) without pebble.
     pub(crate) async fn start(challenge: Challenge) -> Option<Rig> {
+        Self::start_with(challenge, true).await
+    }
+
+    /// As [`Rig::start`]; without `static_node` there is no node and the edge's nodes file
+    /// (`nodes.toml` in the rig's directory) starts empty, for a `kanmon serve --nodes-file`
+    /// to write.
+    pub(crate) async fn start_with(challenge: Challenge, static_node: bool) -> Option<Rig> {
         if Command::new("pebble").arg("-version").output().is_err() {
             eprintln!("SKIPPED: pebble is not installed (scripts/setup.sh test installs it)");
             return None;
@@ -110,20 +117,25 @@ impl Rig {
         let (acme, mgmt, dns, chall_mgmt) = (free_port(), free_port(), free_port(), free_port());
         let (edge, admin, node, grpc) = (free_port(), free_port(), free_port(), free_port());
         let http = (challenge == Challenge::Http01).then(free_port);
-        let node_proc = spawn(
-            Command::new(node_program())
-                .args(["node", "--quiet", "--listen", &node.to_string()])
-                .args(["--grpc-listen", &grpc.to_string()]),
-        );
+        let mut procs = Vec::new();
         let nodes = d.join("nodes.toml");
-        std::fs::write(
-            &nodes,
-            format!(
-                "[[deployment]]\ninstance = \"alpha\"\nzone = \"us-east1\"\nnodes = [{{ id = \
-                 \"alpha-0\", addr = \"{node}\", state = \"ready\" }}]\n"
-            ),
-        )
-        .unwrap();
+        if static_node {
+            procs.push(spawn(
+                Command::new(node_program())
+                    .args(["node", "--quiet", "--listen", &node.to_string()])
+                    .args(["--grpc-listen", &grpc.to_string()]),
+            ));
+            std::fs::write(
+                &nodes,
+                format!(
+                    "[[deployment]]\ninstance = \"alpha\"\nzone = \"us-east1\"\nnodes = [{{ id = \
+                     \"alpha-0\", addr = \"{node}\", state = \"ready\" }}]\n"
+                ),
+            )
+            .unwrap();
+        } else {
+            std::fs::write(&nodes, "").unwrap();
+        }
         let http_line = http.map_or(String::new(), |h| format!("http = \"{h}\"\n"));
         std::fs::write(
             d.join("proxy.toml"),
@@ -137,12 +149,12 @@ impl Rig {
             ),
         )
         .unwrap();
-        let proxy = spawn(
+        procs.push(spawn(
             Command::new(workspace_bin("kanmon-proxy"))
                 .arg("--config")
                 .arg(d.join("proxy.toml")),
-        );
-        let dns_proc = spawn(Command::new("pebble-challtestsrv").args([
+        ));
+        procs.push(spawn(Command::new("pebble-challtestsrv").args([
             "-dns01",
             &dns.to_string(),
             "-http01",
@@ -157,7 +169,7 @@ impl Rig {
             "127.0.0.1",
             "-defaultIPv6",
             "",
-        ]));
+        ])));
         let config = serde_json::json!({ "pebble": {
             "listenAddress": acme.to_string(),
             "managementListenAddress": mgmt.to_string(),
@@ -177,7 +189,9 @@ impl Rig {
         if let Some(h) = http {
             listening(h, "the edge's plain-HTTP listener").await;
         }
-        listening(node, "the node").await;
+        if static_node {
+            listening(node, "the node").await;
+        }
         Some(Rig {
             log: d.join("pebble.log"),
             dir,
@@ -187,7 +201,7 @@ impl Rig {
             acme,
             mgmt,
             pebble_ca,
-            _procs: vec![node_proc, proxy, dns_proc],
+            _procs: procs,
         })
     }
 
