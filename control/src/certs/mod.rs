@@ -1,6 +1,7 @@
 //! Certificates per deployment: every live deployment has a certificate for exactly its
 //! hostname in the proxy's `cert_dir`, renewed at two thirds of its lifetime; a deleted
-//! deployment's certificate is revoked and removed.
+//! deployment's certificate is revoked and removed (by its `delete` operation, or by a later
+//! pass of the keeper when the CA could not be reached then).
 //!
 //! The [`CertKeeper`] reconciles what is on disk against the deployments: a certificate missed
 //! while the control plane was down, or a renewal that is due or failed, is picked up on the

@@ -88,7 +88,8 @@ pub enum OpKind {
         #[schema(value_type = String)]
         version: Version,
     },
-    /// Remove all nodes and the deployment.
+    /// Remove all nodes, revoke the deployment's certificates (a CA outage defers that to the
+    /// certificate keeper without failing the delete) and remove the deployment.
     Delete,
 }
 
@@ -285,8 +286,9 @@ pub struct Operation {
     pub finished_at: Option<Timestamp>,
     /// Why it failed.
     pub error: Option<String>,
-    /// Result (export document). An export's `result.database.download` link is present
-    /// only with the `export` permission.
+    /// Result (export document; a certificate's description; a delete's revocation outcome
+    /// per hostname, under `certificates`). An export's `result.database.download` link is
+    /// present only with the `export` permission.
     pub result: Option<serde_json::Value>,
     /// Rolling progress while in progress.
     pub progress: Option<Progress>,
