@@ -256,6 +256,12 @@ async fn a_deployment_through_the_binaries_gets_renews_keeps_and_revokes_its_cer
     let ops = finished_certificate_ops(&api, 3, Duration::from_secs(2 * VALIDITY)).await;
     let outage = &ops[2];
     assert_eq!(outage["status"], "failed", "{outage}");
+    assert!(
+        outage["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("ACME: ")),
+        "{outage}"
+    );
     assert!(failures(metrics).await >= 1.0, "failure counted");
     assert_eq!(leaf_on_disk(&cert_dir), second);
     assert_eq!(
