@@ -216,10 +216,10 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     let acme_cfg = rig.acme_config(Challenge::TlsAlpn01);
     let fresh = Arc::new(Store::open(&d.join("control-2.db")).unwrap());
     let keeper = certs::keeper(
-        &SourceConfig::Acme(acme_cfg),
+        &SourceConfig::Acme(acme_cfg.clone()),
         &cert_dir,
         "kanmon.test",
-        fresh,
+        fresh.clone(),
         &legacy,
         metrics.clone(),
     )
@@ -228,6 +228,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     pass(&keeper, &live, later).await;
     let third = leaf_on_disk(&cert_dir);
     assert_ne!(third, second, "renewed once the CA is back");
+    let third_pem = std::fs::read_to_string(cert_dir.join(format!("{HOST}.crt"))).unwrap();
     let deleted = [Want {
         live: false,
         ..live[0].clone()
@@ -249,6 +250,13 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
         .await
         .unwrap();
     assert!(status.contains("Revoked"), "pebble says: {status}");
+    // A retry of a revocation whose answer was lost finds it revoked already: that is done.
+    use certs::CertSource;
+    let again = certs::acme::AcmeSource::new(acme_cfg, fresh, &legacy, &cert_dir);
+    again
+        .revoke(&third_pem)
+        .await
+        .expect("alreadyRevoked counts as revoked");
     drop(ws);
     drop(pebble);
 }

@@ -106,6 +106,9 @@ pub struct AcmeSource {
     cert_dir: PathBuf,
 }
 
+/// RFC 8555's problem type for a revocation of a certificate that is revoked already.
+const ALREADY_REVOKED: &str = "urn:ietf:params:acme:error:alreadyRevoked";
+
 fn acme_err(e: instant_acme::Error) -> CertError {
     CertError::Acme(e.to_string())
 }
@@ -372,7 +375,13 @@ impl CertSource for AcmeSource {
                 reason: None,
             })
             .await
-            .map_err(acme_err)
+            .or_else(|e| match e {
+                // Revoked by an earlier attempt whose answer was lost (or cut short): done.
+                instant_acme::Error::Api(p) if p.r#type.as_deref() == Some(ALREADY_REVOKED) => {
+                    Ok(())
+                }
+                e => Err(acme_err(e)),
+            })
     }
 
     async fn suggested_renewal(&self, cert_pem: &str) -> Option<super::Suggestion> {
