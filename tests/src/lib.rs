@@ -187,7 +187,6 @@ impl Platform {
         up.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         up.metrics_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         up.settings = settings;
-        up.node.stop_grace = Duration::from_secs(5);
         let databases = opts.database.then(|| {
             Arc::new(Databases::new(&dir.path().join("postgres")).expect("PostgreSQL usable"))
         });
