@@ -264,6 +264,7 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
 }
 
 mod certificates;
+mod grace;
 mod isolation;
 
 /// Fails its first applies, as a cluster API that is briefly unreachable would.
