@@ -78,6 +78,18 @@ fn node_state(table: &HealthTable) -> Option<(NodeState, u64)> {
     Some((node.state(), node.stats().active()))
 }
 
+/// Waits (bounded) until the edge's table shows alpha-0 ready: the step that completes an
+/// operation stores it before it publishes to the edge, so a reader of the store can be first.
+async fn published_ready(table: &HealthTable) {
+    for _ in 0..500 {
+        if node_state(table).is_some_and(|s| s.0 == NodeState::Ready) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("alpha-0 never published ready: {:?}", node_state(table));
+}
+
 fn set_config(key: &str, value: &str) -> OpKind {
     OpKind::SetConfig {
         config: BTreeMap::from([(key.to_string(), value.to_string())]),
@@ -167,6 +179,7 @@ async fn a_draining_node_keeps_its_connection_until_it_ends_within_the_grace() {
     } = setup().await;
     run(&rt, set_config("shutdown_grace_sec", "60")).await;
     let pid = pid_of(&driver);
+    published_ready(&table).await;
     let conn = table.pick("alpha", "us-east1", 0).unwrap();
     assert_eq!(conn.node().id(), "alpha-0");
 
@@ -183,7 +196,7 @@ async fn a_draining_node_keeps_its_connection_until_it_ends_within_the_grace() {
     let done = finished(&rt, op).await;
     assert_eq!(done.status, OpStatus::Completed, "{done:?}");
     assert!(termed(&markers, pid).is_some(), "stopped without SIGTERM");
-    assert_eq!(node_state(&table).map(|s| s.0), Some(NodeState::Ready));
+    published_ready(&table).await;
     assert_ne!(pid_of(&driver), pid, "the node was replaced");
 }
 
@@ -207,6 +220,7 @@ async fn a_draining_node_is_stopped_after_the_grace_and_killed_only_after_it() {
     )
     .await;
     let pid = pid_of(&driver);
+    published_ready(&table).await;
     let conn = table.pick("alpha", "us-east1", 0).unwrap();
 
     let started = SystemTime::now();
