@@ -128,7 +128,9 @@ pub enum Command {
     Config {
         /// Deployment instance name.
         instance: String,
-        /// Config entries to set, as KEY=VALUE.
+        /// Config entries to set, as KEY=VALUE. `shutdown_grace_sec=N` (Nakama's key, 0–3600;
+        /// unset: 0) is also how long a node drains and may finish after SIGTERM, at most the
+        /// platform's `--grace`.
         #[arg(long = "set")]
         config: Vec<String>,
         /// Secret config entries to set, as KEY=VALUE (needs the secrets permission).
