@@ -108,7 +108,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if !args.node_args.is_empty() {
                 config.args = args.node_args.clone();
             }
-            config.stop_grace = args.grace;
             config.build_images = settings.builds.as_ref().map(|b| b.dir.clone());
             settings.node_logs = Some(args.log_dir.clone());
             let driver = Arc::new(LocalDriver::new(config));

@@ -138,7 +138,6 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     up.settings = settings;
     up.settings.timings.grace = args.grace;
-    up.node.stop_grace = args.grace;
     if !args.node_args.is_empty() {
         up.node.args = args.node_args.clone();
     }

@@ -277,7 +277,8 @@ async fn lifecycle_rules_over_http() {
 async fn cli_talks_to_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("k.db");
-    // A long grace period holds a reboot in "draining", so its progress is observable.
+    // A long grace period (the deployment's own, set below within the platform's cap) holds
+    // a reboot in "draining", so its progress is observable.
     let s = Server::start(&db, &["--grace", "10m"]);
     let token_file = format!("{}.admin-token", db.display());
     let kanmon = |args: &[&str], token_file: &str| {
@@ -313,6 +314,21 @@ async fn cli_talks_to_the_server() {
     );
     let progress = String::from_utf8_lossy(&out.stderr);
     assert!(progress.contains("operation 1 completed"), "{progress}");
+    let out = kanmon(
+        &[
+            "config",
+            "alpha",
+            "--set",
+            "shutdown_grace_sec=600",
+            "--wait",
+        ],
+        &token_file,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = kanmon(&["reboot", "alpha"], &token_file);
     assert!(out.status.success());
     let mut seen = String::new();

@@ -10,9 +10,20 @@ use serde_json::json;
 async fn interrupted_operation_is_failed_and_the_queue_moves_on() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("k.db");
-    // A long grace period holds the rollout in "draining" until we kill the server.
+    // A long grace period (the deployment's own, within the platform's cap) holds the
+    // rollout in "draining" until we kill the server.
     let s = Server::start(&db, &["--grace", "10m"]);
     s.create("alpha", "production", 2).await;
+    let (status, set) = s
+        .post(
+            "/v1/deployments/alpha/operations",
+            &s.admin,
+            json!({ "kind": "set-config", "config": { "shutdown_grace_sec": "600" } }),
+        )
+        .await;
+    assert_eq!(status, 202, "{set}");
+    let set = s.wait_op(set["id"].as_u64().unwrap()).await;
+    assert_eq!(set["status"], "completed", "{set}");
 
     let (status, upgrade) = s
         .post(

@@ -220,9 +220,10 @@ fn nodes_follow_the_cpu_tier_and_the_timing_contract() {
         let c = &pod["containers"][0];
         assert_eq!(c["resources"]["limits"]["cpu"], per_pod);
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/healthcheck");
-        // The grace counts from the start of preStop: 5 s pause + 30 s drain.
+        // The grace counts from the start of preStop: 5 s pause + the deployment's own
+        // shutdown grace, Nakama's default of 0 s when it sets none.
         assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
-        assert_eq!(pod["terminationGracePeriodSeconds"], 35);
+        assert_eq!(pod["terminationGracePeriodSeconds"], 5);
         let ann = &sts["spec"]["template"]["metadata"]["annotations"];
         assert_eq!(ann["kanmon.dev/generation"], "4");
     }
@@ -269,6 +270,35 @@ fn the_database_follows_its_cpu_tier() {
             shared
         );
     }
+}
+
+/// A pod's `terminationGracePeriodSeconds` is its deployment's `shutdown_grace_sec` (capped by
+/// the platform's grace) after the preStop pause, and a change of it is a changed pod
+/// template: under `OnDelete` the rolling operation that changed the config replaces the pods.
+#[test]
+fn the_pod_grace_is_the_deployments_shutdown_grace_after_the_pause() {
+    let template = |grace: Option<&str>| {
+        let mut d = deployment("alpha", DeploymentType::Production, 2);
+        if let Some(g) = grace {
+            d.spec.config.insert("shutdown_grace_sec".into(), g.into());
+        }
+        find(
+            &objects(&d, DatabaseFlavor::StatefulSet, &settings()),
+            "StatefulSet",
+            "alpha",
+        )["spec"]["template"]
+            .clone()
+    };
+    let unset = template(None);
+    assert_eq!(unset["spec"]["terminationGracePeriodSeconds"], 5);
+    let twenty = template(Some("20"));
+    assert_eq!(twenty["spec"]["terminationGracePeriodSeconds"], 25);
+    // Above the platform's cap (30 s here) the cap holds.
+    let capped = template(Some("3600"));
+    assert_eq!(capped["spec"]["terminationGracePeriodSeconds"], 35);
+    assert_ne!(unset, twenty);
+    assert_ne!(twenty, capped);
+    assert_eq!(twenty, template(Some("20")));
 }
 
 #[test]

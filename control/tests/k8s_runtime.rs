@@ -301,3 +301,70 @@ async fn scaling_adds_and_removes_pods_as_the_operation_asks() {
     })
     .await;
 }
+
+/// The pods' `terminationGracePeriodSeconds` is the deployment's `shutdown_grace_sec` (Nakama's
+/// default, 0 s, when unset) plus the preStop pause; a change of it is a changed pod template,
+/// which the set-config operation rolls out pod by pod like any config, and pods deleted
+/// afterwards are deleted with that grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_shutdown_grace_rolls_out_the_pods_termination_grace() {
+    let (api, _sim, rt) = runtime_on_cluster().await;
+    let (_, first) = rt.create(request(), "ann").unwrap();
+    assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    let template_grace = || {
+        api.get(Kind::StatefulSet, "kanmon-alpha", "alpha").unwrap()["spec"]["template"]["spec"]
+            ["terminationGracePeriodSeconds"]
+            .clone()
+    };
+    // KubeSettings::default(): a 5 s preStop pause, a 30 s cap.
+    assert_eq!(template_grace(), 5);
+    let before = pods(&api);
+
+    let set = rt
+        .submit(
+            "alpha",
+            OpKind::SetConfig {
+                config: BTreeMap::from([("shutdown_grace_sec".into(), "20".into())]),
+                secret_config: BTreeMap::new(),
+                remove_config: Default::default(),
+                remove_secret_config: Default::default(),
+            },
+            "ann",
+        )
+        .unwrap();
+    assert_eq!(finished(&rt, set.id).await.status, OpStatus::Completed);
+    assert_eq!(template_grace(), 25);
+    let after = pods(&api);
+    assert_eq!(after.len(), 2, "{after:#?}");
+    for (node, p) in &after {
+        assert_ne!(before[node].uid, p.uid, "{node} was not replaced");
+        assert!(p.ready, "{node}: {p:?}");
+        let pod = api.get(Kind::Pod, "kanmon-alpha", node).unwrap();
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 25, "{node}");
+    }
+
+    // The next rolling step deletes a pod with the new grace.
+    let deleted = Arc::new(Mutex::new(None));
+    let watch = {
+        let (api, deleted) = (api.clone(), deleted.clone());
+        tokio::spawn(async move {
+            for _ in 0..10_000 {
+                let found = api.list(Kind::Pod).into_iter().find(|p| {
+                    p["metadata"]["labels"]["kanmon.dev/component"] == "node"
+                        && !p["metadata"]["deletionTimestamp"].is_null()
+                });
+                if let Some(p) = found {
+                    *deleted.lock().unwrap() =
+                        Some(p["metadata"]["deletionGracePeriodSeconds"].clone());
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
+    assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
+    watch.abort();
+    let seen = deleted.lock().unwrap().clone();
+    assert_eq!(seen, Some(serde_json::json!(25)), "the deleted pod's grace");
+}

@@ -20,13 +20,14 @@ fn launch(id: &str, incarnation: u64) -> NodeLaunch {
         cpus: 1,
         db_cpus: 1,
         secret_keys: Default::default(),
+        shutdown_grace: Duration::ZERO,
     }
 }
 
 fn config(dir: &std::path::Path) -> LocalDriverConfig {
     let mut c = LocalDriverConfig::demo_node(env!("CARGO_BIN_EXE_kanmon"), dir.join("logs"));
     c.args = vec!["demo-node".into(), "--listen".into(), "127.0.0.1:0".into()];
-    c.stop_grace = Duration::from_secs(5);
+    c.exit_slack = Duration::from_secs(5);
     c
 }
 
@@ -80,6 +81,50 @@ async fn a_node_that_exits_on_start_is_a_start_failure() {
         .await
         .is_err());
     assert_eq!(driver.health("alpha", "alpha-0").await, NodeHealth::Exited);
+}
+
+/// A stopped node gets SIGTERM and then its own shutdown grace (the deployment's
+/// `shutdown_grace_sec`, handed over in its launch) plus the exit slack before it is killed:
+/// a node that ignores SIGTERM is still running when the grace ends, and is gone after.
+#[tokio::test]
+async fn a_stopped_node_is_killed_only_after_its_shutdown_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.exit_slack = Duration::from_millis(200);
+    // Says so on SIGTERM and keeps running (as Nakama finishing its matches would).
+    c.program = "sh".into();
+    c.args = vec![
+        "-c".into(),
+        "trap 'echo got SIGTERM' TERM; echo listening on 127.0.0.1:9; \
+         i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
+            .into(),
+    ];
+    let driver = LocalDriver::new(c);
+    let mut spec = launch("alpha-0", 1);
+    spec.shutdown_grace = Duration::from_secs(2);
+    driver.start_node("alpha", &spec).await.unwrap();
+    let pid = driver.node_pids()[0].2;
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive());
+    let asked = std::time::Instant::now();
+    driver.stop_node("alpha", "alpha-0").await.unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took >= spec.shutdown_grace,
+        "killed {took:?} after SIGTERM, before its grace of {:?}",
+        spec.shutdown_grace
+    );
+    assert!(!alive(), "still running after the stop");
+    let path = dir.path().join("logs/alpha/alpha-0.log");
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains("got SIGTERM") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.contains("got SIGTERM"), "SIGTERM came first: {log}");
 }
 
 /// Secrets reach a node through a 0600 file named in `KANMON_NODE_CONFIG`, not through its

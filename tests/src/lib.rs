@@ -78,7 +78,8 @@ pub struct PlatformOpts {
     pub node_program: PathBuf,
     /// Run a PostgreSQL per deployment.
     pub database: bool,
-    /// Grace of a draining node (short in tests).
+    /// The platform's cap on a deployment's shutdown grace (short in tests); a drain waits
+    /// the deployment's own `shutdown_grace_sec` (see [`Platform::set_shutdown_grace`]).
     pub grace: Duration,
     /// First CrashLoopBackOff delay.
     pub backoff_base: Duration,
@@ -187,7 +188,6 @@ impl Platform {
         up.api_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         up.metrics_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         up.settings = settings;
-        up.node.stop_grace = Duration::from_secs(5);
         let databases = opts.database.then(|| {
             Arc::new(Databases::new(&dir.path().join("postgres")).expect("PostgreSQL usable"))
         });
@@ -292,6 +292,18 @@ impl Platform {
             .post("/v1/deployments/demo/operations", &body)
             .await?;
         Ok(op["id"].as_u64().expect("operation id"))
+    }
+
+    /// Sets the demo's `shutdown_grace_sec` (Nakama's config key; unset, a drain does not
+    /// wait at all, as Nakama's default of 0 s) and waits for the rolling operation it is.
+    pub async fn set_shutdown_grace(&self, secs: u64) {
+        let id = self
+            .submit(json!({ "kind": "set-config",
+                            "config": { "shutdown_grace_sec": secs.to_string() } }))
+            .await
+            .expect("set-config queued");
+        let op = self.wait_op(id, Duration::from_secs(60)).await;
+        assert_eq!(op["status"], "completed", "set shutdown_grace_sec: {op}");
     }
 
     /// Polls an operation until it finishes or `limit` passes; returns its last state.

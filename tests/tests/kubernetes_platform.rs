@@ -186,6 +186,17 @@ async fn kubernetes_platform_rolls_and_recovers_through_the_edge() {
     let op = wait_op(&cp, first, wait).await;
     assert_eq!(op["status"], "completed", "first deploy: {op}");
     assert!(cluster.errors().is_empty(), "{:?}", cluster.errors());
+    // The pods' own drain after the preStop pause (terminationGracePeriodSeconds = pause +
+    // this): the deployment's shutdown grace; unset it is Nakama's 0 s and a real cluster
+    // would kill a node right after the pause. (The fixture drains for its fixed time.)
+    let id = submit(
+        &cp,
+        &instance,
+        json!({ "kind": "set-config", "config": { "shutdown_grace_sec": "10" } }),
+    )
+    .await;
+    let op = wait_op(&cp, id, wait).await;
+    assert_eq!(op["status"], "completed", "set shutdown_grace_sec: {op}");
 
     // The proxy starts once the deployment and its certificate exist: started before them, it
     // sometimes picked up neither the certificate nor the Service within a minute on a loaded

@@ -64,6 +64,16 @@ async fn serve_publishes_through_the_nodes_file() {
     let first = created["operation"]["id"].as_u64().unwrap_or(1);
     let op = wait_op(&api, first).await;
     assert_eq!(op["status"], "completed", "{op}");
+    // A drain that lasts (the deployment's own grace; unset it would not wait at all).
+    let set = api
+        .post(
+            "/v1/deployments/alpha/operations",
+            &json!({ "kind": "set-config", "config": { "shutdown_grace_sec": "2" } }),
+        )
+        .await
+        .expect("set-config");
+    let set = wait_op(&api, set["id"].as_u64().expect("id")).await;
+    assert_eq!(set["status"], "completed", "{set}");
 
     // The proxy routes to the nodes the file lists (bounded wait for its watcher).
     let tls = client_config(&ca);

@@ -189,6 +189,19 @@ async fn prometheus_reads_the_whole_platform() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Drains that last: each deployment's own grace (unset, Nakama's 0 s, nothing waits).
+    for instance in ["demo", "beta"] {
+        let set = client
+            .post(
+                &format!("/v1/deployments/{instance}/operations"),
+                &json!({ "kind": "set-config", "config": { "shutdown_grace_sec": "2" } }),
+            )
+            .await
+            .expect("set-config");
+        let id = set["id"].as_u64().expect("operation id");
+        let done = wait_op(&client, id, Duration::from_secs(120)).await;
+        assert_eq!(done["status"], "completed", "{instance} set-config: {done}");
+    }
 
     // 200s, a 404, and database load (a literal in a statement, and one in a utility statement).
     for _ in 0..5 {

@@ -21,6 +21,8 @@ const CLIENTS: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_reboot_never_routes_to_a_draining_node() {
     let platform = Arc::new(Platform::start(PlatformOpts::default()).await);
+    // Each node drains for the deployment's own grace while clients keep reconnecting.
+    platform.set_shutdown_grace(3).await;
     let dep = platform.deployment().await;
     assert_eq!(dep["type"], "production");
     assert_eq!(dep["nodes"].as_array().map(Vec::len), Some(2), "{dep}");

@@ -128,7 +128,9 @@ pub enum Command {
     Config {
         /// Deployment instance name.
         instance: String,
-        /// Config entries to set, as KEY=VALUE.
+        /// Config entries to set, as KEY=VALUE. `shutdown_grace_sec=N` (Nakama's key, 0–3600;
+        /// unset: 0) is also how long a node drains and may finish after SIGTERM, at most the
+        /// platform's `--grace`.
         #[arg(long = "set")]
         config: Vec<String>,
         /// Secret config entries to set, as KEY=VALUE (needs the secrets permission).
@@ -521,9 +523,10 @@ pub struct UpArgs {
     /// Where deployment certificates come from (local CA by default, so it works offline).
     #[command(flatten)]
     pub certs: crate::certs::args::CertArgs,
-    /// The longest a draining node may keep connections before it is stopped: a deployment's
-    /// own `shutdown_grace_sec` config (Nakama's) decides within this cap, and this applies
-    /// when the deployment does not set it; also the SIGTERM-to-kill wait of node processes.
+    /// The cap on every deployment's shutdown grace. A deployment's own `shutdown_grace_sec`
+    /// config (Nakama's key; unset: Nakama's default, 0 s) is how long a rolling step lets
+    /// its draining node keep connections and how long the node may take after SIGTERM
+    /// before it is killed (plus a few seconds to exit); this is the most any deployment gets.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
     /// Time between samples of each database's pg_stat_statements (query load, top queries).
@@ -610,11 +613,12 @@ pub struct ServeArgs {
     /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
-    /// The longest a draining node may keep connections before it is stopped: a deployment's
-    /// own `shutdown_grace_sec` config (Nakama's) decides within this cap, and this applies
-    /// when the deployment does not set it. Under kubernetes a rolling step deletes the pod at
-    /// once (the cluster drains it) and this is the pod's own drain after its preStop pause
-    /// (terminationGracePeriodSeconds = --pre-stop + this).
+    /// The cap on every deployment's shutdown grace. A deployment's own `shutdown_grace_sec`
+    /// config (Nakama's key; unset: Nakama's default, 0 s) is how long a rolling step lets
+    /// its draining node keep connections and how long the node may take after SIGTERM
+    /// before it is killed (plus a few seconds to exit); this is the most any deployment gets.
+    /// Under kubernetes a rolling step deletes the pod at once (the cluster drains it) and the
+    /// pod's terminationGracePeriodSeconds is --pre-stop + that grace.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a started node has to become healthy.

@@ -53,8 +53,8 @@ pub struct KubeArgs {
 }
 
 impl KubeArgs {
-    /// The driver's settings; `grace` (the serve `--grace`) is how long a deleted pod may
-    /// drain after its preStop pause.
+    /// The driver's settings; `grace` (the serve `--grace`) caps how long a deleted pod may
+    /// drain after its preStop pause (its deployment's `shutdown_grace_sec` decides within).
     pub fn settings(&self, grace: Duration) -> KubeSettings {
         KubeSettings {
             namespace_prefix: self.namespace_prefix.clone(),

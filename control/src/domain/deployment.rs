@@ -154,15 +154,23 @@ pub const RUNTIME_KEY_CONFIG: &str = "runtime.http_key";
 pub const SHUTDOWN_GRACE_CONFIG: &str = "shutdown_grace_sec";
 /// The largest `shutdown_grace_sec` accepted (an hour, as the crash-loop timeout).
 pub const MAX_SHUTDOWN_GRACE_SEC: u64 = 3600;
+/// Nakama's own default for `shutdown_grace_sec` (`server/config.go`: 0, "the server will shut
+/// down immediately when it receives a termination signal"): a deployment that does not set
+/// the key gets what Nakama would do, not a platform-wide wait.
+pub const NAKAMA_DEFAULT_SHUTDOWN_GRACE_SEC: u64 = 0;
 
-/// How long a rolling operation lets a draining node of `spec` keep its connections: the
-/// deployment's own `shutdown_grace_sec`, at most `cap` (the platform's `--grace`); `cap`
-/// when the config does not set it.
+/// The shutdown grace of a node running `spec`: how long a rolling operation lets it keep its
+/// connections while draining, and how long it may take to exit after SIGTERM before it is
+/// killed. The deployment's own `shutdown_grace_sec` ([`NAKAMA_DEFAULT_SHUTDOWN_GRACE_SEC`]
+/// when unset), at most `cap` (the platform's `--grace`: the longest an operator lets any
+/// tenant hold a rolling step).
 pub fn shutdown_grace(spec: &Spec, cap: std::time::Duration) -> std::time::Duration {
-    spec.config
+    let secs = spec
+        .config
         .get(SHUTDOWN_GRACE_CONFIG)
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(cap, |s| std::time::Duration::from_secs(s).min(cap))
+        .unwrap_or(NAKAMA_DEFAULT_SHUTDOWN_GRACE_SEC);
+    std::time::Duration::from_secs(secs).min(cap)
 }
 
 /// Which of a deployment's keys an operation rotates.
@@ -297,6 +305,12 @@ pub struct NodeLaunch {
     /// starts.
     #[serde(default = "one")]
     pub db_cpus: u32,
+    /// The node's shutdown grace ([`shutdown_grace`] of its spec, capped by the platform):
+    /// a local process gets this long after SIGTERM before it is killed, a pod this long
+    /// after its preStop pause (`terminationGracePeriodSeconds`). Decided here, applied by
+    /// the drivers.
+    #[serde(default)]
+    pub shutdown_grace: std::time::Duration,
 }
 
 fn one() -> u32 {
@@ -313,6 +327,7 @@ impl fmt::Debug for NodeLaunch {
             .field("config_keys", &self.config.len())
             .field("cpus", &self.cpus)
             .field("db_cpus", &self.db_cpus)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish_non_exhaustive()
     }
 }
@@ -555,15 +570,29 @@ impl Deployment {
 
     /// The launch description of node `slot` under `spec` at `generation`, with the
     /// deployment's current keys. The incarnation is the node's current one plus one: the
-    /// launch is a new start.
-    pub fn launch(&self, slot: u32, spec: &Spec, generation: u64) -> NodeLaunch {
-        self.launch_with(slot, spec, &self.keys, generation)
+    /// launch is a new start. `grace_cap` is the platform's cap on the shutdown grace
+    /// ([`shutdown_grace`]).
+    pub fn launch(
+        &self,
+        slot: u32,
+        spec: &Spec,
+        generation: u64,
+        grace_cap: std::time::Duration,
+    ) -> NodeLaunch {
+        self.launch_with(slot, spec, &self.keys, generation, grace_cap)
     }
 
     /// [`Deployment::launch`] with `keys` (a key rotation's new keys). The keys join the
     /// config as Nakama takes them ([`SERVER_KEY_CONFIG`], [`RUNTIME_KEY_CONFIG`]), after
     /// the user's config, whose rules refuse those two names.
-    pub fn launch_with(&self, slot: u32, spec: &Spec, keys: &Keys, generation: u64) -> NodeLaunch {
+    pub fn launch_with(
+        &self,
+        slot: u32,
+        spec: &Spec,
+        keys: &Keys,
+        generation: u64,
+        grace_cap: std::time::Duration,
+    ) -> NodeLaunch {
         let mut config = spec.config.clone();
         config.extend(spec.secret_config.clone());
         config.insert(SERVER_KEY_CONFIG.into(), keys.server_key.clone());
@@ -590,6 +619,7 @@ impl Deployment {
             cpus: super::tier::cpus_per_node(self.kind, spec.node_cpus),
             db_cpus: spec.db_cpus,
             secret_keys,
+            shutdown_grace: shutdown_grace(spec, grace_cap),
         }
     }
 

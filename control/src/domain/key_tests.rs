@@ -34,7 +34,7 @@ fn rotate(value: &str) -> OpKind {
 #[test]
 fn every_launch_carries_both_keys_as_secret_config() {
     let dep = running_deployment();
-    let launch = dep.launch(0, &dep.spec, 1);
+    let launch = dep.launch(0, &dep.spec, 1, std::time::Duration::from_secs(30));
     assert_eq!(launch.config[SERVER_KEY_CONFIG], dep.keys.server_key);
     assert_eq!(launch.config[RUNTIME_KEY_CONFIG], dep.keys.runtime_key);
     assert!(launch.secret_keys.contains(SERVER_KEY_CONFIG));

@@ -36,9 +36,11 @@ pub mod time;
 
 pub use controller::{Controller, Event, Intent, Timings};
 pub use crashloop::CrashLoop;
+pub use deployment::shutdown_grace;
 pub use deployment::{
     CreateDeployment, Deployment, DeploymentEdit, DeploymentType, DowngradeAllowance, KeyName,
-    Keys, NodeLaunch, NodeRecord, NodeRunState, Spec, RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG,
+    Keys, NodeLaunch, NodeRecord, NodeRunState, Spec, NAKAMA_DEFAULT_SHUTDOWN_GRACE_SEC,
+    RUNTIME_KEY_CONFIG, SERVER_KEY_CONFIG, SHUTDOWN_GRACE_CONFIG,
 };
 pub use ops::{OpId, OpKind, OpStatus, Operation, Progress};
 pub use permissions::{Grant, Permission, PermissionSet, Scope};

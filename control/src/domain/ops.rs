@@ -46,7 +46,9 @@ pub enum OpKind {
     /// Change the config and secret config: a merge, so a request can only change or remove
     /// the keys it names (an empty map never wipes anything).
     SetConfig {
-        /// Plain config entries to add or overwrite.
+        /// Plain config entries to add or overwrite. `shutdown_grace_sec` (Nakama's key, whole
+        /// seconds 0–3600; unset: 0) is also how long the platform lets a node drain and
+        /// finish after SIGTERM, at most the platform's `--grace`.
         #[serde(default)]
         config: BTreeMap<String, String>,
         /// Secret config entries to add or overwrite. Setting them needs `secrets`; in API

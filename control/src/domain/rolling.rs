@@ -249,7 +249,7 @@ impl Rollout {
         out: &mut Vec<Intent>,
     ) {
         let keys = self.keys.as_ref().unwrap_or(&dep.keys);
-        let launch = dep.launch_with(slot, &self.spec, keys, self.generation);
+        let launch = dep.launch_with(slot, &self.spec, keys, self.generation, t.grace);
         if let Some(node) = dep.node_mut(slot) {
             node.state = NodeRunState::Starting;
             node.generation = self.generation;

@@ -76,6 +76,8 @@ pub(crate) struct Sim {
     pub(crate) removed: bool,
     /// Every (stuck operation, the operation that superseded it) the controller reported.
     pub(crate) superseded: Vec<(OpId, OpId)>,
+    /// Every launch the controller asked for, in order.
+    pub(crate) started: Vec<NodeLaunch>,
 }
 
 impl Sim {
@@ -104,6 +106,7 @@ impl Sim {
             catalog: cat,
             removed: false,
             superseded: Vec::new(),
+            started: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Sim {
         for i in intents {
             match i {
                 Intent::StartNode { spec } => {
+                    self.started.push(spec.clone());
                     let incarnation = spec.incarnation;
                     self.pending.push(Event::NodeStarted {
                         node: spec.id.clone(),

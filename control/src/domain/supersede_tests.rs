@@ -152,6 +152,8 @@ fn progress_shows_when_the_wait_ends() {
     let mut sim = Sim::new(DeploymentType::Production, 2, timings());
     sim.submit(kind(0, 0)).unwrap();
     sim.settle();
+    sim.submit(set_grace("30")).unwrap();
+    sim.settle();
     let reboot = sim.submit(OpKind::Reboot).unwrap();
     let p = sim.saved[&reboot].progress.clone().unwrap();
     assert_eq!(p.phase, "draining");
@@ -163,19 +165,36 @@ fn progress_shows_when_the_wait_ends() {
     assert!(p.until.is_some_and(|t| t > sim.now), "{p:?}");
 }
 
+/// Sets the deployment's `shutdown_grace_sec` (Nakama's config key).
+fn set_grace(v: &str) -> OpKind {
+    OpKind::SetConfig {
+        config: BTreeMap::from([("shutdown_grace_sec".to_string(), v.to_string())]),
+        secret_config: BTreeMap::new(),
+        remove_config: Default::default(),
+        remove_secret_config: Default::default(),
+    }
+}
+
 /// A rolling operation waits the deployment's own `shutdown_grace_sec` (at most the
-/// platform's cap) for a draining node; a bad value is refused.
+/// platform's cap) for a draining node, Nakama's default (0: no wait) when it is unset, and
+/// every node it starts carries that grace for its driver; a bad value is refused.
 #[test]
 fn the_drain_waits_the_deployments_shutdown_grace() {
     let mut sim = Sim::new(DeploymentType::Production, 2, timings());
     sim.submit(kind(0, 0)).unwrap();
     sim.settle();
-    let set = |v: &str| OpKind::SetConfig {
-        config: BTreeMap::from([("shutdown_grace_sec".to_string(), v.to_string())]),
-        secret_config: BTreeMap::new(),
-        remove_config: Default::default(),
-        remove_secret_config: Default::default(),
-    };
+    // Unset: Nakama's default of 0 s, not the platform's 30 s.
+    let reboot = sim.submit(OpKind::Reboot).unwrap();
+    let p = sim.saved[&reboot].progress.clone().unwrap();
+    assert_eq!(p.phase, "draining");
+    assert_eq!(p.until, Some(sim.now));
+    sim.settle();
+    assert_eq!(sim.status(reboot), OpStatus::Completed);
+    assert!(sim
+        .started
+        .iter()
+        .all(|l| l.shutdown_grace == Duration::ZERO));
+    let set = set_grace;
     for bad in ["-1", "ten", "3601"] {
         assert_eq!(
             sim.submit(set(bad)).unwrap_err(),
@@ -188,10 +207,14 @@ fn the_drain_waits_the_deployments_shutdown_grace() {
     let p = sim.saved[&reboot].progress.clone().unwrap();
     assert_eq!(p.until, Some(sim.now.after(Duration::from_secs(7))));
     sim.settle();
+    let last = sim.started.last().unwrap();
+    assert_eq!(last.shutdown_grace, Duration::from_secs(7), "{last:?}");
     // Above the platform's cap (30 s here), the cap holds.
     sim.submit(set("3600")).unwrap();
     sim.settle();
     let reboot = sim.submit(OpKind::Reboot).unwrap();
     let p = sim.saved[&reboot].progress.clone().unwrap();
     assert_eq!(p.until, Some(sim.now.after(timings().grace)));
+    sim.settle();
+    assert_eq!(sim.started.last().unwrap().shutdown_grace, timings().grace);
 }

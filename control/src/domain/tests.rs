@@ -219,6 +219,16 @@ fn rolling_reboot_runs_node_by_node() {
 #[test]
 fn grace_period_ends_draining() {
     let mut sim = running(DeploymentType::Development, 1);
+    // The deployment's own grace (Nakama's default, 0, would not wait at all).
+    sim.submit(OpKind::SetConfig {
+        config: BTreeMap::from([("shutdown_grace_sec".into(), "30".into())]),
+        secret_config: BTreeMap::new(),
+        remove_config: Default::default(),
+        remove_secret_config: Default::default(),
+    })
+    .unwrap();
+    sim.settle();
+    let incarnation = sim.ctl.deployment.nodes[0].incarnation;
     sim.submit(OpKind::Reboot).unwrap();
     sim.pending.clear(); // the node never reports its connections drained
     let cat = sim.catalog.clone();
@@ -227,7 +237,7 @@ fn grace_period_ends_draining() {
     let late = sim.ctl.handle_timeout(&cat, Timestamp(sim.now.0 + 30_000));
     assert!(late.contains(&Intent::StopNode {
         node: "alpha-0".into(),
-        incarnation: 1
+        incarnation
     }));
 }
 
@@ -427,7 +437,7 @@ fn export_and_config_keep_secrets_out() {
     let launch = sim
         .ctl
         .deployment
-        .launch(0, &sim.ctl.deployment.spec.clone(), 2);
+        .launch(0, &sim.ctl.deployment.spec.clone(), 2, fast().grace);
     assert_eq!(launch.config["db_password"], "hunter2");
     assert!(!format!("{launch:?}").contains("hunter2"));
     let bad = OpKind::SetVars {

@@ -25,7 +25,9 @@ pub enum NodePhase {
 /// One node of a [`DesiredState`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredNode {
-    /// What to run: spec, generation and the incarnation observations must name.
+    /// What to run: spec, generation, the incarnation observations must name, and the
+    /// shutdown grace the domain decided for it ([`NodeLaunch::shutdown_grace`]: how long
+    /// a stopped node may take to exit before the driver kills it).
     pub launch: NodeLaunch,
     /// Run, drain or go.
     pub phase: NodePhase,
@@ -57,8 +59,6 @@ pub struct DesiredState {
     pub nodes: Vec<DesiredNode>,
     /// Readiness and liveness checking.
     pub probe: Probe,
-    /// How long a stopping node may keep its connections (a pod's termination grace).
-    pub grace: Duration,
 }
 
 /// What a driver saw happen to a node. Every observation names the incarnation it is about

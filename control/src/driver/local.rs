@@ -68,8 +68,10 @@ pub struct LocalDriverConfig {
     pub log_retention: Retention,
     /// How long a node may take to print its address.
     pub startup_timeout: Duration,
-    /// How long a node may take to exit after SIGTERM before it is killed.
-    pub stop_grace: Duration,
+    /// How long a node may take to exit after SIGTERM beyond its own shutdown grace (the
+    /// deployment's `shutdown_grace_sec`, in [`NodeLaunch::shutdown_grace`]) before it is
+    /// killed: Nakama finishes its work for up to that grace and then still has to exit.
+    pub exit_slack: Duration,
     /// The builds directory (`[builds] dir`): a node whose image is an artifact built for its
     /// own deployment (`{dir}/{instance}/images/...`) runs that artifact as its program, with
     /// the same arguments. Any other image is only passed on as `KANMON_IMAGE`, so a tenant
@@ -97,7 +99,7 @@ impl LocalDriverConfig {
             log_dir: log_dir.into(),
             log_retention: Retention::default(),
             startup_timeout: Duration::from_secs(10),
-            stop_grace: Duration::from_secs(15),
+            exit_slack: Duration::from_secs(5),
             build_images: None,
         }
     }
@@ -128,6 +130,8 @@ impl LocalDriverConfig {
 
 struct Proc {
     incarnation: u64,
+    /// Its launch's shutdown grace: the SIGTERM-to-kill wait is this plus the exit slack.
+    shutdown_grace: Duration,
     /// Read once at spawn, so a scrape need not wait for the child's lock.
     pid: Option<u32>,
     endpoints: Endpoints,
@@ -448,6 +452,7 @@ impl Processes for LocalDriver {
         let (child, endpoints) = self.spawn(instance, spec).await?;
         let proc = Proc {
             incarnation: spec.incarnation,
+            shutdown_grace: spec.shutdown_grace,
             pid: child.id(),
             endpoints,
             child: Arc::new(tokio::sync::Mutex::new(child)),
@@ -476,12 +481,22 @@ impl Processes for LocalDriver {
                 tracing::warn!(error = %e, node, "could not send SIGTERM; killing");
             }
         }
-        let result = match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
+        // The node's own grace (Nakama exits after it on SIGTERM): never killed before.
+        let wait = proc.shutdown_grace + self.config.exit_slack;
+        let result = match tokio::time::timeout(wait, child.wait()).await {
             Ok(Ok(_)) => Ok(()),
-            _ => child
-                .kill()
-                .await
-                .map_err(|e| DriverError::Other(format!("killing {node}: {e}"))),
+            _ => {
+                tracing::warn!(
+                    instance,
+                    node,
+                    grace = ?proc.shutdown_grace,
+                    "node still running after its shutdown grace and the exit slack; killing"
+                );
+                child
+                    .kill()
+                    .await
+                    .map_err(|e| DriverError::Other(format!("killing {node}: {e}")))
+            }
         };
         // Exited and reaped: its cgroup is empty now.
         self.cpu.release(node);

@@ -186,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn starts_checks_and_stops_real_listeners() {
         let dep = running_deployment();
-        let spec = dep.launch(0, &dep.spec, 1);
+        let spec = dep.launch(0, &dep.spec, 1, std::time::Duration::from_secs(30));
         let driver = LoopbackDriver::new();
         let ep = driver.start_node("alpha", &spec).await.unwrap();
         assert!(ep.addr.ip().is_loopback());

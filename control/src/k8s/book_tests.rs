@@ -5,7 +5,7 @@ use crate::{domain::sim::running_deployment, k8s::observe::NodeEndpoints};
 
 fn node(incarnation: u64, phase: NodePhase) -> DesiredNode {
     let dep = running_deployment();
-    let mut launch = dep.launch(0, &dep.spec, 1);
+    let mut launch = dep.launch(0, &dep.spec, 1, std::time::Duration::from_secs(30));
     launch.incarnation = incarnation;
     DesiredNode { launch, phase }
 }

@@ -106,7 +106,7 @@ pub fn desired(input: DesiredInput<'_>, settings: &KubeSettings) -> Result<Objec
     let instance = d.instance.as_str();
     let names = Names::new(&settings.namespace_prefix, instance)?;
     // The domain's launch merges config and secret config; every pod runs it.
-    let launch = d.launch(0, input.spec, input.generation);
+    let launch = d.launch(0, input.spec, input.generation, settings.grace);
     let url = database_url(
         &input.database.host(&names),
         &names.namespace,

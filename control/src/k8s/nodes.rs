@@ -222,7 +222,9 @@ pub(super) fn statefulset(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    termination_grace_period_seconds: Some(settings.termination_grace_seconds()),
+                    termination_grace_period_seconds: Some(
+                        settings.termination_grace_seconds(launch.shutdown_grace),
+                    ),
                     // Nodes never talk to the API server.
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),

@@ -41,7 +41,8 @@ pub struct KubeSettings {
     pub cnpg_operator_namespace: String,
     /// Memory per CPU of nodes and databases, in MiB.
     pub memory_per_cpu_mib: u32,
-    /// How long the drain of a node may last once its pod is deleted (the rolling grace).
+    /// The platform's cap on a deployment's shutdown grace (the serve `--grace`): a pod
+    /// drains for its deployment's `shutdown_grace_sec` after the preStop pause, at most this.
     pub grace: Duration,
     /// How long a deleted pod keeps accepting before it is sent SIGTERM: long enough for the
     /// EndpointSlice controller to mark its endpoint `serving && terminating` and for every edge
@@ -81,10 +82,11 @@ impl KubeSettings {
         format!("{}{instance}", self.namespace_prefix)
     }
 
-    /// `terminationGracePeriodSeconds`: Kubernetes counts the preStop pause inside it, so the
-    /// node gets the whole drain grace after the pause.
-    pub fn termination_grace_seconds(&self) -> i64 {
-        let total = self.grace + self.pre_stop;
+    /// `terminationGracePeriodSeconds` of a node whose shutdown grace is `shutdown_grace`
+    /// ([`crate::domain::NodeLaunch::shutdown_grace`], the deployment's, capped): Kubernetes
+    /// counts the preStop pause inside it, so the node gets its whole grace after the pause.
+    pub fn termination_grace_seconds(&self, shutdown_grace: Duration) -> i64 {
+        let total = shutdown_grace + self.pre_stop;
         i64::try_from(total.as_secs() + u64::from(total.subsec_nanos() > 0)).unwrap_or(i64::MAX)
     }
 }

@@ -18,10 +18,13 @@ const APPLY_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::fro
 
 /// Folds a step's node intents into the deployment's desired nodes; true if they changed.
 /// Nodes that left the deployment (removed by a scale-down or a delete) leave it too.
+/// `grace_cap` (the platform's `--grace`) caps the shutdown grace of a node described from
+/// its record, as the domain caps it for the nodes it starts.
 pub(super) fn desire(
     desired: &mut BTreeMap<String, DesiredNode>,
     dep: &Deployment,
     intents: &[Intent],
+    grace_cap: Duration,
 ) -> bool {
     let before = desired.clone();
     for intent in intents {
@@ -45,7 +48,7 @@ pub(super) fn desire(
                     Some(n) => n.launch.clone(),
                     // Never asked to run by this process: describe it from its record.
                     None => match dep.nodes.iter().find(|n| &n.id == node) {
-                        Some(r) => dep.launch(r.slot, &dep.spec, r.generation),
+                        Some(r) => dep.launch(r.slot, &dep.spec, r.generation, grace_cap),
                         None => continue,
                     },
                 };
@@ -150,7 +153,14 @@ mod tests {
     #[test]
     fn intents_fold_into_run_drain_gone_and_removed_nodes_leave() {
         let mut dep = running_deployment();
-        let launch = dep.launch(0, &dep.spec, dep.generation);
+        let cap = Duration::from_secs(30);
+        dep.spec
+            .config
+            .insert("shutdown_grace_sec".into(), "12".into());
+        let launch = dep.launch(0, &dep.spec, dep.generation, cap);
+        assert_eq!(launch.shutdown_grace, Duration::from_secs(12));
+        let desire =
+            |d: &mut BTreeMap<_, _>, dep: &Deployment, i: &[Intent]| desire(d, dep, i, cap);
         let mut desired = BTreeMap::new();
         let start = Intent::StartNode {
             spec: launch.clone(),
@@ -178,6 +188,11 @@ mod tests {
         assert_eq!(desired["alpha-0"].phase, NodePhase::Gone);
         assert_eq!(desired["alpha-1"].phase, NodePhase::Gone);
         assert_eq!(desired["alpha-1"].launch.incarnation, 7);
+        // Described from its record, it still stops with the deployment's grace.
+        assert_eq!(
+            desired["alpha-1"].launch.shutdown_grace,
+            Duration::from_secs(12)
+        );
         dep.nodes.retain(|n| n.slot == 0);
         assert!(desire(&mut desired, &dep, &[]));
         assert!(

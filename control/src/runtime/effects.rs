@@ -141,7 +141,9 @@ fn watch_drain(inner: &Arc<Inner>, dep: &Deployment, node: String) {
         });
         return;
     }
-    let rounds = inner.settings.timings.grace.as_millis() / DRAIN_POLL.as_millis() + 1;
+    // Watched for as long as the domain's drain may last (its timer ends it otherwise).
+    let grace = crate::domain::shutdown_grace(&dep.spec, inner.settings.timings.grace);
+    let rounds = grace.as_millis() / DRAIN_POLL.as_millis() + 1;
     tokio::spawn(async move {
         for _ in 0..rounds {
             match inner.publisher.active_connections(&instance, &zone, &node) {

@@ -272,7 +272,8 @@ impl Runtime {
         certify::audit_finished(&self.inner, &ops);
         let dep = ctl.deployment.clone();
         effects::to_edge(&self.inner, &dep, &intents, republish);
-        if desire::desire(&mut step.desired, &dep, &intents) {
+        let cap = self.inner.settings.timings.grace;
+        if desire::desire(&mut step.desired, &dep, &intents, cap) {
             actor.want(self.desired_state(&dep, &step.desired));
         }
         drop(step);
@@ -289,7 +290,6 @@ impl Runtime {
         DesiredState {
             instance: dep.instance.to_string(),
             deployment: dep.clone(),
-            grace: s.timings.grace,
             nodes: {
                 let mut by_slot: Vec<_> = nodes.values().cloned().collect();
                 by_slot.sort_by_key(|n| n.launch.slot);

@@ -72,6 +72,17 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     assert_eq!(dep.keys.server_key.len(), 64);
     assert_ne!(dep.keys.server_key, dep.keys.runtime_key);
     assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
+    // The step stores the finished operation before it publishes to the edge: wait (bounded).
+    for _ in 0..250 {
+        let ready = table
+            .load()
+            .find("alpha", "us-east1")
+            .map(|d| d.count(NodeState::Ready));
+        if ready == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let snap = table.load();
     let published = snap.find("alpha", "us-east1").unwrap();
     assert_eq!(published.count(NodeState::Ready), 2);
@@ -264,6 +275,7 @@ async fn queue_depth_counts_the_operations_waiting_behind_the_running_one() {
 }
 
 mod certificates;
+mod grace;
 mod isolation;
 
 /// Fails its first applies, as a cluster API that is briefly unreachable would.

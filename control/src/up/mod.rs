@@ -122,8 +122,7 @@ impl UpConfig {
     /// Defaults for state directory `dir` and node program `program` (the demo node's
     /// command line).
     pub fn new(dir: &Path, program: &Path) -> Self {
-        let mut node = LocalDriverConfig::demo_node(program, dir.join("logs"));
-        node.stop_grace = Duration::from_secs(10);
+        let node = LocalDriverConfig::demo_node(program, dir.join("logs"));
         let mut settings = Settings::default();
         settings.timings.grace = Duration::from_secs(10);
         Self {

@@ -391,7 +391,7 @@ impl Controller {
             let (spec, generation) = (dep.spec.clone(), dep.generation);
             let slots: Vec<u32> = dep.nodes.iter().map(|n| n.slot).collect();
             for slot in slots {
-                let launch = dep.launch(slot, &spec, generation);
+                let launch = dep.launch(slot, &spec, generation, self.timings.grace);
                 if let Some(n) = dep.node_mut(slot) {
                     n.state = NodeRunState::Starting;
                     n.generation = generation;

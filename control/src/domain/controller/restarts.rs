@@ -116,7 +116,7 @@ impl Controller {
                 Some(r) if r.generation == generation => r.spec.clone(),
                 _ => dep.spec.clone(),
             };
-            let launch = dep.launch(slot, &spec, generation);
+            let launch = dep.launch(slot, &spec, generation, self.timings.grace);
             if let Some(n) = dep.node_mut(slot) {
                 n.state = NodeRunState::Starting;
                 n.incarnation = launch.incarnation;

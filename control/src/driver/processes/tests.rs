@@ -18,7 +18,6 @@ fn state(nodes: Vec<DesiredNode>) -> DesiredState {
     DesiredState {
         instance: "alpha".into(),
         deployment: running_deployment(),
-        grace: Duration::from_secs(5),
         nodes,
         probe: PROBE,
     }
@@ -26,7 +25,7 @@ fn state(nodes: Vec<DesiredNode>) -> DesiredState {
 
 fn node(incarnation: u64, phase: NodePhase) -> DesiredNode {
     let dep = running_deployment();
-    let mut launch = dep.launch(0, &dep.spec, 1);
+    let mut launch = dep.launch(0, &dep.spec, 1, Duration::from_secs(30));
     launch.incarnation = incarnation;
     DesiredNode { launch, phase }
 }
