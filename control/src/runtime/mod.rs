@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     deliveries: Arc<tokio::sync::Notify>,
     /// The control plane's own listeners (API, metrics), which webhooks may never reach.
     listeners: OnceLock<Vec<std::net::SocketAddr>>,
+    /// Runs builds (set under the Kubernetes driver; none: child processes of this machine).
+    build_runner: OnceLock<Arc<dyn crate::driver::build::BuildRunner>>,
 }
 
 impl Inner {
@@ -165,8 +167,18 @@ impl Runtime {
                 metrics: ControlMetrics::new()?,
                 deliveries: Arc::default(),
                 listeners: OnceLock::new(),
+                build_runner: OnceLock::new(),
             }),
         };
+        // A build's runner dies with the process that ran it: a build still recorded as
+        // running was interrupted (its operation is failed by the recovery below).
+        for (instance, id) in rt
+            .inner
+            .store
+            .fail_running_builds(builds::INTERRUPTED, now())?
+        {
+            tracing::warn!(instance, build = id, "build interrupted by a restart");
+        }
         let inner = rt.inner.clone();
         tokio::spawn(async move {
             while let Some((instance, observation)) = observations.recv().await {
@@ -440,6 +452,14 @@ impl Runtime {
     pub fn set_exporter(&self, exporter: Arc<dyn DatabaseExporter>) {
         if self.inner.exporter.set(exporter).is_err() {
             tracing::warn!("database exporter already set");
+        }
+    }
+
+    /// Runs `build` operations through `runner` instead of as local child processes (once;
+    /// later calls are ignored). Set before the API serves.
+    pub fn set_build_runner(&self, runner: Arc<dyn crate::driver::build::BuildRunner>) {
+        if self.inner.build_runner.set(runner).is_err() {
+            tracing::warn!("build runner already set");
         }
     }
 
