@@ -52,6 +52,9 @@ impl JobScript for Script {
 
 struct Setup {
     api: Arc<ApiFixture>,
+    store: Arc<Store>,
+    client: kube::Client,
+    settings: Settings,
     _sim: kanmon_testkit::k8s::sim::SimCluster,
     rt: Runtime,
     script: Arc<Script>,
@@ -83,9 +86,15 @@ async fn setup() -> Setup {
         }),
         ..Settings::default()
     };
-    let rt = Runtime::start(store, settings, Arc::new(driver), Arc::new(NullPublisher)).unwrap();
+    let rt = Runtime::start(
+        store.clone(),
+        settings.clone(),
+        Arc::new(driver),
+        Arc::new(NullPublisher),
+    )
+    .unwrap();
     rt.set_build_runner(Arc::new(KubeBuildRunner::new(
-        client,
+        client.clone(),
         KubeSettings::default(),
     )));
     let (_, first) = rt
@@ -121,6 +130,9 @@ async fn setup() -> Setup {
         .unwrap();
     Setup {
         api,
+        store,
+        client,
+        settings,
         _sim: sim,
         rt,
         script,
@@ -303,4 +315,58 @@ async fn a_directory_source_is_refused_under_kubernetes() {
     assert_eq!(op.status, OpStatus::Failed);
     assert!(op.error.unwrap().contains("git URL"));
     assert!(s.api.list(Kind::Job).is_empty());
+}
+
+/// A restart during a build: the next start fails the build record ("interrupted by a
+/// restart") and its operation, and deletes the Job the build left running in the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_the_running_build_and_deletes_its_job() {
+    let s = setup().await;
+    let id = build(&s.rt);
+    let job = format!("alpha-build-{id}");
+    eventually("the build Job", || {
+        s.api.get(Kind::Job, "kanmon-alpha", &job).is_some()
+    })
+    .await;
+    assert_eq!(
+        s.rt.store().build("alpha", id).unwrap().unwrap().status,
+        BuildStatus::Running
+    );
+    // The control plane starts again on the same store (the first one's build never ends:
+    // its pod runs until the Job is deleted).
+    let driver = KubeDriver::new(s.client.clone(), KubeSettings::default(), s.store.clone());
+    let again = Runtime::start(
+        s.store.clone(),
+        s.settings.clone(),
+        Arc::new(driver),
+        Arc::new(NullPublisher),
+    )
+    .unwrap();
+    let record = again.store().build("alpha", id).unwrap().unwrap();
+    assert_eq!(record.status, BuildStatus::Failed);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("interrupted by a restart"),
+        "{record:?}"
+    );
+    let op = again.store().op(id).unwrap().unwrap();
+    assert_eq!(op.status, OpStatus::Failed, "{op:?}");
+    again.set_build_runner(Arc::new(KubeBuildRunner::new(
+        s.client.clone(),
+        KubeSettings::default(),
+    )));
+    eventually("the interrupted build's Job deleted", || {
+        s.api
+            .get(Kind::Job, "kanmon-alpha", &job)
+            .is_none_or(|j| !j["metadata"]["deletionTimestamp"].is_null())
+    })
+    .await;
+    assert!(s
+        .api
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("DELETE") && r.contains(&format!("jobs/{job}"))));
 }

@@ -23,6 +23,10 @@ pub trait BuildRunner: Send + Sync + 'static {
         id: u64,
     ) -> BuildOutcome;
 
+    /// Stops what is left of build `id` of `instance`, which a restart of the control plane
+    /// interrupted (its record is failed already). Best effort: a failure is logged.
+    async fn abandon(&self, _instance: &str, _id: u64) {}
+
     /// Whether an image reference this runner made is a file it can remove
     /// ([`crate::runtime`]'s artifact cleanup); a registry reference is not.
     fn removable(&self) -> bool;

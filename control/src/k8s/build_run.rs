@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod, networking::v1::NetworkPolicy};
 use kube::{
-    api::{Api, ListParams, LogParams, Patch, PatchParams},
+    api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy},
     runtime::{watcher, WatchStreamExt},
     Client,
 };
@@ -65,6 +65,33 @@ fn termination(pod: &Pod) -> Option<(String, i32)> {
     Some((t.message.clone().unwrap_or_default(), t.exit_code))
 }
 
+/// The most of one container's log read (the build's log keeps its last
+/// [`BUILD_LOG_LIMIT`] bytes of it: a failure's cause is at the end).
+const LOG_READ_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a container's log into `log` (streamed: the end is what is kept), bounded by
+/// [`LOG_READ_LIMIT`]; a read error ends it with a note.
+async fn read_log(stream: impl futures_util::AsyncBufRead, log: &mut BuildLog) {
+    use futures_util::AsyncReadExt;
+    let mut stream = Box::pin(stream);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0usize;
+    while read < LOG_READ_LIMIT {
+        match stream.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => {
+                read += n;
+                log.push(&buf[..n]);
+            }
+            Err(e) => {
+                log.push(format!("\n[reading the log failed: {e}]\n").as_bytes());
+                return;
+            }
+        }
+    }
+    log.push(b"\n[log cut: more than 64 MiB]\n");
+}
+
 impl KubeBuildRunner {
     /// A runner on `client`, laying builds out as `settings` does deployments.
     pub fn new(client: Client, settings: KubeSettings) -> Self {
@@ -114,11 +141,10 @@ impl KubeBuildRunner {
         for container in ["source", BUILD_CONTAINER] {
             let lp = LogParams {
                 container: Some(container.into()),
-                limit_bytes: Some(BUILD_LOG_LIMIT as i64),
                 ..LogParams::default()
             };
-            match pods.logs(&pod_name, &lp).await {
-                Ok(text) => log.push(text.as_bytes()),
+            match pods.log_stream(&pod_name, &lp).await {
+                Ok(stream) => read_log(stream, log).await,
                 // A step that never ran has no log; the outcome says why.
                 Err(e) => tracing::debug!(pod = pod_name, container, error = %e, "no build log"),
             }
@@ -183,6 +209,24 @@ impl BuildRunner for KubeBuildRunner {
                 digest: None,
                 log,
             },
+        }
+    }
+
+    /// Deletes the interrupted build's Job (its pod goes with it); one already gone is fine.
+    async fn abandon(&self, instance: &str, id: u64) {
+        let ns = self.settings.namespace(instance);
+        let name = super::build_job::build_job_name(instance, id);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match jobs.delete(&name, &params).await {
+            Ok(_) => tracing::info!(job = name, namespace = ns, "interrupted build Job deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(job = name, namespace = ns, error = %e, "deleting an interrupted build Job")
+            }
         }
     }
 

@@ -54,8 +54,8 @@ pub const GRANTS: &[Grant] = &[
     Grant {
         group: "batch",
         resource: "jobs",
-        verbs: &["list", "patch", "watch"],
-        why: "apply an export's pg_dump Job or a build Job and wait for it to end",
+        verbs: &["delete", "list", "patch", "watch"],
+        why: "apply an export's pg_dump Job or a build Job, wait for it to end; delete a build Job a restart interrupted",
     },
     Grant {
         group: "apps",
