@@ -101,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backoff_cap: args.backoff_cap,
     };
     let mut local = None;
+    let mut kube_builds = None;
     let driver: Arc<dyn Driver> = match args.driver {
         DriverKind::Loopback => Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
         DriverKind::Local => {
@@ -118,6 +119,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let client = k8s::connect(args.kube.kubeconfig.as_deref())
                 .await
                 .context("connecting to the Kubernetes API")?;
+            // Builds run as Jobs in the deployments' namespaces, laid out as the driver's.
+            kube_builds = Some(k8s::KubeBuildRunner::new(
+                client.clone(),
+                args.kube.settings(args.grace),
+            ));
             Arc::new(KubeDriver::new(
                 client,
                 args.kube.settings(args.grace),
@@ -131,6 +137,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let base_domain = settings.base_domain.clone();
     let runtime = Runtime::start(store.clone(), settings, driver, publisher)?;
+    if let Some(runner) = kube_builds {
+        runtime.set_build_runner(Arc::new(runner));
+    }
     tokio::spawn(kanmon_control::billing::run(runtime.clone()));
     let app = api::App::new(runtime.clone());
     let mut sources =

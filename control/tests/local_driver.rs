@@ -289,6 +289,8 @@ mod builds {
             command: command.into(),
             dir: dir.join("builds"),
             timeout: Duration::from_secs(20),
+            keep: 5,
+            job: Default::default(),
         }
     }
 

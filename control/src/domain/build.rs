@@ -195,6 +195,22 @@ impl BuildLog {
     }
 }
 
+/// The artifacts of one builder's successful builds to remove: all but the `keep` newest
+/// (highest id), and never one whose image the deployment's current spec uses (`in_use`),
+/// however old. `builds` is `(id, image)` in any order; the answer is oldest first.
+pub fn artifacts_to_remove(builds: &[(u64, String)], keep: usize, in_use: &[&str]) -> Vec<u64> {
+    let mut newest_first: Vec<&(u64, String)> = builds.iter().collect();
+    newest_first.sort_by_key(|b| std::cmp::Reverse(b.0));
+    let mut out: Vec<u64> = newest_first
+        .into_iter()
+        .skip(keep)
+        .filter(|(_, image)| !in_use.contains(&image.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
+    out.reverse();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,7 +339,39 @@ mod tests {
         assert!(old.is_err(), "{old:?}");
     }
 
+    #[test]
+    fn cleanup_keeps_the_newest_and_what_the_spec_runs() {
+        let builds: Vec<(u64, String)> = [(3, "c"), (1, "a"), (7, "g"), (5, "e"), (2, "b")]
+            .iter()
+            .map(|(i, s)| (*i, s.to_string()))
+            .collect();
+        assert_eq!(artifacts_to_remove(&builds, 2, &[]), [1, 2, 3]);
+        assert_eq!(artifacts_to_remove(&builds, 2, &["a", "zz"]), [2, 3]);
+        assert_eq!(artifacts_to_remove(&builds, 9, &[]), Vec::<u64>::new());
+        assert_eq!(artifacts_to_remove(&[], 1, &[]), Vec::<u64>::new());
+    }
+
     proptest! {
+        #[test]
+        fn cleanup_never_removes_a_kept_or_used_artifact(
+            ids in proptest::collection::btree_set(0u64..200, 0..30),
+            keep in 1usize..8,
+            used in proptest::collection::vec(0u64..200, 0..4),
+        ) {
+            let builds: Vec<(u64, String)> = ids.iter().map(|i| (*i, format!("img-{i}"))).collect();
+            let used_names: Vec<String> = used.iter().map(|i| format!("img-{i}")).collect();
+            let in_use: Vec<&str> = used_names.iter().map(String::as_str).collect();
+            let gone = artifacts_to_remove(&builds, keep, &in_use);
+            let newest: Vec<u64> = ids.iter().rev().take(keep).copied().collect();
+            for id in &gone {
+                prop_assert!(!newest.contains(id), "{} is among the {} newest", id, keep);
+                prop_assert!(!used.contains(id), "{} is in use", id);
+            }
+            let expected = ids.len().saturating_sub(keep)
+                - ids.iter().rev().skip(keep).filter(|i| used.contains(i)).count();
+            prop_assert_eq!(gone.len(), expected);
+        }
+
         #[test]
         fn the_log_never_passes_its_limit(chunks in proptest::collection::vec(".{0,40}", 0..40), limit in 1usize..64) {
             let mut log = BuildLog::with_limit(limit);

@@ -31,7 +31,40 @@ pub struct LocalBuildConfig {
     pub dir: PathBuf,
     /// How long a build may take, checkout included.
     pub timeout: Duration,
+    /// Successful builds whose artifacts are kept per builder (older ones are removed,
+    /// unless the deployment's current spec runs one).
+    pub keep: usize,
+    /// How a build runs as a Kubernetes Job (ignored by the local runner).
+    pub job: JobSettings,
 }
+
+/// `[builds]` keys of the Kubernetes runner: the Job's images and its bounded resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSettings {
+    /// The image that runs the build command; `{version}` is replaced by the builder's
+    /// version (the Nakama version to compile against, like Heroic Labs' pluginbuilder).
+    pub image: String,
+    /// The image of the init step that clones a git source (must have `git`).
+    pub git_image: String,
+    /// CPU request and limit of the build container (a Kubernetes quantity).
+    pub cpu: String,
+    /// Memory request and limit of the build container (a Kubernetes quantity).
+    pub memory: String,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            image: "heroiclabs/nakama-pluginbuilder:{version}".into(),
+            git_image: "alpine/git:2.47.2".into(),
+            cpu: "1".into(),
+            memory: "2Gi".into(),
+        }
+    }
+}
+
+/// Successful builds kept per builder by default.
+pub const DEFAULT_KEEP: usize = 5;
 
 /// A finished build.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 //! [`Processes`] and get the declarative side from [`ProcessDriver`]; a cluster driver
 //! implements [`Driver`] itself (apply objects, watch pods).
 
+pub mod build;
 pub mod build_local;
 pub mod cpu_limit;
 mod desired;

@@ -16,6 +16,8 @@
 
 mod apply;
 mod book;
+pub mod build_job;
+mod build_run;
 mod client;
 mod database;
 mod desired;
@@ -33,6 +35,7 @@ mod settings;
 mod watch;
 
 pub use apply::{Applier, ApplyError, PodDeletion, FIELD_MANAGER};
+pub use build_run::KubeBuildRunner;
 pub use client::{connect, ClientError};
 pub use database::{cnpg_cluster_resource, export_job, DatabaseFlavor, CNPG_API_VERSION};
 pub use desired::{desired, DesiredInput, DesiredObject, ObjectSet};

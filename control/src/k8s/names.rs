@@ -35,6 +35,8 @@ pub enum Role {
     Database,
     /// `pg_dump` Job pods.
     Export,
+    /// Build Job pods.
+    Build,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
             Self::Node => "node",
             Self::Database => "database",
             Self::Export => "export",
+            Self::Build => "build",
         }
     }
 }

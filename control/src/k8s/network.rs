@@ -51,7 +51,7 @@ fn pods(instance: &str, role: Role) -> NetworkPolicyPeer {
     }
 }
 
-fn tcp(port: i32) -> NetworkPolicyPort {
+pub(super) fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
         protocol: Some("TCP".into()),
@@ -60,7 +60,7 @@ fn tcp(port: i32) -> NetworkPolicyPort {
 }
 
 /// The cluster DNS (kube-dns / CoreDNS in kube-system, both label their pods `k8s-app=kube-dns`).
-fn dns() -> NetworkPolicyEgressRule {
+pub(super) fn dns() -> NetworkPolicyEgressRule {
     NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: match_labels(BTreeMap::from([(

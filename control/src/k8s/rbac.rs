@@ -43,19 +43,19 @@ pub const GRANTS: &[Grant] = &[
         group: "",
         resource: "pods",
         verbs: &["delete", "list", "watch"],
-        why: "observe node pods; delete one pod per OnDelete rolling step",
+        why: "observe node pods; find a Job's pod; delete one pod per OnDelete rolling step",
     },
     Grant {
         group: "",
         resource: "pods/log",
         verbs: &["get"],
-        why: "read an export Job's pg_dump output",
+        why: "read an export Job's pg_dump output and a build Job's log",
     },
     Grant {
         group: "batch",
         resource: "jobs",
-        verbs: &["list", "patch", "watch"],
-        why: "apply an export's pg_dump Job and wait for it to end",
+        verbs: &["delete", "list", "patch", "watch"],
+        why: "apply an export's pg_dump Job or a build Job, wait for it to end; delete a build Job a restart interrupted",
     },
     Grant {
         group: "apps",

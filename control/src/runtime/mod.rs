@@ -98,6 +98,10 @@ pub(crate) struct Inner {
     deliveries: Arc<tokio::sync::Notify>,
     /// The control plane's own listeners (API, metrics), which webhooks may never reach.
     listeners: OnceLock<Vec<std::net::SocketAddr>>,
+    /// Runs builds (set under the Kubernetes driver; none: child processes of this machine).
+    build_runner: OnceLock<Arc<dyn crate::driver::build::BuildRunner>>,
+    /// Builds a restart interrupted, for the runner set later to clean up after.
+    interrupted_builds: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl Inner {
@@ -165,8 +169,24 @@ impl Runtime {
                 metrics: ControlMetrics::new()?,
                 deliveries: Arc::default(),
                 listeners: OnceLock::new(),
+                build_runner: OnceLock::new(),
+                interrupted_builds: std::sync::Mutex::default(),
             }),
         };
+        // A build's runner dies with the process that ran it: a build still recorded as
+        // running was interrupted (its operation is failed by the recovery below).
+        for (instance, id) in rt
+            .inner
+            .store
+            .fail_running_builds(builds::INTERRUPTED, now())?
+        {
+            tracing::warn!(instance, build = id, "build interrupted by a restart");
+            rt.inner
+                .interrupted_builds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((instance, id));
+        }
         let inner = rt.inner.clone();
         tokio::spawn(async move {
             while let Some((instance, observation)) = observations.recv().await {
@@ -440,6 +460,32 @@ impl Runtime {
     pub fn set_exporter(&self, exporter: Arc<dyn DatabaseExporter>) {
         if self.inner.exporter.set(exporter).is_err() {
             tracing::warn!("database exporter already set");
+        }
+    }
+
+    /// Runs `build` operations through `runner` instead of as local child processes (once;
+    /// later calls are ignored), and has it stop what builds interrupted by the restart left
+    /// behind. Set before the API serves, inside a tokio runtime.
+    pub fn set_build_runner(&self, runner: Arc<dyn crate::driver::build::BuildRunner>) {
+        if self.inner.build_runner.set(runner.clone()).is_err() {
+            tracing::warn!("build runner already set");
+            return;
+        }
+        // What the interrupted builds left running where this runner runs them (a Job of
+        // the cluster) is stopped.
+        let left = std::mem::take(
+            &mut *self
+                .inner
+                .interrupted_builds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if !left.is_empty() {
+            tokio::spawn(async move {
+                for (instance, id) in left {
+                    runner.abandon(&instance, id).await;
+                }
+            });
         }
     }
 

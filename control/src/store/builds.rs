@@ -260,6 +260,63 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Marks every build still `running` as failed with `error`, finished `at`: only a
+    /// control-plane start calls this, when no build can be running (their runners died with
+    /// the process that ran them). Returns `(instance, id)` of each.
+    pub fn fail_running_builds(
+        &self,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.conn();
+        let found: Vec<(String, u64)> = {
+            let mut stmt = conn
+                .prepare("SELECT instance, id FROM builds WHERE status = 'running' ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        conn.execute(
+            "UPDATE builds SET status = 'failed', error = ?1, finished_at = ?2
+             WHERE status = 'running'",
+            params![error, at.0 as i64],
+        )?;
+        Ok(found)
+    }
+
+    /// `(id, image)` of a builder's successful builds that still have their artifact.
+    pub fn build_artifacts(
+        &self,
+        instance: &str,
+        builder: &str,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, image FROM builds WHERE instance = ?1 AND builder = ?2
+             AND status = 'succeeded' AND image IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![instance, builder], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that build `id`'s artifact was removed by the cleanup: its image is cleared
+    /// (a deploy of it would find nothing) and `note` says why.
+    pub fn forget_build_artifact(
+        &self,
+        instance: &str,
+        id: u64,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE builds SET image = NULL, error = ?3 WHERE instance = ?1 AND id = ?2",
+            params![instance, id as i64, note],
+        )?;
+        Ok(())
+    }
+}
+
 fn with_status((mut b, status): (BuildRecord, String)) -> Result<BuildRecord, StoreError> {
     b.status = BuildStatus::parse(&status)?;
     Ok(b)
@@ -340,6 +397,57 @@ mod tests {
             "ids do not cross tenants"
         );
         assert_eq!(s.builds("a", 10).unwrap(), [b]);
+    }
+
+    #[test]
+    fn a_restart_fails_running_builds_and_cleanup_forgets_artifacts() {
+        let s = Store::in_memory().unwrap();
+        let record = |id, status, image: Option<&str>| BuildRecord {
+            id,
+            instance: "a".into(),
+            builder: "main".into(),
+            version: "3.37.0".into(),
+            status,
+            image: image.map(str::to_string),
+            digest: None,
+            error: None,
+            log: "half a log".into(),
+            started_at: Timestamp(1),
+            finished_at: None,
+        };
+        s.save_build(&record(1, BuildStatus::Succeeded, Some("/i/1")))
+            .unwrap();
+        s.save_build(&record(2, BuildStatus::Running, None))
+            .unwrap();
+        s.save_build(&record(3, BuildStatus::Succeeded, Some("/i/3")))
+            .unwrap();
+        assert_eq!(
+            s.fail_running_builds("interrupted by a restart", Timestamp(9))
+                .unwrap(),
+            [("a".to_string(), 2)]
+        );
+        let b = s.build("a", 2).unwrap().unwrap();
+        assert_eq!(b.status, BuildStatus::Failed);
+        assert_eq!(b.error.as_deref(), Some("interrupted by a restart"));
+        assert_eq!(b.finished_at, Some(Timestamp(9)));
+        assert_eq!(b.log, "half a log", "the log so far stays");
+        assert!(s
+            .fail_running_builds("x", Timestamp(10))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.build_artifacts("a", "main").unwrap(),
+            [(1, "/i/1".to_string()), (3, "/i/3".to_string())]
+        );
+        s.forget_build_artifact("a", 1, "removed").unwrap();
+        assert_eq!(
+            s.build_artifacts("a", "main").unwrap(),
+            [(3, "/i/3".to_string())]
+        );
+        assert_eq!(
+            s.build("a", 1).unwrap().unwrap().status,
+            BuildStatus::Succeeded
+        );
     }
 
     #[test]

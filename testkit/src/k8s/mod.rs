@@ -60,6 +60,7 @@ pub const LOOPBACK: FixtureOpts = FixtureOpts {
 /// The bearer token the fixture wants.
 pub const TOKEN: &str = "fixture-token-7f3a";
 
+pub mod jobs;
 mod kinds;
 mod objects;
 pub mod pods;

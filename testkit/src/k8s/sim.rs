@@ -20,7 +20,12 @@ use std::{
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{labels_match, pods::PodRuntime, ApiFixture, Kind, State};
+use super::{
+    jobs::{JobScript, JobStep},
+    labels_match,
+    pods::PodRuntime,
+    ApiFixture, Kind, State,
+};
 
 /// How the simulated cluster behaves.
 #[derive(Debug, Clone)]
@@ -34,6 +39,8 @@ pub struct SimOpts {
     pub tick: Duration,
     /// Runs real containers (listeners) for the pods it takes; none: pods only look alive.
     pub runtime: Option<Arc<dyn PodRuntime>>,
+    /// Plays the Job pods it takes (a build's outcome); none: every Job pod is a `pg_dump`.
+    pub jobs: Option<Arc<dyn JobScript>>,
 }
 
 impl Default for SimOpts {
@@ -43,6 +50,7 @@ impl Default for SimOpts {
             crash_marker: "crash".into(),
             tick: Duration::from_millis(25),
             runtime: None,
+            jobs: None,
         }
     }
 }
@@ -258,6 +266,32 @@ fn job_pod(st: &mut State, opts: &SimOpts, pod: &Value) {
             container_state(json!({"running": {}}), 0, None),
             false,
         );
+    } else if let Some(step) = opts.jobs.as_ref().and_then(|j| {
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]
+            .is_null()
+            .then(|| j.step(pod))
+            .flatten()
+    }) {
+        let JobStep::Exit {
+            code,
+            logs,
+            message,
+        } = step
+        else {
+            return;
+        };
+        for (container, text) in logs {
+            st.logs
+                .insert((ns.clone(), format!("{name}/{container}")), text);
+        }
+        let mut state = container_state(
+            json!({"terminated": {"exitCode": code, "message": message}}),
+            0,
+            None,
+        );
+        state["name"] = c["name"].clone();
+        next["status"] = pod_status("10.244.250.2", state, false);
+        next["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
     } else if pod["status"]["containerStatuses"][0]["state"]["terminated"].is_null() {
         let code = i64::from(crashing);
         let db = c["env"]

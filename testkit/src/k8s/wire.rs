@@ -296,7 +296,12 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let log = {
             let mut st = state.lock().unwrap();
             st.requests.push(format!("LOG {path}"));
-            st.logs.get(&(ns.to_string(), pod.to_string())).cloned()
+            // One container's log (`?container=`) where the kubelet recorded it apart.
+            params
+                .get("container")
+                .and_then(|c| st.logs.get(&(ns.to_string(), format!("{pod}/{c}"))))
+                .or_else(|| st.logs.get(&(ns.to_string(), pod.to_string())))
+                .cloned()
         };
         return match log {
             Some(text) => respond_text(&mut sock, &text).await,

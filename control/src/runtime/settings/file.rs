@@ -70,6 +70,16 @@ struct RawBuilds {
     dir: PathBuf,
     /// How long a build may take (default 10m).
     timeout: Option<String>,
+    /// Successful builds whose artifacts are kept per builder (default 5, at least 1).
+    keep: Option<usize>,
+    /// Kubernetes Job: the build image (`{version}` replaced).
+    image: Option<String>,
+    /// Kubernetes Job: the image of the git clone init step.
+    git_image: Option<String>,
+    /// Kubernetes Job: CPU request and limit.
+    cpu: Option<String>,
+    /// Kubernetes Job: memory request and limit.
+    memory: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,10 +196,30 @@ impl Settings {
                         )
                     })?,
             };
+            let keep = b.keep.unwrap_or(crate::driver::build_local::DEFAULT_KEEP);
+            if keep == 0 {
+                return Err(rule("builds.keep".into(), "must be at least 1".into()));
+            }
+            let mut job = crate::driver::build_local::JobSettings::default();
+            for (key, given, field) in [
+                ("builds.image", b.image, &mut job.image),
+                ("builds.git_image", b.git_image, &mut job.git_image),
+                ("builds.cpu", b.cpu, &mut job.cpu),
+                ("builds.memory", b.memory, &mut job.memory),
+            ] {
+                if let Some(v) = given {
+                    if v.is_empty() || v.len() > 512 || v.chars().any(char::is_whitespace) {
+                        return Err(rule(key.into(), "1–512 characters without spaces".into()));
+                    }
+                    *field = v;
+                }
+            }
             settings.builds = Some(crate::driver::build_local::LocalBuildConfig {
                 command: b.command,
                 dir: b.dir,
                 timeout,
+                keep,
+                job,
             });
         }
         Ok(settings)
@@ -280,6 +310,14 @@ zones = [{ name = "eu-north1" }, { name = "ap-south-1", on_request = true }]
                 "[builds]\ncommand = \"make\"\ndir = \"/b\"\ntimeout = \"0s\"",
                 "builds.timeout",
             ),
+            (
+                "[builds]\ncommand = \"make\"\ndir = \"/b\"\nkeep = 0",
+                "builds.keep",
+            ),
+            (
+                "[builds]\ncommand = \"make\"\ndir = \"/b\"\nimage = \"a b\"",
+                "builds.image",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
@@ -289,9 +327,20 @@ zones = [{ name = "eu-north1" }, { name = "ap-south-1", on_request = true }]
             .builds
             .unwrap();
         assert_eq!(
-            (b.command.as_str(), b.timeout),
-            ("make", Duration::from_secs(600))
+            (b.command.as_str(), b.timeout, b.keep),
+            ("make", Duration::from_secs(600), 5)
         );
+        let b = parse(
+            "[builds]\ncommand = \"make\"\ndir = \"/b\"\nkeep = 2\nimage = \"reg/b:{version}\"\ncpu = \"500m\"",
+        )
+        .unwrap()
+        .builds
+        .unwrap();
+        assert_eq!(
+            (b.keep, b.job.image.as_str(), b.job.cpu.as_str()),
+            (2, "reg/b:{version}", "500m")
+        );
+        assert_eq!(b.job.memory, "2Gi", "defaults stay where not given");
         let e = parse("billing_interval = \"0s\"").unwrap_err().to_string();
         assert!(e.contains("billing_interval"), "{e}");
         assert_eq!(
