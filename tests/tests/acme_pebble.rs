@@ -107,6 +107,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     // The CA is not up yet when the control plane starts: that does not stop it.
     let keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg),
+        certs::SinkConfig::Dir,
         &cert_dir,
         "kanmon.test",
         store.clone(),
@@ -217,6 +218,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     let fresh = Arc::new(Store::open(&d.join("control-2.db")).unwrap());
     let keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg),
+        certs::SinkConfig::Dir,
         &cert_dir,
         "kanmon.test",
         fresh,
@@ -285,6 +287,7 @@ async fn pebble_validates_http_01_on_the_edges_plain_listener() {
     let store = Arc::new(Store::in_memory().unwrap());
     let keeper = certs::keeper(
         &SourceConfig::Acme(rig.acme_config(Challenge::Http01)),
+        certs::SinkConfig::Dir,
         &rig.cert_dir,
         "kanmon.test",
         store,

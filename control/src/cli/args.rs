@@ -607,7 +607,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
     /// Keep a certificate per deployment in this proxy `cert_dir` (from the local CA made
-    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
+    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme). With
+    /// --driver kubernetes the certificates go to kubernetes.io/tls Secrets in
+    /// --edge-namespace instead, which every edge replica watches, and this directory holds
+    /// only the local CA.
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
     /// The longest a draining node may keep connections before it is stopped: a deployment's
