@@ -266,6 +266,12 @@ fn the_control_plane_runs_as_the_bound_account_in_the_admitted_namespace() {
     let args = c.args.clone().unwrap();
     assert_eq!(args[0], "serve");
     assert!(args.iter().any(|a| a == "--driver=kubernetes"));
+    // Certificates are kept (as Secrets in the edge's namespace), their CA on the volume.
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--cert-dir=/var/lib/kanmon/")),
+        "{args:?}"
+    );
     let probe = c
         .readiness_probe
         .as_ref()
