@@ -343,3 +343,95 @@ async fn pebble_validates_http_01_on_the_edges_plain_listener() {
     assert!(status.contains(" 404 "), "another token: {status}");
     std::fs::remove_file(&file).unwrap();
 }
+
+/// The Kubernetes path with a real ACME server: the keeper answers TLS-ALPN-01 through a
+/// challenge Secret in the edge's namespace (the API fixture), pebble validates against the
+/// edge, which serves that Secret for `acme-tls/1` only, and the issued certificate lands in
+/// a `kubernetes.io/tls` Secret the edge then serves; the challenge Secret is gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_validates_through_a_challenge_secret_and_the_edge_serves_the_issued_secret() {
+    let api = kanmon_testkit::k8s::ApiFixture::start().await;
+    let edge_ns = "kanmon-system";
+    api.put(
+        kanmon_testkit::k8s::Kind::Namespace,
+        "",
+        edge_ns,
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": edge_ns}}),
+    );
+    let kubeconfig = api.kubeconfig();
+    let Some(rig) = Rig::start_with(Challenge::TlsAlpn01, Some((&kubeconfig, edge_ns))).await
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let _pebble = rig.start_pebble().await;
+    let metrics = CertMetrics::new().unwrap();
+    let client = kanmon_control::k8s::connect(Some(&kubeconfig))
+        .await
+        .unwrap();
+    let keeper = certs::keeper(
+        &SourceConfig::Acme(rig.acme_config(Challenge::TlsAlpn01)),
+        certs::SinkConfig::Secrets {
+            client,
+            namespace: edge_ns.into(),
+        },
+        &rig.cert_dir,
+        "kanmon.test",
+        Arc::new(Store::in_memory().unwrap()),
+        &rig.dir.path().join("acme-account.json"),
+        metrics.clone(),
+    )
+    .await
+    .expect("keeper");
+    let live = [Want {
+        instance: "alpha".into(),
+        hostname: HOST.into(),
+        live: true,
+    }];
+    pass(&keeper, &live, SystemTime::now()).await;
+    assert_eq!(
+        metrics.failures("alpha"),
+        0,
+        "issuance through Secrets failed: {}",
+        rig.pebble_log()
+    );
+    let secret = api
+        .get(
+            kanmon_testkit::k8s::Kind::Secret,
+            edge_ns,
+            &format!("kanmon-cert.{HOST}"),
+        )
+        .expect("the certificate Secret");
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["tls.crt"].as_str().unwrap())
+        .unwrap();
+    let leaf = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    let root = rig.root().await;
+    serves(rig.edge, &root, &leaf).await;
+    // The challenge was applied as its own Secret and is gone; nothing went to the directory.
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("APPLY") && r.contains(&format!("kanmon-acme.{HOST}"))),
+        "{requests:?}"
+    );
+    assert!(api
+        .get(
+            kanmon_testkit::k8s::Kind::Secret,
+            edge_ns,
+            &format!("kanmon-acme.{HOST}")
+        )
+        .is_none());
+    let left: Vec<_> = std::fs::read_dir(&rig.cert_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".crt") || n.ends_with(".key"))
+        .collect();
+    assert!(left.is_empty(), "files in cert_dir: {left:?}");
+}
