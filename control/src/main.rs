@@ -102,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut local = None;
     let mut kube_builds = None;
+    let mut kube_client = None;
     let driver: Arc<dyn Driver> = match args.driver {
         DriverKind::Loopback => Arc::new(ProcessDriver::new(Arc::new(LoopbackDriver::new()))),
         DriverKind::Local => {
@@ -124,6 +125,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 client.clone(),
                 args.kube.settings(args.grace),
             ));
+            kube_client = Some(client.clone());
             Arc::new(KubeDriver::new(
                 client,
                 args.kube.settings(args.grace),
@@ -148,8 +150,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let cert_metrics = kanmon_control::metrics::certs::CertMetrics::new()?;
         let mut account = args.db.clone().into_os_string();
         account.push(".acme-account.json");
+        // With the Kubernetes driver certificates go to Secrets in the edge's namespace, which
+        // every edge replica watches; `--cert-dir` then holds only the local CA.
+        let sink = match kube_client {
+            Some(client) => certs::SinkConfig::Secrets {
+                client,
+                namespace: args.kube.edge_namespace.clone(),
+            },
+            None => certs::SinkConfig::Dir,
+        };
+        let source = args.certs.source()?;
+        if matches!(&sink, certs::SinkConfig::Secrets { .. })
+            && matches!(&source, certs::SourceConfig::Acme(a) if a.challenge == certs::acme::Challenge::Http01)
+        {
+            anyhow::bail!("--acme-challenge http-01 needs the proxy's cert_dir; with --driver kubernetes use tls-alpn-01");
+        }
         let keeper = certs::keeper(
-            &args.certs.source()?,
+            &source,
+            sink,
             dir,
             &base_domain,
             store.clone(),

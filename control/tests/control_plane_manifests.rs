@@ -9,11 +9,15 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Namespace, PersistentVolumeClaim, Service, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kanmon_control::{
     domain::{CreateDeployment, Deployment as Dep, DeploymentType, Keys, Timestamp},
-    k8s::{desired, rbac::GRANTS, DatabaseFlavor, DesiredInput, KubeSettings},
+    k8s::{
+        desired,
+        rbac::{EDGE_GRANTS, GRANTS},
+        DatabaseFlavor, DesiredInput, KubeSettings,
+    },
 };
 use kanmon_router::{Catalog, InstanceName, Version, Zone};
 use serde::Deserialize;
@@ -57,7 +61,7 @@ fn every_manifest_is_a_valid_typed_object() {
     let docs = documents();
     assert_eq!(
         docs.len(),
-        7,
+        9,
         "{:?}",
         docs.iter().map(|d| &d.1).collect::<Vec<_>>()
     );
@@ -67,6 +71,8 @@ fn every_manifest_is_a_valid_typed_object() {
             "ServiceAccount" => drop(typed::<ServiceAccount>(file, v)),
             "ClusterRole" => drop(typed::<ClusterRole>(file, v)),
             "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(file, v)),
+            "Role" => drop(typed::<Role>(file, v)),
+            "RoleBinding" => drop(typed::<RoleBinding>(file, v)),
             "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(file, v)),
             "Deployment" => drop(typed::<Deployment>(file, v)),
             "Service" => drop(typed::<Service>(file, v)),
@@ -116,6 +122,51 @@ fn the_cluster_role_grants_exactly_the_drivers_table() {
         .iter()
         .filter(|g| g.resource == "secrets")
         .all(|g| g.verbs == ["patch"]));
+}
+
+/// The certificate keeper's Role: exactly `EDGE_GRANTS`, in the edge's namespace (the
+/// driver's default `--edge-namespace`), bound to the control plane's ServiceAccount.
+#[test]
+fn the_edge_role_grants_exactly_the_keepers_table_in_the_edge_namespace() {
+    let role: Role = one("Role");
+    let edge = KubeSettings::default().edge_namespace;
+    assert_eq!(role.metadata.namespace.as_deref(), Some(edge.as_str()));
+    let mut got = BTreeSet::new();
+    for rule in role.rules.unwrap_or_default() {
+        assert!(rule.resource_names.is_none());
+        let mut verbs = rule.verbs.clone();
+        verbs.sort();
+        for g in rule.api_groups.unwrap_or_default() {
+            for r in rule.resources.clone().unwrap_or_default() {
+                got.insert((g.clone(), r, verbs.clone()));
+            }
+        }
+    }
+    let want: BTreeSet<Rule> = EDGE_GRANTS
+        .iter()
+        .map(|g| {
+            (
+                g.group.to_string(),
+                g.resource.to_string(),
+                g.verbs.iter().map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let binding: RoleBinding = one("RoleBinding");
+    assert_eq!(binding.metadata.namespace.as_deref(), Some(edge.as_str()));
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("Role", role.metadata.name.as_deref().unwrap())
+    );
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("kanmon-control", Some("kanmon-control"))
+    );
 }
 
 fn deployment() -> Dep {
@@ -215,6 +266,12 @@ fn the_control_plane_runs_as_the_bound_account_in_the_admitted_namespace() {
     let args = c.args.clone().unwrap();
     assert_eq!(args[0], "serve");
     assert!(args.iter().any(|a| a == "--driver=kubernetes"));
+    // Certificates are kept (as Secrets in the edge's namespace), their CA on the volume.
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--cert-dir=/var/lib/kanmon/")),
+        "{args:?}"
+    );
     let probe = c
         .readiness_probe
         .as_ref()

@@ -205,6 +205,15 @@ pub struct Discovery {
     /// slice cannot turn the proxy into a relay onto any host. Loopback and link-local
     /// addresses also need an entry inside those ranges: `0.0.0.0/0` does not admit them.
     pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// With `kind = "kubernetes"`: also serve the certificates of `kubernetes.io/tls` Secrets
+    /// labelled `kanmon.dev/certificate` in `certificate_namespace` (what `kanmon serve
+    /// --driver kubernetes` writes), beside `tls.cert_dir`. Needs get/list/watch on Secrets
+    /// in that namespace (configs/kubernetes/10-rbac.yaml).
+    pub certificate_secrets: bool,
+    /// The one namespace whose certificate Secrets are served; unset: the proxy's own (the
+    /// in-cluster service account's namespace, else the kubeconfig context's). Never a
+    /// tenant's.
+    pub certificate_namespace: Option<String>,
 }
 
 /// Where pod networks are allocated unless a cluster says otherwise: RFC 1918, the shared
@@ -231,6 +240,8 @@ impl Default for Discovery {
                 .iter()
                 .filter_map(|c| c.parse().ok())
                 .collect(),
+            certificate_secrets: true,
+            certificate_namespace: None,
         }
     }
 }

@@ -24,7 +24,11 @@ use crate::{
     certwatch::{CertWatcher, TicketKeyWatcher},
     client_limits::ClientLimits,
     config::{DiscoveryKind, ProxyConfig},
-    discovery::{file::FileSource, kubernetes::KubernetesSource, DiscoverySource, Publisher},
+    discovery::{
+        file::FileSource,
+        kubernetes::{CertificateSecrets, KubernetesSource},
+        DiscoverySource, Publisher,
+    },
     edge::{EdgeApp, EdgeLimits},
     h1::Lane,
     h2ws::Tunnels,
@@ -178,10 +182,21 @@ impl Proxy {
                     cfg.discovery.path.clone(),
                     Some(cfg.limits.max_connections_per_deployment),
                 )),
-                DiscoveryKind::Kubernetes => Box::new(KubernetesSource::new(
-                    &cfg.discovery,
-                    Some(cfg.limits.max_connections_per_deployment),
-                )),
+                DiscoveryKind::Kubernetes => {
+                    let source = KubernetesSource::new(
+                        &cfg.discovery,
+                        Some(cfg.limits.max_connections_per_deployment),
+                    );
+                    Box::new(if cfg.discovery.certificate_secrets {
+                        source.with_certificates(CertificateSecrets {
+                            store: certs.clone(),
+                            base_domain: cfg.routing.base_domain.clone(),
+                            namespace: cfg.discovery.certificate_namespace.clone(),
+                        })
+                    } else {
+                        source
+                    })
+                }
             };
             server.add_service(background_service(
                 "discovery",

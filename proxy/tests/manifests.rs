@@ -96,6 +96,64 @@ fn rbac_grants_only_read_access_to_services_and_endpointslices() {
         .unwrap();
     let role: ClusterRole = typed(&file, &v);
     assert_list_watch_only(&file, role.rules.unwrap_or_default());
+    // No cluster-wide access to Secrets, in any document.
+    for (file, kind, v) in documents() {
+        if kind == "ClusterRole" {
+            let role: ClusterRole = typed(&file, &v);
+            for rule in role.rules.unwrap_or_default() {
+                assert!(
+                    !rule
+                        .resources
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|r| r == "secrets"),
+                    "{file}"
+                );
+            }
+        }
+    }
+}
+
+/// Certificate Secrets: list and watch, in the proxy's own namespace only, bound to its
+/// ServiceAccount.
+#[test]
+fn certificate_secrets_are_readable_in_the_proxys_namespace_only() {
+    let docs = documents();
+    let (file, _, v) = docs
+        .iter()
+        .find(|(_, k, v)| k == "Role" && v["metadata"]["name"] == "kanmon-proxy-certificates")
+        .unwrap();
+    let role: Role = typed(file, v);
+    assert_eq!(role.metadata.namespace.as_deref(), Some("kanmon-system"));
+    let rules = role.rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{file}");
+    let mut verbs = rules[0].verbs.clone();
+    verbs.sort();
+    assert_eq!(verbs, ["list", "watch"], "{file}");
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["secrets".to_string()][..])
+    );
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    let (file, _, v) = docs
+        .iter()
+        .find(|(_, k, v)| {
+            k == "RoleBinding" && v["metadata"]["name"] == "kanmon-proxy-certificates"
+        })
+        .unwrap();
+    let binding: RoleBinding = typed(file, v);
+    assert_eq!(binding.metadata.namespace.as_deref(), Some("kanmon-system"));
+    assert_eq!(binding.role_ref.name, "kanmon-proxy-certificates");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("kanmon-proxy", Some("kanmon-system"))
+    );
+    // The ConfigMap's proxy serves them (the default).
+    let config = &docs.iter().find(|(_, k, _)| k == "ConfigMap").unwrap().2;
+    let text = config["data"]["proxy.toml"].as_str().unwrap();
+    let cfg: kanmon_proxy::config::ProxyConfig = toml::from_str(text).unwrap();
+    assert!(cfg.discovery.certificate_secrets);
 }
 
 /// The variant for `discovery.namespaces`: a Role and its binding in a game namespace, for the

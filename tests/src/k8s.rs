@@ -184,20 +184,22 @@ impl PodRuntime for LoopbackPods {
 }
 
 /// `kanmon-proxy`'s configuration for a cluster: TLS on `tls`, admin on `admin`,
-/// certificates from `cert_dir`, Kubernetes discovery through `kubeconfig`, endpoints allowed
-/// only in `cidrs`.
+/// certificates from `cert_dir` and from the certificate Secrets of `certificate_namespace`,
+/// Kubernetes discovery through `kubeconfig`, endpoints allowed only in `cidrs`.
 pub fn proxy_config(
     tls: SocketAddr,
     admin: SocketAddr,
     cert_dir: &Path,
     kubeconfig: &Path,
+    certificate_namespace: &str,
     cidrs: &[String],
     upgrade_sock: &Path,
 ) -> String {
     let cidrs: Vec<String> = cidrs.iter().map(|c| format!("{c:?}")).collect();
     format!(
         "[listen]\ntls = \"{tls}\"\nadmin = \"{admin}\"\n[tls]\ncert_dir = \"{}\"\n\
-         [discovery]\nkind = \"kubernetes\"\nkubeconfig = \"{}\"\nallowed_cidrs = [{}]\n\
+         [discovery]\nkind = \"kubernetes\"\nkubeconfig = \"{}\"\n\
+         certificate_namespace = \"{certificate_namespace}\"\nallowed_cidrs = [{}]\n\
          [shutdown]\nupgrade_sock = \"{}\"\n",
         cert_dir.display(),
         kubeconfig.display(),

@@ -60,6 +60,9 @@ fn pod_info(p: &Value) -> PodInfo {
     }
 }
 
+/// The edge's namespace on the fixture (the default of `--edge-namespace`).
+const FIXTURE_EDGE_NAMESPACE: &str = "kanmon-system";
+
 /// The cluster under test.
 pub enum Cluster {
     /// The wire fixture, its simulated cluster and the pods' real listeners.
@@ -96,6 +99,14 @@ impl Cluster {
             });
         }
         let api = Arc::new(ApiFixture::start_with(LOOPBACK).await);
+        // The edge's namespace exists before anything is installed into the cluster.
+        api.put(
+            kanmon_testkit::k8s::Kind::Namespace,
+            "",
+            FIXTURE_EDGE_NAMESPACE,
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": FIXTURE_EDGE_NAMESPACE}}),
+        );
         let pods = LoopbackPods::new();
         let sim = SimCluster::start(
             &api,
@@ -142,18 +153,33 @@ impl Cluster {
         }
     }
 
+    /// The edge's namespace, where `kanmon serve` puts certificate Secrets and the proxy
+    /// watches them: on a real cluster `KANMON_TEST_EDGE_NAMESPACE` (default `kanmon-system`,
+    /// which must exist, as configs/kubernetes/00-namespace.yaml makes it).
+    pub fn edge_namespace(&self) -> String {
+        match self {
+            Self::Fixture { .. } => FIXTURE_EDGE_NAMESPACE.into(),
+            Self::Real { .. } => std::env::var("KANMON_TEST_EDGE_NAMESPACE")
+                .unwrap_or_else(|_| FIXTURE_EDGE_NAMESPACE.into()),
+        }
+    }
+
     /// `kanmon serve` arguments beyond the common ones.
     pub fn serve_args(&self) -> Vec<String> {
+        let edge = vec!["--edge-namespace".to_string(), self.edge_namespace()];
         match self {
-            Self::Fixture { .. } => Vec::new(),
-            Self::Real { image, .. } => vec![
-                "--node-image".into(),
-                image.clone(),
-                "--pre-stop".into(),
-                "2s".into(),
-                "--memory-per-cpu-mib".into(),
-                "256".into(),
-            ],
+            Self::Fixture { .. } => edge,
+            Self::Real { image, .. } => edge
+                .into_iter()
+                .chain([
+                    "--node-image".into(),
+                    image.clone(),
+                    "--pre-stop".into(),
+                    "2s".into(),
+                    "--memory-per-cpu-mib".into(),
+                    "256".into(),
+                ])
+                .collect(),
         }
     }
 

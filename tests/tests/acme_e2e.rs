@@ -143,7 +143,7 @@ async fn echo(ws: &mut kanmon_tests::Ws, text: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_through_the_binaries_gets_renews_keeps_and_revokes_its_certificate() {
-    let Some(rig) = Rig::start_with(Challenge::TlsAlpn01, false).await else {
+    let Some(rig) = Rig::start_with(Challenge::TlsAlpn01, false, None).await else {
         return;
     };
     let (d, cert_dir, edge) = (rig.dir.path(), rig.cert_dir.clone(), rig.edge);

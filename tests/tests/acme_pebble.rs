@@ -107,6 +107,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     // The CA is not up yet when the control plane starts: that does not stop it.
     let keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg),
+        certs::SinkConfig::Dir,
         &cert_dir,
         "kanmon.test",
         store.clone(),
@@ -217,6 +218,7 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     let fresh = Arc::new(Store::open(&d.join("control-2.db")).unwrap());
     let keeper = certs::keeper(
         &SourceConfig::Acme(acme_cfg.clone()),
+        certs::SinkConfig::Dir,
         &cert_dir,
         "kanmon.test",
         fresh.clone(),
@@ -252,7 +254,8 @@ async fn pebble_issues_renews_survives_an_outage_and_revokes() {
     assert!(status.contains("Revoked"), "pebble says: {status}");
     // A retry of a revocation whose answer was lost finds it revoked already: that is done.
     use certs::CertSource;
-    let again = certs::acme::AcmeSource::new(acme_cfg, fresh, &legacy, &cert_dir);
+    let sink: Arc<dyn certs::CertSink> = Arc::new(certs::DirSink::new(cert_dir.clone()));
+    let again = certs::acme::AcmeSource::new(acme_cfg, fresh, &legacy, sink);
     again
         .revoke(&third_pem)
         .await
@@ -293,6 +296,7 @@ async fn pebble_validates_http_01_on_the_edges_plain_listener() {
     let store = Arc::new(Store::in_memory().unwrap());
     let keeper = certs::keeper(
         &SourceConfig::Acme(rig.acme_config(Challenge::Http01)),
+        certs::SinkConfig::Dir,
         &rig.cert_dir,
         "kanmon.test",
         store,
@@ -347,4 +351,96 @@ async fn pebble_validates_http_01_on_the_edges_plain_listener() {
     let (status, _) = plain_get(http, HOST, "/.well-known/acme-challenge/tok-2").await;
     assert!(status.contains(" 404 "), "another token: {status}");
     std::fs::remove_file(&file).unwrap();
+}
+
+/// The Kubernetes path with a real ACME server: the keeper answers TLS-ALPN-01 through a
+/// challenge Secret in the edge's namespace (the API fixture), pebble validates against the
+/// edge, which serves that Secret for `acme-tls/1` only, and the issued certificate lands in
+/// a `kubernetes.io/tls` Secret the edge then serves; the challenge Secret is gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_validates_through_a_challenge_secret_and_the_edge_serves_the_issued_secret() {
+    let api = kanmon_testkit::k8s::ApiFixture::start().await;
+    let edge_ns = "kanmon-system";
+    api.put(
+        kanmon_testkit::k8s::Kind::Namespace,
+        "",
+        edge_ns,
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": edge_ns}}),
+    );
+    let kubeconfig = api.kubeconfig();
+    let Some(rig) = Rig::start_with(Challenge::TlsAlpn01, true, Some((&kubeconfig, edge_ns))).await
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let _pebble = rig.start_pebble().await;
+    let metrics = CertMetrics::new().unwrap();
+    let client = kanmon_control::k8s::connect(Some(&kubeconfig))
+        .await
+        .unwrap();
+    let keeper = certs::keeper(
+        &SourceConfig::Acme(rig.acme_config(Challenge::TlsAlpn01)),
+        certs::SinkConfig::Secrets {
+            client,
+            namespace: edge_ns.into(),
+        },
+        &rig.cert_dir,
+        "kanmon.test",
+        Arc::new(Store::in_memory().unwrap()),
+        &rig.dir.path().join("acme-account.json"),
+        metrics.clone(),
+    )
+    .await
+    .expect("keeper");
+    let live = [Want {
+        instance: "alpha".into(),
+        hostname: HOST.into(),
+        live: true,
+    }];
+    pass(&keeper, &live, SystemTime::now()).await;
+    assert_eq!(
+        metrics.failures("alpha"),
+        0,
+        "issuance through Secrets failed: {}",
+        rig.pebble_log()
+    );
+    let secret = api
+        .get(
+            kanmon_testkit::k8s::Kind::Secret,
+            edge_ns,
+            &format!("kanmon-cert.{HOST}"),
+        )
+        .expect("the certificate Secret");
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["tls.crt"].as_str().unwrap())
+        .unwrap();
+    let leaf = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    let root = rig.root().await;
+    serves(rig.edge, &root, &leaf).await;
+    // The challenge was applied as its own Secret and is gone; nothing went to the directory.
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("APPLY") && r.contains(&format!("kanmon-acme.{HOST}"))),
+        "{requests:?}"
+    );
+    assert!(api
+        .get(
+            kanmon_testkit::k8s::Kind::Secret,
+            edge_ns,
+            &format!("kanmon-acme.{HOST}")
+        )
+        .is_none());
+    let left: Vec<_> = std::fs::read_dir(&rig.cert_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".crt") || n.ends_with(".key"))
+        .collect();
+    assert!(left.is_empty(), "files in cert_dir: {left:?}");
 }

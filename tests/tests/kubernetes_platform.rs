@@ -1,7 +1,10 @@
 //! The platform on Kubernetes, end to end on the wire-level API fixture: the real
 //! `kanmon serve --driver kubernetes` and the real `kanmon-proxy` with `kind = "kubernetes"`
 //! against the same fixture, its simulated cluster playing StatefulSet controller and kubelet,
-//! and every node pod a real demo node on its own loopback IP. 200 reconnecting WebSocket
+//! and every node pod a real demo node on its own loopback IP. The deployment's certificate
+//! takes the Kubernetes path: a local-CA leaf `kanmon serve` issues into a `kubernetes.io/tls`
+//! Secret in the edge's namespace, which the proxy (no leaf in its cert_dir) serves from its
+//! Secret watch. 200 reconnecting WebSocket
 //! clients through the proxy over TLS; a rolling reboot through the API: no connection that
 //! began after the proxy showed a pod draining reached that pod (and the pods' own accept
 //! records agree), every client reconnects, the operation completes within less than one
@@ -122,6 +125,21 @@ async fn node_states(api: &Client, instance: &str) -> Vec<String> {
         .collect()
 }
 
+/// One TLS handshake with `host` as SNI, verified against `config`'s roots.
+async fn tls_handshake(
+    addr: std::net::SocketAddr,
+    host: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<()> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map(drop)
+}
+
 /// Removes a real cluster's namespace however the test ends.
 struct CleanUp(Arc<Cluster>, String);
 
@@ -198,37 +216,47 @@ async fn kubernetes_platform_rolls_and_recovers_through_the_edge() {
     let op = wait_op(&cp, id, wait).await;
     assert_eq!(op["status"], "completed", "set shutdown_grace_sec: {op}");
 
-    // The proxy starts once the deployment and its certificate exist: started before them, it
-    // sometimes picked up neither the certificate nor the Service within a minute on a loaded
-    // machine (its log showed the first, empty table and nothing after). That is a proxy
-    // matter, left open; this test is about the platform on the cluster.
-    let cert = certs.join(format!("{host}.crt"));
-    for _ in 0..600 {
-        if cert.is_file() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        cert.is_file(),
-        "kanmon serve never wrote {}",
-        cert.display()
-    );
+    // The whole certificate path: `kanmon serve` issued a local-CA leaf for the deployment into
+    // a kubernetes.io/tls Secret in the edge's namespace (`--cert-dir` holds only the CA), and
+    // the proxy, whose cert_dir has no leaf at all, serves it from its Secret watch.
+    let edge = cluster.edge_namespace();
     let (tls_addr, admin_addr) = (free_port(), free_port());
     let config = proxy_config(
         tls_addr,
         admin_addr,
         &certs,
         &kubeconfig,
+        &edge,
         &cluster.pod_cidrs(),
         &d.join("upgrade.sock"),
     );
+    let leaves: Vec<_> = std::fs::read_dir(&certs)
+        .expect("cert dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".crt") && n != "ca.crt")
+        .collect();
+    assert!(leaves.is_empty(), "a leaf in --cert-dir: {leaves:?}");
     let _proxy = start_proxy(d, &config);
+    let tls_config = client_config(&ca);
+    let mut handshake = Err(std::io::Error::other("not tried"));
+    for _ in 0..600 {
+        handshake = tls_handshake(tls_addr, &host, tls_config.clone()).await;
+        if handshake.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        handshake.is_ok(),
+        "the proxy never served {host}'s certificate from its Secret: {handshake:?}; proxy log:\n{}",
+        std::fs::read_to_string(d.join("proxy.log")).unwrap_or_default()
+    );
 
     let target = WsTarget {
         addr: tls_addr,
         host: host.clone(),
-        tls: client_config(&ca),
+        tls: tls_config,
         // The in-process nodes of the simulated pods demand no key.
         server_key: None,
     };
@@ -236,9 +264,8 @@ async fn kubernetes_platform_rolls_and_recovers_through_the_edge() {
     let tasks = spawn_clients(CLIENTS, &target, &shared);
     assert!(
         wait_connected(&shared, CLIENTS, wait).await,
-        "not all {CLIENTS} clients connected through the proxy: {}; certificates {:?}; proxy log:\n{}",
+        "not all {CLIENTS} clients connected through the proxy: {}; proxy log:\n{}",
         shared.describe(),
-        std::fs::read_dir(&certs).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect::<Vec<_>>()),
         std::fs::read_to_string(d.join("proxy.log")).unwrap_or_default()
     );
     let before = shared.conns().len();

@@ -1,12 +1,13 @@
 //! ACME (RFC 8555) as a certificate source, answering TLS-ALPN-01 (RFC 8737) through the edge,
 //! or HTTP-01 on the edge's plain-HTTP listener where the CA is configured for it (the key
 //! authorization goes into `cert_dir` as `<hostname>.http-01`, see
-//! `kanmon_proxy::tls::http01`, and is removed with the challenge certificate).
+//! `kanmon_proxy::tls::http01`, and is removed with the challenge certificate; a `cert_dir`
+//! sink only).
 //!
-//! The challenge certificate goes into the proxy's `cert_dir` as
-//! `<hostname>.tls-alpn-01.crt/.key`, the same path real certificates take; the proxy serves it
-//! only to a validator offering `acme-tls/1` (see `kanmon_proxy::tls::acme`) and the files are
-//! removed once the order is decided. The certificate's key is an ECDSA P-256 key made here;
+//! The challenge certificate takes the path real certificates take (the [`CertSink`]: the
+//! proxy's `cert_dir` as `<hostname>.tls-alpn-01.crt/.key`, or a Secret labelled
+//! `kanmon.dev/certificate=acme-challenge`); the proxy serves it only to a validator offering
+//! `acme-tls/1` (see `kanmon_proxy::tls::acme`) and it is removed once the order is decided. The certificate's key is an ECDSA P-256 key made here;
 //! only its CSR leaves the process. The account's credentials (its private key) are kept in the
 //! control plane's store (its SQLite database, 0600 like every file holding secrets), keyed by
 //! the directory URL, and reused by later starts; an account file left by an older version is
@@ -23,12 +24,12 @@ use instant_acme::{
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy, RevocationRequest,
 };
 use kanmon_proxy::{
-    devcerts::{write_atomic, write_pair, CertInfo, PemPair},
-    tls::{acme::CHALLENGE_SUFFIX, http01::HTTP01_EXTENSION},
+    devcerts::{write_atomic, CertInfo, PemPair},
+    tls::http01::HTTP01_EXTENSION,
 };
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 
-use super::{CertError, CertSource};
+use super::{sink::CertSink, CertError, CertSource};
 use crate::store::Store;
 
 /// Where and how to reach the ACME CA.
@@ -103,7 +104,7 @@ pub struct AcmeSource {
     cfg: AcmeConfig,
     store: Arc<Store>,
     legacy_file: PathBuf,
-    cert_dir: PathBuf,
+    sink: Arc<dyn CertSink>,
 }
 
 /// RFC 8555's problem type for a revocation of a certificate that is revoked already.
@@ -122,15 +123,20 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
 
 impl AcmeSource {
     /// A source for the CA `cfg` names, its account in `store` (an account file an older
-    /// version left at `legacy_file` is moved there), challenge certificates in `cert_dir`
-    /// (the proxy's).
-    pub fn new(cfg: AcmeConfig, store: Arc<Store>, legacy_file: &Path, cert_dir: &Path) -> Self {
+    /// version left at `legacy_file` is moved there), challenge certificates handed to the
+    /// edge through `sink`.
+    pub fn new(
+        cfg: AcmeConfig,
+        store: Arc<Store>,
+        legacy_file: &Path,
+        sink: Arc<dyn CertSink>,
+    ) -> Self {
         Self {
             account: tokio::sync::OnceCell::new(),
             cfg,
             store,
             legacy_file: legacy_file.to_path_buf(),
-            cert_dir: cert_dir.to_path_buf(),
+            sink,
         }
     }
 
@@ -234,33 +240,9 @@ async fn connect(
     Ok(account)
 }
 
-/// The challenge files of one hostname, removed when dropped (whatever the order's outcome).
-struct ChallengeFiles<'a> {
-    dir: &'a Path,
-    hostname: &'a str,
-}
-
-impl ChallengeFiles<'_> {
-    /// The stem of the TLS-ALPN-01 certificate's files.
-    fn tls_alpn_stem(&self) -> String {
-        format!("{}{CHALLENGE_SUFFIX}", self.hostname)
-    }
-
-    /// The HTTP-01 key authorization's file.
-    fn http01_file(&self) -> PathBuf {
-        self.dir
-            .join(format!("{}.{HTTP01_EXTENSION}", self.hostname))
-    }
-}
-
-impl Drop for ChallengeFiles<'_> {
-    fn drop(&mut self) {
-        let stem = self.tls_alpn_stem();
-        for ext in ["crt", "key"] {
-            crate::private::remove(&self.dir.join(format!("{stem}.{ext}")));
-        }
-        crate::private::remove(&self.http01_file());
-    }
+/// The HTTP-01 key authorization's file of `hostname` in `dir`.
+fn http01_file(dir: &Path, hostname: &str) -> PathBuf {
+    dir.join(format!("{hostname}.{HTTP01_EXTENSION}"))
 }
 
 /// The RFC 8737 challenge certificate: self-signed, `hostname` its only name, the SHA-256 of
@@ -283,6 +265,37 @@ fn rcgen_err(e: rcgen::Error) -> CertError {
 #[async_trait::async_trait]
 impl CertSource for AcmeSource {
     async fn obtain(&self, hostname: &str) -> Result<PemPair, CertError> {
+        let result = self.order(hostname).await;
+        // Whatever the outcome, the challenge goes (it was decided, or it never will be).
+        match self.cfg.challenge {
+            Challenge::TlsAlpn01 => self.sink.remove_challenge(hostname).await,
+            Challenge::Http01 => {
+                if let Some(dir) = self.sink.http01_dir() {
+                    crate::private::remove(&http01_file(dir, hostname));
+                }
+            }
+        }
+        result
+    }
+
+    async fn revoke(&self, cert_pem: &str) -> Result<(), CertError> {
+        self.revoke_pem(cert_pem).await
+    }
+
+    async fn suggested_renewal(&self, cert_pem: &str) -> Option<super::Suggestion> {
+        self.suggestion(cert_pem).await
+    }
+
+    /// Any certificate for the hostname: one of the local CA issued before the switch to ACME
+    /// is replaced at its renewal time like any other.
+    fn accepts(&self, _info: &CertInfo) -> bool {
+        true
+    }
+}
+
+impl AcmeSource {
+    /// One order for `hostname`, its challenge answered through the sink.
+    async fn order(&self, hostname: &str) -> Result<PemPair, CertError> {
         let ids = [Identifier::Dns(hostname.to_string())];
         let mut order = self
             .account()
@@ -290,10 +303,6 @@ impl CertSource for AcmeSource {
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(acme_err)?;
-        let files = ChallengeFiles {
-            dir: &self.cert_dir,
-            hostname,
-        };
         let mut pending = false;
         {
             let mut authzs = order.authorizations();
@@ -314,13 +323,18 @@ impl CertSource for AcmeSource {
                 match kind {
                     Challenge::TlsAlpn01 => {
                         let pair = challenge_cert(hostname, key_auth.digest().as_ref())?;
-                        write_pair(files.dir, &files.tls_alpn_stem(), &pair)?;
+                        self.sink.put_challenge(hostname, &pair).await?;
                     }
                     Challenge::Http01 => {
+                        let dir = self.sink.http01_dir().ok_or_else(|| {
+                            CertError::Acme(
+                                "http-01 needs the proxy's cert_dir; Secrets carry tls-alpn-01 only"
+                                    .into(),
+                            )
+                        })?;
                         // Not a secret (the validator reads it over plain HTTP); written
                         // atomically so the proxy never loads half of it.
-                        let file = files.http01_file();
-                        write_atomic(&file, key_auth.as_str(), false)?;
+                        write_atomic(&http01_file(dir, hostname), key_auth.as_str(), false)?;
                     }
                 }
                 tokio::time::sleep(self.cfg.challenge_settle).await;
@@ -329,7 +343,6 @@ impl CertSource for AcmeSource {
             }
         }
         let status = order.poll_ready(&self.poll()).await.map_err(acme_err)?;
-        drop(files);
         if status != OrderStatus::Ready {
             let mut why = Vec::new();
             let mut authzs = order.authorizations();
@@ -363,7 +376,7 @@ impl CertSource for AcmeSource {
         })
     }
 
-    async fn revoke(&self, cert_pem: &str) -> Result<(), CertError> {
+    async fn revoke_pem(&self, cert_pem: &str) -> Result<(), CertError> {
         let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .ok_or_else(|| CertError::Acme("no certificate to revoke".into()))?
@@ -384,7 +397,7 @@ impl CertSource for AcmeSource {
             })
     }
 
-    async fn suggested_renewal(&self, cert_pem: &str) -> Option<super::Suggestion> {
+    async fn suggestion(&self, cert_pem: &str) -> Option<super::Suggestion> {
         let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()?
             .ok()?;
@@ -406,11 +419,5 @@ impl CertSource for AcmeSource {
             renew_at: start + offset,
             ask_in: retry,
         })
-    }
-
-    /// Any certificate for the hostname: one of the local CA issued before the switch to ACME
-    /// is replaced at its renewal time like any other.
-    fn accepts(&self, _info: &CertInfo) -> bool {
-        true
     }
 }

@@ -1,17 +1,16 @@
-//! The reconcile loop: certificates on disk brought in line with the deployments.
+//! The reconcile loop: certificates in the sink brought in line with the deployments.
 
 mod revoke;
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
-use kanmon_proxy::devcerts::{write_pair, CertInfo};
+use kanmon_proxy::devcerts::CertInfo;
 
-use super::{CertError, CertSource};
+use super::{sink::CertSink, CertError, CertSource};
 use crate::{
     metrics::certs::CertMetrics,
     runtime::{Runtime, SYSTEM_USER},
@@ -83,7 +82,7 @@ const QUEUED_RECHECK: Duration = Duration::from_secs(60);
 /// What the keeper knows, behind one lock taken only between awaits.
 #[derive(Default)]
 struct State {
-    /// What is on disk, by hostname (read once, then kept up to date by our own writes).
+    /// What is in the sink, by hostname (read once, then kept up to date by our own writes).
     known: HashMap<String, CertInfo>,
     failing: HashMap<String, Retry>,
     /// The CA's renewal suggestions, by hostname.
@@ -124,14 +123,14 @@ impl State {
 }
 
 struct Shared {
-    dir: PathBuf,
+    sink: Arc<dyn CertSink>,
     source: Arc<dyn CertSource>,
     metrics: CertMetrics,
     retry: RetryPolicy,
     state: Mutex<State>,
 }
 
-/// Keeps `cert_dir` in line with the deployments (see the module doc of [`super`]): decides
+/// Keeps the sink in line with the deployments (see the module doc of [`super`]): decides
 /// which certificates are due ([`CertKeeper::reconcile`]) and obtains one when its certificate
 /// operation runs ([`CertKeeper::issue`]). Cheap to clone (one shared state).
 #[derive(Clone)]
@@ -141,27 +140,21 @@ pub struct CertKeeper {
 
 impl std::fmt::Debug for CertKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertKeeper")
-            .field("dir", &self.shared.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("CertKeeper").finish_non_exhaustive()
     }
 }
 
-fn crt_path(dir: &Path, hostname: &str) -> PathBuf {
-    dir.join(format!("{hostname}.crt"))
-}
-
 impl CertKeeper {
-    /// A keeper writing into `dir` (the proxy's `cert_dir`) from `source`.
+    /// A keeper putting certificates from `source` into `sink`.
     pub fn new(
-        dir: PathBuf,
+        sink: Arc<dyn CertSink>,
         source: Arc<dyn CertSource>,
         metrics: CertMetrics,
         retry: RetryPolicy,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                dir,
+                sink,
                 source,
                 metrics,
                 retry,
@@ -200,8 +193,12 @@ impl CertKeeper {
                 continue;
             }
             if w.live {
-                if self.due(w, now).await {
-                    due.push(w.clone());
+                match self.due(w, now).await {
+                    Ok(true) => due.push(w.clone()),
+                    Ok(false) => {}
+                    // The sink could not be read: nothing is issued blind (a reissue of
+                    // everything during an API outage would hit the CA's rate limits).
+                    Err(e) => self.failed(w, &e, now),
                 }
             } else if let Err(e) = self.retire(w).await {
                 self.failed(w, &e, now);
@@ -257,20 +254,27 @@ impl CertKeeper {
         );
     }
 
-    /// What is on disk for `hostname`, read once.
-    fn current(&self, hostname: &str) -> Option<CertInfo> {
-        let mut st = self.state();
-        if !st.known.contains_key(hostname) {
-            let pem = std::fs::read_to_string(crt_path(&self.shared.dir, hostname)).ok()?;
-            let info = CertInfo::from_pem(&pem).ok()?;
-            st.known.insert(hostname.to_string(), info);
+    /// What the sink holds for `hostname`, read once (a certificate that does not parse is
+    /// none: it is replaced).
+    async fn current(&self, hostname: &str) -> Result<Option<CertInfo>, CertError> {
+        if let Some(info) = self.state().known.get(hostname) {
+            return Ok(Some(info.clone()));
         }
-        st.known.get(hostname).cloned()
+        let Some(pem) = self.shared.sink.current(hostname).await? else {
+            return Ok(None);
+        };
+        let Ok(info) = CertInfo::from_pem(&pem) else {
+            return Ok(None);
+        };
+        self.state()
+            .known
+            .insert(hostname.to_string(), info.clone());
+        Ok(Some(info))
     }
 
     /// Whether `w` needs a certificate now.
-    async fn due(&self, w: &Want, now: SystemTime) -> bool {
-        let due = match self.current(&w.hostname) {
+    async fn due(&self, w: &Want, now: SystemTime) -> Result<bool, CertError> {
+        let due = match self.current(&w.hostname).await? {
             None => true,
             Some(info) => {
                 self.show_expiry(&w.instance);
@@ -279,11 +283,10 @@ impl CertKeeper {
                     || !self.shared.source.accepts(&info)
             }
         };
-        due || self.suggested_now(w, now).await
+        Ok(due || self.suggested_now(w, now).await)
     }
 
-    /// Obtains a certificate for `w` and writes it (key first, each file atomically), at time
-    /// `now`; a failure keeps the current certificate and backs off. What a certificate
+    /// Obtains a certificate for `w` and puts it into the sink, at time `now`; a failure keeps the current certificate and backs off. What a certificate
     /// operation runs.
     pub async fn issue(&self, w: &Want, now: SystemTime) -> Result<CertInfo, CertError> {
         let result = self.obtain(w).await;
@@ -311,7 +314,7 @@ impl CertKeeper {
     async fn obtain(&self, w: &Want) -> Result<CertInfo, CertError> {
         let pair = self.shared.source.obtain(&w.hostname).await?;
         let info = CertInfo::from_pem(&pair.cert_pem)?;
-        write_pair(&self.shared.dir, &w.hostname, &pair)?;
+        self.shared.sink.put(&w.hostname, &pair).await?;
         tracing::info!(
             deployment = %w.instance,
             not_after = %humantime::format_rfc3339_seconds(info.not_after),
@@ -336,7 +339,7 @@ impl CertKeeper {
             .get(&w.hostname)
             .is_none_or(|h| now >= h.ask_again);
         if stale {
-            let pem = std::fs::read_to_string(crt_path(&self.shared.dir, &w.hostname)).ok();
+            let pem = self.shared.sink.current(&w.hostname).await.ok().flatten();
             let suggestion = match &pem {
                 Some(pem) => self.shared.source.suggested_renewal(pem).await,
                 None => None,
@@ -361,26 +364,14 @@ impl CertKeeper {
     }
 
     async fn retire(&self, w: &Want) -> Result<(), CertError> {
-        let dir = &self.shared.dir;
-        let crt = crt_path(dir, &w.hostname);
-        let pem = match std::fs::read_to_string(&crt) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.shared.metrics.forget(&w.instance);
-                self.state().retired.insert(w.hostname.clone());
-                return Ok(());
-            }
-            Err(source) => return Err(CertError::Io { path: crt, source }),
+        let Some(pem) = self.shared.sink.current(&w.hostname).await? else {
+            self.shared.metrics.forget(&w.instance);
+            self.state().retired.insert(w.hostname.clone());
+            return Ok(());
         };
-        // Revoked before the files go: a failed revocation keeps the PEM to retry with.
+        // Revoked before it goes: a failed revocation keeps the PEM to retry with.
         self.shared.source.revoke(&pem).await?;
-        for path in [crt, dir.join(format!("{}.key", w.hostname))] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(CertError::Io { path, source }),
-            }
-        }
+        self.shared.sink.remove(&w.hostname).await?;
         let mut st = self.state();
         st.known.remove(&w.hostname);
         st.hints.remove(&w.hostname);
@@ -420,7 +411,7 @@ impl crate::runtime::Certifier for CertKeeper {
             hostname: hostname.to_string(),
             live: true,
         };
-        let renewal = self.current(hostname).is_some();
+        let renewal = matches!(self.current(hostname).await, Ok(Some(_)));
         let info = self
             .issue(&w, SystemTime::now())
             .await

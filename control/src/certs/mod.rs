@@ -1,20 +1,25 @@
 //! Certificates per deployment: every live deployment has a certificate for exactly its
-//! hostname in the proxy's `cert_dir`, renewed at two thirds of its lifetime; a deleted
-//! deployment's certificate is revoked and removed (by its `delete` operation, or by a later
-//! pass of the keeper when the CA could not be reached then).
+//! hostname where the edge reads it (a [`CertSink`]: the proxy's `cert_dir`, or a
+//! `kubernetes.io/tls` Secret in the edge's namespace with `--driver kubernetes`), renewed at
+//! two thirds of its lifetime; a deleted deployment's certificate is revoked and removed (by
+//! its `delete` operation, or by a later pass of the keeper when the CA could not be reached
+//! then).
 //!
-//! The [`CertKeeper`] reconciles what is on disk against the deployments: a certificate missed
-//! while the control plane was down, or a renewal that is due or failed, is picked up on the
-//! next pass, and the files themselves are the state, so a restart needs nothing else. Each
+//! The [`CertKeeper`] reconciles what the sink holds against the deployments: a certificate
+//! missed while the control plane was down, or a renewal that is due or failed, is picked up on
+//! the next pass, and the sink itself is the state (read back after a restart, not reissued). Each
 //! issuance runs as a `certificate` operation in the deployment's queue (queued when the
 //! deployment is created, and by the keeper for renewals), so it is on record and audited. Where certificates come from is a
-//! [`CertSource`]: the local CA (`kanmon up`, offline) or an ACME CA ([`acme`]). Files are written key first, each
-//! atomically, so the proxy's hot reload never sees half a pair.
+//! [`CertSource`]: the local CA (`kanmon up`, offline) or an ACME CA ([`acme`]). Files are
+//! written key first, each atomically, and a Secret in one apply, so the proxy never sees half
+//! a pair.
 
 pub mod acme;
 pub mod args;
 mod keeper;
 mod local;
+pub mod secrets;
+pub mod sink;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +27,8 @@ use kanmon_proxy::devcerts::{CertInfo, DevCertError, PemPair};
 
 pub use keeper::{wants, CertKeeper, RetryPolicy, Want, NO_SUGGESTION_RECHECK};
 pub use local::LocalCaSource;
+pub use secrets::SecretSink;
+pub use sink::{CertSink, DirSink};
 
 /// Why a certificate could not be obtained, written or revoked.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +48,9 @@ pub enum CertError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading, writing or deleting a certificate Secret (names the Secret, never its data).
+    #[error("Kubernetes: {0}")]
+    Kube(String),
 }
 
 /// How often a keeper looks for deployments without a certificate: about how long a new
@@ -57,12 +67,29 @@ pub enum SourceConfig {
     Acme(acme::AcmeConfig),
 }
 
-/// A keeper writing into `cert_dir` (created owner-only when missing) for hostnames under
-/// `base_domain`, issuing from `source`; an ACME account is kept in `store` (registered here if
-/// the CA answers, else on first use, so a CA outage never stops a start; an account file an
-/// older version wrote at `legacy_account_file` is moved into the store).
+/// Where the keeper puts certificates.
+#[derive(Clone, Default)]
+pub enum SinkConfig {
+    /// The proxy's `cert_dir` (the keeper's `cert_dir`).
+    #[default]
+    Dir,
+    /// `kubernetes.io/tls` Secrets in the edge's namespace (`--driver kubernetes`).
+    Secrets {
+        /// The cluster.
+        client: kube::Client,
+        /// The edge's namespace.
+        namespace: String,
+    },
+}
+
+/// A keeper for hostnames under `base_domain`, issuing from `source` into `sink`; `cert_dir`
+/// (created owner-only when missing) holds the local CA, and is the sink with
+/// [`SinkConfig::Dir`]. An ACME account is kept in `store` (registered here if the CA answers,
+/// else on first use, so a CA outage never stops a start; an account file an older version
+/// wrote at `legacy_account_file` is moved into the store).
 pub async fn keeper(
     source: &SourceConfig,
+    sink: SinkConfig,
     cert_dir: &std::path::Path,
     base_domain: &str,
     store: std::sync::Arc<crate::store::Store>,
@@ -73,12 +100,18 @@ pub async fn keeper(
         path: cert_dir.into(),
         source,
     })?;
+    let sink: std::sync::Arc<dyn CertSink> = match sink {
+        SinkConfig::Dir => std::sync::Arc::new(DirSink::new(cert_dir.to_path_buf())),
+        SinkConfig::Secrets { client, namespace } => {
+            std::sync::Arc::new(SecretSink::new(client, &namespace))
+        }
+    };
     let source: std::sync::Arc<dyn CertSource> = match source {
         SourceConfig::LocalCa => std::sync::Arc::new(LocalCaSource::new(
             kanmon_proxy::devcerts::LocalCa::open_or_create(cert_dir, base_domain)?,
         )),
         SourceConfig::Acme(cfg) => {
-            let acme = acme::AcmeSource::new(cfg.clone(), store, legacy_account_file, cert_dir);
+            let acme = acme::AcmeSource::new(cfg.clone(), store, legacy_account_file, sink.clone());
             // Registered now when the CA answers; otherwise at the first issuance (retried).
             if let Err(e) = acme.account().await {
                 tracing::warn!(error = %e, "ACME CA not reachable yet; retrying with issuance");
@@ -87,7 +120,7 @@ pub async fn keeper(
         }
     };
     Ok(CertKeeper::new(
-        cert_dir.to_path_buf(),
+        sink,
         source,
         metrics,
         RetryPolicy::default(),

@@ -73,7 +73,7 @@ fn setup_with(
     });
     let metrics = CertMetrics::new().unwrap();
     let keeper = CertKeeper::new(
-        dir.path().to_path_buf(),
+        Arc::new(DirSink::new(dir.path().to_path_buf())),
         source.clone(),
         metrics.clone(),
         RetryPolicy {
@@ -202,7 +202,7 @@ async fn a_certificate_of_a_replaced_ca_is_reissued() {
     std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
     let fresh = LocalCa::open_or_create(dir.path(), "kanmon.test").unwrap();
     let restarted = CertKeeper::new(
-        dir.path().to_path_buf(),
+        Arc::new(DirSink::new(dir.path().to_path_buf())),
         Arc::new(LocalCaSource::new(fresh)),
         CertMetrics::new().unwrap(),
         RetryPolicy::default(),

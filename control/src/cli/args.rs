@@ -610,7 +610,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub nodes_file: Option<PathBuf>,
     /// Keep a certificate per deployment in this proxy `cert_dir` (from the local CA made
-    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme).
+    /// there, whose `ca.crt` clients trust, or from an ACME CA with --certs acme). With
+    /// --driver kubernetes the certificates go to kubernetes.io/tls Secrets in
+    /// --edge-namespace instead, which every edge replica watches, and this directory holds
+    /// only the local CA.
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
     /// The cap on every deployment's shutdown grace. A deployment's own `shutdown_grace_sec`

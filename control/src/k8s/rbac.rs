@@ -82,3 +82,13 @@ pub const GRANTS: &[Grant] = &[
         why: "apply the CloudNativePG Cluster where that operator is installed",
     },
 ];
+
+/// What the certificate keeper calls in the edge's namespace (`--edge-namespace`), granted by
+/// a Role there (`kanmon-control-certificates`) rather than the ClusterRole: the keeper reads
+/// its certificate Secrets back, and no tenant Secret is readable.
+pub const EDGE_GRANTS: &[Grant] = &[Grant {
+    group: "",
+    resource: "secrets",
+    verbs: &["delete", "get", "patch"],
+    why: "apply, read back and delete the kubernetes.io/tls Secret of each hostname",
+}];

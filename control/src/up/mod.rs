@@ -322,6 +322,7 @@ impl ControlPlane {
         let cert_metrics = metrics::certs::CertMetrics::new().map_err(RuntimeError::from)?;
         let keeper = certs::keeper(
             &cfg.certs,
+            certs::SinkConfig::Dir,
             &cfg.dir.join("certs"),
             &cfg.settings.base_domain,
             store.clone(),

@@ -6,6 +6,9 @@ mod acme_tests;
 pub mod callbacks;
 pub mod config;
 pub mod http01;
+pub mod secrets;
+#[cfg(test)]
+mod secrets_tests;
 pub mod store;
 pub mod ticket_keys;
 pub mod tickets;

@@ -7,12 +7,17 @@
 //! no certificate: the handshake is refused rather than answered with another tenant's.
 //! `<hostname>.tls-alpn-01.crt/.key` are TLS-ALPN-01 challenge certificates, kept apart and
 //! served only to ACME validators (see [`super::acme`]).
+//!
+//! With Kubernetes discovery, certificate Secrets feed the same store ([`super::secrets`]):
+//! each input is kept as its own layer, so a reload of the directory never drops a Secret's
+//! certificate nor the other way round, and both go through one validation
+//! ([`pair_from_pem`]) and one keep-the-previous-on-failure policy.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use arc_swap::ArcSwap;
@@ -23,7 +28,10 @@ use rustls::{
     sign::CertifiedKey,
 };
 
-use super::acme;
+use super::{
+    acme,
+    secrets::{Purpose, SecretCert},
+};
 use crate::metrics::Metrics;
 
 /// Why one certificate pair could not be loaded.
@@ -52,6 +60,24 @@ pub enum CertError {
         /// rustls' reason.
         reason: String,
     },
+    /// A certificate Secret's PEM is no usable pair.
+    #[error("Secret {secret}: {source}")]
+    Secret {
+        /// The Secret's name.
+        secret: String,
+        /// What is wrong with its PEM.
+        #[source]
+        source: PairError,
+    },
+    /// A certificate Secret breaks the contract (type, label, hostname, name; see
+    /// [`super::secrets`]): nothing of it is served.
+    #[error("Secret {secret} refused: {reason}")]
+    Refused {
+        /// The Secret's name.
+        secret: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What a load did, for logs and tests.
@@ -59,7 +85,8 @@ pub enum CertError {
 pub struct LoadReport {
     /// Hostnames loaded fresh from disk.
     pub loaded: Vec<String>,
-    /// Files that failed; their hostname kept its previous certificate if it had one.
+    /// Files or Secrets that failed; their hostname kept its previous certificate if it had
+    /// one.
     pub errors: Vec<CertError>,
 }
 
@@ -76,9 +103,49 @@ impl fmt::Display for LoadReport {
 
 type CertMap = HashMap<String, Arc<CertifiedKey>>;
 
+/// What one input last loaded: certificates and pending challenges, by hostname.
+#[derive(Default, Clone)]
+struct Layer {
+    certs: CertMap,
+    challenges: CertMap,
+}
+
+/// One certificate Secret as last validated.
+struct SecretEntry {
+    hostname: String,
+    purpose: Purpose,
+    key: Arc<CertifiedKey>,
+}
+
+/// The inputs, each kept whole so that one never drops what the other loaded: `cert_dir`, and
+/// the certificate Secrets by name (which win for a hostname both have: they are the ones the
+/// control plane renews).
+#[derive(Default)]
+struct Inputs {
+    dir: Layer,
+    secrets: BTreeMap<String, SecretEntry>,
+}
+
+impl Inputs {
+    /// The maps the resolver reads: the directory's, overlaid by the Secrets'.
+    fn merged(&self) -> Layer {
+        let mut out = self.dir.clone();
+        for e in self.secrets.values() {
+            let map = match e.purpose {
+                Purpose::Serving => &mut out.certs,
+                Purpose::AcmeChallenge => &mut out.challenges,
+            };
+            map.insert(e.hostname.clone(), e.key.clone());
+        }
+        out
+    }
+}
+
 /// Hot-swappable hostname → certificate map; also the rustls resolver.
 pub struct CertStore {
     dir: PathBuf,
+    /// Taken only by reloads and Secret events, never on the handshake path.
+    inputs: Mutex<Inputs>,
     certs: ArcSwap<CertMap>,
     /// Pending TLS-ALPN-01 challenge certificates, by hostname.
     challenges: ArcSwap<CertMap>,
@@ -95,9 +162,55 @@ impl fmt::Debug for CertStore {
     }
 }
 
-/// Loads a pair; `check` compares key and certificate, which a TLS-ALPN-01 challenge
-/// certificate cannot pass (webpki refuses its critical acmeIdentifier extension, and a
-/// mismatch there only fails that validation).
+/// Why PEM text is no usable certificate pair (which file or Secret it came from is the
+/// caller's to say). Messages never quote the PEM.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    /// The certificate PEM could not be parsed.
+    #[error("certificate PEM: {0}")]
+    CertPem(#[source] std::io::Error),
+    /// No certificate in it.
+    #[error("no PEM certificate found")]
+    NoCertificate,
+    /// The key PEM could not be parsed.
+    #[error("key PEM: {0}")]
+    KeyPem(#[source] std::io::Error),
+    /// No private key in it.
+    #[error("no PEM private key found")]
+    NoKey,
+    /// rustls refused the key (unsupported algorithm) or it does not match the certificate.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Parses a chain and its key; `check` compares key and certificate, which a TLS-ALPN-01
+/// challenge certificate cannot pass (webpki refuses its critical acmeIdentifier extension,
+/// and a mismatch there only fails that validation). The one validation of both inputs:
+/// `cert_dir` files and Secrets.
+pub fn pair_from_pem(
+    crt_pem: &[u8],
+    key_pem: &[u8],
+    check: bool,
+) -> Result<CertifiedKey, PairError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &crt_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(PairError::CertPem)?;
+    if chain.is_empty() {
+        return Err(PairError::NoCertificate);
+    }
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(PairError::KeyPem)?
+        .ok_or(PairError::NoKey)?;
+    let signing = any_supported_type(&key_der).map_err(|e| PairError::Rejected(e.to_string()))?;
+    let ck = CertifiedKey::new(chain, signing);
+    if check {
+        ck.keys_match()
+            .map_err(|e| PairError::Rejected(format!("key does not match certificate: {e}")))?;
+    }
+    Ok(ck)
+}
+
+/// Loads a pair of files (see [`pair_from_pem`]).
 fn load_pair(crt: &Path, key: &Path, check: bool) -> Result<CertifiedKey, CertError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| CertError::Io {
@@ -107,34 +220,22 @@ fn load_pair(crt: &Path, key: &Path, check: bool) -> Result<CertifiedKey, CertEr
     };
     let crt_pem = read(crt)?;
     let key_pem = read(key)?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut crt_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|source| CertError::Io {
+    pair_from_pem(&crt_pem, &key_pem, check).map_err(|e| match e {
+        PairError::CertPem(source) => CertError::Io {
             path: crt.into(),
             source,
-        })?;
-    if chain.is_empty() {
-        return Err(CertError::NoCertificate(crt.into()));
-    }
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| CertError::Io {
+        },
+        PairError::NoCertificate => CertError::NoCertificate(crt.into()),
+        PairError::KeyPem(source) => CertError::Io {
             path: key.into(),
             source,
-        })?
-        .ok_or_else(|| CertError::NoKey(key.into()))?;
-    let signing = any_supported_type(&key_der).map_err(|e| CertError::Rejected {
-        path: key.into(),
-        reason: e.to_string(),
-    })?;
-    let ck = CertifiedKey::new(chain, signing);
-    if !check {
-        return Ok(ck);
-    }
-    ck.keys_match().map_err(|e| CertError::Rejected {
-        path: key.into(),
-        reason: format!("key does not match certificate: {e}"),
-    })?;
-    Ok(ck)
+        },
+        PairError::NoKey => CertError::NoKey(key.into()),
+        PairError::Rejected(reason) => CertError::Rejected {
+            path: key.into(),
+            reason,
+        },
+    })
 }
 
 impl CertStore {
@@ -142,6 +243,7 @@ impl CertStore {
     pub fn new(dir: PathBuf, metrics: Metrics) -> Self {
         Self {
             dir,
+            inputs: Mutex::new(Inputs::default()),
             certs: ArcSwap::from_pointee(CertMap::new()),
             challenges: ArcSwap::from_pointee(CertMap::new()),
             http_challenges: ArcSwap::from_pointee(super::http01::Challenges::new()),
@@ -179,8 +281,9 @@ impl CertStore {
                 return report;
             }
         };
-        let old = self.certs.load_full();
-        let old_challenges = self.challenges.load_full();
+        let mut inputs = self.inputs();
+        let old = inputs.dir.certs.clone();
+        let old_challenges = inputs.dir.challenges.clone();
         let mut next = CertMap::new();
         let mut next_challenges = CertMap::new();
         let mut http_challenges = super::http01::Challenges::new();
@@ -228,11 +331,95 @@ impl CertStore {
                 }
             }
         }
-        self.certs.store(Arc::new(next));
-        self.challenges.store(Arc::new(next_challenges));
+        inputs.dir = Layer {
+            certs: next,
+            challenges: next_challenges,
+        };
+        self.publish(&inputs);
+        drop(inputs);
         self.http_challenges.store(Arc::new(http_challenges));
         self.record(&report);
         report
+    }
+
+    fn inputs(&self) -> std::sync::MutexGuard<'_, Inputs> {
+        self.inputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Swaps in the merged maps of `inputs`, whole.
+    fn publish(&self, inputs: &Inputs) {
+        let merged = inputs.merged();
+        self.certs.store(Arc::new(merged.certs));
+        self.challenges.store(Arc::new(merged.challenges));
+    }
+
+    /// Takes `secret` into the Secrets' layer (hostnames under `base_domain` only), or keeps
+    /// what its previous version served when it is refused or malformed.
+    fn take_secret(
+        secrets: &mut BTreeMap<String, SecretEntry>,
+        secret: &SecretCert,
+        base_domain: &str,
+        report: &mut LoadReport,
+    ) {
+        match secret.validate(base_domain) {
+            Ok(v) => {
+                report.loaded.push(v.hostname.clone());
+                secrets.insert(
+                    secret.name.clone(),
+                    SecretEntry {
+                        hostname: v.hostname,
+                        purpose: v.purpose,
+                        key: Arc::new(v.key),
+                    },
+                );
+            }
+            Err(e) => report.errors.push(e),
+        }
+    }
+
+    /// A full list of the certificate Secrets (a watch's first list or a relist): Secrets not
+    /// in it are gone; a refused or malformed one keeps what its previous version served.
+    pub fn replace_secrets(&self, list: &[SecretCert], base_domain: &str) -> LoadReport {
+        let mut report = LoadReport::default();
+        let mut inputs = self.inputs();
+        let mut old = std::mem::take(&mut inputs.secrets);
+        let mut next = BTreeMap::new();
+        for secret in list {
+            Self::take_secret(&mut next, secret, base_domain, &mut report);
+            if !next.contains_key(&secret.name) {
+                if let Some(prev) = old.remove(&secret.name) {
+                    next.insert(secret.name.clone(), prev);
+                }
+            }
+        }
+        inputs.secrets = next;
+        self.publish(&inputs);
+        drop(inputs);
+        self.record(&report);
+        report
+    }
+
+    /// A certificate Secret added or changed; refused or malformed, its previous version (if
+    /// any) stays in use.
+    pub fn put_secret(&self, secret: &SecretCert, base_domain: &str) -> LoadReport {
+        let mut report = LoadReport::default();
+        let mut inputs = self.inputs();
+        Self::take_secret(&mut inputs.secrets, secret, base_domain, &mut report);
+        self.publish(&inputs);
+        drop(inputs);
+        self.record(&report);
+        report
+    }
+
+    /// A certificate Secret deleted: what it served goes (a `cert_dir` pair for the same
+    /// hostname, if any, serves again).
+    pub fn remove_secret(&self, name: &str) {
+        let mut inputs = self.inputs();
+        if inputs.secrets.remove(name).is_some() {
+            self.publish(&inputs);
+        }
+        drop(inputs);
+        self.record(&LoadReport::default());
     }
 
     fn record(&self, report: &LoadReport) {

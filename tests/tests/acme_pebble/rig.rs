@@ -98,13 +98,18 @@ pub(crate) struct Rig {
 impl Rig {
     /// Starts the node, the edge and pebble's DNS; `None` (saying so) without pebble.
     pub(crate) async fn start(challenge: Challenge) -> Option<Rig> {
-        Self::start_with(challenge, true).await
+        Self::start_with(challenge, true, None).await
     }
 
-    /// As [`Rig::start`]; without `static_node` there is no node and the edge's nodes file
+    /// As [`Rig::start`]. Without `static_node` there is no node and the edge's nodes file
     /// (`nodes.toml` in the rig's directory) starts empty, for a `kanmon serve --nodes-file`
-    /// to write.
-    pub(crate) async fn start_with(challenge: Challenge, static_node: bool) -> Option<Rig> {
+    /// to write; with `secrets` (a kubeconfig and a namespace) the edge also serves the
+    /// certificate Secrets of that namespace (Kubernetes discovery, nothing routed).
+    pub(crate) async fn start_with(
+        challenge: Challenge,
+        static_node: bool,
+        secrets: Option<(&Path, &str)>,
+    ) -> Option<Rig> {
         if Command::new("pebble").arg("-version").output().is_err() {
             eprintln!("SKIPPED: pebble is not installed (scripts/setup.sh test installs it)");
             return None;
@@ -137,14 +142,19 @@ impl Rig {
             std::fs::write(&nodes, "").unwrap();
         }
         let http_line = http.map_or(String::new(), |h| format!("http = \"{h}\"\n"));
+        let discovery = match secrets {
+            None => format!("kind = \"file\"\npath = \"{}\"\n", nodes.display()),
+            Some((kubeconfig, ns)) => format!(
+                "kind = \"kubernetes\"\nkubeconfig = \"{}\"\ncertificate_namespace = \"{ns}\"\n",
+                kubeconfig.display()
+            ),
+        };
         std::fs::write(
             d.join("proxy.toml"),
             format!(
                 "[listen]\ntls = \"{edge}\"\nadmin = \"{admin}\"\n{http_line}[tls]\ncert_dir = \
-                 \"{}\"\n[discovery]\nkind = \"file\"\npath = \"{}\"\n[shutdown]\nupgrade_sock = \
-                 \"{}\"\n",
+                 \"{}\"\n[discovery]\n{discovery}[shutdown]\nupgrade_sock = \"{}\"\n",
                 cert_dir.display(),
-                nodes.display(),
                 d.join("upgrade.sock").display()
             ),
         )

@@ -73,7 +73,7 @@ async fn create_and_renewal_queue_certificate_operations_that_are_audited() {
     )
     .unwrap();
     let keeper = CertKeeper::new(
-        dir.path().to_path_buf(),
+        Arc::new(crate::certs::DirSink::new(dir.path().to_path_buf())),
         Arc::new(ShortLived),
         CertMetrics::new().unwrap(),
         RetryPolicy::default(),
@@ -149,7 +149,7 @@ async fn a_failed_certificate_operation_is_recorded_and_the_deploy_still_runs() 
     .unwrap();
     let metrics = CertMetrics::new().unwrap();
     let keeper = CertKeeper::new(
-        dir.path().to_path_buf(),
+        Arc::new(crate::certs::DirSink::new(dir.path().to_path_buf())),
         Arc::new(Down),
         metrics.clone(),
         RetryPolicy::default(),
@@ -234,7 +234,12 @@ async fn certified(
         base: Duration::from_millis(200),
         cap: Duration::from_secs(1),
     };
-    let keeper = CertKeeper::new(dir.to_path_buf(), source, metrics.clone(), retry);
+    let keeper = CertKeeper::new(
+        Arc::new(crate::certs::DirSink::new(dir.to_path_buf())),
+        source,
+        metrics.clone(),
+        retry,
+    );
     let task = keeper.spawn(rt.clone(), Duration::from_millis(50));
     let (dep, deploy) = rt
         .create(request(DeploymentType::Development, 1), "ann")

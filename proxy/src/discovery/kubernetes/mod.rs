@@ -23,6 +23,7 @@
 //! (kube's watcher consumes the bookmarks it asks for, to resume from a fresh version, and
 //! reports nothing for them).
 
+mod certs;
 pub mod mapping;
 pub mod policy;
 pub mod state;
@@ -41,6 +42,7 @@ use tokio::{
     task::JoinSet,
 };
 
+pub use self::certs::{secret_cert, CertificateSecrets};
 use self::{
     mapping::{INSTANCE_LABEL, SERVICE_NAME_LABEL, ZONE_LABEL},
     policy::{Policy, Rejection},
@@ -108,6 +110,7 @@ pub struct KubernetesSource {
     stale_after: Duration,
     max_connections: Option<u64>,
     policy: Policy,
+    certificates: Option<CertificateSecrets>,
 }
 
 impl KubernetesSource {
@@ -122,7 +125,14 @@ impl KubernetesSource {
             stale_after: cfg.stale_after,
             max_connections,
             policy: Policy::from_config(cfg),
+            certificates: None,
         }
+    }
+
+    /// Also watches the certificate Secrets `certs` describes into its store.
+    pub fn with_certificates(mut self, certs: CertificateSecrets) -> Self {
+        self.certificates = Some(certs);
+        self
     }
 
     /// A source on an existing client (for benchmarks and embedding).
@@ -337,6 +347,9 @@ impl DiscoverySource for KubernetesSource {
         let mut tasks = JoinSet::new();
         self.spawn_watches(&client, &mut tasks, &tx);
         drop(tx);
+        if let Some(certs) = self.certificates.clone() {
+            tasks.spawn(certs.run(client.clone(), publisher.clone()));
+        }
         tracing::info!(source = SOURCE, namespaces = ?self.namespaces, "watching services and endpointslices");
 
         let mut store = Store::new(self.streams(), self.max_connections, self.policy.clone());

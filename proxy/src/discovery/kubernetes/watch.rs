@@ -55,7 +55,7 @@ pub(super) enum Signal {
 
 /// How the watch goes on after an error.
 #[derive(Debug, PartialEq, Eq)]
-enum Recovery {
+pub(super) enum Recovery {
     /// Skip the event, keep the watch.
     Skip,
     /// The watcher relists by itself.
@@ -70,7 +70,7 @@ fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(status) if status.code == 410)
 }
 
-fn recovery(error: &watcher::Error) -> Recovery {
+pub(super) fn recovery(error: &watcher::Error) -> Recovery {
     match error {
         // kube decodes an event line that is not a watch event as a Status if it can, and
         // every JSON object can be one (all its fields default): both are a bad line on a
@@ -91,20 +91,20 @@ fn recovery(error: &watcher::Error) -> Recovery {
 /// Exponential backoff with a little jitter (taken from the clock's nanoseconds: many proxies
 /// restarting together should not hit the API server in step).
 #[derive(Debug)]
-struct Backoff {
+pub(super) struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { next: BACKOFF_MIN }
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.next = BACKOFF_MIN;
     }
 
-    fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
         let nanos = std::time::SystemTime::now()
