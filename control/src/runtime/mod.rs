@@ -293,7 +293,13 @@ impl Runtime {
         let dep = ctl.deployment.clone();
         effects::to_edge(&self.inner, &dep, &intents, republish);
         let cap = self.inner.settings.timings.grace;
-        if desire::desire(&mut step.desired, &dep, &intents, cap) {
+        let changed = desire::desire(&mut step.desired, &dep, &intents, cap);
+        // A delete ends a step after its nodes are gone (its revocation comes last), so the
+        // driver learns of the deletion (namespace, database) from a state of its own.
+        let removed = intents
+            .iter()
+            .any(|i| matches!(i, Intent::RemoveDeployment));
+        if changed || removed {
             actor.want(self.desired_state(&dep, &step.desired));
         }
         drop(step);
