@@ -56,6 +56,25 @@ async fn finished(rt: &Runtime, id: u64) -> Operation {
     panic!("operation {id} did not finish");
 }
 
+/// Waits (bounded) until the edge's table shows `n` of alpha's nodes in `state`, and returns
+/// how many it shows then: a step stores what it did (and makes it readable) before it
+/// publishes to the edge, so what a test reads from the runtime may be a moment ahead.
+async fn edge_shows(table: &HealthTable, state: NodeState, n: usize) -> usize {
+    let count = || {
+        table
+            .load()
+            .find("alpha", "us-east1")
+            .map_or(0, |d| d.count(state))
+    };
+    for _ in 0..250 {
+        if count() == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_deploy_through_real_listeners_and_health_table() {
     let table = Arc::new(HealthTable::new());
@@ -148,6 +167,13 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     assert!(bad.error.unwrap().contains("superseded"));
     assert_eq!(finished(&rt, good.id).await.status, OpStatus::Completed);
     let m = rt.metrics();
+    // Counted in the same step as the store write `finished` saw, just after it.
+    for _ in 0..250 {
+        if m.operations("deploy", "completed") == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         m.operations("deploy", "completed"),
         3,
@@ -156,14 +182,7 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     assert_eq!(m.operations("deploy", "failed"), 1, "the superseded one");
     assert_eq!(m.operations("reboot", "completed"), 0);
     assert!(m.crashloop_restarts("alpha") >= 1);
-    assert_eq!(
-        table
-            .load()
-            .find("alpha", "us-east1")
-            .unwrap()
-            .count(NodeState::Ready),
-        2
-    );
+    assert_eq!(edge_shows(&table, NodeState::Ready, 2).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,10 +221,8 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
         1,
         "one node entered CrashLoopBackOff once"
     );
-    let snap = table.load();
-    let published = snap.find("alpha", "us-east1").unwrap();
-    assert_eq!(published.count(NodeState::Ready), 1);
-    assert_eq!(published.count(NodeState::Unhealthy), 1);
+    assert_eq!(edge_shows(&table, NodeState::Unhealthy, 1).await, 1);
+    assert_eq!(edge_shows(&table, NodeState::Ready, 1).await, 1);
     // After the restart delay it is started again, without any operation, and published.
     let mut restarted = false;
     for _ in 0..500 {
@@ -217,13 +234,7 @@ async fn a_serving_node_that_dies_is_unpublished_then_restarted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(restarted, "the dead node was not restarted");
-    let snap = table.load();
-    assert_eq!(
-        snap.find("alpha", "us-east1")
-            .unwrap()
-            .count(NodeState::Ready),
-        2
-    );
+    assert_eq!(edge_shows(&table, NodeState::Ready, 2).await, 2);
     // Operations still run as before.
     let reboot = rt.submit("alpha", OpKind::Reboot, "ann").unwrap();
     assert_eq!(finished(&rt, reboot.id).await.status, OpStatus::Completed);
@@ -322,13 +333,7 @@ async fn a_failed_apply_is_tried_again_until_the_nodes_run() {
         .unwrap();
     assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
     assert_eq!(driver.failures.load(std::sync::atomic::Ordering::SeqCst), 0);
-    let snap = table.load();
-    assert_eq!(
-        snap.find("alpha", "us-east1")
-            .unwrap()
-            .count(NodeState::Ready),
-        2
-    );
+    assert_eq!(edge_shows(&table, NodeState::Ready, 2).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
