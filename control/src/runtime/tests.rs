@@ -66,13 +66,18 @@ async fn edge_shows(table: &HealthTable, state: NodeState, n: usize) -> usize {
             .find("alpha", "us-east1")
             .map_or(0, |d| d.count(state))
     };
+    wait_until(|| count() == n).await;
+    count()
+}
+
+/// Polls `done` every 20 ms for at most 5 s; the caller asserts what it waited for.
+async fn wait_until(mut done: impl FnMut() -> bool) {
     for _ in 0..250 {
-        if count() == n {
-            break;
+        if done() {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,20 +96,7 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     assert_eq!(dep.keys.server_key.len(), 64);
     assert_ne!(dep.keys.server_key, dep.keys.runtime_key);
     assert_eq!(finished(&rt, first.id).await.status, OpStatus::Completed);
-    // The step stores the finished operation before it publishes to the edge: wait (bounded).
-    for _ in 0..250 {
-        let ready = table
-            .load()
-            .find("alpha", "us-east1")
-            .map(|d| d.count(NodeState::Ready));
-        if ready == Some(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let snap = table.load();
-    let published = snap.find("alpha", "us-east1").unwrap();
-    assert_eq!(published.count(NodeState::Ready), 2);
+    assert_eq!(edge_shows(&table, NodeState::Ready, 2).await, 2);
 
     let up = rt
         .submit(
@@ -168,12 +160,7 @@ async fn rolling_deploy_through_real_listeners_and_health_table() {
     assert_eq!(finished(&rt, good.id).await.status, OpStatus::Completed);
     let m = rt.metrics();
     // Counted in the same step as the store write `finished` saw, just after it.
-    for _ in 0..250 {
-        if m.operations("deploy", "completed") == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(|| m.operations("deploy", "completed") == 3).await;
     assert_eq!(
         m.operations("deploy", "completed"),
         3,
