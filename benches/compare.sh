@@ -9,7 +9,8 @@
 # ECHO_MSGS (200), ECHO_SIZE (64), IDLE_CONNS (9000), IDLE_HOLD (5s), HTTP_CONNS (64),
 # HTTP_DURATION (5s), ECHO_LONG_MSGS (2000), RATE_CONNS (2000), RATE (20 msgs/s per connection),
 # RATE_DURATION (5s per step), RATE_STEPS (5: search for the highest rate with p99 under
-# RATE_SLO, 5ms), ROOM_SIZE (8), STORM_CLIENTS (5000), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
+# RATE_SLO, 5ms), ROOM_SIZE (8), STORM_CLIENTS (5000), STORM_RETRIES (3: a client whose reconnect
+# failed tries again, after STORM_RETRY_BACKOFF, 250ms, doubling, jittered), KANMON_PROXY (path of the proxy binary), RESULTS_DIR (keep JSON results),
 # H2_CONNS (h2 connections the `kanmon-h2` target's WebSockets share; default IDLE_CONNS / 100),
 # CARGO_TARGET_DIR (where kanmon-bench is built), PROXY_WRAP (a command the proxies run under,
 # e.g. `strace -c -f -o /tmp/@TARGET@.strace`; @TARGET@ becomes the target's name: see
@@ -23,6 +24,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
 # `kanmon-h2` (not in the default set): kanmon again, its WebSocket loads as RFC 8441 streams.
+# `kanmon-noadm` (not in the default set): kanmon with handshake admission off.
 LOADS="${LOADS:-idle connect reconnect echo echo-long rate room storm http}"
 ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
@@ -42,6 +44,7 @@ RATE_STEPS="${RATE_STEPS:-5}"
 RATE_SLO="${RATE_SLO:-5ms}"
 ROOM_SIZE="${ROOM_SIZE:-8}"
 STORM_CLIENTS="${STORM_CLIENTS:-5000}"
+STORM_ARGS=(--retries "${STORM_RETRIES:-3}" --retry-backoff "${STORM_RETRY_BACKOFF:-250ms}")
 LOAD_TIMEOUT="${LOAD_TIMEOUT:-60s}"
 # Client flags of the WebSocket loads (set by the kanmon-h2 target).
 WS_ARGS=()
@@ -236,10 +239,10 @@ run_loads() {
   # All clients lose their connection at once and come back together: full handshakes, then
   # each client resuming the TLS session of its first connection.
   log "[$name] ws-storm $STORM_CLIENTS clients"
-  measured ws-storm "$BENCH" ws-storm --url "$ws" "${common[@]}" -c "$STORM_CLIENTS" \
+  measured ws-storm "$BENCH" ws-storm --url "$ws" "${common[@]}" -c "$STORM_CLIENTS" "${STORM_ARGS[@]}" \
     --out "$out/$name.ws-storm.json" >&2 || log "[$name] ws-storm failed"
   log "[$name] ws-storm $STORM_CLIENTS clients, resuming"
-  measured ws-storm-resume "$BENCH" ws-storm --resume --url "$ws" "${common[@]}" -c "$STORM_CLIENTS" \
+  measured ws-storm-resume "$BENCH" ws-storm --resume --url "$ws" "${common[@]}" -c "$STORM_CLIENTS" "${STORM_ARGS[@]}" \
     --out "$out/$name.ws-storm-resume.json" >&2 || log "[$name] ws-storm --resume failed"
   fi
   if want http && (( ${#WS_ARGS[@]} == 0 )); then
@@ -311,6 +314,14 @@ target_kanmon-h2() {
   WS_ARGS=(--h2 --h2-connections "${H2_CONNS:-$(( (IDLE_CONNS + 99) / 100 ))}")
   kanmon_as kanmon-h2
   WS_ARGS=()
+}
+
+# kanmon with every handshake started at once (no handshake queue), to set against `kanmon`.
+target_kanmon-noadm() {
+  local extra="${KANMON_SERVER_EXTRA:-}"
+  KANMON_SERVER_EXTRA="$extra"$'\n[limits]\nmax_handshakes_in_progress = 0'
+  kanmon_as kanmon-noadm
+  KANMON_SERVER_EXTRA="$extra"
 }
 
 # Starts kanmon-proxy and runs the loads as target $1.
@@ -474,8 +485,8 @@ for ROUND in $(seq 1 "$ROUNDS"); do
   (( ROUNDS > 1 )) && log "round $ROUND of $ROUNDS"
   for t in $TARGETS; do
     case "$t" in
-      direct | kanmon | kanmon-h2 | nginx | haproxy) "target_$t" ;;
-      *) log "unknown target $t (direct, kanmon, kanmon-h2, nginx, haproxy)"; exit 2 ;;
+      direct | kanmon | kanmon-h2 | kanmon-noadm | nginx | haproxy) "target_$t" ;;
+      *) log "unknown target $t (direct, kanmon, kanmon-h2, kanmon-noadm, nginx, haproxy)"; exit 2 ;;
     esac
   done
 done

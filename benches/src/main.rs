@@ -220,6 +220,13 @@ struct WsStormArgs {
     /// Each client keeps its TLS session from its first connection and resumes with it.
     #[arg(long)]
     resume: bool,
+    /// Further attempts of a client whose reconnect failed (refused or timed out), each after
+    /// a jittered backoff, as game clients do.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// The first retry's backoff; it doubles for each further retry, jittered ±50%.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    retry_backoff: Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -388,6 +395,8 @@ fn main() -> anyhow::Result<()> {
                     connect_concurrency: a.connect_concurrency,
                     resume: a.resume,
                     limits: a.common.limits(),
+                    retries: a.retries,
+                    retry_backoff: a.retry_backoff,
                 },
             )
         }),

@@ -161,6 +161,8 @@ async fn ws_storm_brings_every_client_back() -> anyhow::Result<()> {
         connect_concurrency: 8,
         resume: false,
         limits: LIMITS,
+        retries: 0,
+        retry_backoff: Duration::from_millis(10),
     };
     let r = storm::run(t.clone(), p).await;
     assert_eq!(r.errors.total(), 0, "{:?}", r.errors);

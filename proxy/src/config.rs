@@ -305,6 +305,46 @@ pub struct Limits {
     /// local L4 balancer that does not pass client addresses on) are exempt from the
     /// per-client limits.
     pub exempt_loopback: bool,
+    /// Most TLS handshakes running at once in the whole proxy (all threads share the cores);
+    /// more wait in a queue. Unset: [`DEFAULT_HANDSHAKES_PER_THREAD`] per `server.threads`;
+    /// 0 turns admission off (every handshake starts at once).
+    pub max_handshakes_in_progress: Option<u32>,
+    /// Most handshakes waiting for a slot; past it, new connections are closed before any
+    /// TLS work. 0: none wait.
+    pub max_queued_handshakes: u32,
+    /// Longest wait for a slot: a handshake that would wait longer is refused (its TCP
+    /// connection closed), so its client retries at once elsewhere or after its backoff,
+    /// instead of timing out after the edge has spent a handshake on it.
+    #[serde(with = "humantime_serde")]
+    pub handshake_queue_timeout: Duration,
+    /// Whether queued resumed handshakes (the ClientHello offers a pre-shared key, ~10× cheaper
+    /// than a full one) start before queued full ones.
+    pub resumed_handshakes_first: bool,
+}
+
+/// Handshakes in progress per proxy thread when `limits.max_handshakes_in_progress` is unset.
+/// A full handshake costs the proxy 0.2–0.36 ms of CPU (README, reconnect storm), so 256 on
+/// one thread all wanting their crypto at once are done within ~60–90 ms, far inside any
+/// client's timeout; and since a slot is held through the client's second flight, at a
+/// 100 ms round trip 256 still admit ~2,500 handshakes/s per thread, more than a thread
+/// completes besides its other work (~1,300 connects/s per core measured).
+pub const DEFAULT_HANDSHAKES_PER_THREAD: u32 = 256;
+
+impl Limits {
+    /// The handshake admission policy for a proxy of `threads` threads; `None`: off.
+    pub fn handshake_queue(&self, threads: usize) -> Option<crate::handshake_queue::QueueLimits> {
+        let threads = u32::try_from(threads).unwrap_or(u32::MAX);
+        let max_in_progress = self
+            .max_handshakes_in_progress
+            .unwrap_or(DEFAULT_HANDSHAKES_PER_THREAD.saturating_mul(threads.max(1)));
+        (max_in_progress > 0).then(|| crate::handshake_queue::QueueLimits {
+            max_in_progress,
+            max_queued: self.max_queued_handshakes,
+            queue_timeout_ms: u64::try_from(self.handshake_queue_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            resumed_first: self.resumed_handshakes_first,
+        })
+    }
 }
 
 impl Default for Limits {
@@ -319,6 +359,10 @@ impl Default for Limits {
             max_connections_per_client: 1000,
             max_handshakes_per_client: 200,
             exempt_loopback: true,
+            max_handshakes_in_progress: None,
+            max_queued_handshakes: 8192,
+            handshake_queue_timeout: Duration::from_secs(3),
+            resumed_handshakes_first: true,
         }
     }
 }
@@ -480,6 +524,10 @@ impl ProxyConfig {
             ),
             ("limits.write_timeout", cfg.limits.write_timeout),
             (
+                "limits.handshake_queue_timeout",
+                cfg.limits.handshake_queue_timeout,
+            ),
+            (
                 "listen.proxy_protocol_timeout",
                 cfg.listen.proxy_protocol_timeout,
             ),
@@ -604,6 +652,44 @@ grace_period = "10s"
             Path::new("x.toml"),
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn handshake_admission_defaults_scale_with_threads_and_zero_is_off() {
+        let cfg = ProxyConfig::parse("[server]\nthreads = 3\n", Path::new("x.toml")).unwrap();
+        let q = cfg.limits.handshake_queue(cfg.server.threads).unwrap();
+        assert_eq!(q.max_in_progress, 3 * DEFAULT_HANDSHAKES_PER_THREAD);
+        assert_eq!(q.max_queued, 8192);
+        assert_eq!(q.queue_timeout_ms, 3000);
+        assert!(q.resumed_first);
+        let text = "[limits]\nmax_handshakes_in_progress = 4\nmax_queued_handshakes = 0\nhandshake_queue_timeout = \"250ms\"\nresumed_handshakes_first = false\n";
+        let cfg = ProxyConfig::parse(text, Path::new("x.toml")).unwrap();
+        let q = cfg.limits.handshake_queue(2).unwrap();
+        assert_eq!(
+            (q.max_in_progress, q.max_queued, q.queue_timeout_ms),
+            (4, 0, 250)
+        );
+        assert!(!q.resumed_first);
+        let off = ProxyConfig::parse(
+            "[limits]\nmax_handshakes_in_progress = 0\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert!(off.limits.handshake_queue(2).is_none());
+        let err = ProxyConfig::parse(
+            "[limits]\nhandshake_queue_timeout = \"0s\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.handshake_queue_timeout"), "{err}");
+        let err = ProxyConfig::parse(
+            "[limits]\nmax_handshakes_in_progress = -1\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_handshakes_in_progress"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! From a trusted load balancer that address is the one its PROXY protocol header carries,
 //! read first (`proxy_protocol`); it then stands in the socket digest for the TCP peer's.
 //!
+//! Then the handshake is admitted (`handshake_gate`): its ClientHello is peeked (resumed or
+//! full, `tls::client_hello`) and it waits for one of the process's handshake slots, or is
+//! refused with a closed socket, still before any crypto. The handshake timeout covers the
+//! client's first flight and the handshake itself; the wait for a slot is bounded apart by
+//! `handshake_queue_timeout`.
+//!
 //! After the handshake the connection goes by ALPN: h2 to pingora's HTTP application
 //! (keep-alive reuse loops here, so a reused connection is never handshaken twice), HTTP/1.1
 //! or no ALPN to kanmon's own HTTP/1.1 lane (`h1`).
@@ -20,16 +26,26 @@ use pingora::{
     protocols::{l4::stream::Stream as L4Stream, Stream, ALPN},
     server::ShutdownWatch,
 };
+use prometheus::IntCounter;
+use tokio::time::Instant;
 
 use crate::{
     client_limits::{ClientLimits, ClientSlot},
     clock::Clock,
     h1::Lane,
+    handshake_gate::{HandshakeGate, Permit},
+    handshake_queue::{Kind, QueueLimits},
     inflight::Inflight,
     metrics::Metrics,
     proxy_protocol::{accept, Policy, Refusal, Versions},
     rehome,
+    tls::client_hello::{self, Hello},
 };
+
+/// How long the rest of a ClientHello may take once its first bytes are in: a hello is one
+/// flight (a segment or two), so more is a stalled or hostile client, whose handshake is then
+/// taken as a full one and left to the handshake timeout.
+const HELLO_REST_WITHIN: Duration = Duration::from_secs(1);
 
 tokio::task_local! {
     /// Set by the certificate resolver when it refused the handshake (and counted why), so
@@ -52,6 +68,8 @@ pub struct EdgeLimits {
     pub clients: Arc<ClientLimits>,
     /// Which peers send a PROXY protocol header first.
     pub proxy_protocol: Policy,
+    /// Handshake admission for the whole process; `None`: every handshake starts at once.
+    pub handshakes: Option<QueueLimits>,
 }
 
 /// Where a connection stands with the per-client limits before its handshake.
@@ -70,6 +88,9 @@ pub struct EdgeApp<A> {
     handshake_timeout: Duration,
     clients: Arc<ClientLimits>,
     proxy_protocol: Policy,
+    /// One gate for all threads: their handshakes compete for the same cores.
+    gate: Option<HandshakeGate>,
+    refused_by_admission: IntCounter,
     clock: Clock,
     metrics: Metrics,
     connections: Inflight,
@@ -97,6 +118,12 @@ impl<A> EdgeApp<A> {
             handshake_timeout: limits.handshake_timeout,
             clients: limits.clients,
             proxy_protocol: limits.proxy_protocol,
+            gate: limits
+                .handshakes
+                .map(|q| HandshakeGate::new(q, metrics.admission.gate())),
+            refused_by_admission: metrics
+                .refused_connections
+                .with_label_values(&["admission"]),
             clock: Clock::new(),
             metrics,
             connections,
@@ -153,6 +180,51 @@ impl<A> EdgeApp<A> {
                     "PROXY protocol header refused"
                 );
                 None
+            }
+        }
+    }
+
+    /// The client's first flight, before any TLS work: whether it brought a PROXY protocol
+    /// header it may not send (`None`, counted: close) and, with admission on, what its
+    /// ClientHello offers.
+    async fn first_flight(
+        &self,
+        l4: &mut L4Stream,
+        peer: Option<IpAddr>,
+        untrusted: bool,
+    ) -> Option<Hello> {
+        if untrusted && self.untrusted_header(l4, peer).await {
+            return None;
+        }
+        Some(match self.gate {
+            Some(_) => client_hello::peek(l4, HELLO_REST_WITHIN).await,
+            None => Hello::NotTls,
+        })
+    }
+
+    /// A handshake slot for a connection whose hello says `hello`: `Ok(None)` when it needs
+    /// none (admission off, or not TLS: the acceptor refuses it without crypto), `Err` (counted)
+    /// when refused.
+    async fn admit_handshake(&self, hello: Hello) -> Result<Option<Permit<'_>>, ()> {
+        let kind = match hello {
+            Hello::NotTls => return Ok(None),
+            Hello::Full => Kind::Full,
+            Hello::Resumption => Kind::Resumed,
+        };
+        let Some(gate) = &self.gate else {
+            return Ok(None);
+        };
+        match gate.admit(kind).await {
+            Ok(permit) => Ok(Some(permit)),
+            Err(refusal) => {
+                self.refused_by_admission.inc();
+                tracing::debug!(
+                    reason = "admission",
+                    why = refusal.reason(),
+                    kind = kind.label(),
+                    "connection refused before the TLS handshake"
+                );
+                Err(())
             }
         }
     }
@@ -232,22 +304,35 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 self.admit(client_ip)?
             }
         };
-        let untrusted_header = expects_header.is_none();
-        let handshake = REFUSED_BY_RESOLVER.scope(Cell::new(false), async {
-            if untrusted_header && self.untrusted_header(&mut l4, peer).await {
+        let started = Instant::now();
+        let first = self.first_flight(&mut l4, peer, expects_header.is_none());
+        let hello = match tokio::time::timeout_at(started + self.handshake_timeout, first).await {
+            Ok(Some(hello)) => hello,
+            Ok(None) => return None,
+            Err(elapsed) => {
+                self.failed("timeout", &elapsed);
                 return None;
             }
+        };
+        let queued_at = Instant::now();
+        let permit = self.admit_handshake(hello).await.ok()?;
+        // The handshake's own time: what the first flight left of the timeout; the wait for
+        // a slot is not taken out of it.
+        let deadline = started + self.handshake_timeout + queued_at.elapsed();
+        let handshake = REFUSED_BY_RESOLVER.scope(Cell::new(false), async {
             let result = self.acceptor.tls_handshake(l4).await;
-            Some((result, REFUSED_BY_RESOLVER.with(Cell::get)))
+            (result, REFUSED_BY_RESOLVER.with(Cell::get))
         });
-        let tls: Stream = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(None) => return None,
-            Ok(Some((Ok(tls), _))) => Box::new(tls),
-            Ok(Some((Err(e), true))) => {
+        let outcome = tokio::time::timeout_at(deadline, handshake).await;
+        // The slot is the handshake's only: the connection it opens does not keep it.
+        drop(permit);
+        let tls: Stream = match outcome {
+            Ok((Ok(tls), _)) => Box::new(tls),
+            Ok((Err(e), true)) => {
                 tracing::debug!(error = %e, "TLS handshake refused: no certificate for this name");
                 return None;
             }
-            Ok(Some((Err(e), false))) => {
+            Ok((Err(e), false)) => {
                 self.failed("protocol", &e);
                 return None;
             }

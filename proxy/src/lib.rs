@@ -20,6 +20,8 @@ pub mod discovery;
 pub mod edge;
 pub mod h1;
 pub mod h2ws;
+pub mod handshake_gate;
+pub mod handshake_queue;
 pub mod inflight;
 pub mod logging;
 pub mod metrics;

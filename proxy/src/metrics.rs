@@ -57,6 +57,61 @@ pub mod names {
     /// Console requests refused by the deployment's allow-list, by reason
     /// (`kanmon_router::ConsoleRefusal::reason`).
     pub const CONSOLE_REFUSED: &str = "kanmon_console_refused_total";
+    /// TLS handshakes running now (admitted by the handshake queue).
+    pub const HANDSHAKES_IN_PROGRESS: &str = "kanmon_tls_handshakes_in_progress";
+    /// TLS handshakes waiting for a slot, by kind (`full`, `resumed`).
+    pub const HANDSHAKES_QUEUED: &str = "kanmon_tls_handshakes_queued";
+    /// Time handshakes that had to wait spent in the queue (admitted or refused).
+    pub const HANDSHAKE_QUEUE_SECONDS: &str = "kanmon_tls_handshake_queue_seconds";
+}
+
+/// Handshake admission: slots in use, the queue, and time spent in it (kept apart so it
+/// merges cleanly).
+#[derive(Clone)]
+pub struct Admission {
+    /// `kanmon_tls_handshakes_in_progress`
+    pub in_progress: IntGauge,
+    /// `kanmon_tls_handshakes_queued{kind}`
+    pub queued: IntGaugeVec,
+    /// `kanmon_tls_handshake_queue_seconds`
+    pub queue_seconds: prometheus::Histogram,
+}
+
+impl Admission {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let admission = Self {
+            in_progress: IntGauge::with_opts(opts(
+                names::HANDSHAKES_IN_PROGRESS,
+                "TLS handshakes running now, at most limits.max_handshakes_in_progress.",
+            ))?,
+            queued: IntGaugeVec::new(
+                opts(names::HANDSHAKES_QUEUED, "TLS handshakes waiting for a slot, by kind: full, or resumed (the ClientHello offers a pre-shared key)."),
+                &["kind"],
+            )?,
+            queue_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(names::HANDSHAKE_QUEUE_SECONDS, "Time TLS handshakes that had to wait spent queued, admitted or refused at limits.handshake_queue_timeout.")
+                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )?,
+        };
+        for kind in crate::handshake_queue::Kind::ALL {
+            admission.queued.with_label_values(&[kind.label()]);
+        }
+        registry.register(Box::new(admission.in_progress.clone()))?;
+        registry.register(Box::new(admission.queued.clone()))?;
+        registry.register(Box::new(admission.queue_seconds.clone()))?;
+        Ok(admission)
+    }
+
+    /// The handles the handshake gate keeps current.
+    pub fn gate(&self) -> crate::handshake_gate::GateMetrics {
+        use crate::handshake_queue::Kind;
+        crate::handshake_gate::GateMetrics {
+            in_progress: self.in_progress.clone(),
+            queued_full: self.queued.with_label_values(&[Kind::Full.label()]),
+            queued_resumed: self.queued.with_label_values(&[Kind::Resumed.label()]),
+            queue_seconds: self.queue_seconds.clone(),
+        }
+    }
 }
 
 /// Discovery hardening: refusals and cluster requirements (kept apart so it merges cleanly).
@@ -122,7 +177,8 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// Discovery refusals and requirement checks.
     pub discovery_checks: DiscoveryChecks,
-    /// `kanmon_connections_refused_total{reason}` (`client_connections`, `client_handshakes`)
+    /// `kanmon_connections_refused_total{reason}` (`client_connections`, `client_handshakes`,
+    /// `admission`: the handshake queue was full or the wait reached its timeout)
     pub refused_connections: IntCounterVec,
     /// `kanmon_connections_cut_total{reason}` (`client_write_timeout`, `node_write_timeout`,
     /// `slow_body`, `slow_head`)
@@ -132,6 +188,8 @@ pub struct Metrics {
     /// `kanmon_console_refused_total{deployment,zone,reason}`: the deployment is one in the
     /// table, the reason one of `kanmon_router::ConsoleRefusal::ALL`.
     pub console_refused: IntCounterVec,
+    /// Handshake admission (`handshake_gate`).
+    pub admission: Admission,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -200,8 +258,9 @@ impl Metrics {
             )?,
             generation: IntGauge::with_opts(opts(names::TABLE_GENERATION, "Generation of the node health table in force."))?,
             discovery_checks: DiscoveryChecks::new(&registry)?,
+            admission: Admission::new(&registry)?,
             refused_connections: IntCounterVec::new(
-                opts(names::CONNECTIONS_REFUSED, "Connections refused before the TLS handshake by a per-client-address limit, by reason."),
+                opts(names::CONNECTIONS_REFUSED, "Connections refused before the TLS handshake by a per-client-address limit or by handshake admission (reason admission), by reason."),
                 &["reason"],
             )?,
             cut_connections: IntCounterVec::new(
@@ -235,7 +294,7 @@ impl Metrics {
         r.register(Box::new(m.cut_connections.clone()))?;
         r.register(Box::new(m.proxy_protocol_errors.clone()))?;
         r.register(Box::new(m.console_refused.clone()))?;
-        for reason in ["client_connections", "client_handshakes"] {
+        for reason in ["client_connections", "client_handshakes", "admission"] {
             m.refused_connections.with_label_values(&[reason]);
         }
         for reason in [

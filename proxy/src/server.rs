@@ -273,6 +273,7 @@ impl Proxy {
                     cfg.limits.exempt_loopback,
                 ),
                 proxy_protocol: crate::proxy_protocol::Policy::new(&cfg.listen),
+                handshakes: cfg.limits.handshake_queue(cfg.server.threads),
             },
             metrics.clone(),
             inflight.clone(),

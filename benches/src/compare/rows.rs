@@ -275,6 +275,12 @@ pub(super) const ROWS: &[Row] = &[
         cpu_per: None,
     },
     Row {
+        load: "ws-storm",
+        metric: Some("retries"),
+        label: "reconnect storm: retries",
+        cpu_per: None,
+    },
+    Row {
         load: "ws-storm-resume",
         metric: Some("all_back_s"),
         label: "resumed storm: all back (s)",
@@ -302,6 +308,12 @@ pub(super) const ROWS: &[Row] = &[
         load: "ws-storm-resume",
         metric: Some("timed_out"),
         label: "resumed storm: timed out",
+        cpu_per: None,
+    },
+    Row {
+        load: "ws-storm-resume",
+        metric: Some("retries"),
+        label: "resumed storm: retries",
         cpu_per: None,
     },
     Row {

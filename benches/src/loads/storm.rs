@@ -3,7 +3,10 @@
 //! crowd of game clients does), each with one echo to prove the new connection works. What
 //! counts is the time until all are back, the p99 of one reconnect, and how many were refused
 //! or timed out. With `resume`, each client kept its own TLS session from its first
-//! connection, as a device does, so the edge can skip the full handshake.
+//! connection, as a device does, so the edge can skip the full handshake. With `retries`, a
+//! client whose reconnect fails (refused by an edge's admission, or timed out) tries again
+//! after a jittered exponential backoff, as game clients do, so "all back" stays measurable
+//! when an edge refuses early by design; the report counts the retries.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,12 +29,29 @@ pub struct StormParams {
     pub resume: bool,
     /// Time bounds (`op_timeout` bounds one reconnect: past it a client counts as timed out).
     pub limits: Limits,
+    /// Further attempts a client makes after a failed reconnect.
+    pub retries: u32,
+    /// The first retry's backoff (doubling for each further one, each jittered ±50%).
+    pub retry_backoff: Duration,
+}
+
+/// The wait before retry `attempt` (1, 2, …): `base` doubled per earlier retry (at most 32×),
+/// times a jitter in [0.5, 1.5) drawn from `seed` (so clients refused together do not all
+/// come back together).
+pub fn backoff(base: Duration, attempt: u32, seed: &mut u64) -> Duration {
+    // xorshift64: cheap, and each client's sequence is its own.
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let jitter = 0.5 + (*seed >> 11) as f64 / (1u64 << 53) as f64;
+    let nominal = base.saturating_mul(1 << attempt.saturating_sub(1).min(5));
+    Duration::try_from_secs_f64(nominal.as_secs_f64() * jitter).unwrap_or(nominal)
 }
 
 /// What one client saw of the storm.
 enum Outcome {
-    /// Back, after this long, resumed or not.
-    Back(Duration, bool),
+    /// Back, after this long, resumed or not, after this many retries.
+    Back(Duration, bool, u32),
     /// Its reconnect failed.
     Failed(super::Failure),
     /// It never got connected before the storm.
@@ -50,7 +70,7 @@ pub async fn run(target: SharedTarget, p: StormParams) -> Report {
     let counters = Arc::new(Counters::default());
     let msg = payload(16);
     let mut tasks = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let target = if p.resume {
             Arc::new(target.with_own_sessions())
         } else {
@@ -75,17 +95,28 @@ pub async fn run(target: SharedTarget, p: StormParams) -> Report {
             // The connection is lost without a goodbye, as when its node dies.
             drop(old);
             let t0 = Instant::now();
-            let back = async {
-                let mut ws = open_ws(&target, p.limits.op_timeout).await?;
-                echo_once(&mut ws, msg, p.limits.op_timeout).await?;
-                Ok::<_, super::Failure>(ws)
-            }
-            .await;
+            let mut seed = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut retries = 0;
+            let back = loop {
+                let attempt = async {
+                    let mut ws = open_ws(&target, p.limits.op_timeout).await?;
+                    echo_once(&mut ws, msg.clone(), p.limits.op_timeout).await?;
+                    Ok::<_, super::Failure>(ws)
+                }
+                .await;
+                match attempt {
+                    Err(_) if retries < p.retries && Instant::now() < deadline => {
+                        retries += 1;
+                        tokio::time::sleep(backoff(p.retry_backoff, retries, &mut seed)).await;
+                    }
+                    done => break done,
+                }
+            };
             match back {
                 Ok(ws) => {
                     counters.done.fetch_add(1, Ordering::Relaxed);
                     let resumed = ws.get_ref().resumed();
-                    (Outcome::Back(t0.elapsed(), resumed), Some(ws))
+                    (Outcome::Back(t0.elapsed(), resumed, retries), Some(ws))
                 }
                 Err(f) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -98,14 +129,15 @@ pub async fn run(target: SharedTarget, p: StormParams) -> Report {
     let storm_start = Instant::now();
     let progress = Progress::start("ws-storm", counters.clone());
     let mut reconnect = Latency::new();
-    let (mut resumed, mut not_ready) = (0u64, 0u64);
+    let (mut resumed, mut not_ready, mut retried) = (0u64, 0u64, 0u64);
     let mut setup_errors = Errors::default();
     let mut open = Vec::with_capacity(n);
     for t in tasks {
         match t.await {
-            Ok((Outcome::Back(d, r), ws)) => {
+            Ok((Outcome::Back(d, r, retries), ws)) => {
                 reconnect.record(d);
                 resumed += u64::from(r);
+                retried += u64::from(retries);
                 open.extend(ws);
             }
             Ok((Outcome::Failed(f), _)) => report.errors.add(f),
@@ -146,10 +178,36 @@ pub async fn run(target: SharedTarget, p: StormParams) -> Report {
         "",
     );
     report.push("resumed", resumed as f64, "");
+    // Retries of the clients that came back (those that never did are in refused/timed_out).
+    report.push("retries", retried as f64, "");
     report.push("not_ready", not_ready as f64, "");
     report.push_latency("reconnect", &reconnect, false);
     for (k, v) in &setup_errors.counts {
         eprintln!("ws-storm: {v} clients not connected before the storm ({k})");
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let mut seed = 7;
+        for attempt in 1..=10u32 {
+            let nominal = base * (1 << (attempt - 1).min(5));
+            for _ in 0..50 {
+                let d = backoff(base, attempt, &mut seed);
+                assert!(d >= nominal / 2 && d <= nominal * 3 / 2, "{attempt}: {d:?}");
+            }
+        }
+        // Two clients refused together draw different waits.
+        let (mut a, mut b) = (
+            1u64.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            2u64.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        assert_ne!(backoff(base, 1, &mut a), backoff(base, 1, &mut b));
+    }
 }

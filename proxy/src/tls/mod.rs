@@ -4,6 +4,7 @@ pub mod acme;
 #[cfg(test)]
 mod acme_tests;
 pub mod callbacks;
+pub mod client_hello;
 pub mod config;
 pub mod http01;
 pub mod secrets;
