@@ -15,7 +15,8 @@
 # CARGO_TARGET_DIR (where kanmon-bench is built), PROXY_WRAP (a command the proxies run under,
 # e.g. `strace -c -f -o /tmp/@TARGET@.strace`; @TARGET@ becomes the target's name: see
 # benches/profile.sh), START_WAIT (seconds a proxy may take to open its port, 10), SKIP_BUILD
-# (1: use the kanmon-bench already built in CARGO_TARGET_DIR).
+# (1: use the kanmon-bench already built in CARGO_TARGET_DIR), FLEET_DEPLOYMENTS (1000: the
+# deployments of the `kanmon-fleet` target).
 #
 # Per-load tables and progress go to stderr; stdout gets the one comparison table.
 # Every process it starts is killed on exit; every load is bounded by --timeout.
@@ -25,6 +26,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGETS="${TARGETS:-direct kanmon nginx haproxy}"
 # `kanmon-h2` (not in the default set): kanmon again, its WebSocket loads as RFC 8441 streams.
 # `kanmon-noadm` (not in the default set): kanmon with handshake admission off.
+# `kanmon-fleet` (not in the default set): kanmon routing FLEET_DEPLOYMENTS (1000) deployments,
+# the WebSocket loads spread over all of them (`--spread`); meant for `idle`.
 LOADS="${LOADS:-idle connect reconnect echo echo-long rate room storm http}"
 ROUNDS="${ROUNDS:-1}"
 CONNECTS="${CONNECTS:-5000}"
@@ -324,6 +327,33 @@ target_kanmon-noadm() {
   KANMON_SERVER_EXTRA="$extra"
 }
 
+# kanmon with FLEET_DEPLOYMENTS (default 1000) deployments alpha-0 … alpha-(N-1) in us-east1,
+# each with the two demo nodes under node ids of its own (alpha-K-0, alpha-K-1), served by one
+# wildcard certificate, and the WebSocket loads spread over all of them (`--spread N`: the i-th
+# connection goes to alpha-(i mod N)), so "KiB per idle WebSocket" shows kanmon at one deployment
+# and at N side by side. Only `idle` is meant for it: connect, echo and rate run spread the
+# same way (their figures are not what this target is for); reconnect, storm and http are skipped.
+target_kanmon-fleet() {
+  local n="${FLEET_DEPLOYMENTS:-1000}" k
+  if [[ ! "$n" =~ ^[1-9][0-9]*$ ]]; then
+    log "FLEET_DEPLOYMENTS must be a whole number of at least 1, not \"$n\""; exit 2
+  fi
+  mkdir -p "$WORK/kanmon-fleet/certs"
+  cp "$WORK/certs/_.us-east1.kanmon.test.crt" "$WORK/certs/_.us-east1.kanmon.test.key" \
+    "$WORK/kanmon-fleet/certs/"
+  for (( k = 0; k < n; k++ )); do
+    printf '[[deployment]]\ninstance = "alpha-%d"\nzone = "us-east1"\nnodes = [\n' "$k"
+    printf '  { id = "alpha-%d-0", addr = "%s", grpc = "%s", state = "ready" },\n' "$k" "$NODE0" "$GRPC0"
+    printf '  { id = "alpha-%d-1", addr = "%s", grpc = "%s", state = "ready" },\n]\n' "$k" "$NODE1" "$GRPC1"
+  done >"$WORK/fleet-nodes.toml"
+  log "[kanmon-fleet] $n deployments, $(( 2 * n )) node entries"
+  WS_ARGS=(--spread "$n")
+  FLEET_NODES="$WORK/fleet-nodes.toml"
+  kanmon_as kanmon-fleet
+  WS_ARGS=()
+  FLEET_NODES=""
+}
+
 # Starts kanmon-proxy and runs the loads as target $1.
 kanmon_as() {
   local target="$1"
@@ -343,6 +373,7 @@ nodes = [
   { id = "alpha-1", addr = "$NODE1", grpc = "$GRPC1", state = "ready" },
 ]
 EOF
+  if [[ -n "${FLEET_NODES:-}" ]]; then cp "$FLEET_NODES" "$dir/nodes.toml"; fi
   cat >"$dir/kanmon.toml" <<EOF
 [listen]
 tls = "127.0.0.1:$PORT_KANMON"
@@ -485,8 +516,8 @@ for ROUND in $(seq 1 "$ROUNDS"); do
   (( ROUNDS > 1 )) && log "round $ROUND of $ROUNDS"
   for t in $TARGETS; do
     case "$t" in
-      direct | kanmon | kanmon-h2 | kanmon-noadm | nginx | haproxy) "target_$t" ;;
-      *) log "unknown target $t (direct, kanmon, kanmon-h2, kanmon-noadm, nginx, haproxy)"; exit 2 ;;
+      direct | kanmon | kanmon-h2 | kanmon-noadm | kanmon-fleet | nginx | haproxy) "target_$t" ;;
+      *) log "unknown target $t (direct, kanmon, kanmon-h2, kanmon-noadm, kanmon-fleet, nginx, haproxy)"; exit 2 ;;
     esac
   done
 done

@@ -13,5 +13,6 @@ pub mod loads;
 pub mod node;
 pub mod ports;
 pub mod report;
+pub mod spread;
 pub mod target;
 pub mod tls;

@@ -153,8 +153,9 @@ fn client_ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// Dials `target` and performs the WebSocket upgrade (or, with `--h2`, opens an extended
-/// CONNECT stream on one of the shared h2 connections), within `op_timeout`.
+/// Dials `target` (with `--spread`, as the next of its deployments) and performs the
+/// WebSocket upgrade (or, with `--h2`, opens an extended CONNECT stream on one of the shared
+/// h2 connections), within `op_timeout`.
 pub async fn open_ws(target: &Target, op_timeout: Duration) -> Result<WsClient, Failure> {
     open_ws_with_query(target, None, op_timeout).await
 }
@@ -174,8 +175,17 @@ pub async fn open_ws_with_query(
         if let Some(pool) = target.h2() {
             return open_h2(target, pool, &with_query(&target.path_with_key())).await;
         }
-        let stream = target.dial().await.map_err(|e| dial_failure(&e))?;
-        let mut req = with_query(&target.url)
+        // With --spread, this connection's deployment: its hostname as SNI and in the URL.
+        let host = target.next_host();
+        let stream = target
+            .dial_as(host.as_deref())
+            .await
+            .map_err(|e| dial_failure(&e))?;
+        let url = match &host {
+            None => with_query(&target.url),
+            Some(h) => with_query(&target.url_for(h)),
+        };
+        let mut req = url
             .into_client_request()
             .map_err(|e| ws_failure(Phase::Upgrade, &e))?;
         if let Some(auth) = target.basic_auth() {

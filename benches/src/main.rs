@@ -125,6 +125,21 @@ struct Common {
     /// With `--h2`: how many h2 connections the WebSockets share.
     #[arg(long, default_value_t = 1, requires = "h2")]
     h2_connections: usize,
+    /// WebSocket loads: spread the connections over N deployments of the URL's zone, named
+    /// after its instance: `wss://alpha.us-east1.kanmon.test/ws --spread 1000` sends the i-th
+    /// WebSocket to `alpha-{i mod N}.us-east1.kanmon.test` (SNI and Host), through the same
+    /// --connect address. N ≥ 1.
+    #[arg(long, value_parser = parse_spread)]
+    spread: Option<usize>,
+}
+
+/// `--spread`: a count of deployments, at least 1.
+fn parse_spread(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (the number of deployments to spread over)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count of deployments: {e}")),
+    }
 }
 
 impl Common {
@@ -339,6 +354,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Certs(args) => run_certs(&args),
         Command::Node(args) => runtime()?.block_on(run_node(args)),
+        Command::WsConnect(a) if a.resume && a.common.spread.is_some() => {
+            anyhow::bail!("--resume with --spread: a client's TLS session is for one hostname, and its next connection goes to the next deployment")
+        }
+        Command::WsStorm(a) if a.resume && a.common.spread.is_some() => {
+            anyhow::bail!("--resume with --spread: a client's TLS session is for one hostname, and its reconnect goes to the next deployment")
+        }
         Command::WsConnect(a) => run_load(&a.common, |t| {
             connect::run(
                 t,
@@ -415,6 +436,9 @@ fn main() -> anyhow::Result<()> {
         Command::Http(a) if a.common.h2 => {
             anyhow::bail!("--h2 is for the WebSocket loads (ws-connect, ws-echo, ws-idle)")
         }
+        Command::Http(a) if a.common.spread.is_some() => {
+            anyhow::bail!("--spread is for the WebSocket loads (ws-connect, ws-echo, ws-idle, ws-rate, ws-storm)")
+        }
         Command::Http(a) => run_load(&a.common, |t| {
             http::run(
                 t,
@@ -444,7 +468,14 @@ where
         let mut target =
             Target::new(&common.url, common.connect.as_deref(), common.ca.as_deref()).await?;
         if common.h2 {
+            anyhow::ensure!(
+                common.spread.is_none(),
+                "--spread does not go with --h2: a shared h2 connection carries one SNI"
+            );
             target = target.over_h2(common.h2_connections);
+        }
+        if let Some(n) = common.spread {
+            target = target.with_spread(n)?;
         }
         if let Some(path) = &common.server_key_file {
             let key = std::fs::read_to_string(path)

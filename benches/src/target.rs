@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::spread::{Spread, SpreadError};
 use crate::tls;
 
 /// Why a target could not be set up.
@@ -50,6 +51,9 @@ pub enum TargetError {
     /// The CA could not be loaded.
     #[error("loading the CA")]
     Tls(#[from] tls::TlsError),
+    /// `--spread` does not fit the URL.
+    #[error(transparent)]
+    Spread(#[from] SpreadError),
 }
 
 /// Why one connection attempt failed; the kind is what load reports count.
@@ -74,7 +78,14 @@ pub struct Target {
     pub path: String,
     /// The loopback address dialed.
     pub connect: SocketAddr,
+    /// `ws`, `wss`, `http` or `https`, and the port: with the path, what a spread
+    /// connection's URL is rebuilt from.
+    scheme: String,
+    port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// With `--spread`: the deployments this target's WebSockets go to in turn (shared by
+    /// clones, so a load's clients together still take each deployment in turn).
+    spread: Option<Arc<Spread>>,
     /// WebSockets as RFC 8441 streams over these shared h2 connections (`--h2`).
     h2: Option<Arc<crate::h2ws::H2Pool>>,
     /// The deployment's server key, presented on every WebSocket (nodes started by kanmon
@@ -105,9 +116,9 @@ impl Target {
             reason: reason.to_owned(),
         };
         let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        let secure = match uri.scheme_str() {
-            Some("wss" | "https") => true,
-            Some("ws" | "http") => false,
+        let (scheme, secure) = match uri.scheme_str() {
+            Some(s @ ("wss" | "https")) => (s, true),
+            Some(s @ ("ws" | "http")) => (s, false),
             _ => return Err(bad("scheme must be ws, wss, http or https")),
         };
         let host = uri
@@ -136,10 +147,37 @@ impl Target {
             host,
             path,
             connect,
+            scheme: scheme.to_owned(),
+            port,
             tls,
+            spread: None,
             h2: None,
             server_key: None,
         })
+    }
+
+    /// Spreads this target's WebSockets over `count` deployments named after the URL's host
+    /// (see [`crate::spread`]): each connection dials the next one's hostname as SNI and
+    /// `Host`, through the same `connect` address.
+    pub fn with_spread(mut self, count: usize) -> Result<Self, TargetError> {
+        self.spread = Some(Arc::new(Spread::new(&self.host, count)?));
+        Ok(self)
+    }
+
+    /// The deployments WebSockets are spread over, if any.
+    pub fn spread(&self) -> Option<&Spread> {
+        self.spread.as_deref()
+    }
+
+    /// The hostname the next WebSocket goes to: `None` for the URL's own, or with a spread the
+    /// next deployment's.
+    pub fn next_host(&self) -> Option<String> {
+        self.spread.as_ref().map(|s| s.next_host())
+    }
+
+    /// The URL with `host` in place of the URL's own host.
+    pub fn url_for(&self, host: &str) -> String {
+        format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
     }
 
     /// Presents `key` as the server key on every WebSocket (HTTP Basic username on
@@ -206,6 +244,11 @@ impl Target {
 
     /// One TCP connection to the loopback address, with TLS (SNI = URL host) when secure.
     pub async fn dial(&self) -> Result<Stream, DialError> {
+        self.dial_as(None).await
+    }
+
+    /// [`Target::dial`] with `host` (from [`Target::next_host`]) as SNI instead of the URL's.
+    pub async fn dial_as(&self, host: Option<&str>) -> Result<Stream, DialError> {
         let tcp = TcpStream::connect(self.connect)
             .await
             .map_err(DialError::Connect)?;
@@ -213,10 +256,14 @@ impl Target {
         match &self.tls {
             None => Ok(Stream::Plain(tcp)),
             Some((connector, name)) => {
-                let s = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(DialError::Tls)?;
+                let name = match host {
+                    None => name.clone(),
+                    // Spread names were all checked when the spread was made.
+                    Some(h) => ServerName::try_from(h.to_owned()).map_err(|e| {
+                        DialError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e))
+                    })?,
+                };
+                let s = connector.connect(name, tcp).await.map_err(DialError::Tls)?;
                 Ok(Stream::Tls(Box::new(s)))
             }
         }
@@ -360,5 +407,35 @@ mod tests {
         assert!(Target::new("ws://a.b/ws", Some("192.168.1.1:80"), None)
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_spread_target_gives_each_connection_the_next_deployment() {
+        let url = "ws://alpha.us-east1.kanmon.test:8443/ws?token=x";
+        let plain = Target::new(url, Some("127.0.0.1:9"), None).await.unwrap();
+        assert_eq!(plain.next_host(), None, "without --spread: the URL's host");
+        let t = plain.with_spread(2).unwrap();
+        let first = t.next_host().unwrap();
+        assert_eq!(
+            t.url_for(&first),
+            "ws://alpha-0.us-east1.kanmon.test:8443/ws?token=x"
+        );
+        // Clones (one per client with --resume) share the turn.
+        let clone = t.clone();
+        assert_eq!(
+            clone.next_host().as_deref(),
+            Some("alpha-1.us-east1.kanmon.test")
+        );
+        assert_eq!(
+            t.next_host().as_deref(),
+            Some("alpha-0.us-east1.kanmon.test")
+        );
+        let ip = Target::new("ws://127.0.0.1:8443/ws", None, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            ip.with_spread(3),
+            Err(TargetError::Spread(SpreadError::Name { .. }))
+        ));
     }
 }

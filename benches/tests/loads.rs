@@ -227,3 +227,34 @@ async fn refuses_non_loopback_targets() {
         .unwrap_err();
     assert!(err.to_string().contains("only loopback"), "{err}");
 }
+
+#[tokio::test]
+async fn ws_idle_spreads_its_connections_over_deployments() -> anyhow::Result<()> {
+    // The node's wildcard certificate covers every `alpha-K.us-east1.kanmon.test`: a
+    // connection whose SNI were not a name under it would fail its handshake.
+    let f = tls_node("idle-spread").await?;
+    let connect = f.node.addr().to_string();
+    let t = Target::new(WS_URL, Some(&connect), Some(&f.ca_path))
+        .await?
+        .with_spread(4)?;
+    let t = Arc::new(t);
+    let p = idle::IdleParams {
+        connections: 12,
+        concurrency: 4,
+        hold: Duration::ZERO,
+        pid: Some(std::process::id()),
+        limits: LIMITS,
+    };
+    let r = idle::run(t.clone(), p).await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    assert_eq!(r.metric("connections_held"), Some(12.0));
+    assert_eq!(r.metric("deployments"), Some(4.0));
+    assert_eq!(f.node.stats().ws_connections(), 12);
+    // 12 connections took 3 turns over the 4 deployments: the next one starts again at 0.
+    assert_eq!(
+        t.next_host().as_deref(),
+        Some("alpha-0.us-east1.kanmon.test")
+    );
+    f.node.shutdown().await?;
+    Ok(())
+}

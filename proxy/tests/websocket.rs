@@ -180,3 +180,79 @@ async fn a_removed_node_leaves_the_gauge_after_its_last_websocket() {
         ) || others.is_empty()
     );
 }
+
+/// The load harness's `--spread`: connection i goes to deployment `alpha-{i mod N}` by its own
+/// hostname (SNI and Host), and the proxy routes each to that deployment's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_websockets_reach_each_deployment_by_its_own_hostname() {
+    use kanmon_bench::loads::{idle, Limits};
+    let mut nodes = Vec::new();
+    let mut file = String::new();
+    for k in 0..3 {
+        let node = spawn_node(&format!("alpha-{k}-0")).await.unwrap();
+        let id = format!("alpha-{k}-0");
+        file.push_str(&deployment(
+            &format!("alpha-{k}"),
+            &[(id.as_str(), node.addr(), None, "ready")],
+        ));
+        nodes.push(node);
+    }
+    let proxy = TestProxy::start(Opts {
+        nodes: file,
+        ..Opts::default()
+    })
+    .await;
+    // One wildcard certificate for the whole zone, as compare.sh's fleet target has.
+    let certs = "kanmon_tls_certificates";
+    let before = proxy.metric(certs).await;
+    proxy
+        .ca
+        .issue(&proxy.path("certs"), "_.us-east1.kanmon.test")
+        .unwrap();
+    let mut loaded = before;
+    for _ in 0..500 {
+        loaded = proxy.metric(certs).await;
+        if loaded > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(loaded, before + 1.0, "the wildcard was not loaded");
+
+    let target = kanmon_bench::target::Target::new(
+        &format!("wss://{ALPHA}/ws"),
+        Some(&proxy.tls_addr.to_string()),
+        Some(&proxy.ca.cert_path),
+    )
+    .await
+    .unwrap()
+    .with_spread(3)
+    .unwrap();
+    let params = idle::IdleParams {
+        connections: 9,
+        concurrency: 3,
+        hold: Duration::ZERO,
+        pid: None,
+        limits: Limits {
+            timeout: Duration::from_secs(30),
+            op_timeout: Duration::from_secs(10),
+        },
+    };
+    let report = idle::run(std::sync::Arc::new(target), params).await;
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert_eq!(report.metric("connections_held"), Some(9.0));
+    for (k, node) in nodes.iter().enumerate() {
+        assert_eq!(node.stats().ws_connections(), 3, "deployment alpha-{k}");
+    }
+    // Each upgrade counted under the deployment its hostname names.
+    for k in 0..3 {
+        let upgrades = format!(
+            r#"kanmon_http_requests_total{{deployment="alpha-{k}",status="101",zone="us-east1"}}"#
+        );
+        assert_eq!(
+            proxy.metric_reaches(&upgrades, 3.0).await,
+            3.0,
+            "{upgrades}"
+        );
+    }
+}

@@ -125,6 +125,9 @@ pub async fn run(target: SharedTarget, p: IdleParams) -> Report {
     report.elapsed_s = hold_elapsed.as_secs_f64();
     report.timed_out = held + (report.errors.total() as usize) < p.connections;
     report.push("connections_held", held as f64, "");
+    if let Some(spread) = target.spread() {
+        report.push("deployments", spread.count() as f64, "");
+    }
     if let (Some(b), Some(d)) = (before, during) {
         report.push("rss_before_kib", b as f64, "KiB");
         report.push("rss_during_kib", d as f64, "KiB");
