@@ -126,6 +126,7 @@ pub fn parse_request(
     let mut host = absolute.map(|h| range_of(buf, h));
     let mut hosts = 0;
     let mut length: Option<u64> = None;
+    let mut length_text: &[u8] = b"";
     let mut chunked = false;
     let (mut upgrade_ws, mut conn_upgrade, mut conn_close, mut conn_keep) =
         (false, false, false, false);
@@ -139,16 +140,22 @@ pub fn parse_request(
                 return Err(HeadError::Malformed("more than one Host"));
             }
             if absolute.is_none() {
-                let value = std::str::from_utf8(h.value)
+                // Trimmed of SP and HTAB only (RFC 9110 §5.5): `str::trim` would also take a
+                // trailing U+00A0 or U+0085 off, routing a name the node reads (and refuses)
+                // with those bytes on.
+                let value = std::str::from_utf8(h.value.trim_ascii())
                     .map_err(|_| HeadError::Malformed("Host is not text"))?;
-                host = Some(range_of(buf, strip_port(value.trim())));
+                host = Some(range_of(buf, strip_port(value)));
             }
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(h.value)?;
-            if length.is_some_and(|l| l != n) {
+            // Go's node takes repeated lengths as one only if their text is the same
+            // (`05` and `5` are refused there): the node must read the framing the edge did.
+            if length.is_some() && length_text != h.value.trim_ascii() {
                 return Err(HeadError::Malformed("conflicting Content-Length"));
             }
             length = Some(n);
+            length_text = h.value.trim_ascii();
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Only plain `chunked` is forwarded; anything else would have to be decoded here.
             if !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") || chunked {
@@ -262,10 +269,10 @@ pub fn write_upstream_request(
     ) {
         return;
     }
-    let target = req.path.unwrap_or("/");
-    let target = origin_form(target);
+    let (slash, target) = origin_form(req.path.unwrap_or("/"));
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
+    out.extend_from_slice(slash.as_bytes());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(if head.http10 {
         b" HTTP/1.0\r\n"
@@ -313,6 +320,9 @@ pub fn write_upstream_request(
 
 pub(crate) use crate::policy::is_hop_by_hop;
 
+/// A `Content-Length` value: decimal digits, at most 2^63-1. RFC 9110 §8.6: a length the
+/// recipient cannot represent is an error, and a Go node (`ParseUint(cl, 10, 63)`) cannot
+/// represent more, so a longer one would frame a body the node refuses or reads differently.
 pub(crate) fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
     let v = value.trim_ascii();
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -322,6 +332,7 @@ pub(crate) fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
         .try_fold(0u64, |n, d| {
             n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
         })
+        .filter(|&n| i64::try_from(n).is_ok())
         .ok_or(HeadError::Malformed("bad Content-Length"))
 }
 
@@ -364,14 +375,17 @@ fn after_scheme(target: &str) -> Option<&str> {
     })
 }
 
-/// The path and query of a target (absolute-form becomes origin-form).
-fn origin_form(target: &str) -> &str {
+/// The path and query of a target, as a `/` to put first (or nothing) and the rest of it:
+/// absolute-form becomes origin-form, and an empty path becomes `/` (RFC 9112 §3.2.1), so
+/// `http://host?q=1` is `/?q=1`, not `/`.
+fn origin_form(target: &str) -> (&'static str, &str) {
     let Some(rest) = after_scheme(target) else {
-        return target;
+        return ("", target);
     };
     match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-        _ => "/",
+        Some(i) if rest.as_bytes()[i] == b'/' => ("", &rest[i..]),
+        Some(i) => ("/", &rest[i..]),
+        None => ("/", ""),
     }
 }
 

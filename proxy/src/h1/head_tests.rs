@@ -272,3 +272,62 @@ fn the_upstream_head_drops_hop_by_hop_and_forwarded_headers() {
         "{out}"
     );
 }
+
+#[test]
+fn an_absolute_form_target_with_a_query_and_no_path_keeps_its_query() {
+    // `http://host?q=1` is path "" and query "q=1" (RFC 3986 §3): its origin form is `/?q=1`
+    // (RFC 9112 §3.2.1: an empty path is sent as `/`), which is what Go reads it as.
+    for (target, origin) in [
+        ("http://a.z.kanmon.test?q=1", "/?q=1"),
+        ("http://a.z.kanmon.test:8443?q=1&r=/x", "/?q=1&r=/x"),
+        ("http://a.z.kanmon.test?", "/?"),
+        ("http://a.z.kanmon.test", "/"),
+        ("http://a.z.kanmon.test/p?q=1", "/p?q=1"),
+    ] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: a.z.kanmon.test\r\n\r\n");
+        let head = req(&raw);
+        let mut out = Vec::new();
+        write_upstream_request(raw.as_bytes(), &head, None, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with(&format!("GET {origin} HTTP/1.1\r\n")),
+            "{target} became {out:?}"
+        );
+    }
+}
+
+#[test]
+fn a_content_length_over_2_pow_63_minus_1_is_refused() {
+    // RFC 9110 §8.6: a length that cannot be represented is an error (Go's limit is
+    // 2^63-1; a u64 would hold 2^63..10^19-1 and frame a body Go refuses).
+    let head = |cl: &str| {
+        parse_request(
+            format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n").as_bytes(),
+            8192,
+        )
+    };
+    assert_eq!(
+        head("9223372036854775807").unwrap().unwrap().body,
+        Framing::Length(i64::MAX as u64)
+    );
+    for cl in [
+        "9223372036854775808",
+        "9999999999999999999",
+        "18446744073709551615",
+    ] {
+        assert_eq!(
+            head(cl),
+            Err(HeadError::Malformed("bad Content-Length")),
+            "{cl}"
+        );
+    }
+    let response = |cl: &str| {
+        parse_response(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n").as_bytes(),
+            false,
+            8192,
+        )
+    };
+    assert!(response("9223372036854775807").is_ok());
+    assert!(response("9223372036854775808").is_err());
+}

@@ -16,6 +16,10 @@ pub mod body;
 pub mod chunked;
 mod exchange;
 pub mod head;
+#[cfg(test)]
+mod head_differential;
+#[cfg(test)]
+mod head_differential_tests;
 pub mod lane;
 pub mod pace;
 pub mod pool;

@@ -3,6 +3,11 @@
 
 use super::head::{check_line_ends, is_hop_by_hop, parse_length, Framing, MAX_HEADERS};
 
+/// Most header lines accepted from a node (more is answered 502): the edge may add one of its
+/// own (`connection: close`), and what it sends a client must stay within what it would
+/// itself read (the request side keeps the same rule, `MAX_REQUEST_HEADERS`).
+pub const MAX_RESPONSE_HEADERS: usize = MAX_HEADERS - 1;
+
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -35,23 +40,30 @@ pub fn parse_response(
             return Err(BadResponse("head too large"))
         }
         Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many header lines")),
         Err(_) => return Err(BadResponse("not an HTTP/1.x response head")),
     };
+    if resp.headers.len() > MAX_RESPONSE_HEADERS {
+        return Err(BadResponse("too many header lines"));
+    }
     // The same line rules as requests: the client's parser must read the head (and so the
     // body's framing) the way the proxy did.
     check_line_ends(&buf[..len]).map_err(BadResponse)?;
     let status = resp.code.unwrap_or(0);
     let http10 = resp.version == Some(0);
     let mut length = None;
+    let mut length_text: &[u8] = b"";
     let mut chunked = false;
     let (mut close, mut keep) = (false, false);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(h.value).map_err(|_| BadResponse("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
+            // The request side's rule (`parse_request`): repeated lengths must be one text.
+            if length.is_some() && length_text != h.value.trim_ascii() {
                 return Err(BadResponse("conflicting Content-Length"));
             }
             length = Some(n);
+            length_text = h.value.trim_ascii();
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h
                 .value
@@ -218,6 +230,34 @@ mod tests {
             assert!(
                 parse_response(raw.as_bytes(), false, 8192).is_err(),
                 "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_the_edge_sends_a_client_is_within_what_it_reads_from_a_node() {
+        // The edge adds `connection: close` to a connection's last response: a node's head
+        // may have one line fewer than the edge's line capacity (`MAX_HEADERS`), so the head
+        // the client gets stays within it, as a forwarded request head does.
+        let head = |n: usize| -> String {
+            let lines: String = (0..n).map(|i| format!("x-{i}: v\r\n")).collect();
+            format!("HTTP/1.1 200 OK\r\n{lines}\r\n")
+        };
+        let most = head(MAX_RESPONSE_HEADERS);
+        let parsed = parse_response(most.as_bytes(), false, 1 << 20)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        write_client_response(most.as_bytes(), &parsed, true, &mut out);
+        assert!(out.ends_with(b"connection: close\r\n\r\n"));
+        let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let again = httparse::Response::new(&mut lines).parse(&out);
+        assert_eq!(again, Ok(httparse::Status::Complete(out.len())));
+        for n in [MAX_RESPONSE_HEADERS + 1, MAX_HEADERS + 1] {
+            assert_eq!(
+                parse_response(head(n).as_bytes(), false, 1 << 20),
+                Err(BadResponse("too many header lines")),
+                "{n} lines"
             );
         }
     }

@@ -12,6 +12,8 @@ pub mod encode;
 pub mod parse;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v1_differential_tests;
 
 use std::{net::IpAddr, net::SocketAddr, time::Duration};
 

@@ -108,8 +108,7 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ParseError> {
             Ok(Parsed::NeedMore)
         };
     };
-    let line = std::str::from_utf8(&buf[V1_SIGNATURE.len()..end])
-        .map_err(|_| ParseError::Malformed("v1 line is not text"))?;
+    let raw = &buf[V1_SIGNATURE.len()..end];
     let consumed = end + 2;
     let done = |addresses| {
         Ok(Parsed::Done {
@@ -120,10 +119,13 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ParseError> {
             consumed,
         })
     };
-    // "UNKNOWN" may be followed by anything up to the CRLF, which the receiver ignores.
-    if line == "UNKNOWN" || line.starts_with("UNKNOWN ") {
+    // "UNKNOWN" may be followed by anything up to the CRLF, which the receiver ignores: so
+    // it is looked for before the rest is asked to be text.
+    if raw == b"UNKNOWN" || raw.starts_with(b"UNKNOWN ") {
         return done(None);
     }
+    let line =
+        std::str::from_utf8(raw).map_err(|_| ParseError::Malformed("v1 line is not text"))?;
     let mut fields = line.split(' ');
     let (Some(proto), Some(src), Some(dst), Some(sport), Some(dport), None) = (
         fields.next(),
@@ -161,10 +163,14 @@ fn v1_ip<T: std::str::FromStr>(text: &str) -> Result<T, ParseError> {
         .map_err(|_| ParseError::Malformed("v1 address does not match its protocol"))
 }
 
-/// A port: 1 to 5 decimal digits (no sign, which `u16::from_str` would take), at most 65535.
+/// A port: 1 to 5 decimal digits (no sign, which `u16::from_str` would take), at most 65535,
+/// and no leading zero (the spec, §2.1: "to avoid any possible confusion with octal").
 fn v1_port(text: &str) -> Result<u16, ParseError> {
     if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseError::Malformed("v1 port is not a number"));
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        return Err(ParseError::Malformed("v1 port has a leading zero"));
     }
     text.parse()
         .map_err(|_| ParseError::Malformed("v1 port is out of range"))

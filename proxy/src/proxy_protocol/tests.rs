@@ -263,3 +263,48 @@ fn only_trusted_peers_are_expected_to_send_a_header() {
     assert!(!off.enabled());
     assert_eq!(off.expects_header(ip("10.1.2.3")), None);
 }
+
+#[test]
+fn v1_ports_have_no_leading_zeros() {
+    // haproxy's proxy-protocol.txt §2.1: ports are decimal "without leading zeros"; a reader
+    // that took `0443` as 443 would disagree with one that refuses it.
+    for bad in [
+        &b"PROXY TCP4 192.0.2.1 198.51.100.2 0443 443\r\n"[..],
+        b"PROXY TCP4 192.0.2.1 198.51.100.2 443 00\r\n",
+        b"PROXY TCP6 ::1 ::1 01 2\r\n",
+    ] {
+        assert_eq!(
+            parse(bad, Versions::V1AndV2),
+            Err(ParseError::Malformed("v1 port has a leading zero")),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let zero = parse(
+        b"PROXY TCP4 192.0.2.1 198.51.100.2 0 443\r\n",
+        Versions::V1AndV2,
+    );
+    assert!(
+        matches!(zero, Ok(Parsed::Done { header: Header { addresses: Some(a), .. }, .. }) if a.source.port() == 0),
+        "port 0 itself is written without a leading zero: {zero:?}"
+    );
+}
+
+#[test]
+fn v1_unknown_ignores_the_rest_of_its_line_whatever_its_bytes() {
+    for line in [
+        &b"PROXY UNKNOWN\r\n"[..],
+        b"PROXY UNKNOWN \xff\xfe\x00\x01 not text\r\n",
+        b"PROXY UNKNOWN TCP4 \xc3( 1.2.3.4 1 2\r\n",
+        b"PROXY UNKNOWN \r\r\n",
+    ] {
+        assert_eq!(
+            parse(line, Versions::V1AndV2),
+            Ok(done(Version::V1, None, line.len())),
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // Only the word UNKNOWN itself: a protocol merely starting with it is still refused.
+    assert!(parse(b"PROXY UNKNOWNX \xff\r\n", Versions::V1AndV2).is_err());
+}
