@@ -40,7 +40,7 @@ if [[ "$TOOL" == probe ]]; then
   case "$action" in
     start)
       # NGINX's workers are children of its master; kanmon's and HAProxy's threads come with -f.
-      pids=("$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null))
+      pids=("$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null || true))
       args=() tasks=0
       for p in "${pids[@]}"; do
         args+=(-p "$p")
