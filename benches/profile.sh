@@ -49,7 +49,10 @@ if [[ "$TOOL" == probe ]]; then
       strace -f -c -o "$dir/$target.strace" "${args[@]}" </dev/null >/dev/null 2>"$dir/$target.strace.log" &
       echo "$!" >"$pidfile"
       for _ in $(seq 1 100); do
-        if (( $(grep -c 'attached' "$dir/$target.strace.log" || true) >= tasks )); then exit 0; fi
+        # One line per process, `Process N attached with K threads` for a multi-threaded one.
+        attached=$(awk '/attached with/ { s += $(NF - 1); next } /attached/ { s++ } END { print s + 0 }' \
+          "$dir/$target.strace.log")
+        if (( attached >= tasks )); then exit 0; fi
         sleep 0.1
       done
       echo "probe: strace attached to fewer than $tasks threads of $target in 10 s" >&2
