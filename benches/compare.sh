@@ -16,7 +16,9 @@
 # e.g. `strace -c -f -o /tmp/@TARGET@.strace`; @TARGET@ becomes the target's name: see
 # benches/profile.sh), START_WAIT (seconds a proxy may take to open its port, 10), SKIP_BUILD
 # (1: use the kanmon-bench already built in CARGO_TARGET_DIR), FLEET_DEPLOYMENTS (1000: the
-# deployments of the `kanmon-fleet` target).
+# deployments of the `kanmon-fleet` target), LOAD_PROBE (a command run as
+# `LOAD_PROBE start|stop TARGET LOAD PID` just before and after each measured load, e.g. to
+# attach strace to the proxy for the load only: see benches/profile.sh).
 #
 # Per-load tables and progress go to stderr; stdout gets the one comparison table.
 # Every process it starts is killed on exit; every load is bounded by --timeout.
@@ -287,15 +289,24 @@ others_cpu_seconds() {
 measured() {
   local load="$1"; shift
   local before sys_before others_before rc=0 shell="$BASHPID"
+  probe start "$name" "$load" "$pid"
   before="$(cpu_seconds "$pid")"
   sys_before="$(cpu_seconds "$pid" sys)"
   others_before="$(others_cpu_seconds "$shell")"
   "$@" || rc=$?
+  probe stop "$name" "$load" "$pid"
   delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a - b }'; }
   delta "$(cpu_seconds "$pid")" "$before" >"$out/$name.$load.cpu"
   delta "$(cpu_seconds "$pid" sys)" "$sys_before" >"$out/$name.$load.syscpu"
   delta "$(others_cpu_seconds "$shell")" "$others_before" >"$out/$name.$load.othercpu"
   return "$rc"
+}
+
+# Runs LOAD_PROBE (when set) with the arguments; a failing probe is reported, not fatal.
+probe() {
+  local p=()
+  if [[ -n "${LOAD_PROBE:-}" ]]; then read -r -a p <<<"$LOAD_PROBE"; fi
+  if (( ${#p[@]} > 0 )); then "${p[@]}" "$@" || log "load probe $1 $2 $3 failed"; fi
 }
 
 # True when LOADS names this load.
